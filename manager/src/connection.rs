@@ -1,0 +1,419 @@
+//! One SQLite connection as litemux uses it: opened with its PRAGMAs, running raw SQL through
+//! diesel, recording every statement in the history.
+//!
+//! A `Connection` lives on its own thread (see [`worker`](crate::worker)); every method here
+//! is blocking and is only called there.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use diesel::connection::{Connection as _, LoadConnection, SimpleConnection};
+use diesel::row::Field as _;
+use diesel::sqlite::SqliteType;
+
+use crate::history::History;
+use crate::options::OpenMode;
+use crate::raw::RawConnection;
+use crate::statement::{ClassificationCache, Classified, Kind, RawQuery};
+use crate::{Error, Options, Result, Role, Row, Value};
+
+/// What an `execute` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ExecuteResult {
+    /// Rows inserted, updated or deleted by the statement (0 for DDL and queries).
+    pub rows_affected: u64,
+    /// The rowid of the most recent successful INSERT on the connection that ran it.
+    pub last_insert_rowid: i64,
+}
+
+/// State shared by every connection of one database.
+#[derive(Debug)]
+pub(crate) struct Context {
+    pub(crate) history: History,
+    pub(crate) classified: ClassificationCache,
+}
+
+/// How many rows a fetch wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Limit {
+    All,
+    First,
+}
+
+/// An open connection and its role.
+pub(crate) struct Connection {
+    raw: RawConnection,
+    role: Role,
+    context: Arc<Context>,
+}
+
+impl Connection {
+    /// Opens a connection and applies, in order: busy timeout (so every later step waits on
+    /// locks instead of failing), journal mode (writer only, before any reader exists),
+    /// `synchronous`, `foreign_keys`, the user's PRAGMAs, `query_only` (readers), the hook.
+    pub(crate) fn open(options: &Options, role: Role, context: Arc<Context>) -> Result<Self> {
+        let open_error = |source: Error| Error::Open {
+            path: options.path.clone(),
+            source: Box::new(source),
+        };
+        let url = connection_url(options).map_err(open_error)?;
+        let raw = RawConnection::establish(&url).map_err(|e| open_error(Error::Connect(e)))?;
+        let mut conn = Connection { raw, role, context };
+        conn.configure(options, role).map_err(open_error)?;
+        Ok(conn)
+    }
+
+    fn configure(&mut self, options: &Options, role: Role) -> Result<()> {
+        self.control(&format!(
+            "PRAGMA busy_timeout = {}",
+            options.busy_timeout.as_millis()
+        ))?;
+        let file = !options.is_memory();
+        if file && role == Role::Writer && options.mode != OpenMode::ReadOnly {
+            let mode = options.journal_mode.as_str();
+            let now = self.fetch(&format!("PRAGMA journal_mode = {mode}"), &[], Limit::First)?;
+            let applied = now.first().and_then(|r| r.get::<String>(0).ok());
+            if !applied.is_some_and(|m| m.eq_ignore_ascii_case(mode)) {
+                tracing::warn!(target: "litemux", path = %options.path.display(), mode, "journal mode not applied");
+            }
+            self.control(&format!(
+                "PRAGMA journal_size_limit = {}",
+                options.journal_size_limit
+            ))?;
+        }
+        // Fails here, at open, on a file that is not a database, not at the first query.
+        self.fetch("SELECT 1 FROM sqlite_schema LIMIT 1", &[], Limit::First)?;
+        self.control(&format!(
+            "PRAGMA synchronous = {}",
+            options.synchronous.as_str()
+        ))?;
+        self.control(&format!(
+            "PRAGMA foreign_keys = {}",
+            if options.foreign_keys { "ON" } else { "OFF" }
+        ))?;
+        for (name, value) in &options.pragmas {
+            self.control(&format!("PRAGMA {name} = {value}"))?;
+        }
+        if role == Role::Reader {
+            self.control("PRAGMA query_only = ON")?;
+        }
+        if let Some(hook) = &options.init {
+            hook(self.raw.diesel()).map_err(|e| self.diesel_error("<on_connect hook>", e))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn role(&self) -> Role {
+        self.role
+    }
+
+    pub(crate) fn is_autocommit(&self) -> bool {
+        self.raw.is_autocommit()
+    }
+
+    /// The diesel connection, for the escape hatch and the diesel adapter.
+    pub(crate) fn diesel(&mut self) -> &mut diesel::SqliteConnection {
+        self.raw.diesel()
+    }
+
+    /// Classifies `sql`, from the shared cache or by preparing it here.
+    pub(crate) fn classify(&mut self, sql: &str) -> Result<Classified> {
+        if let Some(found) = self.context.classified.get(sql) {
+            return Ok(found);
+        }
+        let shape = self
+            .raw
+            .shape(sql)
+            .map_err(|f| Error::from_sqlite(sql, f.code, f.message))?;
+        let classified = Classified::new(sql, shape);
+        self.context.classified.insert(sql, classified);
+        Ok(classified)
+    }
+
+    /// Checks `sql` is one statement with `given` placeholders that changes no transaction.
+    pub(crate) fn check(&mut self, sql: &str, given: usize) -> Result<Classified> {
+        let classified = self.classify(sql)?;
+        if classified.has_tail {
+            return Err(Error::MultipleStatements { sql: sql.into() });
+        }
+        if classified.kind == Kind::TransactionControl {
+            return Err(Error::TransactionControl { sql: sql.into() });
+        }
+        if classified.parameters != given {
+            return Err(Error::ParameterCount {
+                sql: sql.into(),
+                expected: classified.parameters,
+                given,
+            });
+        }
+        Ok(classified)
+    }
+
+    /// Runs one statement for its effect.
+    pub(crate) fn execute(&mut self, sql: &str, params: &[Value]) -> Result<ExecuteResult> {
+        let started = Instant::now();
+        let outcome = self.execute_unrecorded(sql, params);
+        self.record(
+            sql,
+            params,
+            started,
+            outcome.as_ref().map(|d| d.rows_affected),
+        );
+        outcome
+    }
+
+    fn execute_unrecorded(&mut self, sql: &str, params: &[Value]) -> Result<ExecuteResult> {
+        self.check(sql, params.len())?;
+        let before = self.raw.total_changes();
+        let query = RawQuery { sql, params };
+        self.raw
+            .diesel()
+            .execute_returning_count(&query)
+            .map_err(|e| self.diesel_error(sql, e))?;
+        // `changes()` keeps the count of the last INSERT/UPDATE/DELETE, even across DDL;
+        // comparing running totals tells whether this statement changed anything at all.
+        let rows_affected = if self.raw.total_changes() == before {
+            0
+        } else {
+            u64::try_from(self.raw.changes()).unwrap_or(0)
+        };
+        Ok(ExecuteResult {
+            rows_affected,
+            last_insert_rowid: self.raw.last_insert_rowid(),
+        })
+    }
+
+    /// Runs one statement and collects its rows.
+    pub(crate) fn fetch(&mut self, sql: &str, params: &[Value], limit: Limit) -> Result<Vec<Row>> {
+        let started = Instant::now();
+        let outcome = self.fetch_unrecorded(sql, params, limit);
+        self.record(
+            sql,
+            params,
+            started,
+            outcome.as_ref().map(|r| r.len() as u64),
+        );
+        outcome
+    }
+
+    fn fetch_unrecorded(&mut self, sql: &str, params: &[Value], limit: Limit) -> Result<Vec<Row>> {
+        self.check(sql, params.len())?;
+        let query = RawQuery { sql, params };
+        let loaded = self
+            .raw
+            .diesel()
+            .load(query)
+            .and_then(|cursor| collect_rows(cursor, limit));
+        loaded.map_err(|e| self.diesel_error(sql, e))
+    }
+
+    /// Overrides the cached classification of `sql` (a write SQLite called read-only).
+    pub(crate) fn remember(&self, sql: &str, classified: Classified) {
+        self.context.classified.insert(sql, classified);
+    }
+
+    /// Runs `sql` once per parameter list, all or nothing; returns the total rows changed.
+    pub(crate) fn execute_many(
+        &mut self,
+        sql: &str,
+        rows: &[Vec<Value>],
+        nested: bool,
+    ) -> Result<u64> {
+        self.atomically(nested, |conn| {
+            rows.iter().try_fold(0, |total, params| {
+                Ok(total + conn.execute(sql, params)?.rows_affected)
+            })
+        })
+    }
+
+    /// Runs `f` in a transaction (a savepoint when `nested`), committed only if it succeeds.
+    pub(crate) fn atomically<R>(
+        &mut self,
+        nested: bool,
+        f: impl FnOnce(&mut Self) -> Result<R>,
+    ) -> Result<R> {
+        let savepoint = crate::shared::NESTED_SAVEPOINT;
+        let (begin, commit, rollback) = if nested {
+            (
+                format!("SAVEPOINT {savepoint}"),
+                format!("RELEASE {savepoint}"),
+                format!("ROLLBACK TO {savepoint}; RELEASE {savepoint}"),
+            )
+        } else {
+            ("BEGIN IMMEDIATE".into(), "COMMIT".into(), "ROLLBACK".into())
+        };
+        self.control(&begin)?;
+        let outcome = f(self).and_then(|value| self.control(&commit).map(|()| value));
+        if outcome.is_err() && !self.is_autocommit() {
+            let _ = self.control(&rollback);
+        }
+        outcome
+    }
+
+    /// Runs a script statement by statement, split by SQLite's own parser, so each statement
+    /// is classified (and recorded) on its own. Transaction control is refused unless
+    /// `allow_transaction_control`.
+    pub(crate) fn batch(&mut self, script: &str, allow_transaction_control: bool) -> Result<()> {
+        let mut rest = script;
+        while crate::statement::has_statement(rest) {
+            let (shape, consumed) = self
+                .raw
+                .shape_prefix(rest)
+                .map_err(|f| Error::from_sqlite(rest, f.code, f.message))?;
+            let (sql, tail) = rest.split_at(consumed);
+            rest = tail;
+            if shape.empty {
+                continue;
+            }
+            let classified = Classified::new(sql, shape);
+            if classified.kind == Kind::TransactionControl && !allow_transaction_control {
+                return Err(Error::TransactionControl {
+                    sql: sql.trim().into(),
+                });
+            }
+            let started = Instant::now();
+            let before = self.raw.total_changes();
+            let outcome = self
+                .raw
+                .diesel()
+                .batch_execute(sql)
+                .map_err(|e| self.diesel_error(sql.trim(), e));
+            let changed = u64::try_from(self.raw.total_changes() - before).unwrap_or(0);
+            self.record(sql.trim(), &[], started, outcome.as_ref().map(|()| changed));
+            outcome?;
+        }
+        Ok(())
+    }
+
+    /// Runs a statement litemux itself issues (PRAGMAs, BEGIN, COMMIT, SAVEPOINT ...).
+    pub(crate) fn control(&mut self, sql: &str) -> Result<()> {
+        let started = Instant::now();
+        let outcome = self
+            .raw
+            .diesel()
+            .batch_execute(sql)
+            .map_err(|e| self.diesel_error(sql, e));
+        self.record(sql, &[], started, outcome.as_ref().map(|()| 0));
+        outcome
+    }
+
+    /// Rolls back whatever transaction is open, if any. Used to restore the shared writer.
+    pub(crate) fn rollback_open_transaction(&mut self) {
+        if !self.raw.is_autocommit() {
+            if let Err(e) = self.control("ROLLBACK") {
+                tracing::error!(target: "litemux", error = %e, "rollback failed");
+            }
+        }
+    }
+
+    fn record(&self, sql: &str, params: &[Value], started: Instant, outcome: Result<u64, &Error>) {
+        self.context
+            .history
+            .record(sql, params, self.role, started.elapsed(), outcome);
+    }
+
+    /// Turns a diesel error into ours, reading the extended code off the connection.
+    pub(crate) fn diesel_error(&self, sql: &str, error: diesel::result::Error) -> Error {
+        match error {
+            diesel::result::Error::DatabaseError(..) => {
+                let failure = self.raw.last_failure();
+                Error::from_sqlite(sql, failure.code, failure.message)
+            }
+            other => Error::Diesel(other),
+        }
+    }
+}
+
+/// Copies rows out of a diesel cursor, sharing one list of column names between them.
+fn collect_rows<'c, R>(
+    cursor: impl Iterator<Item = diesel::QueryResult<R>>,
+    limit: Limit,
+) -> diesel::QueryResult<Vec<Row>>
+where
+    R: diesel::row::Row<'c, diesel::sqlite::Sqlite>,
+{
+    let mut rows = Vec::new();
+    let mut columns: Option<Arc<[String]>> = None;
+    for row in cursor {
+        let row = row?;
+        let count = row.field_count();
+        let names = columns.get_or_insert_with(|| {
+            (0..count)
+                .map(|i| {
+                    row.get(i)
+                        .and_then(|f| f.field_name().map(str::to_owned))
+                        .unwrap_or_else(|| i.to_string())
+                })
+                .collect()
+        });
+        let values = (0..count)
+            .map(|i| {
+                row.get(i)
+                    .and_then(|f| f.value().map(read_value))
+                    .unwrap_or(Value::Null)
+            })
+            .collect();
+        rows.push(Row::new(Arc::clone(names), values));
+        if limit == Limit::First {
+            break;
+        }
+    }
+    Ok(rows)
+}
+
+fn read_value(mut value: diesel::sqlite::SqliteValue<'_, '_, '_>) -> Value {
+    match value.value_type() {
+        Some(SqliteType::Long | SqliteType::Integer | SqliteType::SmallInt) => {
+            Value::Integer(value.read_long())
+        }
+        Some(SqliteType::Double | SqliteType::Float) => Value::Real(value.read_double()),
+        Some(SqliteType::Text) => Value::Text(value.read_text().to_owned()),
+        Some(SqliteType::Binary) => Value::Blob(value.read_blob().to_vec()),
+        None => Value::Null,
+    }
+}
+
+/// The URL diesel opens: `:memory:`, or a `file:` URI carrying the open mode.
+fn connection_url(options: &Options) -> Result<String> {
+    if options.is_memory() {
+        return Ok(":memory:".into());
+    }
+    let path = &options.path;
+    check_path(path, options.mode)?;
+    let text = path
+        .to_str()
+        .ok_or_else(|| Error::invalid("path", format!("`{}` is not UTF-8", path.display())))?;
+    let mut uri = String::from("file:");
+    for c in text.chars() {
+        match c {
+            '%' => uri.push_str("%25"),
+            '?' => uri.push_str("%3f"),
+            '#' => uri.push_str("%23"),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str("?mode=");
+    uri.push_str(options.mode.as_str());
+    Ok(uri)
+}
+
+/// Finds what SQLite would only call "unable to open database file", with a precise cause.
+fn check_path(path: &Path, mode: OpenMode) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Err(Error::Io(std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "the path is a directory",
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && mode == OpenMode::ReadWriteCreate => {
+            let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+            match parent.map(std::fs::metadata) {
+                Some(Err(e)) => Err(Error::Io(e)),
+                _ => Ok(()),
+            }
+        }
+        Err(e) => Err(Error::Io(e)),
+    }
+}

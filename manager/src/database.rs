@@ -1,0 +1,407 @@
+//! [`Database`]: the handle users hold.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::connection::{ExecuteResult, Limit};
+use crate::health::HealthReport;
+use crate::read_transaction::ReadTransaction;
+use crate::shared::Shared;
+use crate::transaction::{Transaction, first_row};
+use crate::{Error, HistoryEntry, Options, Params, Result, Row, TransactionBehavior};
+
+/// An open SQLite database: one writer connection, a pool of readers, a history.
+///
+/// Clones are cheap and share everything; [`close`](Self::close) closes them all. Opening the
+/// same file again (by any path that leads to it) shares the same writer, so the process never
+/// fights itself for SQLite's write lock.
+///
+/// Reads outside a transaction run on a reader; anything that can write runs on the writer.
+///
+/// ```
+/// # async fn demo() -> litemux::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("app.db");
+/// # let path = path.to_str().unwrap();
+/// let db = litemux::Database::open(path).await?;
+/// db.execute_batch("CREATE TABLE t(x INTEGER)").await?;
+/// let done = db.execute("INSERT INTO t(x) VALUES (?)", (1,)).await?;
+/// assert_eq!((done.rows_affected, done.last_insert_rowid), (1, 1));
+/// let rows = db.fetch_all("SELECT x FROM t WHERE x > ?", (0,)).await?;
+/// assert_eq!(rows[0].get::<i64>(0)?, 1);
+/// db.close().await?;
+/// # Ok(()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Database {
+    handle: Arc<Handle>,
+}
+
+/// One `open`: clones of a `Database` share it; separate opens of one file have one each.
+struct Handle {
+    shared: Arc<Shared>,
+    closed: AtomicBool,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if !self.closed.load(Ordering::Acquire) {
+            self.shared.release_handle();
+        }
+    }
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("path", &self.handle.shared.label)
+            .field("closed", &self.handle.closed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Database {
+    /// Opens a path, `:memory:`, or a `sqlite://path?options` URL (see [`Options`]).
+    ///
+    /// A file is created if missing (unless `mode=rw`/`ro`). It must be called inside a tokio
+    /// runtime with the time driver enabled.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] for a bad URL; [`Error::Open`] when the file cannot be opened
+    /// (missing with `mode=rw`, a directory, not a database, locked past the busy timeout).
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: connection threads started before the cancellation shut down on
+    /// their own, but a file may have been created.
+    pub async fn open(url: &str) -> Result<Database> {
+        Self::open_with(url.parse()?).await
+    }
+
+    /// Opens a database with explicit [`Options`].
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    ///
+    /// # Cancel safety
+    /// As [`open`](Self::open).
+    pub async fn open_with(options: Options) -> Result<Database> {
+        let shared = Shared::open(options).await?;
+        Ok(Database {
+            handle: Arc::new(Handle {
+                shared,
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    fn live(&self) -> Result<&Arc<Shared>> {
+        let shared = &self.handle.shared;
+        if self.handle.closed.load(Ordering::Acquire) || shared.is_closed() {
+            return Err(Error::Closed);
+        }
+        Ok(shared)
+    }
+
+    /// Runs one statement for its effect (on the writer, unless it is known to only read).
+    ///
+    /// # Errors
+    /// SQL errors, [`Error::Constraint`], [`Error::ParameterCount`],
+    /// [`Error::MultipleStatements`], [`Error::TransactionControl`] for a raw
+    /// `BEGIN`/`COMMIT` (use [`begin`](Self::begin)), [`Error::Timeout`] waiting for the writer.
+    ///
+    /// # Cancel safety
+    /// If dropped before the writer is free, nothing runs; once the statement is queued it
+    /// runs (and commits) even if the future is dropped.
+    pub async fn execute(&self, sql: &str, params: impl Params) -> Result<ExecuteResult> {
+        self.live()?.execute(sql, params.into_values()).await
+    }
+
+    /// Runs a query and returns all its rows (on a reader when it only reads).
+    ///
+    /// # Errors
+    /// SQL errors, [`Error::ParameterCount`], [`Error::Timeout`] waiting for a connection.
+    ///
+    /// # Cancel safety
+    /// Cancel safe for reads; a statement that writes behaves as [`execute`](Self::execute).
+    pub async fn fetch_all(&self, sql: &str, params: impl Params) -> Result<Vec<Row>> {
+        self.live()?
+            .fetch(sql, params.into_values(), Limit::All)
+            .await
+    }
+
+    /// Fetches the first row, or [`Error::NoRows`].
+    ///
+    /// # Errors
+    /// As [`fetch_all`](Self::fetch_all), and [`Error::NoRows`].
+    ///
+    /// # Cancel safety
+    /// As [`fetch_all`](Self::fetch_all).
+    pub async fn fetch_one(&self, sql: &str, params: impl Params) -> Result<Row> {
+        first_row(
+            sql,
+            self.live()?
+                .fetch(sql, params.into_values(), Limit::First)
+                .await?,
+        )
+    }
+
+    /// Fetches the first row, if there is one.
+    ///
+    /// # Errors
+    /// As [`fetch_all`](Self::fetch_all).
+    ///
+    /// # Cancel safety
+    /// As [`fetch_all`](Self::fetch_all).
+    pub async fn fetch_optional(&self, sql: &str, params: impl Params) -> Result<Option<Row>> {
+        let rows = self
+            .live()?
+            .fetch(sql, params.into_values(), Limit::First)
+            .await?;
+        Ok(rows.into_iter().next())
+    }
+
+    /// Runs a script of several statements on the writer. The script may hold its own
+    /// `BEGIN ... COMMIT`; one that leaves a transaction open is rolled back
+    /// ([`Error::UnfinishedTransaction`]) so the shared writer stays usable.
+    ///
+    /// # Errors
+    /// The first failing statement's error (earlier statements stay applied unless the script
+    /// wrapped them in a transaction).
+    ///
+    /// # Cancel safety
+    /// As [`execute`](Self::execute).
+    pub async fn execute_batch(&self, script: &str) -> Result<()> {
+        self.live()?.execute_batch(script).await
+    }
+
+    /// Runs `sql` once per parameter list in one transaction, all or nothing, and returns the
+    /// total rows changed.
+    ///
+    /// ```
+    /// # async fn demo() -> litemux::Result<()> {
+    /// # let db = litemux::Database::open(":memory:").await?;
+    /// # db.execute_batch("CREATE TABLE t(x INTEGER)").await?;
+    /// let n = db.execute_many("INSERT INTO t(x) VALUES (?)", (0..100).map(|i| (i,))).await?;
+    /// assert_eq!(n, 100);
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// The first failing row's error; no row is kept then.
+    ///
+    /// # Cancel safety
+    /// As [`execute`](Self::execute).
+    pub async fn execute_many<P: Params>(
+        &self,
+        sql: &str,
+        rows: impl IntoIterator<Item = P>,
+    ) -> Result<u64> {
+        let rows = rows.into_iter().map(Params::into_values).collect();
+        self.live()?.execute_many(sql, rows).await
+    }
+
+    /// Begins a write transaction with the configured behaviour (`BEGIN IMMEDIATE` by
+    /// default), holding the writer until it ends.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] waiting for the writer; [`Error::Busy`] if another process holds
+    /// the write lock past the busy timeout.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: if dropped after BEGIN was queued, the transaction is rolled back.
+    pub async fn begin(&self) -> Result<Transaction> {
+        let shared = Arc::clone(self.live()?);
+        let behavior = shared.options.transaction_behavior;
+        Transaction::begin(shared, behavior).await
+    }
+
+    /// Begins a write transaction with an explicit [`TransactionBehavior`].
+    ///
+    /// # Errors
+    /// As [`begin`](Self::begin).
+    ///
+    /// # Cancel safety
+    /// As [`begin`](Self::begin).
+    pub async fn begin_with(&self, behavior: TransactionBehavior) -> Result<Transaction> {
+        Transaction::begin(Arc::clone(self.live()?), behavior).await
+    }
+
+    /// Runs `f` in a write transaction: committed when it returns `Ok`, rolled back when it
+    /// returns `Err`, panics, or the future is dropped.
+    ///
+    /// ```
+    /// # async fn demo() -> litemux::Result<()> {
+    /// # let db = litemux::Database::open(":memory:").await?;
+    /// # db.execute_batch("CREATE TABLE t(x INTEGER)").await?;
+    /// let rows = db.transaction(async |tx| {
+    ///     tx.execute("INSERT INTO t(x) VALUES (?)", (7,)).await?;
+    ///     tx.fetch_all("SELECT x FROM t", ()).await
+    /// }).await?;
+    /// assert_eq!(rows.len(), 1);
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// `f`'s error, or beginning/committing failed (then nothing is kept).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a dropped future rolls the transaction back.
+    pub async fn transaction<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: AsyncFnOnce(&mut Transaction) -> Result<T, E>,
+        E: From<Error>,
+    {
+        let mut tx = self.begin().await?;
+        match f(&mut tx).await {
+            Ok(value) => {
+                tx.commit().await?;
+                Ok(value)
+            }
+            Err(e) => {
+                if let Err(rollback) = tx.rollback().await {
+                    tracing::error!(target: "litemux", error = %rollback, "rollback failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Begins a read transaction on one reader: a consistent snapshot, without the writer.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] waiting for a reader.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn begin_read(&self) -> Result<ReadTransaction> {
+        ReadTransaction::begin(Arc::clone(self.live()?)).await
+    }
+
+    /// Runs `f` on a snapshot (see [`ReadTransaction`]).
+    ///
+    /// # Errors
+    /// `f`'s error, or [`Error::Timeout`] waiting for a reader.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn read_transaction<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: AsyncFnOnce(&ReadTransaction) -> Result<T, E>,
+        E: From<Error>,
+    {
+        let snapshot = self.begin_read().await?;
+        let outcome = f(&snapshot).await;
+        snapshot.end().await?;
+        outcome
+    }
+
+    /// Runs `f` with the writer's diesel connection, outside any transaction: the escape
+    /// hatch for diesel queries. `f` must not leave a transaction open (if it does, it is
+    /// rolled back and [`Error::UnfinishedTransaction`] returned).
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] waiting for the writer.
+    ///
+    /// # Cancel safety
+    /// Once queued, `f` runs to completion even if the future is dropped.
+    pub async fn with_writer<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut diesel::SqliteConnection) -> R + Send + 'static,
+    ) -> Result<R> {
+        self.live()?.with_writer(f).await
+    }
+
+    /// Recent statements, oldest first.
+    pub fn history(&self) -> Vec<HistoryEntry> {
+        self.handle.shared.context.history.snapshot()
+    }
+
+    /// Appends the history to `path` as JSON lines (one object per statement, keys named
+    /// like [`HistoryEntry`]'s fields; the file is created with mode 0600) and clears it.
+    /// Returns how many entries were written.
+    ///
+    /// # Errors
+    /// [`Error::HistoryIo`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe (the write itself is synchronous).
+    pub async fn flush_history(&self, path: impl AsRef<Path>) -> Result<usize> {
+        self.handle.shared.context.history.flush(path.as_ref())
+    }
+
+    /// Runs one health pass now: closes readers idle or aged past their limits and
+    /// checkpoints the WAL if the writer is free. The background task does this every
+    /// [`Options::health_interval`].
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn run_health_check(&self) -> Result<HealthReport> {
+        Ok(crate::health::pass(self.live()?).await)
+    }
+
+    /// A snapshot of the connections' state.
+    pub fn status(&self) -> Status {
+        let shared = &self.handle.shared;
+        let readers = shared.readers.as_ref().map(crate::readers::Readers::status);
+        Status {
+            readers_max: readers.map_or(0, |s| s.max_size),
+            readers_open: readers.map_or(0, |s| s.size),
+            readers_idle: readers.map_or(0, |s| s.available),
+            closed: shared.is_closed() || self.handle.closed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The options the database was opened with (the first open's, when shared).
+    pub fn options(&self) -> &Options {
+        &self.handle.shared.options
+    }
+
+    /// Whether two handles share one writer (they were opened on the same file).
+    pub fn same_database(&self, other: &Database) -> bool {
+        Arc::ptr_eq(&self.handle.shared, &other.handle.shared)
+    }
+
+    /// Closes this handle and its clones. When the last handle open on the file closes,
+    /// litemux waits for a running transaction (up to the writer timeout), rolls back a
+    /// force-rollback database, checkpoints the WAL, writes the history file if configured,
+    /// and waits for every connection to close. Closing twice is a no-op.
+    ///
+    /// # Errors
+    /// [`Error::HistoryIo`] if the configured history file cannot be written.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: the handle is closed at once, the rest may be left half-done
+    /// (connection threads then end on their own).
+    pub async fn close(&self) -> Result<()> {
+        if self.handle.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let shared = &self.handle.shared;
+        if shared.release_handle() {
+            shared.shut_down().await
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Connection counts, from [`Database::status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Status {
+    /// The most readers the pool opens.
+    pub readers_max: usize,
+    /// Readers open now.
+    pub readers_open: usize,
+    /// Open readers not checked out.
+    pub readers_idle: usize,
+    /// Whether this handle (or the database) is closed.
+    pub closed: bool,
+}

@@ -1,0 +1,315 @@
+//! The one error type of `litemux`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::Role;
+
+/// A `Result` whose error defaults to [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in `litemux`.
+///
+/// Variants are matched by callers, so each one names *when* it happens. SQLite's own
+/// message is part of every error that SQLite reported.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The database could not be opened or configured: the path is missing or a directory,
+    /// the file is not a database, or a PRAGMA run at open failed. `source` says which.
+    #[error("cannot open database `{}`", path.display())]
+    Open {
+        /// The path as given to `open`.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// SQLite could not open the connection (diesel's report; the cause of [`Error::Open`]).
+    #[error("cannot connect")]
+    Connect(#[source] diesel::ConnectionError),
+
+    /// A filesystem operation outside SQLite failed (used as the cause of [`Error::Open`]).
+    #[error("filesystem error")]
+    Io(#[source] std::io::Error),
+
+    /// SQLite rejected or failed a statement for a reason not covered by a more specific
+    /// variant (syntax error, missing table, wrong type affinity, ...).
+    #[error("SQL error: {message} (extended code {code}) in `{sql}`")]
+    Sql {
+        /// The statement text.
+        sql: String,
+        /// SQLite's extended result code.
+        code: i32,
+        /// SQLite's message.
+        message: String,
+    },
+
+    /// A UNIQUE, PRIMARY KEY, FOREIGN KEY, NOT NULL or CHECK constraint failed.
+    #[error("constraint violation ({kind:?}): {message} in `{sql}`")]
+    Constraint {
+        /// Which kind of constraint, decoded from the extended code.
+        kind: ConstraintKind,
+        /// The statement text.
+        sql: String,
+        /// SQLite's extended result code.
+        code: i32,
+        /// SQLite's message.
+        message: String,
+    },
+
+    /// The database stayed busy or locked (by another process or connection) past the busy
+    /// timeout.
+    #[error("database busy: {message} (extended code {code}) in `{sql}`")]
+    Busy {
+        /// The statement text.
+        sql: String,
+        /// SQLite's extended result code.
+        code: i32,
+        /// SQLite's message.
+        message: String,
+    },
+
+    /// A write reached a database opened read-only (`mode=ro`), or a file SQLite cannot write.
+    #[error("database is read-only: {message} in `{sql}`")]
+    ReadOnly {
+        /// The statement text.
+        sql: String,
+        /// SQLite's message.
+        message: String,
+    },
+
+    /// Waiting for a connection took longer than the configured timeout: the writer is held by
+    /// a long transaction, or every reader is checked out.
+    #[error("timed out after {waited:?} waiting for the {role:?} connection")]
+    Timeout {
+        /// Which connection was awaited.
+        role: Role,
+        /// How long the caller waited.
+        waited: Duration,
+    },
+
+    /// `fetch_one` found no row.
+    #[error("query returned no rows: `{sql}`")]
+    NoRows {
+        /// The statement text.
+        sql: String,
+    },
+
+    /// The number of parameters given does not match the statement's placeholders. SQLite
+    /// would silently bind NULL to missing ones; litemux refuses.
+    #[error("statement expects {expected} parameters, {given} given: `{sql}`")]
+    ParameterCount {
+        /// The statement text.
+        sql: String,
+        /// Placeholders in the statement.
+        expected: usize,
+        /// Values given.
+        given: usize,
+    },
+
+    /// `execute`, `fetch_*` or `execute_many` got more than one statement; use
+    /// `execute_batch` for scripts.
+    #[error("expected one statement, found several: `{sql}`")]
+    MultipleStatements {
+        /// The statement text.
+        sql: String,
+    },
+
+    /// A raw `BEGIN`/`COMMIT`/`ROLLBACK`/`SAVEPOINT`/`RELEASE` was sent through a method that
+    /// must not change transaction state; use `begin`, `transaction` or the savepoint methods.
+    #[error("transaction control statement refused here (use the transaction API): `{sql}`")]
+    TransactionControl {
+        /// The statement text.
+        sql: String,
+    },
+
+    /// A batch left a transaction open on the shared writer. litemux rolled it back so the
+    /// writer stays usable; nothing from the batch after its `BEGIN` was kept.
+    #[error("batch left a transaction open; it was rolled back: `{sql}`")]
+    UnfinishedTransaction {
+        /// The batch text.
+        sql: String,
+    },
+
+    /// SQLite ended the transaction on its own after an error (a full disk, an I/O error, an
+    /// interrupted statement); nothing of it was committed and the handle can only be dropped.
+    #[error("the transaction was rolled back by SQLite before `{sql}`")]
+    TransactionAborted {
+        /// The statement that found the transaction gone.
+        sql: String,
+    },
+
+    /// `Row::get` found a value of another type than the one asked for (strict: text is not
+    /// an integer, NULL is not a `String`).
+    #[error("column `{column}` holds {found}, not {expected}")]
+    TypeMismatch {
+        /// The column name, or its index when unnamed.
+        column: String,
+        /// The Rust type asked for.
+        expected: &'static str,
+        /// The SQLite storage class found.
+        found: &'static str,
+    },
+
+    /// `Row::get` named a column that is not in the row, or an index past its end.
+    #[error("no column `{column}` in row")]
+    ColumnNotFound {
+        /// The name or index asked for.
+        column: String,
+    },
+
+    /// The database (or every handle to it) was closed.
+    #[error("database is closed")]
+    Closed,
+
+    /// The thread serving a connection stopped while a request was in flight (a panic in user
+    /// code run on it, or the process is shutting down).
+    #[error("the {role:?} connection thread stopped")]
+    ConnectionLost {
+        /// Which connection.
+        role: Role,
+    },
+
+    /// `Manager::get` was given an alias or path that was never opened.
+    #[error("no database opened as `{0}`")]
+    UnknownAlias(String),
+
+    /// A URL or option could not be understood: unknown key, bad value, bad scheme.
+    #[error("invalid option `{key}`: {reason}")]
+    InvalidOption {
+        /// The key (or `url` for the URL as a whole).
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Writing the history file failed.
+    #[error("cannot write history to `{}`", path.display())]
+    HistoryIo {
+        /// The target file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// diesel reported a failure that is not an SQLite error (bind serialisation, a bad
+    /// connection URL, ...).
+    #[error("diesel error")]
+    Diesel(#[source] diesel::result::Error),
+}
+
+/// Which constraint a [`Error::Constraint`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConstraintKind {
+    /// A UNIQUE index or constraint.
+    Unique,
+    /// A PRIMARY KEY.
+    PrimaryKey,
+    /// A FOREIGN KEY.
+    ForeignKey,
+    /// A NOT NULL column.
+    NotNull,
+    /// A CHECK constraint.
+    Check,
+    /// Any other constraint (a trigger's RAISE, a rowid, ...).
+    Other,
+}
+
+impl Error {
+    /// Builds the error for a failed statement from SQLite's extended code and message.
+    pub(crate) fn from_sqlite(sql: &str, code: i32, message: String) -> Self {
+        use libsqlite3_sys as ffi;
+        let sql = sql.to_owned();
+        match code & 0xff {
+            ffi::SQLITE_CONSTRAINT => Error::Constraint {
+                kind: match code {
+                    ffi::SQLITE_CONSTRAINT_UNIQUE => ConstraintKind::Unique,
+                    ffi::SQLITE_CONSTRAINT_PRIMARYKEY => ConstraintKind::PrimaryKey,
+                    ffi::SQLITE_CONSTRAINT_FOREIGNKEY => ConstraintKind::ForeignKey,
+                    ffi::SQLITE_CONSTRAINT_NOTNULL => ConstraintKind::NotNull,
+                    ffi::SQLITE_CONSTRAINT_CHECK => ConstraintKind::Check,
+                    _ => ConstraintKind::Other,
+                },
+                sql,
+                code,
+                message,
+            },
+            ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED => Error::Busy { sql, code, message },
+            ffi::SQLITE_READONLY => Error::ReadOnly { sql, message },
+            _ => Error::Sql { sql, code, message },
+        }
+    }
+
+    /// The statement text this error is about, if it is about one.
+    pub fn sql(&self) -> Option<&str> {
+        match self {
+            Error::Sql { sql, .. }
+            | Error::Constraint { sql, .. }
+            | Error::Busy { sql, .. }
+            | Error::ReadOnly { sql, .. }
+            | Error::NoRows { sql }
+            | Error::ParameterCount { sql, .. }
+            | Error::MultipleStatements { sql }
+            | Error::TransactionControl { sql }
+            | Error::UnfinishedTransaction { sql }
+            | Error::TransactionAborted { sql } => Some(sql),
+            Error::Open { source, .. } => source.sql(),
+            Error::Io(_)
+            | Error::Connect(_)
+            | Error::Timeout { .. }
+            | Error::TypeMismatch { .. }
+            | Error::ColumnNotFound { .. }
+            | Error::Closed
+            | Error::ConnectionLost { .. }
+            | Error::UnknownAlias(_)
+            | Error::InvalidOption { .. }
+            | Error::HistoryIo { .. }
+            | Error::Diesel(_) => None,
+        }
+    }
+
+    /// Whether this is (or was caused by) SQLite reporting the database busy or locked.
+    pub fn is_busy(&self) -> bool {
+        match self {
+            Error::Busy { .. } => true,
+            Error::Open { source, .. } => source.is_busy(),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidOption {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extended_codes_pick_the_variant() {
+        use libsqlite3_sys as ffi;
+        let e = Error::from_sqlite("x", ffi::SQLITE_CONSTRAINT_UNIQUE, "m".into());
+        assert!(matches!(
+            e,
+            Error::Constraint {
+                kind: ConstraintKind::Unique,
+                ..
+            }
+        ));
+        assert!(Error::from_sqlite("x", ffi::SQLITE_BUSY_SNAPSHOT, "m".into()).is_busy());
+        assert!(matches!(
+            Error::from_sqlite("x", ffi::SQLITE_READONLY, "m".into()),
+            Error::ReadOnly { .. }
+        ));
+        let e = Error::from_sqlite("SELECT", ffi::SQLITE_ERROR, "no such table: t".into());
+        assert!(e.to_string().contains("no such table: t"));
+    }
+}

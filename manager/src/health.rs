@@ -1,0 +1,70 @@
+//! The health task: recycles idle and aged readers and keeps the WAL from growing unbounded.
+
+use std::sync::{Arc, Weak};
+
+use crate::shared::Shared;
+
+/// What one health pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct HealthReport {
+    /// Readers closed for being idle or old (they reopen on demand).
+    pub readers_closed: usize,
+    /// Whether a passive WAL checkpoint ran (it is skipped while a transaction holds the writer).
+    pub checkpointed: bool,
+}
+
+/// Starts the background task of `shared`. It holds only a weak reference, so it never keeps
+/// a database open, and ends when the database closes.
+pub(crate) fn spawn(shared: &Arc<Shared>) {
+    let weak: Weak<Shared> = Arc::downgrade(shared);
+    let period = shared.options.health_interval;
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate; the database was just opened.
+        interval.tick().await;
+        loop {
+            interval.tick().await;
+            let Some(shared) = weak.upgrade() else { break };
+            if shared.is_closed() {
+                break;
+            }
+            let report = pass(&shared).await;
+            tracing::trace!(target: "litemux::health", database = %shared.label, ?report);
+        }
+    });
+}
+
+/// One pass: retire readers past `max_idle_time` / `max_connection_age`, then a PASSIVE
+/// checkpoint if the writer is free (it never waits for readers, so it cannot stall anyone;
+/// `journal_size_limit` then keeps the WAL file itself small).
+pub(crate) async fn pass(shared: &Shared) -> HealthReport {
+    let readers_closed = shared.readers.as_ref().map_or(0, |readers| {
+        readers.retire(
+            shared.options.max_idle_time,
+            shared.options.max_connection_age,
+        )
+    });
+    let wal = !shared.options.is_memory()
+        && !shared.options.force_rollback
+        && shared.options.journal_mode == crate::JournalMode::Wal;
+    let mut checkpointed = false;
+    if wal {
+        if let Some(lease) = shared.writer.try_lease() {
+            let ran = shared
+                .writer
+                .worker
+                .call(|conn| {
+                    conn.is_autocommit() && conn.control("PRAGMA wal_checkpoint(PASSIVE)").is_ok()
+                })
+                .await;
+            drop(lease);
+            checkpointed = ran.unwrap_or(false);
+        }
+    }
+    HealthReport {
+        readers_closed,
+        checkpointed,
+    }
+}

@@ -1,0 +1,276 @@
+//! The query history: a bounded ring of recent statements, also emitted as `tracing` events.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::{Error, Result, Value};
+
+/// Which connection ran a statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// One of the read-only reader connections.
+    Reader,
+    /// The database's single writer connection.
+    Writer,
+}
+
+impl Role {
+    /// `"reader"` or `"writer"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Reader => "reader",
+            Role::Writer => "writer",
+        }
+    }
+}
+
+/// One statement litemux ran.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct HistoryEntry {
+    /// The database's path (`:memory:` for in-memory ones).
+    pub database: String,
+    /// The statement text.
+    pub sql: String,
+    /// The connection it ran on.
+    pub role: Role,
+    /// How long SQLite took, from prepare to the last row.
+    pub duration: Duration,
+    /// Rows returned (queries) or changed (writes).
+    pub rows: u64,
+    /// The error's message, when it failed.
+    pub error: Option<String>,
+    /// When it finished.
+    pub time: SystemTime,
+    /// Its parameters, only when [`Options::record_params`](crate::Options::record_params) is on.
+    pub params: Option<Vec<Value>>,
+}
+
+/// The ring of recent entries of one database.
+#[derive(Debug)]
+pub(crate) struct History {
+    database: String,
+    capacity: usize,
+    record_params: bool,
+    entries: Mutex<VecDeque<HistoryEntry>>,
+}
+
+impl History {
+    pub(crate) fn new(database: String, capacity: usize, record_params: bool) -> Self {
+        History {
+            database,
+            capacity,
+            record_params,
+            entries: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
+        }
+    }
+
+    /// Records one statement and emits it as a `tracing` event.
+    pub(crate) fn record(
+        &self,
+        sql: &str,
+        params: &[Value],
+        role: Role,
+        duration: Duration,
+        outcome: std::result::Result<u64, &Error>,
+    ) {
+        let (rows, error) = match outcome {
+            Ok(rows) => (rows, None),
+            Err(e) => (0, Some(e.to_string())),
+        };
+        tracing::debug!(
+            target: "litemux::statement",
+            database = %self.database,
+            role = role.as_str(),
+            sql,
+            rows,
+            duration_us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX),
+            error = error.as_deref(),
+        );
+        if self.capacity == 0 {
+            return;
+        }
+        let entry = HistoryEntry {
+            database: self.database.clone(),
+            sql: sql.to_owned(),
+            role,
+            duration,
+            rows,
+            error,
+            time: SystemTime::now(),
+            params: self.record_params.then(|| params.to_vec()),
+        };
+        let mut entries = self.lock();
+        if entries.len() == self.capacity {
+            entries.pop_front();
+        }
+        entries.push_back(entry);
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<HistoryEntry> {
+        self.lock().iter().cloned().collect()
+    }
+
+    /// Appends every entry to `path` as JSON lines (creating it with mode 0600), and empties
+    /// the ring so the next flush does not repeat them.
+    pub(crate) fn flush(&self, path: &Path) -> Result<usize> {
+        let entries: Vec<HistoryEntry> = self.lock().drain(..).collect();
+        let mut text = String::new();
+        for entry in &entries {
+            write_json_line(&mut text, entry);
+        }
+        let io_error = |source| Error::HistoryIo {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = open_private(path).map_err(io_error)?;
+        file.write_all(text.as_bytes()).map_err(io_error)?;
+        file.flush().map_err(io_error)?;
+        Ok(entries.len())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<HistoryEntry>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+/// One entry as a JSON object on one line; keys are the field names, `duration` is in
+/// microseconds and `time` is RFC 3339 UTC.
+fn write_json_line(out: &mut String, e: &HistoryEntry) {
+    out.push_str("{\"database\":");
+    json_string(out, &e.database);
+    out.push_str(",\"sql\":");
+    json_string(out, &e.sql);
+    let _ = write!(
+        out,
+        ",\"role\":\"{}\",\"duration\":{},\"rows\":{},\"error\":",
+        e.role.as_str(),
+        e.duration.as_micros(),
+        e.rows
+    );
+    match &e.error {
+        Some(message) => json_string(out, message),
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"time\":");
+    json_string(out, &rfc3339(e.time));
+    if let Some(params) = &e.params {
+        out.push_str(",\"params\":[");
+        for (i, value) in params.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            json_value(out, value);
+        }
+        out.push(']');
+    }
+    out.push_str("}\n");
+}
+
+fn json_value(out: &mut String, value: &Value) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Integer(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::Real(f) if f.is_finite() => {
+            let _ = write!(out, "{f:?}");
+        }
+        Value::Real(_) => out.push_str("null"),
+        Value::Text(s) => json_string(out, s),
+        Value::Blob(b) => {
+            out.push_str("{\"blob_len\":");
+            let _ = write!(out, "{}}}", b.len());
+        }
+    }
+}
+
+fn json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Formats `time` as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (civil-from-days, proleptic Gregorian).
+fn rfc3339(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_micros()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_formats_as_rfc3339() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+        let t = UNIX_EPOCH + Duration::from_secs(1_709_210_096) + Duration::from_micros(5);
+        assert_eq!(rfc3339(t), "2024-02-29T12:34:56.000005Z");
+    }
+
+    #[test]
+    fn ring_is_bounded_and_json_is_escaped() {
+        let history = History::new("db".into(), 2, true);
+        for sql in ["a", "b\n\"c\""] {
+            history.record(
+                sql,
+                &[Value::Integer(1)],
+                Role::Writer,
+                Duration::from_micros(3),
+                Ok(1),
+            );
+        }
+        history.record("x", &[], Role::Reader, Duration::ZERO, Err(&Error::Closed));
+        let entries = history.snapshot();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[1].error.as_deref(), Some("database is closed"));
+        let mut line = String::new();
+        write_json_line(&mut line, &entries[0]);
+        assert!(line.starts_with(r#"{"database":"db","sql":"b\n\"c\"","role":"writer","duration":3,"rows":1,"error":null,"time":""#));
+        assert!(line.ends_with(",\"params\":[1]}\n"));
+    }
+}

@@ -1,0 +1,87 @@
+//! An async SQLite manager: **one writer, many readers, one owner per database file**.
+//!
+//! Each [`Database`] has one writer connection and a pool of reader connections (WAL). Reads
+//! outside a transaction run on a reader, anything that can write runs on the writer — SQLite
+//! itself decides which (`sqlite3_stmt_readonly`), so comments and CTEs cannot fool it, and
+//! readers are `query_only` so a misjudged write is refused there and retried on the writer.
+//! Opening the same file twice in one process shares one writer, so the process never fights
+//! itself for SQLite's write lock (`database is locked`).
+//!
+//! ```
+//! # async fn demo() -> litemux::Result<()> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let url = format!("sqlite://{}?readers=2", dir.path().join("app.db").display());
+//! let db = litemux::Database::open(&url).await?;
+//! db.execute_batch("CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT NOT NULL)").await?;
+//! db.transaction(async |tx| {
+//!     tx.execute("INSERT INTO users(name) VALUES (?)", ("ada",)).await?;
+//!     tx.execute("INSERT INTO users(name) VALUES (?)", ("grace",)).await
+//! }).await?;
+//! let user = db.fetch_one("SELECT id, name FROM users WHERE name = ?", ("ada",)).await?;
+//! assert_eq!(user.get::<String>("name")?, "ada");
+//! assert_eq!(db.history().last().unwrap().role, litemux::Role::Reader);
+//! db.close().await?;
+//! # Ok(()) }
+//! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+//! ```
+//!
+//! # URLs
+//! `sqlite://` then the path as written (`sqlite:///abs/app.db`, `sqlite://rel/app.db`), then
+//! options, case-insensitive: `readers` (count), `busy_timeout`, `writer_timeout`,
+//! `reader_timeout`, `max_idle_time`, `max_connection_age` (milliseconds), `journal_mode`,
+//! `synchronous`, `foreign_keys`, `mode` (`rwc`, `rw`, `ro`, `memory`), `transaction`
+//! (`deferred`, `immediate`, `exclusive`), `history` (capacity), `record_params`,
+//! `force_rollback`. An unknown key or bad value is an error. A plain path and `:memory:` work
+//! too.
+//!
+//! # Layout
+//! - [`Database`] (`database.rs`): the handle; [`Options`] (`options/`): configuration and URLs.
+//! - [`Transaction`], [`ReadTransaction`]: write and snapshot transactions.
+//! - [`Row`], [`Value`], [`Params`]: results and parameters.
+//! - [`HistoryEntry`], [`Role`]: the query history. [`Manager`]: databases by alias.
+//! - Internals: `shared.rs` (per-file state and routing), `writer.rs` (the FIFO writer lease),
+//!   `readers.rs` (the reader pool), `worker.rs` (a connection's thread), `connection.rs`
+//!   (running SQL), `statement.rs` (classification), `raw.rs` (the only `unsafe`: SQLite's C
+//!   API), `registry.rs` (one writer per file), `health.rs` (the health task).
+//!
+//! # Caveats
+//! - **A tokio runtime with the time driver is required** (`#[tokio::test]` and
+//!   `#[tokio::main]` have one).
+//! - **A statement queued on a connection runs to completion even if its future is
+//!   dropped**; transactions are rolled back when dropped, so cancellation never leaves
+//!   half a transaction behind.
+
+mod connection;
+mod database;
+mod error;
+mod health;
+mod history;
+mod manager;
+mod options;
+mod raw;
+mod read_transaction;
+mod readers;
+mod registry;
+mod row;
+mod shared;
+mod statement;
+mod threads;
+mod transaction;
+mod value;
+mod worker;
+mod writer;
+
+pub use connection::ExecuteResult;
+pub use database::{Database, Status};
+pub use error::{ConstraintKind, Error, Result};
+pub use health::HealthReport;
+pub use history::{HistoryEntry, Role};
+pub use manager::Manager;
+pub use options::{InitHook, JournalMode, OpenMode, Options, Synchronous, TransactionBehavior};
+pub use read_transaction::ReadTransaction;
+pub use row::{ColumnIndex, FromValue, Row};
+pub use transaction::Transaction;
+pub use value::{Params, Value};
+
+/// diesel, as litemux links it, for the escape hatch ([`Database::with_writer`]).
+pub use diesel;

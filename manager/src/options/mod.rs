@@ -1,0 +1,285 @@
+//! [`Options`]: everything [`Database::open_with`](crate::Database::open_with) can be told.
+
+mod pragmas;
+mod url;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::SqliteConnection;
+
+pub use pragmas::{JournalMode, OpenMode, Synchronous, TransactionBehavior};
+
+/// A hook run on every new connection, after litemux's PRAGMAs.
+pub type InitHook = Arc<dyn Fn(&mut SqliteConnection) -> diesel::QueryResult<()> + Send + Sync>;
+
+/// How to open a database: a builder, also parsed from a path or `sqlite://` URL.
+///
+/// ```
+/// use std::time::Duration;
+/// use litemux::{Options, Synchronous};
+///
+/// let options = Options::new("app.db")
+///     .readers(4)
+///     .busy_timeout(Duration::from_secs(2))
+///     .synchronous(Synchronous::Full)
+///     .pragma("cache_size", "-16000");
+/// let same: Options = "sqlite://app.db?readers=4&busy_timeout=2000&synchronous=FULL".parse()?;
+/// assert_eq!(same.reader_count(), 4);
+/// # Ok::<(), litemux::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Options {
+    pub(crate) path: PathBuf,
+    pub(crate) mode: OpenMode,
+    readers: Option<usize>,
+    pub(crate) busy_timeout: Duration,
+    pub(crate) journal_mode: JournalMode,
+    pub(crate) synchronous: Synchronous,
+    pub(crate) foreign_keys: bool,
+    pub(crate) pragmas: Vec<(String, String)>,
+    pub(crate) init: Option<InitHook>,
+    pub(crate) transaction_behavior: TransactionBehavior,
+    pub(crate) writer_timeout: Duration,
+    pub(crate) reader_timeout: Duration,
+    pub(crate) history_capacity: usize,
+    pub(crate) record_params: bool,
+    pub(crate) history_file: Option<PathBuf>,
+    pub(crate) max_idle_time: Option<Duration>,
+    pub(crate) max_connection_age: Option<Duration>,
+    pub(crate) health_interval: Duration,
+    pub(crate) journal_size_limit: i64,
+    pub(crate) force_rollback: bool,
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("path", &self.path)
+            .field("mode", &self.mode)
+            .field("readers", &self.reader_count())
+            .field("busy_timeout", &self.busy_timeout)
+            .field("journal_mode", &self.journal_mode)
+            .field("synchronous", &self.synchronous)
+            .field("foreign_keys", &self.foreign_keys)
+            .field("pragmas", &self.pragmas)
+            .field("init", &self.init.as_ref().map(|_| "Fn"))
+            .field("transaction_behavior", &self.transaction_behavior)
+            .field("writer_timeout", &self.writer_timeout)
+            .field("reader_timeout", &self.reader_timeout)
+            .field("history_capacity", &self.history_capacity)
+            .field("record_params", &self.record_params)
+            .field("history_file", &self.history_file)
+            .field("max_idle_time", &self.max_idle_time)
+            .field("max_connection_age", &self.max_connection_age)
+            .field("health_interval", &self.health_interval)
+            .field("force_rollback", &self.force_rollback)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Options {
+    /// Options for the file at `path` (or `:memory:`), with the defaults: readers as many as
+    /// the machine has cores (at least 1, at most 8), WAL, `synchronous=NORMAL`,
+    /// `foreign_keys=ON`, a 5 s busy timeout, `BEGIN IMMEDIATE`, 30 s connection waits, a
+    /// 1,000-entry history, readers recycled after 10 min idle or 1 h of age.
+    pub fn new(path: impl AsRef<Path>) -> Self {
+        let path = path.as_ref().to_path_buf();
+        let mode = if path.as_os_str() == ":memory:" {
+            OpenMode::Memory
+        } else {
+            OpenMode::ReadWriteCreate
+        };
+        Options {
+            path,
+            mode,
+            readers: None,
+            busy_timeout: Duration::from_secs(5),
+            journal_mode: JournalMode::Wal,
+            synchronous: Synchronous::Normal,
+            foreign_keys: true,
+            pragmas: Vec::new(),
+            init: None,
+            transaction_behavior: TransactionBehavior::Immediate,
+            writer_timeout: Duration::from_secs(30),
+            reader_timeout: Duration::from_secs(30),
+            history_capacity: 1000,
+            record_params: false,
+            history_file: None,
+            max_idle_time: Some(Duration::from_secs(600)),
+            max_connection_age: Some(Duration::from_secs(3600)),
+            health_interval: Duration::from_secs(30),
+            journal_size_limit: 64 * 1024 * 1024,
+            force_rollback: false,
+        }
+    }
+
+    /// Options for a private in-memory database: everything runs on the writer.
+    pub fn memory() -> Self {
+        Options::new(":memory:")
+    }
+
+    /// The number of reader connections (0 sends reads to the writer). Ignored for in-memory
+    /// databases, which have none.
+    #[must_use]
+    pub fn readers(mut self, readers: usize) -> Self {
+        self.readers = Some(readers);
+        self
+    }
+
+    /// How the file is opened; [`OpenMode::Memory`] ignores the path.
+    #[must_use]
+    pub fn mode(mut self, mode: OpenMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// How long SQLite waits on a lock held by another process before [`Error::Busy`](crate::Error::Busy).
+    #[must_use]
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// `PRAGMA journal_mode`, set by the writer at open (files only).
+    #[must_use]
+    pub fn journal_mode(mut self, mode: JournalMode) -> Self {
+        self.journal_mode = mode;
+        self
+    }
+
+    /// `PRAGMA synchronous` on every connection.
+    #[must_use]
+    pub fn synchronous(mut self, synchronous: Synchronous) -> Self {
+        self.synchronous = synchronous;
+        self
+    }
+
+    /// `PRAGMA foreign_keys` on every connection.
+    #[must_use]
+    pub fn foreign_keys(mut self, on: bool) -> Self {
+        self.foreign_keys = on;
+        self
+    }
+
+    /// An extra `PRAGMA name = value` for every connection, run after litemux's own.
+    #[must_use]
+    pub fn pragma(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.pragmas.push((name.into(), value.into()));
+        self
+    }
+
+    /// A hook run on every new connection (writer and readers) after the PRAGMAs: register
+    /// SQL functions or collations here. Readers are `query_only` by then.
+    #[must_use]
+    pub fn on_connect(
+        mut self,
+        hook: impl Fn(&mut SqliteConnection) -> diesel::QueryResult<()> + Send + Sync + 'static,
+    ) -> Self {
+        self.init = Some(Arc::new(hook));
+        self
+    }
+
+    /// How write transactions begin (default [`TransactionBehavior::Immediate`]).
+    #[must_use]
+    pub fn transaction_behavior(mut self, behavior: TransactionBehavior) -> Self {
+        self.transaction_behavior = behavior;
+        self
+    }
+
+    /// How long a write waits for the writer (held by a transaction) before
+    /// [`Error::Timeout`](crate::Error::Timeout).
+    #[must_use]
+    pub fn writer_timeout(mut self, timeout: Duration) -> Self {
+        self.writer_timeout = timeout;
+        self
+    }
+
+    /// How long a read waits for a free reader before [`Error::Timeout`](crate::Error::Timeout).
+    #[must_use]
+    pub fn reader_timeout(mut self, timeout: Duration) -> Self {
+        self.reader_timeout = timeout;
+        self
+    }
+
+    /// How many recent statements the history keeps (0 turns it off).
+    #[must_use]
+    pub fn history_capacity(mut self, capacity: usize) -> Self {
+        self.history_capacity = capacity;
+        self
+    }
+
+    /// Whether history entries keep each statement's parameters (off by default: they may
+    /// hold secrets).
+    #[must_use]
+    pub fn record_params(mut self, on: bool) -> Self {
+        self.record_params = on;
+        self
+    }
+
+    /// A JSON-lines file the history is appended to when the database closes.
+    #[must_use]
+    pub fn history_file(mut self, path: impl AsRef<Path>) -> Self {
+        self.history_file = Some(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// Readers idle longer than this are closed by the health task (reopened on demand).
+    #[must_use]
+    pub fn max_idle_time(mut self, idle: Option<Duration>) -> Self {
+        self.max_idle_time = idle;
+        self
+    }
+
+    /// Readers older than this are closed by the health task and replaced on demand.
+    #[must_use]
+    pub fn max_connection_age(mut self, age: Option<Duration>) -> Self {
+        self.max_connection_age = age;
+        self
+    }
+
+    /// How often the health task runs.
+    #[must_use]
+    pub fn health_interval(mut self, interval: Duration) -> Self {
+        self.health_interval = interval;
+        self
+    }
+
+    /// Test mode: everything done through this database is rolled back when it closes.
+    /// Reads then go to the writer too, so they see the uncommitted writes.
+    #[must_use]
+    pub fn force_rollback(mut self, on: bool) -> Self {
+        self.force_rollback = on;
+        self
+    }
+
+    /// The number of readers this configuration opens.
+    pub fn reader_count(&self) -> usize {
+        if self.is_memory() || self.force_rollback {
+            return 0;
+        }
+        self.readers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 8))
+        })
+    }
+
+    /// The path as given.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn is_memory(&self) -> bool {
+        self.mode == OpenMode::Memory
+    }
+}
+
+impl std::str::FromStr for Options {
+    type Err = crate::Error;
+
+    /// Parses a plain path, `:memory:`, or a `sqlite://` URL with options (see the crate docs).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        url::parse(s)
+    }
+}

@@ -1,0 +1,192 @@
+//! [`ReadTransaction`]: one reader pinned for a consistent snapshot.
+
+use std::sync::Arc;
+
+use crate::connection::{Connection, Limit};
+use crate::readers::Reader;
+use crate::shared::Shared;
+use crate::statement::Kind;
+use crate::transaction::first_row;
+use crate::worker::Worker;
+use crate::writer::Lease;
+use crate::{Error, Params, Result, Row, Value};
+
+/// A read transaction: every query in it sees the database as of its start, whatever is
+/// committed meanwhile. It holds one reader, never the writer (in-memory and force-rollback
+/// databases have no readers; there it holds the writer).
+///
+/// Dropping it ends it; the reader goes back to the pool after the snapshot is released.
+///
+/// ```
+/// # async fn demo() -> litemux::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let db = litemux::Database::open(dir.path().join("app.db").to_str().unwrap()).await?;
+/// db.execute_batch("CREATE TABLE t(x INTEGER); INSERT INTO t VALUES (1);").await?;
+/// let (before, after) = db.read_transaction(async |r| {
+///     let before = r.fetch_all("SELECT x FROM t", ()).await?;
+///     db.execute("INSERT INTO t VALUES (2)", ()).await?; // committed, but not in the snapshot
+///     let after = r.fetch_all("SELECT x FROM t", ()).await?;
+///     Ok::<_, litemux::Error>((before.len(), after.len()))
+/// }).await?;
+/// assert_eq!((before, after), (1, 1));
+/// # Ok(()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+/// ```
+pub struct ReadTransaction {
+    _shared: Arc<Shared>,
+    pinned: Pinned,
+    open: bool,
+}
+
+enum Pinned {
+    Reader(Reader),
+    Writer { worker: Worker, _lease: Lease },
+}
+
+impl Pinned {
+    fn worker(&self) -> &Worker {
+        match self {
+            Pinned::Reader(reader) => reader,
+            Pinned::Writer { worker, .. } => worker,
+        }
+    }
+}
+
+impl std::fmt::Debug for ReadTransaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadTransaction")
+            .field("open", &self.open)
+            .finish()
+    }
+}
+
+/// Starts the read transaction and reads the schema, so the snapshot is taken now rather
+/// than at the first query.
+const BEGIN_SNAPSHOT: &str = "BEGIN DEFERRED; SELECT 1 FROM sqlite_schema LIMIT 1;";
+
+impl ReadTransaction {
+    pub(crate) async fn begin(shared: Arc<Shared>) -> Result<Self> {
+        let pinned = match &shared.readers {
+            Some(readers) => Pinned::Reader(readers.get().await?),
+            None => Pinned::Writer {
+                _lease: shared.writer.lease().await?,
+                worker: shared.writer.worker.clone(),
+            },
+        };
+        let nested = shared.writer.base_in_transaction && matches!(pinned, Pinned::Writer { .. });
+        let tx = ReadTransaction {
+            _shared: shared,
+            pinned,
+            open: !nested,
+        };
+        if tx.open {
+            tx.pinned
+                .worker()
+                .call(|conn| conn.control(BEGIN_SNAPSHOT))
+                .await??;
+        }
+        Ok(tx)
+    }
+
+    async fn fetch(&self, sql: &str, params: Vec<Value>, limit: Limit) -> Result<Vec<Row>> {
+        let sql = sql.to_owned();
+        self.pinned
+            .worker()
+            .call(move |conn| {
+                // Readers refuse writes themselves; the writer, when pinned, must be told.
+                if conn.role() == crate::Role::Writer && conn.classify(&sql)?.kind != Kind::Read {
+                    return Err(Error::ReadOnly {
+                        sql,
+                        message: "a read transaction cannot write".into(),
+                    });
+                }
+                conn.fetch(&sql, &params, limit)
+            })
+            .await?
+    }
+
+    /// Runs a query on the snapshot and returns all its rows.
+    ///
+    /// # Errors
+    /// SQL errors; [`Error::ReadOnly`] for a statement that writes.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a dropped query changes nothing.
+    pub async fn fetch_all(&self, sql: &str, params: impl Params) -> Result<Vec<Row>> {
+        self.fetch(sql, params.into_values(), Limit::All).await
+    }
+
+    /// Fetches the first row, or [`Error::NoRows`].
+    ///
+    /// # Errors
+    /// As [`fetch_all`](Self::fetch_all), and [`Error::NoRows`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn fetch_one(&self, sql: &str, params: impl Params) -> Result<Row> {
+        first_row(
+            sql,
+            self.fetch(sql, params.into_values(), Limit::First).await?,
+        )
+    }
+
+    /// Fetches the first row, if there is one.
+    ///
+    /// # Errors
+    /// As [`fetch_all`](Self::fetch_all).
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn fetch_optional(&self, sql: &str, params: impl Params) -> Result<Option<Row>> {
+        Ok(self
+            .fetch(sql, params.into_values(), Limit::First)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// Runs `f` with the pinned diesel connection (reads only).
+    ///
+    /// # Errors
+    /// [`Error::ConnectionLost`] if the connection thread stopped.
+    ///
+    /// # Cancel safety
+    /// Once polled, `f` runs to completion even if the future is dropped.
+    pub async fn with_connection<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut diesel::SqliteConnection) -> R + Send + 'static,
+    ) -> Result<R> {
+        self.pinned
+            .worker()
+            .call(move |conn| f(conn.diesel()))
+            .await
+    }
+
+    /// Ends the snapshot and returns the connection.
+    ///
+    /// # Errors
+    /// SQL errors from ending the transaction.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: if dropped, `Drop` ends the snapshot instead.
+    pub async fn end(mut self) -> Result<()> {
+        if !self.open {
+            return Ok(());
+        }
+        self.open = false;
+        self.pinned.worker().call(end_snapshot).await
+    }
+}
+
+fn end_snapshot(conn: &mut Connection) {
+    conn.rollback_open_transaction();
+}
+
+impl Drop for ReadTransaction {
+    fn drop(&mut self) {
+        if self.open {
+            // Queued before the reader returns to the pool (fields drop after this body).
+            let _ = self.pinned.worker().send(end_snapshot);
+        }
+    }
+}

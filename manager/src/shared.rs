@@ -1,0 +1,311 @@
+//! The state one database file has in the process: its writer, readers, history and caches,
+//! shared by every [`Database`](crate::Database) handle opened on it.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::connection::{Connection, Context, ExecuteResult, Limit};
+use crate::history::History;
+use crate::readers::Readers;
+use crate::statement::{Classified, Kind};
+use crate::threads::Threads;
+use crate::worker::Worker;
+use crate::writer::{Writer, restore_base};
+use crate::{Error, Options, Result, Role, Row, Value, registry};
+
+/// The savepoint `execute_many` and force-rollback transactions use under an outer transaction.
+pub(crate) const NESTED_SAVEPOINT: &str = "litemux_nested";
+
+pub(crate) struct Shared {
+    pub(crate) label: String,
+    pub(crate) options: Arc<Options>,
+    pub(crate) context: Arc<Context>,
+    pub(crate) writer: Writer,
+    /// `None` when there are no readers (in-memory, `readers=0`, force-rollback).
+    pub(crate) readers: Option<Readers>,
+    threads: Arc<Threads>,
+    registry_key: Option<PathBuf>,
+    /// Open handles; the database shuts down when the last one closes.
+    handles: Mutex<usize>,
+    closed: AtomicBool,
+}
+
+impl Shared {
+    /// Opens the database `options` describes, or joins the one already open on that file.
+    pub(crate) async fn open(options: Options) -> Result<Arc<Shared>> {
+        let open_error = |source| Error::Open {
+            path: options.path.clone(),
+            source: Box::new(source),
+        };
+        let registry_key = if options.is_memory() {
+            None
+        } else {
+            let key = registry::key(&options.path).map_err(open_error)?;
+            if let Some(existing) = registry::find(&key) {
+                return Ok(existing);
+            }
+            Some(key)
+        };
+        let shared = Arc::new(Self::start(options, registry_key.clone()).await?);
+        if let Some(key) = registry_key {
+            if let Some(winner) = registry::insert(key, &shared) {
+                // Ours never served anyone; only its threads need stopping.
+                let _ = shared.shut_down().await;
+                return Ok(winner);
+            }
+        }
+        crate::health::spawn(&shared);
+        Ok(shared)
+    }
+
+    async fn start(options: Options, registry_key: Option<PathBuf>) -> Result<Shared> {
+        let label = options.path.display().to_string();
+        let options = Arc::new(options);
+        let context = Arc::new(Context {
+            history: History::new(
+                label.clone(),
+                options.history_capacity,
+                options.record_params,
+            ),
+            classified: Default::default(),
+        });
+        let threads = Arc::new(Threads::default());
+        let (worker, thread) = {
+            let options = Arc::clone(&options);
+            let context = Arc::clone(&context);
+            Worker::spawn("litemux-writer".into(), Role::Writer, move || {
+                Connection::open(&options, Role::Writer, context)
+            })
+            .await?
+        };
+        threads.add(thread);
+        if options.force_rollback {
+            worker
+                .call(|conn| conn.control("BEGIN IMMEDIATE"))
+                .await??;
+        }
+        let readers = if options.reader_count() > 0 {
+            let readers = Readers::new(
+                Arc::clone(&options),
+                Arc::clone(&context),
+                Arc::clone(&threads),
+            )?;
+            // Open one reader now, so a file readers cannot open fails at open, not later.
+            if let Err(e) = readers.get().await {
+                worker.stop();
+                return Err(e);
+            }
+            Some(readers)
+        } else {
+            None
+        };
+        Ok(Shared {
+            label,
+            writer: Writer::new(worker, options.writer_timeout, options.force_rollback),
+            options,
+            context,
+            readers,
+            threads,
+            registry_key,
+            handles: Mutex::new(1),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// Takes one more handle, unless the database is shutting down.
+    pub(crate) fn try_acquire_handle(&self) -> bool {
+        let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+        if *handles == 0 || self.is_closed() {
+            return false;
+        }
+        *handles += 1;
+        true
+    }
+
+    /// Gives a handle back; true when it was the last one.
+    pub(crate) fn release_handle(&self) -> bool {
+        let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+        *handles = handles.saturating_sub(1);
+        *handles == 0
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Closes everything: waits for the running transaction (up to the writer timeout), rolls
+    /// back a force-rollback database, checkpoints, flushes the history file, and waits for
+    /// every connection thread to end.
+    pub(crate) async fn shut_down(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        if let Some(key) = &self.registry_key {
+            registry::remove(key, self);
+        }
+        let lease = self.writer.lease().await;
+        if let Some(readers) = &self.readers {
+            readers.close();
+        }
+        let force_rollback = self.options.force_rollback;
+        let wal = !self.options.is_memory() && self.options.journal_mode == crate::JournalMode::Wal;
+        let _ = self
+            .writer
+            .worker
+            .call(move |conn| {
+                if force_rollback {
+                    conn.rollback_open_transaction();
+                } else if wal && conn.is_autocommit() {
+                    let _ = conn.control("PRAGMA wal_checkpoint(TRUNCATE)");
+                }
+            })
+            .await;
+        self.writer.worker.stop();
+        drop(lease);
+        self.threads.join_all().await;
+        match &self.options.history_file {
+            Some(path) => self.context.history.flush(path).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs a query where it belongs: on a reader when SQLite says it only reads, otherwise
+    /// on the writer. Unknown SQL is classified by the reader that would run it.
+    pub(crate) async fn fetch(
+        &self,
+        sql: &str,
+        params: Vec<Value>,
+        limit: Limit,
+    ) -> Result<Vec<Row>> {
+        let known = self.context.classified.get(sql);
+        let (sql, params) = match &self.readers {
+            Some(readers) if known.is_none_or(|c| c.kind == Kind::Read) => {
+                let reader = readers.get().await?;
+                let sql = sql.to_owned();
+                match reader
+                    .call(move |conn| read_or_decline(conn, sql, params, limit))
+                    .await?
+                {
+                    ReadAttempt::Done(outcome) => return outcome,
+                    ReadAttempt::Declined(sql, params) => (sql, params),
+                }
+            }
+            _ => (sql.to_owned(), params),
+        };
+        let base = self.writer.base_in_transaction;
+        self.writer
+            .autocommit(move |conn| {
+                let outcome = conn.fetch(&sql, &params, limit);
+                restore_base(conn, base, &sql, outcome)
+            })
+            .await
+    }
+
+    /// Runs a statement for its effect; writes (and anything unknown) go to the writer.
+    pub(crate) async fn execute(&self, sql: &str, params: Vec<Value>) -> Result<ExecuteResult> {
+        let known_read = self
+            .context
+            .classified
+            .get(sql)
+            .is_some_and(|c| c.kind == Kind::Read);
+        if let (true, Some(readers)) = (known_read, &self.readers) {
+            let reader = readers.get().await?;
+            let sql = sql.to_owned();
+            return reader.call(move |conn| conn.execute(&sql, &params)).await?;
+        }
+        let base = self.writer.base_in_transaction;
+        let sql = sql.to_owned();
+        self.writer
+            .autocommit(move |conn| {
+                let outcome = conn.execute(&sql, &params);
+                restore_base(conn, base, &sql, outcome)
+            })
+            .await
+    }
+
+    pub(crate) async fn execute_batch(&self, script: &str) -> Result<()> {
+        let base = self.writer.base_in_transaction;
+        let script = script.to_owned();
+        self.writer
+            .autocommit(move |conn| {
+                // A script may manage its own transaction, unless one is already open under it.
+                let outcome = conn.batch(&script, !base);
+                restore_base(conn, base, &script, outcome)
+            })
+            .await
+    }
+
+    pub(crate) async fn execute_many(&self, sql: &str, rows: Vec<Vec<Value>>) -> Result<u64> {
+        let base = self.writer.base_in_transaction;
+        let sql = sql.to_owned();
+        self.writer
+            .autocommit(move |conn| {
+                let outcome = conn.execute_many(&sql, &rows, base);
+                restore_base(conn, base, &sql, outcome)
+            })
+            .await
+    }
+
+    /// The escape hatch: `f` runs on the writer, outside any transaction.
+    pub(crate) async fn with_writer<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut diesel::SqliteConnection) -> R + Send + 'static,
+    ) -> Result<R> {
+        let base = self.writer.base_in_transaction;
+        self.writer
+            .autocommit(move |conn| {
+                let out = f(conn.diesel());
+                restore_base(conn, base, "<with_writer>", Ok(out))
+            })
+            .await
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Every handle is gone without `close`: stop the threads without waiting for them.
+        if !self.closed.load(Ordering::Acquire) {
+            if let Some(readers) = &self.readers {
+                readers.close();
+            }
+            self.writer.worker.stop();
+            if let Some(key) = &self.registry_key {
+                registry::remove(key, self);
+            }
+        }
+    }
+}
+
+enum ReadAttempt {
+    Done(Result<Vec<Row>>),
+    /// The statement is not a read: hand it (and its parameters) back for the writer.
+    Declined(String, Vec<Value>),
+}
+
+fn read_or_decline(
+    conn: &mut Connection,
+    sql: String,
+    params: Vec<Value>,
+    limit: Limit,
+) -> ReadAttempt {
+    match conn.classify(&sql) {
+        Err(e) => ReadAttempt::Done(Err(e)),
+        Ok(c) if c.kind != Kind::Read => ReadAttempt::Declined(sql, params),
+        Ok(c) => match conn.fetch(&sql, &params, limit) {
+            // SQLite refused a write on this `query_only` reader: SQLite's own classification
+            // missed it. Remember, and let the writer run it.
+            Err(Error::ReadOnly { .. }) => {
+                conn.remember(
+                    &sql,
+                    Classified {
+                        kind: Kind::Write,
+                        ..c
+                    },
+                );
+                ReadAttempt::Declined(sql, params)
+            }
+            outcome => ReadAttempt::Done(outcome),
+        },
+    }
+}

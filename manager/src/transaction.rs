@@ -1,0 +1,405 @@
+//! [`Transaction`]: a write transaction holding the writer.
+
+use std::sync::Arc;
+
+use crate::connection::{Connection, ExecuteResult, Limit};
+use crate::shared::{NESTED_SAVEPOINT, Shared};
+use crate::statement::quote_identifier;
+use crate::worker::Worker;
+use crate::writer::Lease;
+use crate::{Error, Params, Result, Row, Value};
+
+/// A write transaction: it holds the database's writer from `BEGIN` until it ends, so every
+/// statement in it, reads included, sees its own writes.
+///
+/// It ends with [`commit`](Self::commit) or [`rollback`](Self::rollback). **Dropping it
+/// uncommitted rolls it back** — also when its future is cancelled or a closure panics — and
+/// the rollback runs on the writer before anyone else's work, without blocking in `Drop`.
+///
+/// ```
+/// # async fn demo() -> litemux::Result<()> {
+/// let db = litemux::Database::open(":memory:").await?;
+/// db.execute_batch("CREATE TABLE t(x INTEGER)").await?;
+/// let mut tx = db.begin().await?;
+/// tx.execute("INSERT INTO t(x) VALUES (?)", (1,)).await?;
+/// tx.savepoint("a").await?;
+/// tx.execute("INSERT INTO t(x) VALUES (?)", (2,)).await?;
+/// tx.rollback_to("a").await?;
+/// tx.commit().await?;
+/// let rows = db.fetch_all("SELECT x FROM t", ()).await?;
+/// assert_eq!(rows.len(), 1);
+/// # Ok(()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+/// ```
+pub struct Transaction {
+    shared: Arc<Shared>,
+    worker: Worker,
+    /// `None` once committed or rolled back.
+    lease: Option<Lease>,
+    /// True when the transaction is itself a savepoint in force-rollback mode's outer
+    /// transaction, so it must end with RELEASE / ROLLBACK TO instead of COMMIT / ROLLBACK.
+    nested_in_base: bool,
+    /// Depth of `tx.transaction(...)` nesting, naming each level's savepoint.
+    depth: usize,
+}
+
+impl std::fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("database", &self.shared.label)
+            .field("open", &self.lease.is_some())
+            .field("depth", &self.depth)
+            .finish()
+    }
+}
+
+impl Transaction {
+    /// Takes the writer and begins; used by [`Database::begin`](crate::Database::begin).
+    pub(crate) async fn begin(
+        shared: Arc<Shared>,
+        behavior: crate::TransactionBehavior,
+    ) -> Result<Self> {
+        let lease = shared.writer.lease().await?;
+        let nested_in_base = shared.writer.base_in_transaction;
+        let worker = shared.writer.worker.clone();
+        let begin = if nested_in_base {
+            format!("SAVEPOINT {NESTED_SAVEPOINT}")
+        } else {
+            behavior.begin_sql().to_owned()
+        };
+        // Build the handle first: if this future is dropped while BEGIN runs, `Drop` still
+        // queues the rollback behind it.
+        let tx = Transaction {
+            shared,
+            worker,
+            lease: Some(lease),
+            nested_in_base,
+            depth: 0,
+        };
+        tx.worker.call(move |conn| conn.control(&begin)).await??;
+        Ok(tx)
+    }
+
+    /// Runs `job` on the transaction's connection, after checking the transaction is still
+    /// open (SQLite rolls a transaction back by itself after some errors, such as a full disk).
+    async fn run<R: Send + 'static>(
+        &self,
+        sql: &str,
+        job: impl FnOnce(&mut Connection, &str) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        if self.lease.is_none() {
+            return Err(Error::Closed);
+        }
+        let sql = sql.to_owned();
+        self.worker
+            .call(move |conn| {
+                if conn.is_autocommit() {
+                    return Err(Error::TransactionAborted { sql });
+                }
+                job(conn, &sql)
+            })
+            .await?
+    }
+
+    /// Runs one statement in the transaction.
+    ///
+    /// # Errors
+    /// SQL errors, constraint violations, [`Error::ParameterCount`], [`Error::TransactionControl`]
+    /// for a raw `COMMIT`/`BEGIN`, [`Error::TransactionAborted`] if SQLite ended the transaction.
+    ///
+    /// # Cancel safety
+    /// Once polled, the statement runs even if the future is dropped; it stays part of the
+    /// transaction, which rolls back if the handle is dropped uncommitted.
+    pub async fn execute(&self, sql: &str, params: impl Params) -> Result<ExecuteResult> {
+        let params = params.into_values();
+        self.run(sql, move |conn, sql| conn.execute(sql, &params))
+            .await
+    }
+
+    /// Runs a query in the transaction and returns all its rows.
+    ///
+    /// # Errors
+    /// As [`execute`](Self::execute).
+    ///
+    /// # Cancel safety
+    /// As [`execute`](Self::execute).
+    pub async fn fetch_all(&self, sql: &str, params: impl Params) -> Result<Vec<Row>> {
+        self.fetch(sql, params.into_values(), Limit::All).await
+    }
+
+    async fn fetch(&self, sql: &str, params: Vec<Value>, limit: Limit) -> Result<Vec<Row>> {
+        self.run(sql, move |conn, sql| conn.fetch(sql, &params, limit))
+            .await
+    }
+
+    /// Runs a script (several statements) in the transaction; it may not end the transaction.
+    ///
+    /// # Errors
+    /// The first failing statement's error; [`Error::TransactionControl`] for a
+    /// `BEGIN`/`COMMIT`/`ROLLBACK` in the script. Statements before it stay in the transaction.
+    ///
+    /// # Cancel safety
+    /// As [`execute`](Self::execute).
+    pub async fn execute_batch(&self, script: &str) -> Result<()> {
+        self.run(script, |conn, script| conn.batch(script, false))
+            .await
+    }
+
+    /// Runs `sql` once per parameter list, all or nothing (under a savepoint), and returns
+    /// the total rows changed.
+    ///
+    /// # Errors
+    /// The first failing row's error; none of the rows is kept then.
+    ///
+    /// # Cancel safety
+    /// As [`execute`](Self::execute).
+    pub async fn execute_many<P: Params>(
+        &self,
+        sql: &str,
+        rows: impl IntoIterator<Item = P>,
+    ) -> Result<u64> {
+        let rows: Vec<Vec<Value>> = rows.into_iter().map(Params::into_values).collect();
+        self.run(sql, move |conn, sql| conn.execute_many(sql, &rows, true))
+            .await
+    }
+
+    /// Sets a savepoint named `name`.
+    ///
+    /// # Errors
+    /// SQL errors.
+    ///
+    /// # Cancel safety
+    /// As [`execute`](Self::execute).
+    pub async fn savepoint(&mut self, name: &str) -> Result<()> {
+        self.control(format!("SAVEPOINT {}", quote_identifier(name)))
+            .await
+    }
+
+    /// Undoes everything since savepoint `name`; the savepoint stays set.
+    ///
+    /// # Errors
+    /// SQL errors, such as no savepoint of that name.
+    ///
+    /// # Cancel safety
+    /// As [`execute`](Self::execute).
+    pub async fn rollback_to(&mut self, name: &str) -> Result<()> {
+        self.control(format!("ROLLBACK TO {}", quote_identifier(name)))
+            .await
+    }
+
+    /// Forgets savepoint `name`, keeping its changes in the transaction.
+    ///
+    /// # Errors
+    /// SQL errors, such as no savepoint of that name.
+    ///
+    /// # Cancel safety
+    /// As [`execute`](Self::execute).
+    pub async fn release(&mut self, name: &str) -> Result<()> {
+        self.control(format!("RELEASE {}", quote_identifier(name)))
+            .await
+    }
+
+    async fn control(&self, sql: String) -> Result<()> {
+        self.run(&sql, |conn, sql| conn.control(sql)).await
+    }
+
+    /// Runs `f` in a nested transaction (a savepoint): released when `f` returns `Ok`, rolled
+    /// back when it returns `Err`; the outer transaction goes on either way.
+    ///
+    /// ```
+    /// # async fn demo() -> litemux::Result<()> {
+    /// # let db = litemux::Database::open(":memory:").await?;
+    /// # db.execute_batch("CREATE TABLE t(x INTEGER)").await?;
+    /// db.transaction(async |tx| {
+    ///     tx.execute("INSERT INTO t VALUES (1)", ()).await?;
+    ///     let inner: litemux::Result<()> = tx.transaction(async |inner| {
+    ///         inner.execute("INSERT INTO t VALUES (2)", ()).await?;
+    ///         Err(litemux::Error::Closed) // any error rolls the savepoint back
+    ///     }).await;
+    ///     assert!(inner.is_err());
+    ///     Ok::<_, litemux::Error>(())
+    /// }).await?;
+    /// assert_eq!(db.fetch_all("SELECT x FROM t", ()).await?.len(), 1);
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// `f`'s error, or the error setting, releasing or rolling back the savepoint.
+    ///
+    /// # Cancel safety
+    /// If the future is dropped while `f` runs, the savepoint is rolled back (queued on the
+    /// writer before anything else this transaction sends).
+    pub async fn transaction<T, E, F>(&mut self, f: F) -> Result<T, E>
+    where
+        F: AsyncFnOnce(&mut Transaction) -> Result<T, E>,
+        E: From<Error>,
+    {
+        self.depth += 1;
+        let name = format!("litemux_sp_{}", self.depth);
+        self.control(format!("SAVEPOINT {name}")).await?;
+        let guard = SavepointGuard {
+            worker: self.worker.clone(),
+            name: Some(name.clone()),
+        };
+        let outcome = f(self).await;
+        guard.disarm();
+        self.depth -= 1;
+        match outcome {
+            Ok(value) => {
+                self.control(format!("RELEASE {name}")).await?;
+                Ok(value)
+            }
+            Err(e) => {
+                self.control(format!("ROLLBACK TO {name}; RELEASE {name}"))
+                    .await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Commits and gives the writer back.
+    ///
+    /// # Errors
+    /// If COMMIT fails (a deferred foreign key, a full disk), the transaction is rolled back
+    /// and the error returned: nothing of it is kept.
+    ///
+    /// # Cancel safety
+    /// Once polled, the commit runs even if the future is dropped.
+    pub async fn commit(mut self) -> Result<()> {
+        let commit = if self.nested_in_base {
+            format!("RELEASE {NESTED_SAVEPOINT}")
+        } else {
+            "COMMIT".to_owned()
+        };
+        let outcome = self.run(&commit, |conn, sql| conn.control(sql)).await;
+        if outcome.is_ok() {
+            self.lease = None;
+        }
+        // On failure `Drop` queues the rollback.
+        outcome
+    }
+
+    /// Rolls back and gives the writer back.
+    ///
+    /// # Errors
+    /// SQL errors from ROLLBACK (the writer is released either way).
+    ///
+    /// # Cancel safety
+    /// Once polled, the rollback runs even if the future is dropped.
+    pub async fn rollback(mut self) -> Result<()> {
+        let nested = self.nested_in_base;
+        let outcome = self
+            .worker
+            .call(move |conn| roll_back(conn, nested))
+            .await?;
+        self.lease = None;
+        outcome
+    }
+
+    /// Runs `f` with the transaction's diesel connection: the escape hatch for diesel queries
+    /// (and what the diesel adapter is built on).
+    ///
+    /// # Errors
+    /// [`Error::TransactionAborted`] if SQLite already ended the transaction.
+    ///
+    /// # Cancel safety
+    /// Once polled, `f` runs to completion even if the future is dropped.
+    pub async fn with_connection<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut diesel::SqliteConnection) -> R + Send + 'static,
+    ) -> Result<R> {
+        self.run("<with_connection>", move |conn, _| Ok(f(conn.diesel())))
+            .await
+    }
+}
+
+impl Transaction {
+    /// Fetches the first row, or [`Error::NoRows`].
+    ///
+    /// # Errors
+    /// As [`execute`](Self::execute), and [`Error::NoRows`].
+    ///
+    /// # Cancel safety
+    /// As [`execute`](Self::execute).
+    pub async fn fetch_one(&self, sql: &str, params: impl Params) -> Result<Row> {
+        first_row(
+            sql,
+            self.fetch(sql, params.into_values(), Limit::First).await?,
+        )
+    }
+
+    /// Fetches the first row, if there is one.
+    ///
+    /// # Errors
+    /// As [`execute`](Self::execute).
+    ///
+    /// # Cancel safety
+    /// As [`execute`](Self::execute).
+    pub async fn fetch_optional(&self, sql: &str, params: impl Params) -> Result<Option<Row>> {
+        Ok(self
+            .fetch(sql, params.into_values(), Limit::First)
+            .await?
+            .into_iter()
+            .next())
+    }
+}
+
+pub(crate) fn first_row(sql: &str, rows: Vec<Row>) -> Result<Row> {
+    rows.into_iter()
+        .next()
+        .ok_or_else(|| Error::NoRows { sql: sql.into() })
+}
+
+fn roll_back(conn: &mut Connection, nested: bool) -> Result<()> {
+    if nested {
+        if conn.is_autocommit() {
+            return Ok(());
+        }
+        conn.control(&format!(
+            "ROLLBACK TO {NESTED_SAVEPOINT}; RELEASE {NESTED_SAVEPOINT}"
+        ))
+    } else {
+        conn.rollback_open_transaction();
+        Ok(())
+    }
+}
+
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        if self.lease.is_some() {
+            let nested = self.nested_in_base;
+            // Queued while the lease is still held (fields drop after this body), so it runs
+            // before the next holder's first statement.
+            let _ = self.worker.send(move |conn| {
+                if let Err(e) = roll_back(conn, nested) {
+                    tracing::error!(target: "litemux", error = %e, "rollback of dropped transaction failed");
+                }
+            });
+        }
+    }
+}
+
+/// Rolls a nested transaction's savepoint back if its future is dropped part-way.
+struct SavepointGuard {
+    worker: Worker,
+    name: Option<String>,
+}
+
+impl SavepointGuard {
+    fn disarm(mut self) {
+        self.name = None;
+    }
+}
+
+impl Drop for SavepointGuard {
+    fn drop(&mut self) {
+        if let Some(name) = self.name.take() {
+            let _ = self.worker.send(move |conn| {
+                if !conn.is_autocommit() {
+                    let _ = conn.control(&format!("ROLLBACK TO {name}; RELEASE {name}"));
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The single writer: one connection thread, and a FIFO lease that decides who may queue
+//! work on it.
+//!
+//! An autocommit statement takes the lease only long enough to queue its job; a transaction
+//! keeps it until it ends. Because the connection runs its queue in order, a job queued
+//! before a transaction began runs before its `BEGIN`, and the rollback a dropped
+//! transaction queues runs before anything queued by the next lease holder.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Mutex, OwnedMutexGuard, oneshot};
+
+use crate::connection::Connection;
+use crate::worker::Worker;
+use crate::{Error, Result, Role};
+
+/// The writer of one database file.
+pub(crate) struct Writer {
+    pub(crate) worker: Worker,
+    lease: Arc<Mutex<()>>,
+    timeout: Duration,
+    /// In `force_rollback` mode an outer transaction stays open for the database's life:
+    /// outside a transaction handle the writer is then *in* a transaction, not in autocommit.
+    pub(crate) base_in_transaction: bool,
+}
+
+/// The right to queue work on the writer; released on drop.
+pub(crate) struct Lease {
+    _guard: OwnedMutexGuard<()>,
+}
+
+impl Writer {
+    pub(crate) fn new(worker: Worker, timeout: Duration, base_in_transaction: bool) -> Self {
+        Writer {
+            worker,
+            lease: Arc::new(Mutex::new(())),
+            timeout,
+            base_in_transaction,
+        }
+    }
+
+    /// Waits for the lease, FIFO, at most the writer timeout.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a dropped wait holds nothing.
+    pub(crate) async fn lease(&self) -> Result<Lease> {
+        let wait = Arc::clone(&self.lease).lock_owned();
+        match tokio::time::timeout(self.timeout, wait).await {
+            Ok(guard) => Ok(Lease { _guard: guard }),
+            Err(_) => Err(Error::Timeout {
+                role: Role::Writer,
+                waited: self.timeout,
+            }),
+        }
+    }
+
+    /// Takes the lease if it is free right now.
+    pub(crate) fn try_lease(&self) -> Option<Lease> {
+        Arc::clone(&self.lease)
+            .try_lock_owned()
+            .ok()
+            .map(|guard| Lease { _guard: guard })
+    }
+
+    /// Runs `job` outside any transaction handle. The job must leave the writer in its base
+    /// state; [`restore_base`] puts it back and reports when it did not.
+    ///
+    /// # Cancel safety
+    /// If dropped while waiting for the lease, nothing runs. Once queued, the job runs to
+    /// completion even if this future is dropped.
+    pub(crate) async fn autocommit<R: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Connection) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let lease = self.lease().await?;
+        let (reply_tx, reply_rx) = oneshot::channel();
+        self.worker.send(move |conn| {
+            let _ = reply_tx.send(job(conn));
+        })?;
+        // The job is queued: later lease holders queue behind it, so the lease can go now.
+        drop(lease);
+        reply_rx
+            .await
+            .map_err(|_| Error::ConnectionLost { role: Role::Writer })?
+    }
+}
+
+/// Puts the writer back in its base state (autocommit, or the outer force-rollback
+/// transaction) if a job left it elsewhere, and reports that as an error.
+pub(crate) fn restore_base<R>(
+    conn: &mut Connection,
+    base_in_transaction: bool,
+    sql: &str,
+    outcome: Result<R>,
+) -> Result<R> {
+    if conn.is_autocommit() != base_in_transaction {
+        return outcome;
+    }
+    if base_in_transaction {
+        // The outer transaction ended under us; start a new one so later work is still
+        // discarded at close.
+        let _ = conn.control("BEGIN IMMEDIATE");
+    } else {
+        conn.rollback_open_transaction();
+    }
+    match outcome {
+        Err(e) => Err(e),
+        Ok(_) => Err(Error::UnfinishedTransaction { sql: sql.into() }),
+    }
+}
