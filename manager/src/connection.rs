@@ -308,6 +308,17 @@ impl Connection {
         }
     }
 
+    pub(crate) fn record_external(
+        &self,
+        sql: &str,
+        duration: std::time::Duration,
+        outcome: Result<u64, &Error>,
+    ) {
+        self.context
+            .history
+            .record(sql, &[], self.role, duration, outcome);
+    }
+
     fn record(&self, sql: &str, params: &[Value], started: Instant, outcome: Result<u64, &Error>) {
         self.context
             .history

@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::connection::{ExecuteResult, Limit};
+use crate::connection_ref::ConnectionRef;
 use crate::health::HealthReport;
 use crate::read_transaction::ReadTransaction;
 use crate::shared::Shared;
 use crate::transaction::{Transaction, first_row};
-use crate::{Error, HistoryEntry, Options, Params, Result, Row, TransactionBehavior};
+use crate::{Error, HistoryEntry, Options, Params, Result, Role, Row, TransactionBehavior};
 
 /// An open SQLite database: one writer connection, a pool of readers, a history.
 ///
@@ -299,9 +300,9 @@ impl Database {
         outcome
     }
 
-    /// Runs `f` with the writer's diesel connection, outside any transaction: the escape
-    /// hatch for diesel queries. `f` must not leave a transaction open (if it does, it is
-    /// rolled back and [`Error::UnfinishedTransaction`] returned).
+    /// Runs `f` with the writer's connection, outside any transaction: the escape hatch for
+    /// diesel queries. `f` must not leave a transaction open (if it does, it is rolled back
+    /// and [`Error::UnfinishedTransaction`] returned).
     ///
     /// # Errors
     /// [`Error::Timeout`] waiting for the writer.
@@ -310,9 +311,48 @@ impl Database {
     /// Once queued, `f` runs to completion even if the future is dropped.
     pub async fn with_writer<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut diesel::SqliteConnection) -> R + Send + 'static,
+        f: impl FnOnce(&mut ConnectionRef<'_>) -> R + Send + 'static,
     ) -> Result<R> {
         self.live()?.with_writer(f).await
+    }
+
+    /// Runs `f` on a reader (`query_only`: writes fail), or on the writer when the database
+    /// has no readers.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] waiting for a connection.
+    ///
+    /// # Cancel safety
+    /// Once queued, `f` runs to completion even if the future is dropped.
+    pub async fn with_reader<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut ConnectionRef<'_>) -> R + Send + 'static,
+    ) -> Result<R> {
+        self.live()?.with_reader(f).await
+    }
+
+    /// Where `sql` runs outside a transaction: [`Role::Reader`] when SQLite says it only reads
+    /// and the database has readers, else [`Role::Writer`]. The answer is cached per SQL text.
+    ///
+    /// ```
+    /// # async fn demo() -> litemux::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let db = litemux::Database::open(dir.path().join("a.db").to_str().unwrap()).await?;
+    /// # db.execute_batch("CREATE TABLE t(x)").await?;
+    /// use litemux::Role;
+    /// assert_eq!(db.route("SELECT x FROM t").await?, Role::Reader);
+    /// assert_eq!(db.route("-- hi\nWITH v AS (SELECT 1) INSERT INTO t SELECT * FROM v").await?, Role::Writer);
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// The SQL error if SQLite cannot prepare it.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn route(&self, sql: &str) -> Result<Role> {
+        self.live()?.route(sql).await
     }
 
     /// Recent statements, oldest first.

@@ -52,6 +52,7 @@
 //!   half a transaction behind.
 
 mod connection;
+mod connection_ref;
 mod database;
 mod error;
 mod health;
@@ -72,6 +73,7 @@ mod worker;
 mod writer;
 
 pub use connection::ExecuteResult;
+pub use connection_ref::ConnectionRef;
 pub use database::{Database, Status};
 pub use error::{ConstraintKind, Error, Result};
 pub use health::HealthReport;

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::connection::{Connection, Limit};
+use crate::connection_ref::ConnectionRef;
 use crate::readers::Reader;
 use crate::shared::Shared;
 use crate::statement::Kind;
@@ -145,7 +146,7 @@ impl ReadTransaction {
             .next())
     }
 
-    /// Runs `f` with the pinned diesel connection (reads only).
+    /// Runs `f` with the pinned connection (reads only).
     ///
     /// # Errors
     /// [`Error::ConnectionLost`] if the connection thread stopped.
@@ -154,11 +155,11 @@ impl ReadTransaction {
     /// Once polled, `f` runs to completion even if the future is dropped.
     pub async fn with_connection<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut diesel::SqliteConnection) -> R + Send + 'static,
+        f: impl FnOnce(&mut ConnectionRef<'_>) -> R + Send + 'static,
     ) -> Result<R> {
         self.pinned
             .worker()
-            .call(move |conn| f(conn.diesel()))
+            .call(move |conn| f(&mut ConnectionRef::new(conn)))
             .await
     }
 

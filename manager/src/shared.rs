@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::connection::{Connection, Context, ExecuteResult, Limit};
+use crate::connection_ref::ConnectionRef;
 use crate::history::History;
 use crate::readers::Readers;
 use crate::statement::{Classified, Kind};
@@ -250,15 +251,51 @@ impl Shared {
     /// The escape hatch: `f` runs on the writer, outside any transaction.
     pub(crate) async fn with_writer<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut diesel::SqliteConnection) -> R + Send + 'static,
+        f: impl FnOnce(&mut ConnectionRef<'_>) -> R + Send + 'static,
     ) -> Result<R> {
         let base = self.writer.base_in_transaction;
         self.writer
             .autocommit(move |conn| {
-                let out = f(conn.diesel());
+                let out = f(&mut ConnectionRef::new(conn));
                 restore_base(conn, base, "<with_writer>", Ok(out))
             })
             .await
+    }
+
+    /// `f` runs on a reader, or on the writer when there are none.
+    pub(crate) async fn with_reader<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut ConnectionRef<'_>) -> R + Send + 'static,
+    ) -> Result<R> {
+        match &self.readers {
+            Some(readers) => {
+                let reader = readers.get().await?;
+                reader
+                    .call(move |conn| f(&mut ConnectionRef::new(conn)))
+                    .await
+            }
+            None => self.with_writer(f).await,
+        }
+    }
+
+    /// Where `sql` would run outside a transaction.
+    pub(crate) async fn route(&self, sql: &str) -> Result<Role> {
+        let kind = match self.context.classified.get(sql) {
+            Some(known) => known.kind,
+            None => {
+                let sql = sql.to_owned();
+                let classify = move |conn: &mut Connection| conn.classify(&sql).map(|c| c.kind);
+                match &self.readers {
+                    Some(readers) => readers.get().await?.call(classify).await??,
+                    None => self.writer.worker.call(classify).await??,
+                }
+            }
+        };
+        Ok(if kind == Kind::Read && self.readers.is_some() {
+            Role::Reader
+        } else {
+            Role::Writer
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::connection::{Connection, ExecuteResult, Limit};
+use crate::connection_ref::ConnectionRef;
 use crate::shared::{NESTED_SAVEPOINT, Shared};
 use crate::statement::quote_identifier;
 use crate::worker::Worker;
@@ -297,7 +298,7 @@ impl Transaction {
         outcome
     }
 
-    /// Runs `f` with the transaction's diesel connection: the escape hatch for diesel queries
+    /// Runs `f` with the transaction's connection: the escape hatch for diesel queries
     /// (and what the diesel adapter is built on).
     ///
     /// # Errors
@@ -307,10 +308,12 @@ impl Transaction {
     /// Once polled, `f` runs to completion even if the future is dropped.
     pub async fn with_connection<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut diesel::SqliteConnection) -> R + Send + 'static,
+        f: impl FnOnce(&mut ConnectionRef<'_>) -> R + Send + 'static,
     ) -> Result<R> {
-        self.run("<with_connection>", move |conn, _| Ok(f(conn.diesel())))
-            .await
+        self.run("<with_connection>", move |conn, _| {
+            Ok(f(&mut ConnectionRef::new(conn)))
+        })
+        .await
     }
 }
 

@@ -1,0 +1,63 @@
+//! [`ConnectionRef`]: a litemux connection lent to a closure (the escape hatch).
+
+use std::time::Duration;
+
+use crate::connection::Connection;
+use crate::{Error, Result, Role};
+
+/// A connection lent to a closure by [`Database::with_writer`](crate::Database::with_writer),
+/// [`Database::with_reader`](crate::Database::with_reader) and the transactions'
+/// `with_connection`: diesel's connection, plus litemux's bookkeeping so statements run
+/// through it can appear in the history like any other.
+///
+/// ```
+/// use diesel::connection::SimpleConnection;
+/// # async fn demo() -> litemux::Result<()> {
+/// let db = litemux::Database::open(":memory:").await?;
+/// let created = db.with_writer(|conn| {
+///     let started = std::time::Instant::now();
+///     let outcome = conn.diesel().batch_execute("CREATE TABLE t(x)");
+///     conn.record("CREATE TABLE t(x)", started.elapsed(), Ok(0));
+///     outcome.is_ok()
+/// }).await?;
+/// assert!(created);
+/// assert_eq!(db.history().last().unwrap().sql, "CREATE TABLE t(x)");
+/// # Ok(()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+/// ```
+pub struct ConnectionRef<'a> {
+    conn: &'a mut Connection,
+}
+
+impl<'a> ConnectionRef<'a> {
+    pub(crate) fn new(conn: &'a mut Connection) -> Self {
+        ConnectionRef { conn }
+    }
+
+    /// diesel's connection. Do not leave a transaction open on it outside a transaction
+    /// handle: litemux rolls it back and reports [`Error::UnfinishedTransaction`].
+    pub fn diesel(&mut self) -> &mut diesel::SqliteConnection {
+        self.conn.diesel()
+    }
+
+    /// Which connection this is.
+    pub fn role(&self) -> Role {
+        self.conn.role()
+    }
+
+    /// Whether a transaction is open on the connection.
+    pub fn in_transaction(&self) -> bool {
+        !self.conn.is_autocommit()
+    }
+
+    /// Adds a statement to the history (and emits its `tracing` event).
+    pub fn record(&self, sql: &str, duration: Duration, outcome: Result<u64, &Error>) {
+        self.conn.record_external(sql, duration, outcome);
+    }
+
+    /// Turns a diesel error from this connection into a litemux [`Error`], with SQLite's
+    /// extended code read off the connection. Call it right after the failure.
+    pub fn error_from_diesel(&self, sql: &str, error: diesel::result::Error) -> Error {
+        self.conn.diesel_error(sql, error)
+    }
+}
