@@ -66,43 +66,51 @@ impl Connection {
     }
 
     fn configure(&mut self, options: &Options, role: Role) -> Result<()> {
-        self.control(&format!(
+        self.setup(&format!(
             "PRAGMA busy_timeout = {}",
             options.busy_timeout.as_millis()
         ))?;
         let file = !options.is_memory();
         if file && role == Role::Writer && options.mode != OpenMode::ReadOnly {
             let mode = options.journal_mode.as_str();
-            let now = self.fetch(&format!("PRAGMA journal_mode = {mode}"), &[], Limit::First)?;
+            let sql = format!("PRAGMA journal_mode = {mode}");
+            let now = self.fetch_unrecorded(&sql, &[], Limit::First)?;
             let applied = now.first().and_then(|r| r.get::<String>(0).ok());
             if !applied.is_some_and(|m| m.eq_ignore_ascii_case(mode)) {
                 tracing::warn!(target: "litemux", path = %options.path.display(), mode, "journal mode not applied");
             }
-            self.control(&format!(
+            self.setup(&format!(
                 "PRAGMA journal_size_limit = {}",
                 options.journal_size_limit
             ))?;
         }
         // Fails here, at open, on a file that is not a database, not at the first query.
-        self.fetch("SELECT 1 FROM sqlite_schema LIMIT 1", &[], Limit::First)?;
-        self.control(&format!(
+        self.fetch_unrecorded("SELECT 1 FROM sqlite_schema LIMIT 1", &[], Limit::First)?;
+        self.setup(&format!(
             "PRAGMA synchronous = {}",
             options.synchronous.as_str()
         ))?;
-        self.control(&format!(
-            "PRAGMA foreign_keys = {}",
-            if options.foreign_keys { "ON" } else { "OFF" }
-        ))?;
+        let foreign_keys = if options.foreign_keys { "ON" } else { "OFF" };
+        self.setup(&format!("PRAGMA foreign_keys = {foreign_keys}"))?;
         for (name, value) in &options.pragmas {
-            self.control(&format!("PRAGMA {name} = {value}"))?;
-        }
-        if role == Role::Reader {
-            self.control("PRAGMA query_only = ON")?;
+            self.setup(&format!("PRAGMA {name} = {value}"))?;
         }
         if let Some(hook) = &options.init {
             hook(self.raw.diesel()).map_err(|e| self.diesel_error("<on_connect hook>", e))?;
         }
+        // Last, so the hook may still create temporary objects on readers.
+        if role == Role::Reader {
+            self.setup("PRAGMA query_only = ON")?;
+        }
         Ok(())
+    }
+
+    /// Runs a connection-setup statement; setup is not part of the query history.
+    fn setup(&mut self, sql: &str) -> Result<()> {
+        self.raw
+            .diesel()
+            .batch_execute(sql)
+            .map_err(|e| self.diesel_error(sql, e))
     }
 
     pub(crate) fn role(&self) -> Role {
@@ -135,6 +143,9 @@ impl Connection {
     /// Checks `sql` is one statement with `given` placeholders that changes no transaction.
     pub(crate) fn check(&mut self, sql: &str, given: usize) -> Result<Classified> {
         let classified = self.classify(sql)?;
+        if classified.empty {
+            return Err(Error::EmptyStatement { sql: sql.into() });
+        }
         if classified.has_tail {
             return Err(Error::MultipleStatements { sql: sql.into() });
         }
@@ -301,11 +312,22 @@ impl Connection {
 
     /// Rolls back whatever transaction is open, if any. Used to restore the shared writer.
     pub(crate) fn rollback_open_transaction(&mut self) {
-        if !self.raw.is_autocommit() {
-            if let Err(e) = self.control("ROLLBACK") {
-                tracing::error!(target: "litemux", error = %e, "rollback failed");
-            }
+        if !self.raw.is_autocommit()
+            && let Err(e) = self.control("ROLLBACK")
+        {
+            tracing::error!(target: "litemux", error = %e, "rollback failed");
         }
+    }
+
+    /// Records a statement that failed before it could run (it did not prepare).
+    pub(crate) fn record_failure(&self, sql: &str, params: &[Value], error: &Error) {
+        self.context.history.record(
+            sql,
+            params,
+            self.role,
+            std::time::Duration::ZERO,
+            Err(error),
+        );
     }
 
     pub(crate) fn record_external(

@@ -117,6 +117,13 @@ pub enum Error {
         sql: String,
     },
 
+    /// The SQL text holds no statement (only white space or comments).
+    #[error("no statement in `{sql}`")]
+    EmptyStatement {
+        /// The text given.
+        sql: String,
+    },
+
     /// A raw `BEGIN`/`COMMIT`/`ROLLBACK`/`SAVEPOINT`/`RELEASE` was sent through a method that
     /// must not change transaction state; use `begin`, `transaction` or the savepoint methods.
     #[error("transaction control statement refused here (use the transaction API): `{sql}`")]
@@ -254,6 +261,7 @@ impl Error {
             | Error::NoRows { sql }
             | Error::ParameterCount { sql, .. }
             | Error::MultipleStatements { sql }
+            | Error::EmptyStatement { sql }
             | Error::TransactionControl { sql }
             | Error::UnfinishedTransaction { sql }
             | Error::TransactionAborted { sql } => Some(sql),

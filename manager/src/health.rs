@@ -50,18 +50,16 @@ pub(crate) async fn pass(shared: &Shared) -> HealthReport {
         && !shared.options.force_rollback
         && shared.options.journal_mode == crate::JournalMode::Wal;
     let mut checkpointed = false;
-    if wal {
-        if let Some(lease) = shared.writer.try_lease() {
-            let ran = shared
-                .writer
-                .worker
-                .call(|conn| {
-                    conn.is_autocommit() && conn.control("PRAGMA wal_checkpoint(PASSIVE)").is_ok()
-                })
-                .await;
-            drop(lease);
-            checkpointed = ran.unwrap_or(false);
-        }
+    if wal && let Some(lease) = shared.writer.try_lease() {
+        let ran = shared
+            .writer
+            .worker
+            .call(|conn| {
+                conn.is_autocommit() && conn.control("PRAGMA wal_checkpoint(PASSIVE)").is_ok()
+            })
+            .await;
+        drop(lease);
+        checkpointed = ran.unwrap_or(false);
     }
     HealthReport {
         readers_closed,

@@ -108,8 +108,8 @@ impl Readers {
     pub(crate) fn retire(&self, max_idle: Option<Duration>, max_age: Option<Duration>) -> usize {
         let removed = self.pool.retain(|worker, metrics| {
             worker.is_alive()
-                && !max_idle.is_some_and(|idle| metrics.last_used() >= idle)
-                && !max_age.is_some_and(|age| metrics.age() >= age)
+                && max_idle.is_none_or(|idle| metrics.last_used() < idle)
+                && max_age.is_none_or(|age| metrics.age() < age)
         });
         for worker in &removed.removed {
             worker.stop();

@@ -47,10 +47,10 @@ pub(crate) fn insert(key: PathBuf, shared: &Arc<Shared>) -> Option<Arc<Shared>> 
     let mut guard = lock();
     let open = guard.get_or_insert_with(HashMap::new);
     open.retain(|_, weak| weak.strong_count() > 0);
-    if let Some(existing) = open.get(&key).and_then(Weak::upgrade) {
-        if existing.try_acquire_handle() {
-            return Some(existing);
-        }
+    if let Some(existing) = open.get(&key).and_then(Weak::upgrade)
+        && existing.try_acquire_handle()
+    {
+        return Some(existing);
     }
     open.insert(key, Arc::downgrade(shared));
     None
@@ -58,12 +58,11 @@ pub(crate) fn insert(key: PathBuf, shared: &Arc<Shared>) -> Option<Arc<Shared>> 
 
 /// Forgets `key` if it still maps to `shared`.
 pub(crate) fn remove(key: &Path, shared: &Shared) {
-    if let Some(open) = lock().as_mut() {
-        if open
+    if let Some(open) = lock().as_mut()
+        && open
             .get(key)
             .is_some_and(|weak| std::ptr::eq(weak.as_ptr(), shared))
-        {
-            open.remove(key);
-        }
+    {
+        open.remove(key);
     }
 }

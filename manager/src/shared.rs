@@ -49,12 +49,12 @@ impl Shared {
             Some(key)
         };
         let shared = Arc::new(Self::start(options, registry_key.clone()).await?);
-        if let Some(key) = registry_key {
-            if let Some(winner) = registry::insert(key, &shared) {
-                // Ours never served anyone; only its threads need stopping.
-                let _ = shared.shut_down().await;
-                return Ok(winner);
-            }
+        if let Some(key) = registry_key
+            && let Some(winner) = registry::insert(key, &shared)
+        {
+            // Ours never served anyone; only its threads need stopping.
+            let _ = shared.shut_down().await;
+            return Ok(winner);
         }
         crate::health::spawn(&shared);
         Ok(shared)
@@ -327,7 +327,10 @@ fn read_or_decline(
     limit: Limit,
 ) -> ReadAttempt {
     match conn.classify(&sql) {
-        Err(e) => ReadAttempt::Done(Err(e)),
+        Err(e) => {
+            conn.record_failure(&sql, &params, &e);
+            ReadAttempt::Done(Err(e))
+        }
         Ok(c) if c.kind != Kind::Read => ReadAttempt::Declined(sql, params),
         Ok(c) => match conn.fetch(&sql, &params, limit) {
             // SQLite refused a write on this `query_only` reader: SQLite's own classification
@@ -344,5 +347,42 @@ fn read_or_decline(
             }
             outcome => ReadAttempt::Done(outcome),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_misjudged_as_a_read_is_refused_by_the_reader_and_retried_on_the_writer()
+    -> Result<()> {
+        let dir = tempfile::tempdir().map_err(Error::Io)?;
+        let shared = Shared::open(Options::new(dir.path().join("m.db")).readers(1)).await?;
+        shared.execute_batch("CREATE TABLE t(x)").await?;
+        let sql = "INSERT INTO t(x) VALUES (1) RETURNING x";
+        // Plant the wrong answer SQLite would never give.
+        let wrong = Classified {
+            kind: Kind::Read,
+            parameters: 0,
+            has_tail: false,
+            empty: false,
+        };
+        shared.context.classified.insert(sql, wrong);
+        let rows = shared.fetch(sql, Vec::new(), Limit::All).await?;
+        assert_eq!(rows.len(), 1);
+        let runs: Vec<(Role, bool)> = shared
+            .context
+            .history
+            .snapshot()
+            .into_iter()
+            .filter(|e| e.sql == sql)
+            .map(|e| (e.role, e.error.is_some()))
+            .collect();
+        assert_eq!(runs, [(Role::Reader, true), (Role::Writer, false)]);
+        assert_eq!(shared.context.classified.get(sql).map(|c| c.kind), Some(Kind::Write));
+        let n = shared.fetch("SELECT count(*) FROM t", Vec::new(), Limit::First).await?;
+        assert_eq!(n[0].get::<i64>(0)?, 1, "written once, by the writer");
+        Ok(())
     }
 }

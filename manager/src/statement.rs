@@ -35,6 +35,7 @@ pub(crate) struct Classified {
     pub(crate) kind: Kind,
     pub(crate) parameters: usize,
     pub(crate) has_tail: bool,
+    pub(crate) empty: bool,
 }
 
 impl Classified {
@@ -52,6 +53,7 @@ impl Classified {
             kind,
             parameters: shape.parameters,
             has_tail: shape.has_tail,
+            empty: shape.empty,
         }
     }
 }

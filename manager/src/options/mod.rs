@@ -172,7 +172,8 @@ impl Options {
     }
 
     /// A hook run on every new connection (writer and readers) after the PRAGMAs: register
-    /// SQL functions or collations here. Readers are `query_only` by then.
+    /// SQL functions or collations here. It runs before readers are made `query_only`,
+    /// so it may create temporary objects on them.
     #[must_use]
     pub fn on_connect(
         mut self,

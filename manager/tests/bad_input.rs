@@ -1,0 +1,265 @@
+//! Bad input gets a typed, clear error: no panic, no hang, nothing committed lost.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use diesel::Connection;
+use diesel::connection::SimpleConnection;
+use litemux::{Database, Error, OpenMode, Role};
+
+use crate::{TempDb, count};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_sql_is_an_sql_error_with_sqlites_message() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    let e = db.fetch_all("SELEC x FROM t", ()).await.unwrap_err();
+    match &e {
+        Error::Sql { sql, code, message } => {
+            assert_eq!(sql, "SELEC x FROM t");
+            assert_eq!(*code, 1);
+            assert!(message.contains("syntax error"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(e.to_string().contains("syntax error") && e.to_string().contains("SELEC x FROM t"));
+    let e = db
+        .execute("INSERT INTO missing VALUES (1)", ())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no such table: missing"), "{e}");
+    assert!(matches!(
+        db.execute("  -- nothing", ()).await,
+        Err(Error::EmptyStatement { .. })
+    ));
+    assert!(matches!(
+        db.fetch_all("", ()).await,
+        Err(Error::EmptyStatement { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_parameter_count_is_refused() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    let e = db
+        .execute("INSERT INTO t(x) VALUES (?)", ())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::ParameterCount {
+                expected: 1,
+                given: 0,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = db
+        .fetch_all("SELECT x FROM t WHERE x = ?", (1, 2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::ParameterCount {
+                expected: 1,
+                given: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = db
+        .execute_many("INSERT INTO t(x) VALUES (?)", [vec![1.into()], vec![]])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::ParameterCount { .. }), "{e}");
+    assert_eq!(count(&db).await, 0, "execute_many kept nothing");
+    let e = db
+        .execute(
+            "INSERT INTO t(x) VALUES (1); INSERT INTO t(x) VALUES (2)",
+            (),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::MultipleStatements { .. }), "{e}");
+    assert_eq!(count(&db).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn constraint_violations_are_typed() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    db.execute_batch("CREATE TABLE u(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, age INTEGER CHECK (age >= 0))")
+        .await
+        .unwrap();
+    db.execute("INSERT INTO u(id, name) VALUES (1, 'a')", ())
+        .await
+        .unwrap();
+    use litemux::ConstraintKind::*;
+    for (sql, kind) in [
+        ("INSERT INTO u(id, name) VALUES (2, 'a')", Unique),
+        ("INSERT INTO u(id, name) VALUES (1, 'b')", PrimaryKey),
+        ("INSERT INTO u(id, name) VALUES (3, NULL)", NotNull),
+        ("INSERT INTO u(id, name, age) VALUES (4, 'c', -1)", Check),
+    ] {
+        let e = db.execute(sql, ()).await.unwrap_err();
+        assert!(
+            matches!(&e, Error::Constraint { kind: k, .. } if *k == kind),
+            "{sql}: {e}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unopenable_paths_are_open_errors() {
+    let t = TempDb::new();
+    let missing = t.dir.path().join("missing.db");
+    let e = Database::open_with(litemux::Options::new(&missing).mode(OpenMode::ReadWrite))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Open { source, .. } if matches!(**source, Error::Io(_))),
+        "{e:?}"
+    );
+    assert!(!missing.exists(), "mode=rw must not create the file");
+    let e = Database::open(t.dir.path().to_str().unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Open { .. }), "{e:?}");
+    let e = Database::open(t.dir.path().join("no/such/dir/x.db").to_str().unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Open { .. }), "{e:?}");
+    let e = Database::open("sqlite://x.db?readers=lots")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidOption { .. }), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_file_is_an_open_error() {
+    let t = TempDb::new();
+    std::fs::write(&t.path, vec![0x5a; 8192]).unwrap();
+    let e = Database::open(t.path.to_str().unwrap()).await.unwrap_err();
+    assert!(e.to_string().contains("cannot open database"), "{e}");
+    let cause = std::error::Error::source(&e)
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    assert!(cause.contains("file is not a database"), "{cause}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_to_a_read_only_database_are_refused() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    db.execute("INSERT INTO t(x) VALUES (1)", ()).await.unwrap();
+    db.close().await.unwrap();
+    let ro = Database::open(&t.url("?mode=ro")).await.unwrap();
+    let e = ro
+        .execute("INSERT INTO t(x) VALUES (2)", ())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::ReadOnly { .. }), "{e}");
+    assert_eq!(count(&ro).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_on_the_writer_thread_is_an_error_and_the_writer_survives() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    let e = db
+        .with_writer(|_| -> () { panic!("user code panics on the writer thread") })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::ConnectionLost { role: Role::Writer }),
+        "{e}"
+    );
+    db.execute("INSERT INTO t(x) VALUES (1)", ()).await.unwrap();
+    assert_eq!(count(&db).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_escape_hatch_closure_cannot_leave_the_writer_in_a_transaction() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    let e = db
+        .with_writer(|conn| {
+            conn.diesel()
+                .batch_execute("BEGIN; INSERT INTO t(x) VALUES (1);")
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::UnfinishedTransaction { .. }), "{e}");
+    db.execute("INSERT INTO t(x) VALUES (2)", ()).await.unwrap();
+    assert_eq!(count(&db).await, 1);
+}
+
+/// Run in a child process by `a_file_locked_by_another_process_is_busy`: takes an exclusive
+/// lock on the file named by `LITEMUX_LOCK_FILE`, says so, and holds it until stdin closes.
+#[test]
+#[ignore = "helper process for a_file_locked_by_another_process_is_busy"]
+fn hold_exclusive_lock() {
+    let Ok(path) = std::env::var("LITEMUX_LOCK_FILE") else {
+        return;
+    };
+    let mut conn = diesel::SqliteConnection::establish(&path).unwrap();
+    conn.batch_execute("PRAGMA journal_mode = DELETE; CREATE TABLE IF NOT EXISTS t(x); BEGIN EXCLUSIVE; INSERT INTO t VALUES (1);")
+        .unwrap();
+    println!("LOCKED");
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_locked_by_another_process_is_busy() {
+    let t = TempDb::new();
+    {
+        let mut conn = diesel::SqliteConnection::establish(t.path.to_str().unwrap()).unwrap();
+        conn.batch_execute(
+            "PRAGMA journal_mode = DELETE; CREATE TABLE t(x); INSERT INTO t VALUES (0);",
+        )
+        .unwrap();
+    }
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "bad_input::hold_exclusive_lock",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("LITEMUX_LOCK_FILE", &t.path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(
+        lines.any(|l| l.is_ok_and(|l| l.trim_end().ends_with("LOCKED"))),
+        "helper never locked"
+    );
+    let options = t
+        .options()
+        .busy_timeout(Duration::from_millis(100))
+        .readers(1);
+    let e = Database::open_with(options.clone()).await.unwrap_err();
+    assert!(e.is_busy(), "{e:?}");
+    drop(child.stdin.take());
+    child.wait().unwrap();
+    // The lock is gone; what was committed before is there, the other process's
+    // uncommitted row is not.
+    let db = Database::open_with(options).await.unwrap();
+    let n: i64 = db
+        .fetch_one("SELECT count(*) FROM t", ())
+        .await
+        .unwrap()
+        .get(0)
+        .unwrap();
+    assert_eq!(n, 1);
+}

@@ -1,0 +1,105 @@
+//! The health task: idle and aged readers are closed and reopened on demand.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use litemux::Database;
+
+use crate::TempDb;
+
+fn counting(t: &TempDb) -> (litemux::Options, Arc<AtomicUsize>) {
+    let opened = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&opened);
+    let options = t.options().readers(2).on_connect(move |_| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    });
+    (options, opened)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_readers_are_closed_and_reopened_on_demand() {
+    let t = TempDb::new();
+    let (options, opened) = counting(&t);
+    let db = Database::open_with(options.max_idle_time(Some(Duration::ZERO)))
+        .await
+        .unwrap();
+    db.execute_batch("CREATE TABLE t(x)").await.unwrap();
+    assert_eq!(db.status().readers_open, 1);
+    let report = db.run_health_check().await.unwrap();
+    assert_eq!(report.readers_closed, 1);
+    assert!(report.checkpointed);
+    assert_eq!(db.status().readers_open, 0);
+    let before = opened.load(Ordering::SeqCst);
+    db.fetch_all("SELECT * FROM t", ()).await.unwrap();
+    assert_eq!(
+        opened.load(Ordering::SeqCst),
+        before + 1,
+        "a fresh reader was opened"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aged_readers_are_replaced() {
+    let t = TempDb::new();
+    let (options, opened) = counting(&t);
+    let db = Database::open_with(options.max_connection_age(Some(Duration::ZERO)))
+        .await
+        .unwrap();
+    db.execute_batch("CREATE TABLE t(x)").await.unwrap();
+    let before = opened.load(Ordering::SeqCst);
+    for _ in 0..3 {
+        db.fetch_all("SELECT * FROM t", ()).await.unwrap();
+    }
+    assert_eq!(
+        opened.load(Ordering::SeqCst),
+        before + 3,
+        "each checkout found its reader too old"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_background_task_runs_by_itself() {
+    let t = TempDb::new();
+    let (options, _) = counting(&t);
+    let db = Database::open_with(
+        options
+            .max_idle_time(Some(Duration::ZERO))
+            .health_interval(Duration::from_millis(10)),
+    )
+    .await
+    .unwrap();
+    // Wait (bounded) for the task's first pass to retire the reader opened at `open`.
+    let retired = async {
+        while db.status().readers_open > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), retired)
+        .await
+        .expect("health task never ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_readers_are_left_alone_and_the_writer_is_not_disturbed() {
+    let t = TempDb::new();
+    let (options, _) = counting(&t);
+    let db = Database::open_with(options.max_idle_time(Some(Duration::ZERO)))
+        .await
+        .unwrap();
+    db.execute_batch("CREATE TABLE t(x)").await.unwrap();
+    let snapshot = db.begin_read().await.unwrap();
+    let tx = db.begin().await.unwrap();
+    let report = db.run_health_check().await.unwrap();
+    assert_eq!(
+        report.readers_closed, 0,
+        "the checked-out reader is not in the pool"
+    );
+    assert!(
+        !report.checkpointed,
+        "no checkpoint while a transaction holds the writer"
+    );
+    snapshot.fetch_all("SELECT * FROM t", ()).await.unwrap();
+    tx.commit().await.unwrap();
+}

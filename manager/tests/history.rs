@@ -1,0 +1,126 @@
+//! The query history: what ran, where, how long, with what outcome; flushed as JSON lines.
+
+use std::time::Duration;
+
+use litemux::{Database, Role, Value};
+
+use crate::TempDb;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_record_sql_role_rows_error_and_time() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    let before = std::time::SystemTime::now();
+    db.execute_many("INSERT INTO t(x) VALUES (?)", [(1,), (2,)])
+        .await
+        .unwrap();
+    db.fetch_all("SELECT x FROM t", ()).await.unwrap();
+    let _ = db.fetch_all("SELECT nope FROM t", ()).await;
+    let history = db.history();
+    let select = history.iter().find(|e| e.sql == "SELECT x FROM t").unwrap();
+    assert_eq!(
+        (select.role, select.rows, select.error.as_deref()),
+        (Role::Reader, 2, None)
+    );
+    assert_eq!(select.database, t.path.display().to_string());
+    assert!(select.time >= before && select.duration < Duration::from_secs(10));
+    assert!(select.params.is_none(), "params are off by default");
+    let insert = history
+        .iter()
+        .find(|e| e.sql.starts_with("INSERT"))
+        .unwrap();
+    assert_eq!((insert.role, insert.rows), (Role::Writer, 1));
+    let failed = history.last().unwrap();
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("no such column: nope")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ring_is_bounded_and_params_are_opt_in() {
+    let t = TempDb::new();
+    let db = Database::open_with(t.options().history_capacity(3).record_params(true))
+        .await
+        .unwrap();
+    db.execute_batch("CREATE TABLE t(x)").await.unwrap();
+    for i in 0..10 {
+        db.execute("INSERT INTO t(x) VALUES (?)", (i,))
+            .await
+            .unwrap();
+    }
+    let history = db.history();
+    assert_eq!(history.len(), 3);
+    assert_eq!(history[2].params.as_deref(), Some(&[Value::Integer(9)][..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_writes_json_lines_privately_and_empties_the_ring() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    db.execute("INSERT INTO t(x) VALUES (?)", (1,))
+        .await
+        .unwrap();
+    let _ = db.execute("INSERT INTO \"odd\nname\" VALUES (1)", ()).await;
+    let file = t.dir.path().join("history.jsonl");
+    let written = db.flush_history(&file).await.unwrap();
+    assert_eq!(
+        written, 3,
+        "CREATE TABLE and two inserts; connection setup is not history"
+    );
+    assert!(db.history().is_empty());
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), written);
+    for line in &lines {
+        assert!(
+            line.starts_with("{\"database\":") && line.ends_with('}'),
+            "{line}"
+        );
+        for key in [
+            "\"sql\":",
+            "\"role\":",
+            "\"duration\":",
+            "\"rows\":",
+            "\"error\":",
+            "\"time\":",
+        ] {
+            assert!(line.contains(key), "{key} missing in {line}");
+        }
+    }
+    assert!(
+        lines[1].contains(r#""sql":"INSERT INTO t(x) VALUES (?)","role":"writer""#),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].contains(r#"odd\nname"#) && lines[2].contains(r#""error":"SQL error"#),
+        "{}",
+        lines[2]
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let e = db.flush_history(t.dir.path()).await.unwrap_err();
+    assert!(matches!(e, litemux::Error::HistoryIo { .. }), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_file_is_written_at_close() {
+    let t = TempDb::new();
+    let file = t.dir.path().join("at-close.jsonl");
+    let db = Database::open_with(t.options().history_file(&file))
+        .await
+        .unwrap();
+    db.execute_batch("CREATE TABLE t(x)").await.unwrap();
+    assert!(!file.exists());
+    db.close().await.unwrap();
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("CREATE TABLE t(x)"));
+}

@@ -1,0 +1,67 @@
+//! Integration tests of `litemux`: one binary, one module per behaviour.
+//! Every test opens its own database in its own temp dir, on a real multi-thread runtime.
+
+mod bad_input;
+mod concurrency;
+mod force_rollback;
+mod health;
+mod history;
+mod manager;
+mod open;
+mod pragmas;
+mod raw_sql;
+mod routing;
+mod transactions;
+
+use litemux::{Database, Options, Role};
+
+/// A temp dir and a file path in it; the dir is removed when dropped.
+pub(crate) struct TempDb {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) path: std::path::PathBuf,
+}
+
+impl TempDb {
+    pub(crate) fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("test.db");
+        TempDb { dir, path }
+    }
+
+    pub(crate) fn options(&self) -> Options {
+        Options::new(&self.path)
+    }
+
+    pub(crate) fn url(&self, query: &str) -> String {
+        format!("sqlite://{}{query}", self.path.display())
+    }
+
+    /// Opens the database with two readers and a `t(id, x)` table.
+    pub(crate) async fn open(&self) -> Database {
+        let db = Database::open_with(self.options().readers(2))
+            .await
+            .expect("open");
+        db.execute_batch("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, x INTEGER)")
+            .await
+            .expect("schema");
+        db
+    }
+}
+
+/// The role of the most recent history entry whose SQL is `sql`.
+pub(crate) fn role_of(db: &Database, sql: &str) -> Option<Role> {
+    db.history()
+        .iter()
+        .rev()
+        .find(|e| e.sql == sql)
+        .map(|e| e.role)
+}
+
+/// How many rows `t` has.
+pub(crate) async fn count(db: &Database) -> i64 {
+    db.fetch_one("SELECT count(*) FROM t", ())
+        .await
+        .expect("count")
+        .get(0)
+        .expect("int")
+}

@@ -1,0 +1,61 @@
+//! The manager: several databases by alias or path.
+
+use litemux::{Error, Manager};
+
+use crate::TempDb;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn databases_are_reachable_by_alias_and_path() {
+    let (a, b) = (TempDb::new(), TempDb::new());
+    let m = Manager::new();
+    let path_a = a.path.to_str().unwrap();
+    m.open(path_a, "main").await.unwrap();
+    m.open(&b.url("?readers=1"), "logs").await.unwrap();
+    m.get("main")
+        .unwrap()
+        .execute_batch("CREATE TABLE t(x)")
+        .await
+        .unwrap();
+    m.get("logs")
+        .unwrap()
+        .execute_batch("CREATE TABLE l(y)")
+        .await
+        .unwrap();
+    assert!(
+        m.get(path_a)
+            .unwrap()
+            .same_database(&m.get("main").unwrap())
+    );
+    assert!(
+        m.get("main")
+            .unwrap()
+            .fetch_all("SELECT * FROM l", ())
+            .await
+            .is_err(),
+        "separate files"
+    );
+    let mut aliases = m.aliases();
+    aliases.sort();
+    assert_eq!(aliases, ["logs", "main"]);
+    m.close("logs").await.unwrap();
+    assert!(matches!(m.get("logs"), Err(Error::UnknownAlias(_))));
+    let main = m.get("main").unwrap();
+    m.shutdown().await.unwrap();
+    assert!(matches!(
+        main.fetch_all("SELECT 1", ()).await,
+        Err(Error::Closed)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mistyped_alias_is_an_error_and_creates_nothing() {
+    let t = TempDb::new();
+    let m = Manager::new();
+    m.open(t.path.to_str().unwrap(), "main").await.unwrap();
+    let typo = t.dir.path().join("mian");
+    let e = m.get("mian").unwrap_err();
+    assert!(matches!(&e, Error::UnknownAlias(a) if a == "mian"), "{e}");
+    assert!(m.get(typo.to_str().unwrap()).is_err());
+    assert!(matches!(m.close("mian").await, Err(Error::UnknownAlias(_))));
+    assert!(!typo.exists() && !std::path::Path::new("mian").exists());
+}

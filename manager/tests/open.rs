@@ -1,0 +1,117 @@
+//! Opening: paths, URLs, `:memory:`, one writer per file, closing.
+
+use litemux::{Database, Error, JournalMode, OpenMode, Options, Synchronous};
+
+use crate::TempDb;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_options_are_applied() {
+    let t = TempDb::new();
+    let db =
+        Database::open(&t.url("?readers=3&busy_timeout=1234&synchronous=FULL&foreign_keys=off"))
+            .await
+            .unwrap();
+    assert_eq!(db.status().readers_max, 3);
+    let writer = |sql: &'static str| {
+        let db = db.clone();
+        async move {
+            db.transaction(async |tx| tx.fetch_one(sql, ()).await)
+                .await
+                .unwrap()
+                .get::<i64>(0)
+                .unwrap()
+        }
+    };
+    assert_eq!(writer("PRAGMA busy_timeout").await, 1234);
+    assert_eq!(writer("PRAGMA synchronous").await, 2);
+    assert_eq!(writer("PRAGMA foreign_keys").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_databases_have_a_reader_by_default_and_memory_none() {
+    let t = TempDb::new();
+    let file = Database::open(t.path.to_str().unwrap()).await.unwrap();
+    assert!(file.status().readers_max >= 1);
+    let memory = Database::open(":memory:").await.unwrap();
+    assert_eq!(memory.status().readers_max, 0);
+    memory
+        .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        .await
+        .unwrap();
+    assert_eq!(
+        memory.fetch_all("SELECT x FROM t", ()).await.unwrap().len(),
+        1
+    );
+    // Two `:memory:` opens are two databases.
+    let other = Database::open("sqlite::memory:").await.unwrap();
+    assert!(other.fetch_all("SELECT x FROM t", ()).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_a_file_twice_shares_one_writer() {
+    let t = TempDb::new();
+    let a = t.open().await;
+    let dotted = t.dir.path().join(".").join("test.db");
+    let b = Database::open(dotted.to_str().unwrap()).await.unwrap();
+    let c = Database::open(&t.url("?readers=1")).await.unwrap();
+    assert!(a.same_database(&b) && b.same_database(&c));
+    // One handle closing leaves the others working.
+    b.close().await.unwrap();
+    assert!(matches!(
+        b.execute("INSERT INTO t(x) VALUES (1)", ()).await,
+        Err(Error::Closed)
+    ));
+    a.execute("INSERT INTO t(x) VALUES (1)", ()).await.unwrap();
+    assert_eq!(crate::count(&c).await, 1);
+    a.close().await.unwrap();
+    c.close().await.unwrap();
+    // After the last close the file opens afresh, with what was committed.
+    let d = Database::open(t.path.to_str().unwrap()).await.unwrap();
+    assert!(!d.same_database(&a));
+    assert_eq!(crate::count(&d).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_closes_every_clone_and_is_idempotent() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    let clone = db.clone();
+    db.close().await.unwrap();
+    db.close().await.unwrap();
+    assert!(matches!(
+        clone.fetch_all("SELECT 1", ()).await,
+        Err(Error::Closed)
+    ));
+    assert!(matches!(clone.begin().await, Err(Error::Closed)));
+    assert!(clone.status().closed);
+    // The WAL was checkpointed and connections closed: SQLite removes the -wal file.
+    assert!(!t.dir.path().join("test.db-wal").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builder_options_cover_the_url_ones() {
+    let t = TempDb::new();
+    let db = Database::open_with(
+        Options::new(&t.path)
+            .readers(1)
+            .journal_mode(JournalMode::Delete)
+            .synchronous(Synchronous::Off)
+            .mode(OpenMode::ReadWriteCreate),
+    )
+    .await
+    .unwrap();
+    let mode = db.fetch_one("PRAGMA journal_mode", ()).await.unwrap();
+    assert_eq!(mode.get::<String>(0).unwrap(), "delete");
+}
+
+#[test]
+fn handles_and_errors_are_thread_safe() {
+    fn assert_send_sync<T: Send + Sync + Clone + 'static>() {}
+    fn assert_error<T: std::error::Error + Send + Sync + 'static>() {}
+    assert_send_sync::<Database>();
+    assert_send_sync::<litemux::Manager>();
+    assert_error::<Error>();
+    fn assert_send<T: Send>() {}
+    assert_send::<litemux::Transaction>();
+    assert_send::<litemux::ReadTransaction>();
+}

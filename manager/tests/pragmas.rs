@@ -1,0 +1,118 @@
+//! Every connection gets the defaults, the user's PRAGMAs and the init hook; readers refuse writes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use diesel::connection::SimpleConnection;
+
+use crate::TempDb;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defaults_apply_to_writer_and_readers() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    let on_writer = db
+        .transaction(async |tx| {
+            let mut out = Vec::new();
+            for p in [
+                "journal_mode",
+                "synchronous",
+                "foreign_keys",
+                "busy_timeout",
+                "query_only",
+            ] {
+                out.push(
+                    tx.fetch_one(&format!("PRAGMA {p}"), ())
+                        .await?
+                        .value(0)?
+                        .clone(),
+                );
+            }
+            Ok::<_, litemux::Error>(out)
+        })
+        .await
+        .unwrap();
+    use litemux::Value::{Integer, Text};
+    assert_eq!(
+        on_writer,
+        vec![
+            Text("wal".into()),
+            Integer(1),
+            Integer(1),
+            Integer(5000),
+            Integer(0)
+        ]
+    );
+    let snapshot = db.begin_read().await.unwrap();
+    for (pragma, expected) in [
+        ("synchronous", 1),
+        ("foreign_keys", 1),
+        ("busy_timeout", 5000),
+        ("query_only", 1),
+    ] {
+        let row = snapshot
+            .fetch_one(&format!("PRAGMA {pragma}"), ())
+            .await
+            .unwrap();
+        assert_eq!(row.get::<i64>(0).unwrap(), expected, "reader {pragma}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_pragmas_and_the_hook_run_on_every_connection() {
+    let t = TempDb::new();
+    let opened = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&opened);
+    let db = litemux::Database::open_with(
+        t.options()
+            .readers(2)
+            .pragma("cache_size", "-4321")
+            .on_connect(move |conn| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                conn.batch_execute("CREATE TEMP VIEW hooked AS SELECT 'yes' AS v")
+            }),
+    )
+    .await
+    .unwrap();
+    // Hold both readers at once so both are open.
+    let (a, b) = (
+        db.begin_read().await.unwrap(),
+        db.begin_read().await.unwrap(),
+    );
+    for r in [&a, &b] {
+        assert_eq!(
+            r.fetch_one("PRAGMA cache_size", ())
+                .await
+                .unwrap()
+                .get::<i64>(0)
+                .unwrap(),
+            -4321
+        );
+        assert_eq!(
+            r.fetch_one("SELECT v FROM hooked", ())
+                .await
+                .unwrap()
+                .get::<String>(0)
+                .unwrap(),
+            "yes"
+        );
+    }
+    assert_eq!(opened.load(Ordering::SeqCst), 3, "writer + 2 readers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_refuse_writes_themselves() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    let refused = db
+        .with_reader(|conn| {
+            assert_eq!(conn.role(), litemux::Role::Reader);
+            conn.diesel()
+                .batch_execute("INSERT INTO t(x) VALUES (1)")
+                .is_err()
+        })
+        .await
+        .unwrap();
+    assert!(refused);
+    assert_eq!(crate::count(&db).await, 0);
+}
