@@ -1,0 +1,111 @@
+//! `litemux`: the project's own `litemux::Database`, one writer and [`READERS`] readers.
+//!
+//! Written against the public API contract in `DESIGN.md`. The database is opened by URL so
+//! that every shared setting is spelled out, not left to litemux's defaults.
+
+use std::path::Path;
+use std::time::Duration;
+
+use litemux::{Database, Row};
+
+use crate::contestants::{AsyncBackend, BatchMode, OpResult};
+use crate::data::{BUSY_TIMEOUT_MS, INSERT_POST_SQL, NewPost, POINT_READ_SQL, SCAN_SQL, User};
+
+/// Reader connections: with the writer, the same 8-connection budget the pools get.
+const READERS: usize = 7;
+
+/// The litemux contestant.
+#[derive(Clone)]
+pub(crate) struct Litemux {
+    db: Database,
+}
+
+fn user(row: &Row) -> Result<User, litemux::Error> {
+    Ok(User {
+        id: row.get::<i64>(0)?,
+        name: row.get::<String>(1)?,
+        email: row.get::<String>(2)?,
+    })
+}
+
+impl AsyncBackend for Litemux {
+    const BATCH_MODES: &'static [BatchMode] = &[BatchMode::RowByRow, BatchMode::ExecuteMany];
+
+    async fn open(path: &Path) -> OpResult<Self> {
+        let path = path.to_str().ok_or("database path is not UTF-8")?;
+        // The path is absolute, so this is `sqlite:///...`.
+        let url = format!(
+            "sqlite://{path}?readers={READERS}&journal_mode=wal&synchronous=normal\
+             &busy_timeout={BUSY_TIMEOUT_MS}&foreign_keys=on"
+        );
+        let db = Database::open(url.as_str()).await?;
+        Ok(Litemux { db })
+    }
+
+    async fn point_read(&self, id: i64) -> OpResult<User> {
+        let row = self
+            .db
+            .fetch_optional(POINT_READ_SQL, (id,))
+            .await?
+            .ok_or_else(|| format!("no user {id}"))?;
+        Ok(user(&row)?)
+    }
+
+    async fn scan(&self) -> OpResult<Vec<User>> {
+        let rows = self.db.fetch_all(SCAN_SQL, ()).await?;
+        Ok(rows.iter().map(user).collect::<Result<_, _>>()?)
+    }
+
+    async fn insert(&self, post: &NewPost) -> OpResult {
+        self.db
+            .execute(
+                INSERT_POST_SQL,
+                (post.user_id, post.title.as_str(), post.body.as_str()),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn batch_insert(&self, posts: &[NewPost], mode: BatchMode) -> OpResult {
+        match mode {
+            BatchMode::RowByRow => {
+                self.db
+                    .transaction(async |tx| {
+                        for post in posts {
+                            tx.execute(
+                                INSERT_POST_SQL,
+                                (post.user_id, post.title.as_str(), post.body.as_str()),
+                            )
+                            .await?;
+                        }
+                        Ok::<(), litemux::Error>(())
+                    })
+                    .await?;
+            }
+            BatchMode::ExecuteMany => {
+                let rows = posts
+                    .iter()
+                    .map(|post| (post.user_id, post.title.as_str(), post.body.as_str()));
+                self.db.execute_many(INSERT_POST_SQL, rows).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn hold_write(&self, post: &NewPost, hold: Duration) -> OpResult {
+        let tx = self.db.begin().await?;
+        tx.execute(
+            INSERT_POST_SQL,
+            (post.user_id, post.title.as_str(), post.body.as_str()),
+        )
+        .await?;
+        tokio::time::sleep(hold).await;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn close(self) -> OpResult {
+        self.db.close().await?;
+        Ok(())
+    }
+}

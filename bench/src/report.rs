@@ -1,0 +1,260 @@
+//! The printed results: the comparison table, the memory table and the notes under them.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::contestants::BASELINE;
+use crate::stats::Measurement;
+use crate::workload::Workload;
+
+/// One line of the table: one contestant (or one of its batch modes) on one workload.
+#[derive(Debug)]
+pub struct ReportRow {
+    /// The workload.
+    pub workload: Workload,
+    /// The contestant's name, with the batch mode when it is not the default one.
+    pub label: String,
+    /// What was measured, or why nothing was.
+    pub result: Result<Measurement, String>,
+}
+
+/// Everything the report shows.
+#[derive(Debug)]
+pub struct Report {
+    /// First line: mode and run lengths.
+    pub heading: String,
+    /// The measured lines, in run order.
+    pub rows: Vec<ReportRow>,
+    /// Planned contestants that this build lacks, with the reason.
+    pub missing: Vec<(&'static str, &'static str)>,
+}
+
+impl Report {
+    /// Renders the whole report as text.
+    pub fn render(&self) -> String {
+        let mut out = format!("{}\n\n", self.heading);
+        out.push_str(&self.main_table());
+        out.push_str(&self.memory_table());
+        out.push_str(&self.notes());
+        out
+    }
+
+    /// The throughput of the baseline on `workload`, if it ran and did something.
+    fn baseline(&self, workload: Workload) -> Option<f64> {
+        self.rows
+            .iter()
+            .find(|row| row.workload == workload && row.label == BASELINE)
+            .and_then(|row| row.result.as_ref().ok())
+            .map(Measurement::ops_per_sec)
+            .filter(|&ops| ops > 0.0)
+    }
+
+    fn main_table(&self) -> String {
+        let header = [
+            "workload",
+            "contestant",
+            "ops/s",
+            "p50",
+            "p99",
+            "vs diesel_sync",
+            "errors",
+        ];
+        let lines = self.rows.iter().map(|row| {
+            let mut cells = vec![row.workload.name().to_owned(), row.label.clone()];
+            match &row.result {
+                Ok(m) => {
+                    let ratio = self
+                        .baseline(row.workload)
+                        .map_or("n/a".to_owned(), |base| {
+                            format!("{:.2}x", m.ops_per_sec() / base)
+                        });
+                    cells.extend([
+                        ops(m.ops_per_sec()),
+                        duration(m.p50),
+                        duration(m.p99),
+                        ratio,
+                        m.errors.to_string(),
+                    ]);
+                }
+                Err(_) => cells.extend(["failed", "-", "-", "-", "-"].map(str::to_owned)),
+            }
+            cells
+        });
+        table(&header, lines.collect(), 2)
+    }
+
+    fn memory_table(&self) -> String {
+        let lines: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .filter_map(|row| {
+                let m = row.result.as_ref().ok()?;
+                let peak = m.peak_rss_kib?;
+                Some(vec![
+                    row.workload.name().to_owned(),
+                    row.label.clone(),
+                    mib(peak),
+                    m.start_rss_kib.map_or("-".to_owned(), mib),
+                ])
+            })
+            .collect();
+        if lines.is_empty() {
+            return String::new();
+        }
+        let header = ["workload", "contestant", "peak RSS", "RSS at start"];
+        format!(
+            "\nPeak memory of the c64 runs: each contestant ran in a fresh child process of this \
+             binary;\npeak RSS is its VmHWM at the end, RSS at start its VmRSS before opening \
+             the database.\n\n{}",
+            table(&header, lines, 2)
+        )
+    }
+
+    fn notes(&self) -> String {
+        let mut out = String::from("\nNotes:\n");
+        let _ = writeln!(
+            out,
+            "- ops/s counts successful operations started in the measured window; p50/p99 are \
+             their latencies.\n- Sync contestants run one OS thread with its own connection \
+             per task (the ideal sync limit);\n  async ones run tokio tasks on a multi-thread \
+             runtime (one worker per core) over 8 connections\n  (pools of 8; litemux: 1 writer \
+             + 7 readers)."
+        );
+        let mut seen = Vec::new();
+        for row in &self.rows {
+            let workload = row.workload;
+            if !seen.contains(&workload) && !matches!(workload.unit(), "one point read") {
+                seen.push(workload);
+                let _ = writeln!(out, "- {}: one op = {}.", workload.name(), workload.unit());
+            }
+        }
+        for row in &self.rows {
+            let problem = match &row.result {
+                Err(reason) => Some(format!("failed: {reason}")),
+                Ok(m) => m
+                    .first_error
+                    .as_ref()
+                    .map(|first| format!("{} errors, first: {first}", m.errors)),
+            };
+            if let Some(problem) = problem {
+                let _ = writeln!(out, "- {} / {}: {problem}", row.workload.name(), row.label);
+            }
+        }
+        for (name, reason) in &self.missing {
+            let _ = writeln!(out, "- not measured: {name} ({reason}).");
+        }
+        out
+    }
+}
+
+/// Lays out `lines` under `header`: the first `left` columns left-aligned, the rest right.
+fn table(header: &[&str], lines: Vec<Vec<String>>, left: usize) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|cell| cell.chars().count()).collect();
+    for line in &lines {
+        for (width, cell) in widths.iter_mut().zip(line) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let render = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (column, (cell, width)) in cells.iter().zip(&widths).enumerate() {
+            let separator = if column == 0 { "" } else { "  " };
+            if column < left {
+                let _ = write!(text, "{separator}{cell:<width$}");
+            } else {
+                let _ = write!(text, "{separator}{cell:>width$}");
+            }
+        }
+        text.trim_end().to_owned() + "\n"
+    };
+    let mut out = render(header.to_vec());
+    let total = widths.iter().sum::<usize>() + 2 * (widths.len() - 1);
+    out.push_str(&"-".repeat(total));
+    out.push('\n');
+    for line in &lines {
+        out.push_str(&render(line.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// Operations per second: thousands separated when large, two decimals when small.
+pub fn ops(per_sec: f64) -> String {
+    if per_sec < 10.0 {
+        return format!("{per_sec:.2}");
+    }
+    if per_sec < 1000.0 {
+        return format!("{per_sec:.1}");
+    }
+    let digits = format!("{per_sec:.0}");
+    let mut out = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// A latency with a unit that keeps three significant digits or so.
+pub fn duration(value: Duration) -> String {
+    let nanos = value.as_nanos() as f64;
+    if nanos < 1e3 {
+        format!("{nanos:.0}ns")
+    } else if nanos < 1e6 {
+        format!("{:.1}µs", nanos / 1e3)
+    } else if nanos < 1e9 {
+        format!("{:.1}ms", nanos / 1e6)
+    } else {
+        format!("{:.2}s", nanos / 1e9)
+    }
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(ops(1_234_567.4), "1,234,567");
+        assert_eq!(ops(999.0), "999.0");
+        assert_eq!(ops(3.456), "3.46");
+        assert_eq!(duration(Duration::from_nanos(4_150)), "4.2µs");
+        assert_eq!(duration(Duration::from_millis(210)), "210.0ms");
+    }
+
+    #[test]
+    fn ratios_are_to_the_baseline_of_the_same_workload() {
+        let measured = |ops| Measurement {
+            ops,
+            errors: 0,
+            elapsed: Duration::from_secs(1),
+            p50: Duration::from_micros(1),
+            p99: Duration::from_micros(2),
+            first_error: None,
+            peak_rss_kib: None,
+            start_rss_kib: None,
+        };
+        let row = |workload, label: &str, ops| ReportRow {
+            workload,
+            label: label.to_owned(),
+            result: Ok(measured(ops)),
+        };
+        let report = Report {
+            heading: String::new(),
+            rows: vec![
+                row(Workload::InsertSeq, BASELINE, 1000),
+                row(Workload::InsertSeq, "other", 500),
+                row(Workload::Scan10k, "other", 7),
+            ],
+            missing: vec![],
+        };
+        let text = report.render();
+        assert!(text.contains("0.50x"), "{text}");
+        assert!(text.contains("n/a"), "{text}");
+    }
+}

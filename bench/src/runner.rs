@@ -1,0 +1,194 @@
+//! The comparison: every selected workload, every selected contestant, one table.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use crate::cli::{ChildSpec, Config};
+use crate::contestants::{self, BatchMode, Contestant};
+use crate::data::{self, ScratchDir};
+use crate::driver::RunSpec;
+use crate::report::{self, Report, ReportRow};
+use crate::rss;
+use crate::workload::Workload;
+
+/// Runs the comparison `config` asks for and prints the report.
+pub fn compare(config: &Config) -> ExitCode {
+    let workloads = select_workloads(config);
+    let contestants = match select_contestants(config) {
+        Ok(contestants) => contestants,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    if workloads.is_empty() || contestants.is_empty() {
+        eprintln!("error: the filters left nothing to run (see --list)");
+        return ExitCode::from(2);
+    }
+    let scratch = match ScratchDir::new() {
+        Ok(scratch) => scratch,
+        Err(error) => {
+            eprintln!("error: cannot create a scratch directory: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let template = scratch.path().join("template.db");
+    if let Err(error) = data::create_template(&template) {
+        eprintln!("error: cannot build the seeded database: {error}");
+        return ExitCode::FAILURE;
+    }
+
+    // Every (workload, contestant, batch mode) in run order: all contestants back to back for
+    // one workload before the next workload starts.
+    let runs: Vec<(Workload, &dyn Contestant, BatchMode)> = workloads
+        .iter()
+        .flat_map(|&workload| {
+            contestants.iter().flat_map(move |contestant| {
+                batch_modes(workload, contestant.as_ref())
+                    .iter()
+                    .map(move |&mode| (workload, contestant.as_ref(), mode))
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    for (index, &(workload, contestant, mode)) in runs.iter().enumerate() {
+        let label = label(contestant.name(), mode);
+        eprint!(
+            "[{:>2}/{}] {} / {label} ... ",
+            index + 1,
+            runs.len(),
+            workload.name()
+        );
+        let db = scratch.path().join(format!(
+            "{}-{}.db",
+            workload.name(),
+            label.replace(' ', "_")
+        ));
+        let spec = RunSpec {
+            workload,
+            db: db.clone(),
+            plan: config.plan,
+            batch_mode: mode,
+        };
+        let result = run_one(&template, contestant, &spec);
+        data::remove_database(&db);
+        match &result {
+            Ok(m) => eprintln!(
+                "{} ops/s, {} errors",
+                report::ops(m.ops_per_sec()),
+                m.errors
+            ),
+            Err(reason) => eprintln!("failed: {reason}"),
+        }
+        rows.push(ReportRow {
+            workload,
+            label,
+            result,
+        });
+    }
+
+    let report = Report {
+        heading: format!(
+            "litemux-bench compare: {} mode, {:?} warm-up + {:?} measured per run, {} cores, \
+             total {:.0?}",
+            config.mode,
+            config.plan.warmup,
+            config.plan.measure,
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            started.elapsed(),
+        ),
+        rows,
+        missing: contestants::missing(),
+    };
+    println!("{}", report.render());
+    ExitCode::SUCCESS
+}
+
+/// Prints the workloads and contestants that `--only` and `--contestants` can name.
+pub fn list() {
+    println!("workloads:");
+    for workload in Workload::ALL {
+        println!(
+            "  {:<18} {} task(s)",
+            workload.name(),
+            workload.tasks().len()
+        );
+    }
+    println!("contestants:");
+    for contestant in contestants::all() {
+        println!("  {}", contestant.name());
+    }
+    for (name, reason) in contestants::missing() {
+        println!("  {name} (not in this build: {reason})");
+    }
+}
+
+/// Copies the seeded database to `spec.db` and runs `contestant` on it, in a child process
+/// when the workload's memory is measured.
+fn run_one(
+    template: &Path,
+    contestant: &dyn Contestant,
+    spec: &RunSpec,
+) -> Result<crate::stats::Measurement, String> {
+    data::fresh_copy(template, &spec.db)
+        .map_err(|error| format!("cannot copy the seeded database: {error}"))?;
+    if spec.workload.measures_rss() {
+        rss::run_in_child(&ChildSpec {
+            contestant: contestant.name().to_owned(),
+            run: spec.clone(),
+        })
+    } else {
+        contestant.run(spec)
+    }
+}
+
+fn select_workloads(config: &Config) -> Vec<Workload> {
+    Workload::ALL
+        .into_iter()
+        .filter(|workload| {
+            config.only.is_empty()
+                || config
+                    .only
+                    .iter()
+                    .any(|part| workload.name().contains(part.as_str()))
+        })
+        .collect()
+}
+
+fn select_contestants(config: &Config) -> Result<Vec<Box<dyn Contestant>>, String> {
+    let all = contestants::all();
+    let Some(wanted) = &config.contestants else {
+        return Ok(all);
+    };
+    for name in wanted {
+        if let Some((_, reason)) = contestants::missing().iter().find(|(n, _)| n == name) {
+            return Err(format!("contestant {name} is not in this build: {reason}"));
+        }
+        if !all.iter().any(|contestant| contestant.name() == name) {
+            return Err(format!("unknown contestant {name} (see --list)"));
+        }
+    }
+    // Keep the registry's order, so the baseline still comes first.
+    Ok(all
+        .into_iter()
+        .filter(|contestant| wanted.iter().any(|name| name == contestant.name()))
+        .collect())
+}
+
+fn batch_modes(workload: Workload, contestant: &dyn Contestant) -> &'static [BatchMode] {
+    if workload == Workload::BatchInsert10k {
+        contestant.batch_modes()
+    } else {
+        &[BatchMode::RowByRow]
+    }
+}
+
+/// The table's name for a contestant in a batch mode.
+fn label(name: &str, mode: BatchMode) -> String {
+    match mode {
+        BatchMode::RowByRow => name.to_owned(),
+        other => format!("{name} ({})", other.name()),
+    }
+}
