@@ -6,7 +6,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use diesel::connection::{Connection as _, LoadConnection, SimpleConnection};
 use diesel::row::Field as _;
@@ -33,6 +33,32 @@ pub struct ExecuteResult {
 pub(crate) struct Context {
     pub(crate) history: History,
     pub(crate) classified: ClassificationCache,
+}
+
+/// The outcome of a statement run inline under a time budget.
+#[derive(Debug)]
+pub(crate) enum Inline<T> {
+    /// It ran (successfully or not) within the budget.
+    Done(Result<T>),
+    /// SQLite stopped it at the budget; it had no effect and must run elsewhere.
+    Overran,
+}
+
+/// What a statement's outcome counts for the history's `rows`.
+pub(crate) trait Counted {
+    fn count(&self) -> u64;
+}
+
+impl Counted for Vec<Row> {
+    fn count(&self) -> u64 {
+        self.len() as u64
+    }
+}
+
+impl Counted for ExecuteResult {
+    fn count(&self) -> u64 {
+        self.rows_affected
+    }
 }
 
 /// How many rows a fetch wants.
@@ -164,18 +190,14 @@ impl Connection {
 
     /// Runs one statement for its effect.
     pub(crate) fn execute(&mut self, sql: &str, params: &[Value]) -> Result<ExecuteResult> {
-        let started = Instant::now();
-        let outcome = self.execute_unrecorded(sql, params);
-        self.record(
-            sql,
-            params,
-            started,
-            outcome.as_ref().map(|d| d.rows_affected),
-        );
-        outcome
+        self.recorded(sql, params, |conn| conn.execute_unrecorded(sql, params))
     }
 
-    fn execute_unrecorded(&mut self, sql: &str, params: &[Value]) -> Result<ExecuteResult> {
+    pub(crate) fn execute_unrecorded(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<ExecuteResult> {
         self.check(sql, params.len())?;
         let before = self.raw.total_changes();
         let query = RawQuery { sql, params };
@@ -198,18 +220,66 @@ impl Connection {
 
     /// Runs one statement and collects its rows.
     pub(crate) fn fetch(&mut self, sql: &str, params: &[Value], limit: Limit) -> Result<Vec<Row>> {
+        self.recorded(sql, params, |conn| {
+            conn.fetch_unrecorded(sql, params, limit)
+        })
+    }
+
+    /// Runs `run` and records it in the history.
+    pub(crate) fn recorded<T: Counted>(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        run: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<T> {
         let started = Instant::now();
-        let outcome = self.fetch_unrecorded(sql, params, limit);
-        self.record(
-            sql,
-            params,
-            started,
-            outcome.as_ref().map(|r| r.len() as u64),
-        );
+        let outcome = run(self);
+        self.record(sql, params, started, outcome.as_ref().map(Counted::count));
         outcome
     }
 
-    fn fetch_unrecorded(&mut self, sql: &str, params: &[Value], limit: Limit) -> Result<Vec<Row>> {
+    /// Runs `run` under a time budget. If SQLite had to interrupt it, the statement had no
+    /// effect (in autocommit mode, or because it only reads: the callers' job to ensure), so
+    /// it is not recorded, the overrun is counted (enough of them in a row and the statement
+    /// is no longer tried inline), and the caller runs it again elsewhere.
+    pub(crate) fn budgeted<T: Counted>(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        budget: Duration,
+        run: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Inline<T> {
+        let started = Instant::now();
+        self.raw.set_deadline(Some(started + budget));
+        let outcome = run(self);
+        let interrupted = outcome.is_err() && self.raw.deadline_fired();
+        self.raw.set_deadline(None);
+        let known = self.context.classified.get(sql);
+        if interrupted {
+            if let Some(known) = known {
+                self.remember(sql, known.overran());
+            }
+            return Inline::Overran;
+        }
+        if let Some(known) = known.filter(|k| k.overruns > 0) {
+            self.remember(
+                sql,
+                Classified {
+                    overruns: 0,
+                    ..known
+                },
+            );
+        }
+        self.record(sql, params, started, outcome.as_ref().map(Counted::count));
+        Inline::Done(outcome)
+    }
+
+    pub(crate) fn fetch_unrecorded(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        limit: Limit,
+    ) -> Result<Vec<Row>> {
         self.check(sql, params.len())?;
         let query = RawQuery { sql, params };
         let loaded = self

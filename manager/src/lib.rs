@@ -63,6 +63,7 @@ mod raw;
 mod read_transaction;
 mod readers;
 mod registry;
+mod request;
 mod row;
 mod shared;
 mod statement;

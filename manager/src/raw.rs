@@ -3,7 +3,8 @@
 //! diesel's [`SqliteConnection`] does not expose its `sqlite3*`, yet routing and safety need
 //! a few calls only the C API offers: `sqlite3_stmt_readonly` (is this statement a write?),
 //! `sqlite3_bind_parameter_count`, `sqlite3_get_autocommit` (did a batch leave a transaction
-//! open?), `sqlite3_total_changes64`, `sqlite3_last_insert_rowid` and the extended error code.
+//! open?), `sqlite3_total_changes64`, `sqlite3_last_insert_rowid`, the extended error code, and
+//! `sqlite3_progress_handler` (abort a statement that overruns its time budget).
 //!
 //! The handle is captured with `sqlite3_auto_extension`: SQLite calls every registered
 //! auto-extension with the new `sqlite3*`, synchronously, on the thread that opens the
@@ -12,9 +13,10 @@
 #![allow(unsafe_code)]
 
 use std::cell::Cell;
-use std::ffi::{CStr, c_char, c_int};
+use std::ffi::{CStr, c_char, c_int, c_void};
 use std::ptr::{self, NonNull};
 use std::sync::OnceLock;
+use std::time::Instant;
 
 use diesel::{Connection as _, ConnectionError, SqliteConnection};
 use libsqlite3_sys as ffi;
@@ -47,6 +49,35 @@ fn install_capture() -> bool {
     })
 }
 
+/// How many virtual-machine instructions SQLite runs between deadline checks: a few
+/// microseconds of work, so a budget is overrun by little, and the check itself is noise.
+const PROGRESS_INSTRUCTIONS: c_int = 1000;
+
+/// A statement's time budget, read by the progress handler.
+#[derive(Default)]
+struct Deadline {
+    /// When the running statement must stop; `None` runs it to completion.
+    at: Cell<Option<Instant>>,
+    /// Set when the handler stopped a statement. SQLite's own error code cannot say so
+    /// reliably: resetting the statement afterwards may clear it.
+    fired: Cell<bool>,
+}
+
+/// Progress handler: interrupts the running statement once the connection's deadline passed.
+unsafe extern "C" fn check_deadline(deadline: *mut c_void) -> c_int {
+    // SAFETY: `deadline` is the `Deadline` boxed in the `RawConnection` that registered this
+    // handler; the box outlives the SQLite connection (see the field order there), and the
+    // handler runs on the thread currently using that connection.
+    let deadline = unsafe { &*deadline.cast::<Deadline>() };
+    match deadline.at.get() {
+        Some(at) if Instant::now() >= at => {
+            deadline.fired.set(true);
+            1
+        }
+        _ => 0,
+    }
+}
+
 /// What SQLite says about one statement, found by preparing it without running it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct StatementShape {
@@ -74,8 +105,11 @@ pub(crate) struct Failure {
 /// value exists, and it is only used through `&mut self` or `&self` on the thread that owns
 /// this value (the value is `Send`, like `SqliteConnection`, but not `Sync`).
 pub(crate) struct RawConnection {
+    // Declared first so it is dropped (and the connection closed) before `deadline`, which
+    // the progress handler reads.
     diesel: SqliteConnection,
     handle: NonNull<ffi::sqlite3>,
+    deadline: Box<Deadline>,
 }
 
 // SAFETY: `SqliteConnection` is `Send`; the handle is the same connection's and moves with
@@ -96,7 +130,33 @@ impl RawConnection {
         let handle = NonNull::new(captured).ok_or_else(|| {
             ConnectionError::BadConnection("SQLite did not report the new connection".into())
         })?;
-        Ok(RawConnection { diesel, handle })
+        let deadline = Box::<Deadline>::default();
+        // SAFETY: the handle is live; the argument points into a box this value owns and that
+        // is freed only after the connection is closed.
+        unsafe {
+            ffi::sqlite3_progress_handler(
+                handle.as_ptr(),
+                PROGRESS_INSTRUCTIONS,
+                Some(check_deadline),
+                std::ptr::from_ref::<Deadline>(&deadline).cast_mut().cast(),
+            );
+        }
+        Ok(RawConnection {
+            diesel,
+            handle,
+            deadline,
+        })
+    }
+
+    /// Sets when statements must stop (they then fail with `SQLITE_INTERRUPT`); `None` lifts it.
+    pub(crate) fn set_deadline(&self, deadline: Option<Instant>) {
+        self.deadline.at.set(deadline);
+        self.deadline.fired.set(false);
+    }
+
+    /// Whether a statement was stopped by the deadline since it was last set.
+    pub(crate) fn deadline_fired(&self) -> bool {
+        self.deadline.fired.get()
     }
 
     /// The diesel connection, for running queries.
@@ -231,6 +291,25 @@ mod tests {
         assert_eq!(failure.code, ffi::SQLITE_ERROR);
         assert!(failure.message.contains("syntax error"));
         assert!(conn.is_autocommit());
+        Ok(())
+    }
+
+    #[test]
+    fn a_passed_deadline_interrupts_and_a_lifted_one_does_not()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use diesel::RunQueryDsl;
+        let mut conn = RawConnection::establish(":memory:")?;
+        let slow = "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 200000) SELECT count(*) FROM c";
+        conn.set_deadline(Some(Instant::now()));
+        let interrupted = diesel::sql_query(slow).execute(conn.diesel()).unwrap_err();
+        assert!(
+            interrupted.to_string().contains("interrupt"),
+            "{interrupted}"
+        );
+        assert!(conn.deadline_fired());
+        conn.set_deadline(None);
+        assert!(!conn.deadline_fired());
+        diesel::sql_query(slow).execute(conn.diesel())?;
         Ok(())
     }
 }

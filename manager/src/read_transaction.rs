@@ -34,7 +34,7 @@ use crate::{Error, Params, Result, Row, Value};
 /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
 /// ```
 pub struct ReadTransaction {
-    _shared: Arc<Shared>,
+    shared: Arc<Shared>,
     pinned: Pinned,
     open: bool,
 }
@@ -76,7 +76,7 @@ impl ReadTransaction {
         };
         let nested = shared.writer.base_in_transaction && matches!(pinned, Pinned::Writer { .. });
         let tx = ReadTransaction {
-            _shared: shared,
+            shared,
             pinned,
             open: !nested,
         };
@@ -90,6 +90,12 @@ impl ReadTransaction {
     }
 
     async fn fetch(&self, sql: &str, params: Vec<Value>, limit: Limit) -> Result<Vec<Row>> {
+        if let Some(outcome) =
+            self.shared
+                .fetch_pinned_inline(self.pinned.worker(), sql, &params, limit)
+        {
+            return outcome;
+        }
         let sql = sql.to_owned();
         self.pinned
             .worker()

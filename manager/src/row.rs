@@ -37,7 +37,7 @@ impl Row {
     /// # Errors
     /// [`Error::ColumnNotFound`] for an unknown name or an index past the end;
     /// [`Error::TypeMismatch`] when the value's storage class does not convert to `T`.
-    pub fn get<T: FromValue>(&self, index: impl ColumnIndex) -> Result<T> {
+    pub fn get<'r, T: FromValue<'r>>(&'r self, index: impl ColumnIndex) -> Result<T> {
         let position = index.position(&self.columns)?;
         T::from_value(&self.values[position]).map_err(|(expected, found)| Error::TypeMismatch {
             column: self.columns[position].clone(),
@@ -112,13 +112,25 @@ impl ColumnIndex for &str {
     }
 }
 
-/// A Rust type a column value converts into.
-pub trait FromValue: Sized {
+/// A Rust type a column value converts into. `&str` and `&[u8]` borrow from the row instead
+/// of copying.
+///
+/// ```
+/// # async fn demo() -> litemux::Result<()> {
+/// # let db = litemux::Database::open(":memory:").await?;
+/// let row = db.fetch_one("SELECT 'borrowed' AS s, x'00ff' AS b", ()).await?;
+/// let s: &str = row.get("s")?;
+/// let b: &[u8] = row.get("b")?;
+/// assert_eq!((s, b), ("borrowed", &[0_u8, 255][..]));
+/// # Ok(()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+/// ```
+pub trait FromValue<'r>: Sized {
     /// Converts `value`, or says which type was expected and which storage class was found.
     ///
     /// # Errors
     /// `(expected, found)` when the storage class does not convert.
-    fn from_value(value: &Value) -> std::result::Result<Self, (&'static str, &'static str)>;
+    fn from_value(value: &'r Value) -> std::result::Result<Self, (&'static str, &'static str)>;
 }
 
 fn mismatch<T>(
@@ -128,7 +140,7 @@ fn mismatch<T>(
     Err((expected, value.type_name()))
 }
 
-impl FromValue for i64 {
+impl FromValue<'_> for i64 {
     fn from_value(value: &Value) -> std::result::Result<Self, (&'static str, &'static str)> {
         match value {
             Value::Integer(i) => Ok(*i),
@@ -139,7 +151,7 @@ impl FromValue for i64 {
 
 macro_rules! narrow_integer {
     ($($t:ty),*) => {$(
-        impl FromValue for $t {
+        impl FromValue<'_> for $t {
             fn from_value(value: &Value) -> std::result::Result<Self, (&'static str, &'static str)> {
                 match value {
                     Value::Integer(i) => <$t>::try_from(*i).or(Err((stringify!($t), "out-of-range INTEGER"))),
@@ -151,7 +163,7 @@ macro_rules! narrow_integer {
 }
 narrow_integer!(i8, i16, i32, u8, u16, u32, u64, usize);
 
-impl FromValue for bool {
+impl FromValue<'_> for bool {
     fn from_value(value: &Value) -> std::result::Result<Self, (&'static str, &'static str)> {
         match value {
             Value::Integer(0) => Ok(false),
@@ -162,7 +174,7 @@ impl FromValue for bool {
     }
 }
 
-impl FromValue for f64 {
+impl FromValue<'_> for f64 {
     fn from_value(value: &Value) -> std::result::Result<Self, (&'static str, &'static str)> {
         match value {
             Value::Real(f) => Ok(*f),
@@ -174,7 +186,7 @@ impl FromValue for f64 {
     }
 }
 
-impl FromValue for String {
+impl FromValue<'_> for String {
     fn from_value(value: &Value) -> std::result::Result<Self, (&'static str, &'static str)> {
         match value {
             Value::Text(s) => Ok(s.clone()),
@@ -183,7 +195,7 @@ impl FromValue for String {
     }
 }
 
-impl FromValue for Vec<u8> {
+impl FromValue<'_> for Vec<u8> {
     fn from_value(value: &Value) -> std::result::Result<Self, (&'static str, &'static str)> {
         match value {
             Value::Blob(b) => Ok(b.clone()),
@@ -192,14 +204,32 @@ impl FromValue for Vec<u8> {
     }
 }
 
-impl FromValue for Value {
+impl<'r> FromValue<'r> for &'r str {
+    fn from_value(value: &'r Value) -> std::result::Result<Self, (&'static str, &'static str)> {
+        match value {
+            Value::Text(s) => Ok(s),
+            other => mismatch("&str", other),
+        }
+    }
+}
+
+impl<'r> FromValue<'r> for &'r [u8] {
+    fn from_value(value: &'r Value) -> std::result::Result<Self, (&'static str, &'static str)> {
+        match value {
+            Value::Blob(b) => Ok(b),
+            other => mismatch("&[u8]", other),
+        }
+    }
+}
+
+impl FromValue<'_> for Value {
     fn from_value(value: &Value) -> std::result::Result<Self, (&'static str, &'static str)> {
         Ok(value.clone())
     }
 }
 
-impl<T: FromValue> FromValue for Option<T> {
-    fn from_value(value: &Value) -> std::result::Result<Self, (&'static str, &'static str)> {
+impl<'r, T: FromValue<'r>> FromValue<'r> for Option<T> {
+    fn from_value(value: &'r Value) -> std::result::Result<Self, (&'static str, &'static str)> {
         match value {
             Value::Null => Ok(None),
             other => T::from_value(other).map(Some),

@@ -4,11 +4,13 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use crate::connection::{Connection, Context, ExecuteResult, Limit};
+use crate::connection::{Connection, Context, ExecuteResult, Inline, Limit};
 use crate::connection_ref::ConnectionRef;
 use crate::history::History;
 use crate::readers::Readers;
+use crate::request::{Execute, Fetch, Request};
 use crate::statement::{Classified, Kind};
 use crate::threads::Threads;
 use crate::worker::Worker;
@@ -179,47 +181,125 @@ impl Shared {
         params: Vec<Value>,
         limit: Limit,
     ) -> Result<Vec<Row>> {
-        let known = self.context.classified.get(sql);
-        let (sql, params) = match &self.readers {
-            Some(readers) if known.is_none_or(|c| c.kind == Kind::Read) => {
-                let reader = readers.get().await?;
-                let sql = sql.to_owned();
-                match reader
-                    .call(move |conn| read_or_decline(conn, sql, params, limit))
-                    .await?
-                {
-                    ReadAttempt::Done(outcome) => return outcome,
-                    ReadAttempt::Declined(sql, params) => (sql, params),
-                }
-            }
-            _ => (sql.to_owned(), params),
-        };
-        let base = self.writer.base_in_transaction;
-        self.writer
-            .autocommit(move |conn| {
-                let outcome = conn.fetch(&sql, &params, limit);
-                restore_base(conn, base, &sql, outcome)
-            })
-            .await
+        self.route_request(sql, params, Fetch(limit), true).await
     }
 
     /// Runs a statement for its effect; writes (and anything unknown) go to the writer.
     pub(crate) async fn execute(&self, sql: &str, params: Vec<Value>) -> Result<ExecuteResult> {
-        let known_read = self
+        self.route_request(sql, params, Execute, false).await
+    }
+
+    /// Sends `request` to a reader if it is known to only read (or, when `unknown_reads`, not
+    /// known at all), else to the writer.
+    async fn route_request<R: Request>(
+        &self,
+        sql: &str,
+        params: Vec<Value>,
+        request: R,
+        unknown_reads: bool,
+    ) -> Result<R::Output> {
+        let known = self.context.classified.get(sql);
+        let to_reader = known.map_or(unknown_reads, |c| c.kind == Kind::Read);
+        let params = match &self.readers {
+            Some(readers) if to_reader => {
+                match self.read(readers, sql, params, request, known).await? {
+                    Read::Done(outcome) => return outcome,
+                    Read::NotARead(params) => params,
+                }
+            }
+            _ => params,
+        };
+        self.write(sql, params, request).await
+    }
+
+    /// The inline budget for `sql`, unless inline runs are off or it once overran.
+    fn inline_budget(&self, known: Option<Classified>) -> Option<Duration> {
+        let budget = self.options.inline_budget;
+        (!budget.is_zero() && known.is_none_or(|c| c.inline)).then_some(budget)
+    }
+
+    /// Runs a query already known to only read inline on `worker` (a transaction's pinned
+    /// connection). `None` when it must be queued instead: unknown SQL, a write, a busy
+    /// connection, or an overrun budget. An interrupted read leaves a transaction intact.
+    pub(crate) fn fetch_pinned_inline(
+        &self,
+        worker: &Worker,
+        sql: &str,
+        params: &[Value],
+        limit: Limit,
+    ) -> Option<Result<Vec<Row>>> {
+        let known = self
             .context
             .classified
             .get(sql)
-            .is_some_and(|c| c.kind == Kind::Read);
-        if let (true, Some(readers)) = (known_read, &self.readers) {
-            let reader = readers.get().await?;
-            let sql = sql.to_owned();
-            return reader.call(move |conn| conn.execute(&sql, &params)).await?;
+            .filter(|c| c.kind == Kind::Read)?;
+        let budget = self.inline_budget(Some(known))?;
+        worker
+            .try_inline(
+                |conn| match Fetch(limit).run_within(conn, sql, params, budget) {
+                    Inline::Done(outcome) => Some(outcome),
+                    Inline::Overran => None,
+                },
+            )
+            .flatten()
+    }
+
+    async fn read<R: Request>(
+        &self,
+        readers: &Readers,
+        sql: &str,
+        params: Vec<Value>,
+        request: R,
+        known: Option<Classified>,
+    ) -> Result<Read<R::Output>> {
+        let reader = readers.get().await?;
+        if let Some(budget) = self.inline_budget(known) {
+            let attempt =
+                reader.try_inline(|conn| read_here(conn, sql, &params, request, Some(budget)));
+            match attempt {
+                Some(Some(ReadOutcome::Done(outcome))) => return Ok(Read::Done(outcome)),
+                Some(Some(ReadOutcome::NotARead)) => return Ok(Read::NotARead(params)),
+                // Busy connection, or the budget ran out: the reader's thread runs it.
+                Some(None) | None => {}
+            }
         }
+        let owned = sql.to_owned();
+        let (outcome, params) = reader
+            .call(move |conn| (read_here(conn, &owned, &params, request, None), params))
+            .await?;
+        Ok(match outcome {
+            Some(ReadOutcome::Done(outcome)) => Read::Done(outcome),
+            // Without a budget nothing overruns; either way the writer can run it.
+            Some(ReadOutcome::NotARead) | None => Read::NotARead(params),
+        })
+    }
+
+    /// Runs `request` on the writer outside any transaction: inline when the writer is idle
+    /// and the database is in autocommit mode (an interrupted write in a transaction would
+    /// roll the whole transaction back), else queued.
+    async fn write<R: Request>(
+        &self,
+        sql: &str,
+        params: Vec<Value>,
+        request: R,
+    ) -> Result<R::Output> {
+        let lease = self.writer.lease().await?;
         let base = self.writer.base_in_transaction;
+        if !base && let Some(budget) = self.inline_budget(self.context.classified.get(sql)) {
+            let attempt = self.writer.worker.try_inline(|conn| {
+                match request.run_within(conn, sql, &params, budget) {
+                    Inline::Done(outcome) => Some(restore_base(conn, base, sql, outcome)),
+                    Inline::Overran => None,
+                }
+            });
+            if let Some(Some(outcome)) = attempt {
+                return outcome;
+            }
+        }
         let sql = sql.to_owned();
         self.writer
-            .autocommit(move |conn| {
-                let outcome = conn.execute(&sql, &params);
+            .queue(lease, move |conn| {
+                let outcome = request.run(conn, &sql, &params);
                 restore_base(conn, base, &sql, outcome)
             })
             .await
@@ -314,39 +394,57 @@ impl Drop for Shared {
     }
 }
 
-enum ReadAttempt {
-    Done(Result<Vec<Row>>),
-    /// The statement is not a read: hand it (and its parameters) back for the writer.
-    Declined(String, Vec<Value>),
+/// Where a read routed to a reader ended.
+enum Read<T> {
+    Done(Result<T>),
+    /// The statement writes: hand its parameters back for the writer.
+    NotARead(Vec<Value>),
 }
 
-fn read_or_decline(
+enum ReadOutcome<T> {
+    Done(Result<T>),
+    NotARead,
+}
+
+/// Runs `request` on a reader if SQLite says it only reads. `None` when it overran `budget`.
+fn read_here<R: Request>(
     conn: &mut Connection,
-    sql: String,
-    params: Vec<Value>,
-    limit: Limit,
-) -> ReadAttempt {
-    match conn.classify(&sql) {
+    sql: &str,
+    params: &[Value],
+    request: R,
+    budget: Option<Duration>,
+) -> Option<ReadOutcome<R::Output>> {
+    let classified = match conn.classify(sql) {
+        Ok(c) => c,
         Err(e) => {
-            conn.record_failure(&sql, &params, &e);
-            ReadAttempt::Done(Err(e))
+            conn.record_failure(sql, params, &e);
+            return Some(ReadOutcome::Done(Err(e)));
         }
-        Ok(c) if c.kind != Kind::Read => ReadAttempt::Declined(sql, params),
-        Ok(c) => match conn.fetch(&sql, &params, limit) {
-            // SQLite refused a write on this `query_only` reader: SQLite's own classification
-            // missed it. Remember, and let the writer run it.
-            Err(Error::ReadOnly { .. }) => {
-                conn.remember(
-                    &sql,
-                    Classified {
-                        kind: Kind::Write,
-                        ..c
-                    },
-                );
-                ReadAttempt::Declined(sql, params)
-            }
-            outcome => ReadAttempt::Done(outcome),
+    };
+    if classified.kind != Kind::Read {
+        return Some(ReadOutcome::NotARead);
+    }
+    let outcome = match budget {
+        Some(budget) => match request.run_within(conn, sql, params, budget) {
+            Inline::Done(outcome) => outcome,
+            Inline::Overran => return None,
         },
+        None => request.run(conn, sql, params),
+    };
+    match outcome {
+        // SQLite refused a write on this `query_only` reader: its own classification missed
+        // it. Remember, and let the writer run it.
+        Err(Error::ReadOnly { .. }) => {
+            conn.remember(
+                sql,
+                Classified {
+                    kind: Kind::Write,
+                    ..classified
+                },
+            );
+            Some(ReadOutcome::NotARead)
+        }
+        outcome => Some(ReadOutcome::Done(outcome)),
     }
 }
 
@@ -367,6 +465,8 @@ mod tests {
             parameters: 0,
             has_tail: false,
             empty: false,
+            inline: true,
+            overruns: 0,
         };
         shared.context.classified.insert(sql, wrong);
         let rows = shared.fetch(sql, Vec::new(), Limit::All).await?;
@@ -380,8 +480,13 @@ mod tests {
             .map(|e| (e.role, e.error.is_some()))
             .collect();
         assert_eq!(runs, [(Role::Reader, true), (Role::Writer, false)]);
-        assert_eq!(shared.context.classified.get(sql).map(|c| c.kind), Some(Kind::Write));
-        let n = shared.fetch("SELECT count(*) FROM t", Vec::new(), Limit::First).await?;
+        assert_eq!(
+            shared.context.classified.get(sql).map(|c| c.kind),
+            Some(Kind::Write)
+        );
+        let n = shared
+            .fetch("SELECT count(*) FROM t", Vec::new(), Limit::First)
+            .await?;
         assert_eq!(n[0].get::<i64>(0)?, 1, "written once, by the writer");
         Ok(())
     }

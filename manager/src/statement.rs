@@ -36,6 +36,27 @@ pub(crate) struct Classified {
     pub(crate) parameters: usize,
     pub(crate) has_tail: bool,
     pub(crate) empty: bool,
+    /// Whether it may run inline under a time budget: cleared after
+    /// [`OVERRUNS_BEFORE_QUEUED`] overruns in a row.
+    pub(crate) inline: bool,
+    /// Consecutive inline overruns. One alone proves little: the thread may simply have been
+    /// preempted mid-statement on a loaded machine.
+    pub(crate) overruns: u8,
+}
+
+/// Consecutive overruns after which a statement is always queued to its connection's thread.
+pub(crate) const OVERRUNS_BEFORE_QUEUED: u8 = 3;
+
+impl Classified {
+    /// This statement after one more inline overrun.
+    pub(crate) fn overran(self) -> Self {
+        let overruns = self.overruns.saturating_add(1);
+        Classified {
+            overruns,
+            inline: overruns < OVERRUNS_BEFORE_QUEUED,
+            ..self
+        }
+    }
 }
 
 impl Classified {
@@ -54,6 +75,8 @@ impl Classified {
             parameters: shape.parameters,
             has_tail: shape.has_tail,
             empty: shape.empty,
+            inline: true,
+            overruns: 0,
         }
     }
 }

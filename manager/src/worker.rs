@@ -1,14 +1,18 @@
 //! The async boundary: each connection lives on its own named thread, which runs the jobs
 //! callers send it, in order, and answers each on the job's own channel.
 //!
+//! The connection itself sits in a mutex the thread takes per job, so a caller may also
+//! borrow it *inline* — on its own thread, with no hand-off — when nothing is queued for it
+//! (see [`Worker::try_inline`]). Keeping that to "nothing queued" preserves the order in
+//! which work reached the connection.
+//!
 //! The queue is unbounded on purpose: who may send is bounded elsewhere (the writer lease
 //! admits one holder, a pooled reader has one user), and the only other sends are rollbacks
 //! queued from `Drop`, which must never block or fail for lack of room.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
@@ -24,12 +28,21 @@ enum Command {
     Stop,
 }
 
+/// What the thread and the callers share.
+struct Slot {
+    /// `None` before the connection opens and after the thread stops.
+    conn: Mutex<Option<Connection>>,
+    /// Jobs sent and not yet finished.
+    pending: AtomicUsize,
+    alive: AtomicBool,
+}
+
 /// A handle to one connection thread. Cloning it shares the thread.
 #[derive(Clone)]
 pub(crate) struct Worker {
     queue: mpsc::Sender<Command>,
     role: Role,
-    alive: Arc<AtomicBool>,
+    slot: Arc<Slot>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -51,31 +64,35 @@ impl Worker {
     ) -> Result<(Worker, JoinHandle<()>)> {
         let (queue, jobs) = mpsc::channel::<Command>();
         let (ready_tx, ready_rx) = oneshot::channel();
-        let alive = Arc::new(AtomicBool::new(true));
-        let thread_alive = Arc::clone(&alive);
+        let slot = Arc::new(Slot {
+            conn: Mutex::new(None),
+            pending: AtomicUsize::new(0),
+            alive: AtomicBool::new(true),
+        });
+        let thread_slot = Arc::clone(&slot);
         let thread = std::thread::Builder::new()
             .name(name)
             .spawn(move || {
-                let conn = match open() {
+                match open() {
                     Ok(conn) => {
+                        *thread_slot.lock() = Some(conn);
                         let _ = ready_tx.send(Ok(()));
-                        conn
+                        serve(&thread_slot, &jobs);
                     }
                     Err(e) => {
-                        thread_alive.store(false, Ordering::Release);
                         let _ = ready_tx.send(Err(e));
-                        return;
                     }
-                };
-                serve(conn, &jobs);
-                thread_alive.store(false, Ordering::Release);
+                }
+                thread_slot.alive.store(false, Ordering::Release);
+                // Close the connection here, on its thread, whoever still holds the slot.
+                drop(thread_slot.lock().take());
             })
             .map_err(|e| Error::Open {
                 path: "<thread>".into(),
                 source: Box::new(Error::Io(e)),
             })?;
         match ready_rx.await {
-            Ok(Ok(())) => Ok((Worker { queue, role, alive }, thread)),
+            Ok(Ok(())) => Ok((Worker { queue, role, slot }, thread)),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(Error::ConnectionLost { role }),
         }
@@ -101,9 +118,30 @@ impl Worker {
 
     /// Queues `f` without waiting for it: used from `Drop` to roll back.
     pub(crate) fn send(&self, f: impl FnOnce(&mut Connection) + Send + 'static) -> Result<()> {
-        self.queue
-            .send(Command::Run(Box::new(f)))
-            .map_err(|_| Error::ConnectionLost { role: self.role })
+        self.slot.pending.fetch_add(1, Ordering::AcqRel);
+        self.queue.send(Command::Run(Box::new(f))).map_err(|_| {
+            self.slot.pending.fetch_sub(1, Ordering::AcqRel);
+            Error::ConnectionLost { role: self.role }
+        })
+    }
+
+    /// Runs `f` on the connection *here*, on the calling thread, if nothing is queued for it
+    /// and no job is running; otherwise returns `None` and the caller queues instead.
+    ///
+    /// Callers only do this while they alone may queue work (a checked-out reader, the
+    /// writer lease), so no job can slip in ahead of `f` and be overtaken. `f` must be short:
+    /// it blocks the calling (async) thread, which is why statements run this way carry a
+    /// time budget.
+    pub(crate) fn try_inline<R>(&self, f: impl FnOnce(&mut Connection) -> R) -> Option<R> {
+        if self.slot.pending.load(Ordering::Acquire) != 0 {
+            return None;
+        }
+        let mut guard = match self.slot.conn.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        guard.as_mut().map(f)
     }
 
     /// Asks the thread to close its connection once the jobs queued before have run.
@@ -112,17 +150,28 @@ impl Worker {
     }
 
     pub(crate) fn is_alive(&self) -> bool {
-        self.alive.load(Ordering::Acquire)
+        self.slot.alive.load(Ordering::Acquire)
     }
 }
 
-fn serve(mut conn: Connection, jobs: &mpsc::Receiver<Command>) {
+impl Slot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Connection>> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn serve(slot: &Slot, jobs: &mpsc::Receiver<Command>) {
     while let Ok(Command::Run(job)) = jobs.recv() {
-        // A panic in a job (user code run through the escape hatch) must not take the
-        // connection, and with it the database's only writer, down. The job's reply channel
-        // is dropped during unwinding, so its caller sees `ConnectionLost`.
-        if catch_unwind(AssertUnwindSafe(|| job(&mut conn))).is_err() {
-            tracing::error!(target: "litemux", role = ?conn.role(), "a job panicked on the connection thread");
+        let mut guard = slot.lock();
+        if let Some(conn) = guard.as_mut() {
+            // A panic in a job (user code run through the escape hatch) must not take the
+            // connection, and with it the database's only writer, down. The job's reply
+            // channel is dropped during unwinding, so its caller sees `ConnectionLost`.
+            if catch_unwind(AssertUnwindSafe(|| job(conn))).is_err() {
+                tracing::error!(target: "litemux", role = ?conn.role(), "a job panicked on the connection thread");
+            }
         }
+        drop(guard);
+        slot.pending.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -74,6 +74,18 @@ impl Writer {
         job: impl FnOnce(&mut Connection) -> Result<R> + Send + 'static,
     ) -> Result<R> {
         let lease = self.lease().await?;
+        self.queue(lease, job).await
+    }
+
+    /// Queues `job` under `lease`, releases the lease once it is queued, and awaits the job.
+    ///
+    /// # Cancel safety
+    /// Once called, the job runs to completion even if this future is dropped.
+    pub(crate) async fn queue<R: Send + 'static>(
+        &self,
+        lease: Lease,
+        job: impl FnOnce(&mut Connection) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
         let (reply_tx, reply_rx) = oneshot::channel();
         self.worker.send(move |conn| {
             let _ = reply_tx.send(job(conn));

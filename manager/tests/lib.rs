@@ -6,6 +6,7 @@ mod concurrency;
 mod force_rollback;
 mod health;
 mod history;
+mod inline;
 mod manager;
 mod open;
 mod pragmas;

@@ -48,6 +48,9 @@ fn apply(options: Options, key: &str, value: &str) -> Result<Options, Error> {
         "record_params" => options.record_params(parse_bool(key, value)?),
         "force_rollback" => options.force_rollback(parse_bool(key, value)?),
         "max_idle_time" => options.max_idle_time(Some(millis(key, value)?)),
+        "inline_budget_us" => {
+            options.inline_budget(Duration::from_micros(parse_number(key, value)? as u64))
+        }
         "max_connection_age" => options.max_connection_age(Some(millis(key, value)?)),
         _ => return Err(Error::invalid(key, "unknown option")),
     })

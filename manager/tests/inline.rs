@@ -1,0 +1,112 @@
+//! The inline fast path: statements run on the caller's thread under a time budget. One that
+//! overruns is stopped by SQLite and run again on its connection's thread, with no trace of
+//! the first attempt — also inside transactions and in force-rollback mode.
+
+use std::time::Duration;
+
+use litemux::{Database, Options};
+
+use crate::TempDb;
+
+/// About a million VM steps: far longer than a 1 µs budget, a few ms in total.
+const SLOW_COUNT: &str = "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 100000) \
+                          SELECT count(*) FROM c";
+const SLOW_INSERT: &str = "INSERT INTO t(x) WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 20000) \
+                           SELECT n FROM c";
+
+async fn open(t: &TempDb, options: Options) -> Database {
+    let db = Database::open_with(options.readers(2)).await.unwrap();
+    db.execute_batch("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, x INTEGER)")
+        .await
+        .unwrap();
+    let _ = t;
+    db
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_overruns_is_rerun_and_recorded_once() {
+    let t = TempDb::new();
+    let db = open(&t, t.options().inline_budget(Duration::from_micros(1))).await;
+    for _ in 0..5 {
+        let n: i64 = db.fetch_one(SLOW_COUNT, ()).await.unwrap().get(0).unwrap();
+        assert_eq!(n, 100_000);
+    }
+    let runs: Vec<_> = db
+        .history()
+        .into_iter()
+        .filter(|e| e.sql == SLOW_COUNT)
+        .collect();
+    assert_eq!(runs.len(), 5, "interrupted attempts are not history");
+    assert!(
+        runs.iter()
+            .all(|e| e.error.is_none() && e.role == litemux::Role::Reader)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_overruns_takes_effect_exactly_once() {
+    let t = TempDb::new();
+    let db = open(&t, t.options().inline_budget(Duration::from_micros(1))).await;
+    for round in 1..=4_i64 {
+        let done = db.execute(SLOW_INSERT, ()).await.unwrap();
+        assert_eq!(done.rows_affected, 20_000);
+        assert_eq!(crate::count(&db).await, 20_000 * round);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overrunning_read_inside_a_write_transaction_keeps_the_transaction() {
+    let t = TempDb::new();
+    let db = open(&t, t.options().inline_budget(Duration::from_micros(1))).await;
+    // Make the count known as a read, so the transaction tries it inline.
+    db.fetch_one(SLOW_COUNT, ()).await.unwrap();
+    let tx = db.begin().await.unwrap();
+    tx.execute("INSERT INTO t(x) VALUES (1)", ()).await.unwrap();
+    for _ in 0..4 {
+        let n: i64 = tx.fetch_one(SLOW_COUNT, ()).await.unwrap().get(0).unwrap();
+        assert_eq!(n, 100_000);
+    }
+    tx.execute("INSERT INTO t(x) VALUES (2)", ()).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(crate::count(&db).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_rollback_writes_are_never_interrupted() {
+    let t = TempDb::new();
+    let db = Database::open_with(
+        t.options()
+            .force_rollback(true)
+            .inline_budget(Duration::from_micros(1)),
+    )
+    .await
+    .unwrap();
+    db.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, x INTEGER)")
+        .await
+        .unwrap();
+    db.execute("INSERT INTO t(x) VALUES (1)", ()).await.unwrap();
+    db.execute(SLOW_INSERT, ()).await.unwrap();
+    // Had the slow insert been interrupted, SQLite would have rolled back the outer
+    // transaction and the first insert and the table with it.
+    assert_eq!(crate::count(&db).await, 20_001);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_budget_queues_everything_with_the_same_results() {
+    let t = TempDb::new();
+    let db = open(&t, t.options().inline_budget(Duration::ZERO)).await;
+    db.execute("INSERT INTO t(x) VALUES (?)", (5,))
+        .await
+        .unwrap();
+    let row = db.fetch_one("SELECT x FROM t", ()).await.unwrap();
+    assert_eq!(row.get::<i64>(0).unwrap(), 5);
+    let snapshot = db.begin_read().await.unwrap();
+    assert_eq!(
+        snapshot
+            .fetch_all("SELECT x FROM t", ())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
