@@ -8,14 +8,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use diesel::connection::{Connection as _, LoadConnection, SimpleConnection};
-use diesel::row::Field as _;
-use diesel::sqlite::SqliteType;
-
 use crate::history::History;
 use crate::options::OpenMode;
-use crate::raw::RawConnection;
-use crate::statement::{ClassificationCache, Classified, Kind, RawQuery};
+use crate::raw::{Failure, RawConnection, StatementShape};
+use crate::row::RowsBuilder;
+use crate::statement::{ClassificationCache, Classified, Kind};
 use crate::{Error, Options, Result, Role, Row, Value};
 
 /// What an `execute` did.
@@ -134,9 +131,8 @@ impl Connection {
     /// Runs a connection-setup statement; setup is not part of the query history.
     fn setup(&mut self, sql: &str) -> Result<()> {
         self.raw
-            .diesel()
-            .batch_execute(sql)
-            .map_err(|e| self.diesel_error(sql, e))
+            .run_once(sql)
+            .map_err(|f| Error::from_sqlite(sql, f.code, f.message))
     }
 
     pub(crate) fn role(&self) -> Role {
@@ -152,15 +148,22 @@ impl Connection {
         self.raw.diesel()
     }
 
-    /// Classifies `sql`, from the shared cache or by preparing it here.
+    /// Classifies `sql`, from the shared cache or by preparing it here (the prepared
+    /// statement stays in this connection's cache, ready to run).
     pub(crate) fn classify(&mut self, sql: &str) -> Result<Classified> {
         if let Some(found) = self.context.classified.get(sql) {
             return Ok(found);
         }
-        let shape = self
-            .raw
-            .shape(sql)
-            .map_err(|f| Error::from_sqlite(sql, f.code, f.message))?;
+        let shape = match self.raw.statement(sql) {
+            Ok(Some(statement)) => statement.shape(),
+            Ok(None) => StatementShape {
+                readonly: true,
+                parameters: 0,
+                has_tail: false,
+                empty: true,
+            },
+            Err(f) => return Err(Error::from_sqlite(sql, f.code, f.message)),
+        };
         let classified = Classified::new(sql, shape);
         self.context.classified.insert(sql, classified);
         Ok(classified)
@@ -200,11 +203,15 @@ impl Connection {
     ) -> Result<ExecuteResult> {
         self.check(sql, params.len())?;
         let before = self.raw.total_changes();
-        let query = RawQuery { sql, params };
-        self.raw
-            .diesel()
-            .execute_returning_count(&query)
-            .map_err(|e| self.diesel_error(sql, e))?;
+        let failed = |f: Failure| Error::from_sqlite(sql, f.code, f.message);
+        let statement = self
+            .raw
+            .statement(sql)
+            .map_err(failed)?
+            .ok_or_else(|| Error::EmptyStatement { sql: sql.into() })?;
+        let mut running = statement.start(params).map_err(failed)?;
+        while running.step().map_err(failed)? {}
+        drop(running);
         // `changes()` keeps the count of the last INSERT/UPDATE/DELETE, even across DDL;
         // comparing running totals tells whether this statement changed anything at all.
         let rows_affected = if self.raw.total_changes() == before {
@@ -281,13 +288,25 @@ impl Connection {
         limit: Limit,
     ) -> Result<Vec<Row>> {
         self.check(sql, params.len())?;
-        let query = RawQuery { sql, params };
-        let loaded = self
+        let failed = |f: Failure| Error::from_sqlite(sql, f.code, f.message);
+        let statement = self
             .raw
-            .diesel()
-            .load(query)
-            .and_then(|cursor| collect_rows(cursor, limit));
-        loaded.map_err(|e| self.diesel_error(sql, e))
+            .statement(sql)
+            .map_err(failed)?
+            .ok_or_else(|| Error::EmptyStatement { sql: sql.into() })?;
+        let mut running = statement.start(params).map_err(failed)?;
+        let width = running.column_count();
+        let mut rows = RowsBuilder::new((0..width).map(|i| running.column_name(i)).collect());
+        while running.step().map_err(failed)? {
+            for i in 0..width {
+                rows.push(running.column(i));
+            }
+            rows.end_row();
+            if limit == Limit::First {
+                break;
+            }
+        }
+        Ok(rows.finish())
     }
 
     /// Overrides the cached classification of `sql` (a write SQLite called read-only).
@@ -316,19 +335,22 @@ impl Connection {
         f: impl FnOnce(&mut Self) -> Result<R>,
     ) -> Result<R> {
         let savepoint = crate::shared::NESTED_SAVEPOINT;
-        let (begin, commit, rollback) = if nested {
+        let (begin, commit) = if nested {
             (
                 format!("SAVEPOINT {savepoint}"),
                 format!("RELEASE {savepoint}"),
-                format!("ROLLBACK TO {savepoint}; RELEASE {savepoint}"),
             )
         } else {
-            ("BEGIN IMMEDIATE".into(), "COMMIT".into(), "ROLLBACK".into())
+            ("BEGIN IMMEDIATE".into(), "COMMIT".into())
         };
         self.control(&begin)?;
         let outcome = f(self).and_then(|value| self.control(&commit).map(|()| value));
         if outcome.is_err() && !self.is_autocommit() {
-            let _ = self.control(&rollback);
+            let _ = if nested {
+                self.rollback_savepoint(savepoint)
+            } else {
+                self.control("ROLLBACK")
+            };
         }
         outcome
     }
@@ -339,45 +361,54 @@ impl Connection {
     pub(crate) fn batch(&mut self, script: &str, allow_transaction_control: bool) -> Result<()> {
         let mut rest = script;
         while crate::statement::has_statement(rest) {
-            let (shape, consumed) = self
+            let (statement, consumed) = self
                 .raw
-                .shape_prefix(rest)
-                .map_err(|f| Error::from_sqlite(rest, f.code, f.message))?;
+                .prepare_once(rest)
+                .map_err(|f| Error::from_sqlite(rest.trim(), f.code, f.message))?;
             let (sql, tail) = rest.split_at(consumed);
+            let sql = sql.trim();
             rest = tail;
-            if shape.empty {
+            let Some(mut statement) = statement else {
                 continue;
-            }
-            let classified = Classified::new(sql, shape);
+            };
+            let classified = Classified::new(sql, statement.shape());
             if classified.kind == Kind::TransactionControl && !allow_transaction_control {
-                return Err(Error::TransactionControl {
-                    sql: sql.trim().into(),
-                });
+                return Err(Error::TransactionControl { sql: sql.into() });
             }
             let started = Instant::now();
             let before = self.raw.total_changes();
-            let outcome = self
-                .raw
-                .diesel()
-                .batch_execute(sql)
-                .map_err(|e| self.diesel_error(sql.trim(), e));
+            let outcome = statement
+                .run_to_end(&[])
+                .map_err(|f| Error::from_sqlite(sql, f.code, f.message));
+            drop(statement);
             let changed = u64::try_from(self.raw.total_changes() - before).unwrap_or(0);
-            self.record(sql.trim(), &[], started, outcome.as_ref().map(|()| changed));
+            self.record(sql, &[], started, outcome.as_ref().map(|()| changed));
             outcome?;
         }
         Ok(())
     }
 
-    /// Runs a statement litemux itself issues (PRAGMAs, BEGIN, COMMIT, SAVEPOINT ...).
+    /// Runs a statement litemux itself issues (BEGIN, COMMIT, SAVEPOINT ...): one statement,
+    /// cached, recorded.
     pub(crate) fn control(&mut self, sql: &str) -> Result<()> {
         let started = Instant::now();
-        let outcome = self
-            .raw
-            .diesel()
-            .batch_execute(sql)
-            .map_err(|e| self.diesel_error(sql, e));
+        let outcome = self.run_to_end(sql);
         self.record(sql, &[], started, outcome.as_ref().map(|()| 0));
         outcome
+    }
+
+    fn run_to_end(&mut self, sql: &str) -> Result<()> {
+        let failed = |f: Failure| Error::from_sqlite(sql, f.code, f.message);
+        match self.raw.statement(sql).map_err(failed)? {
+            Some(statement) => statement.run_to_end(&[]).map_err(failed),
+            None => Ok(()),
+        }
+    }
+
+    /// Undoes everything since savepoint `name` and removes it.
+    pub(crate) fn rollback_savepoint(&mut self, name: &str) -> Result<()> {
+        self.control(&format!("ROLLBACK TO {name}"))?;
+        self.control(&format!("RELEASE {name}"))
     }
 
     /// Rolls back whatever transaction is open, if any. Used to restore the shared writer.
@@ -468,55 +499,6 @@ fn code_of_message(message: &str) -> i32 {
         .iter()
         .find(|(text, _)| message.starts_with(text))
         .map_or(ffi::SQLITE_ERROR, |&(_, code)| code)
-}
-
-/// Copies rows out of a diesel cursor, sharing one list of column names between them.
-fn collect_rows<'c, R>(
-    cursor: impl Iterator<Item = diesel::QueryResult<R>>,
-    limit: Limit,
-) -> diesel::QueryResult<Vec<Row>>
-where
-    R: diesel::row::Row<'c, diesel::sqlite::Sqlite>,
-{
-    let mut rows = Vec::new();
-    let mut columns: Option<Arc<[String]>> = None;
-    for row in cursor {
-        let row = row?;
-        let count = row.field_count();
-        let names = columns.get_or_insert_with(|| {
-            (0..count)
-                .map(|i| {
-                    row.get(i)
-                        .and_then(|f| f.field_name().map(str::to_owned))
-                        .unwrap_or_else(|| i.to_string())
-                })
-                .collect()
-        });
-        let values = (0..count)
-            .map(|i| {
-                row.get(i)
-                    .and_then(|f| f.value().map(read_value))
-                    .unwrap_or(Value::Null)
-            })
-            .collect();
-        rows.push(Row::new(Arc::clone(names), values));
-        if limit == Limit::First {
-            break;
-        }
-    }
-    Ok(rows)
-}
-
-fn read_value(mut value: diesel::sqlite::SqliteValue<'_, '_, '_>) -> Value {
-    match value.value_type() {
-        Some(SqliteType::Long | SqliteType::Integer | SqliteType::SmallInt) => {
-            Value::Integer(value.read_long())
-        }
-        Some(SqliteType::Double | SqliteType::Float) => Value::Real(value.read_double()),
-        Some(SqliteType::Text) => Value::Text(value.read_text().to_owned()),
-        Some(SqliteType::Binary) => Value::Blob(value.read_blob().to_vec()),
-        None => Value::Null,
-    }
 }
 
 /// The URL diesel opens: `:memory:`, or a `file:` URI carrying the open mode.

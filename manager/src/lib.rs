@@ -82,7 +82,7 @@ pub use history::{HistoryEntry, Role};
 pub use manager::Manager;
 pub use options::{InitHook, JournalMode, OpenMode, Options, Synchronous, TransactionBehavior};
 pub use read_transaction::ReadTransaction;
-pub use row::{ColumnIndex, FromValue, Row};
+pub use row::{ColumnIndex, FromValue, Row, ValueRef};
 pub use transaction::Transaction;
 pub use value::{Params, Value};
 

@@ -63,7 +63,10 @@ impl std::fmt::Debug for ReadTransaction {
 
 /// Starts the read transaction and reads the schema, so the snapshot is taken now rather
 /// than at the first query.
-const BEGIN_SNAPSHOT: &str = "BEGIN DEFERRED; SELECT 1 FROM sqlite_schema LIMIT 1;";
+fn begin_snapshot(conn: &mut Connection) -> Result<()> {
+    conn.control("BEGIN DEFERRED")?;
+    conn.control("SELECT 1 FROM sqlite_schema LIMIT 1")
+}
 
 impl ReadTransaction {
     pub(crate) async fn begin(shared: Arc<Shared>) -> Result<Self> {
@@ -81,10 +84,7 @@ impl ReadTransaction {
             open: !nested,
         };
         if tx.open {
-            tx.pinned
-                .worker()
-                .call(|conn| conn.control(BEGIN_SNAPSHOT))
-                .await??;
+            tx.pinned.worker().call(begin_snapshot).await??;
         }
         Ok(tx)
     }

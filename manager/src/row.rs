@@ -1,13 +1,20 @@
 //! [`Row`], one result row, and the strict conversions out of it.
+//!
+//! A query's rows share one buffer (their values and the bytes of their text and blobs), so a
+//! result of 10,000 rows is a handful of allocations, not one per value; values are turned into
+//! Rust types only when asked for, on the caller's thread.
 
 use std::sync::Arc;
 
+use crate::raw::RawValue;
 use crate::{Error, Result, Value};
 
-/// One row of a result, owning its values.
+/// One row of a result.
 ///
 /// Columns are read by index or by name with the same method, converting strictly: text is
-/// not an integer and NULL is not a `String` (ask for an `Option` to accept NULL).
+/// not an integer and NULL is not a `String` (ask for an `Option` to accept NULL). Rows of one
+/// result share their storage: cloning a row is cheap, and holding one keeps the whole
+/// result's storage alive.
 ///
 /// ```
 /// # async fn demo() -> litemux::Result<()> {
@@ -20,63 +27,208 @@ use crate::{Error, Result, Value};
 /// # Ok(()) }
 /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
 /// ```
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone)]
 pub struct Row {
-    /// Shared by every row of one result, so names are not copied per row.
-    columns: Arc<[String]>,
-    values: Vec<Value>,
+    set: Arc<ResultSet>,
+    /// This row's position in the result.
+    index: usize,
+}
+
+/// The storage shared by every row of one result.
+struct ResultSet {
+    columns: Vec<String>,
+    /// Row-major: row `r`'s values are `cells[r * width .. (r + 1) * width]`.
+    cells: Vec<Cell>,
+    /// Text (always valid UTF-8) and blob bytes, referred to by `cells`.
+    bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Cell {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(usize, usize),
+    Blob(usize, usize),
+}
+
+/// A borrowed view of one value in a [`Row`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ValueRef<'r> {
+    /// SQL NULL.
+    Null,
+    /// A 64-bit signed integer.
+    Integer(i64),
+    /// A 64-bit float.
+    Real(f64),
+    /// UTF-8 text.
+    Text(&'r str),
+    /// Bytes.
+    Blob(&'r [u8]),
+}
+
+impl ValueRef<'_> {
+    /// The SQLite storage class name, as used in error messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ValueRef::Null => "NULL",
+            ValueRef::Integer(_) => "INTEGER",
+            ValueRef::Real(_) => "REAL",
+            ValueRef::Text(_) => "TEXT",
+            ValueRef::Blob(_) => "BLOB",
+        }
+    }
+
+    /// An owned copy.
+    pub fn to_owned(&self) -> Value {
+        match *self {
+            ValueRef::Null => Value::Null,
+            ValueRef::Integer(i) => Value::Integer(i),
+            ValueRef::Real(f) => Value::Real(f),
+            ValueRef::Text(s) => Value::Text(s.to_owned()),
+            ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+        }
+    }
 }
 
 impl Row {
-    pub(crate) fn new(columns: Arc<[String]>, values: Vec<Value>) -> Self {
-        Row { columns, values }
-    }
-
     /// Reads column `index` (a `usize` position or a `&str` name) as `T`.
     ///
     /// # Errors
     /// [`Error::ColumnNotFound`] for an unknown name or an index past the end;
     /// [`Error::TypeMismatch`] when the value's storage class does not convert to `T`.
     pub fn get<'r, T: FromValue<'r>>(&'r self, index: impl ColumnIndex) -> Result<T> {
-        let position = index.position(&self.columns)?;
-        T::from_value(&self.values[position]).map_err(|(expected, found)| Error::TypeMismatch {
-            column: self.columns[position].clone(),
+        let position = index.position(self.columns())?;
+        T::from_value(self.at(position)).map_err(|(expected, found)| Error::TypeMismatch {
+            column: self.columns()[position].clone(),
             expected,
             found,
         })
     }
 
-    /// The value of column `index`, as stored.
+    /// The value of column `index`, borrowed.
     ///
     /// # Errors
     /// [`Error::ColumnNotFound`] for an unknown name or an index past the end.
-    pub fn value(&self, index: impl ColumnIndex) -> Result<&Value> {
-        Ok(&self.values[index.position(&self.columns)?])
+    pub fn value(&self, index: impl ColumnIndex) -> Result<ValueRef<'_>> {
+        Ok(self.at(index.position(self.columns())?))
     }
 
     /// Column names, in order.
     pub fn columns(&self) -> &[String] {
-        &self.columns
+        &self.set.columns
     }
 
-    /// All values, in column order.
-    pub fn values(&self) -> &[Value] {
-        &self.values
-    }
-
-    /// Takes the values out of the row.
-    pub fn into_values(self) -> Vec<Value> {
-        self.values
+    /// All values, copied out, in column order.
+    pub fn to_values(&self) -> Vec<Value> {
+        (0..self.len()).map(|i| self.at(i).to_owned()).collect()
     }
 
     /// The number of columns.
     pub fn len(&self) -> usize {
-        self.values.len()
+        self.set.columns.len()
     }
 
     /// Whether the row has no columns.
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        self.set.columns.is_empty()
+    }
+
+    fn at(&self, position: usize) -> ValueRef<'_> {
+        let set = &*self.set;
+        match set.cells[self.index * set.columns.len() + position] {
+            Cell::Null => ValueRef::Null,
+            Cell::Integer(i) => ValueRef::Integer(i),
+            Cell::Real(f) => ValueRef::Real(f),
+            // Stored text is valid UTF-8 (see `RowsBuilder::push`), so this never falls back.
+            Cell::Text(start, end) => {
+                ValueRef::Text(std::str::from_utf8(&set.bytes[start..end]).unwrap_or_default())
+            }
+            Cell::Blob(start, end) => ValueRef::Blob(&set.bytes[start..end]),
+        }
+    }
+}
+
+impl std::fmt::Debug for Row {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(
+                self.columns()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, name)| (name, self.at(i))),
+            )
+            .finish()
+    }
+}
+
+impl PartialEq for Row {
+    fn eq(&self, other: &Self) -> bool {
+        self.columns() == other.columns() && (0..self.len()).all(|i| self.at(i) == other.at(i))
+    }
+}
+
+/// Collects a statement's rows into one shared [`ResultSet`].
+pub(crate) struct RowsBuilder {
+    columns: Vec<String>,
+    cells: Vec<Cell>,
+    bytes: Vec<u8>,
+    rows: usize,
+}
+
+impl RowsBuilder {
+    pub(crate) fn new(columns: Vec<String>) -> Self {
+        RowsBuilder {
+            columns,
+            cells: Vec::new(),
+            bytes: Vec::new(),
+            rows: 0,
+        }
+    }
+
+    /// Appends one value of the current row; call it once per column, then `end_row`.
+    pub(crate) fn push(&mut self, value: RawValue<'_>) {
+        let cell = match value {
+            RawValue::Null => Cell::Null,
+            RawValue::Integer(i) => Cell::Integer(i),
+            RawValue::Real(f) => Cell::Real(f),
+            RawValue::Text(text) => {
+                let start = self.bytes.len();
+                match std::str::from_utf8(text) {
+                    Ok(valid) => self.bytes.extend_from_slice(valid.as_bytes()),
+                    // SQLite stores whatever bytes it was given as text; keep a readable copy.
+                    Err(_) => self
+                        .bytes
+                        .extend_from_slice(String::from_utf8_lossy(text).as_bytes()),
+                }
+                Cell::Text(start, self.bytes.len())
+            }
+            RawValue::Blob(blob) => {
+                let start = self.bytes.len();
+                self.bytes.extend_from_slice(blob);
+                Cell::Blob(start, self.bytes.len())
+            }
+        };
+        self.cells.push(cell);
+    }
+
+    pub(crate) fn end_row(&mut self) {
+        self.rows += 1;
+    }
+
+    pub(crate) fn finish(self) -> Vec<Row> {
+        let rows = self.rows;
+        let set = Arc::new(ResultSet {
+            columns: self.columns,
+            cells: self.cells,
+            bytes: self.bytes,
+        });
+        (0..rows)
+            .map(|index| Row {
+                set: Arc::clone(&set),
+                index,
+            })
+            .collect()
     }
 }
 
@@ -130,20 +282,20 @@ pub trait FromValue<'r>: Sized {
     ///
     /// # Errors
     /// `(expected, found)` when the storage class does not convert.
-    fn from_value(value: &'r Value) -> std::result::Result<Self, (&'static str, &'static str)>;
+    fn from_value(value: ValueRef<'r>) -> std::result::Result<Self, (&'static str, &'static str)>;
 }
 
 fn mismatch<T>(
     expected: &'static str,
-    value: &Value,
+    value: ValueRef<'_>,
 ) -> std::result::Result<T, (&'static str, &'static str)> {
     Err((expected, value.type_name()))
 }
 
 impl FromValue<'_> for i64 {
-    fn from_value(value: &Value) -> std::result::Result<Self, (&'static str, &'static str)> {
+    fn from_value(value: ValueRef<'_>) -> std::result::Result<Self, (&'static str, &'static str)> {
         match value {
-            Value::Integer(i) => Ok(*i),
+            ValueRef::Integer(i) => Ok(i),
             other => mismatch("i64", other),
         }
     }
@@ -152,9 +304,9 @@ impl FromValue<'_> for i64 {
 macro_rules! narrow_integer {
     ($($t:ty),*) => {$(
         impl FromValue<'_> for $t {
-            fn from_value(value: &Value) -> std::result::Result<Self, (&'static str, &'static str)> {
+            fn from_value(value: ValueRef<'_>) -> std::result::Result<Self, (&'static str, &'static str)> {
                 match value {
-                    Value::Integer(i) => <$t>::try_from(*i).or(Err((stringify!($t), "out-of-range INTEGER"))),
+                    ValueRef::Integer(i) => <$t>::try_from(i).or(Err((stringify!($t), "out-of-range INTEGER"))),
                     other => mismatch(stringify!($t), other),
                 }
             }
@@ -164,74 +316,74 @@ macro_rules! narrow_integer {
 narrow_integer!(i8, i16, i32, u8, u16, u32, u64, usize);
 
 impl FromValue<'_> for bool {
-    fn from_value(value: &Value) -> std::result::Result<Self, (&'static str, &'static str)> {
+    fn from_value(value: ValueRef<'_>) -> std::result::Result<Self, (&'static str, &'static str)> {
         match value {
-            Value::Integer(0) => Ok(false),
-            Value::Integer(1) => Ok(true),
-            Value::Integer(_) => Err(("bool", "INTEGER other than 0 or 1")),
+            ValueRef::Integer(0) => Ok(false),
+            ValueRef::Integer(1) => Ok(true),
+            ValueRef::Integer(_) => Err(("bool", "INTEGER other than 0 or 1")),
             other => mismatch("bool", other),
         }
     }
 }
 
 impl FromValue<'_> for f64 {
-    fn from_value(value: &Value) -> std::result::Result<Self, (&'static str, &'static str)> {
+    fn from_value(value: ValueRef<'_>) -> std::result::Result<Self, (&'static str, &'static str)> {
         match value {
-            Value::Real(f) => Ok(*f),
+            ValueRef::Real(f) => Ok(f),
             // A REAL-affinity column can hand back whole numbers stored as INTEGER.
             #[allow(clippy::cast_precision_loss)]
-            Value::Integer(i) => Ok(*i as f64),
+            ValueRef::Integer(i) => Ok(i as f64),
             other => mismatch("f64", other),
         }
     }
 }
 
 impl FromValue<'_> for String {
-    fn from_value(value: &Value) -> std::result::Result<Self, (&'static str, &'static str)> {
+    fn from_value(value: ValueRef<'_>) -> std::result::Result<Self, (&'static str, &'static str)> {
         match value {
-            Value::Text(s) => Ok(s.clone()),
+            ValueRef::Text(s) => Ok(s.to_owned()),
             other => mismatch("String", other),
         }
     }
 }
 
 impl FromValue<'_> for Vec<u8> {
-    fn from_value(value: &Value) -> std::result::Result<Self, (&'static str, &'static str)> {
+    fn from_value(value: ValueRef<'_>) -> std::result::Result<Self, (&'static str, &'static str)> {
         match value {
-            Value::Blob(b) => Ok(b.clone()),
+            ValueRef::Blob(b) => Ok(b.to_vec()),
             other => mismatch("Vec<u8>", other),
         }
     }
 }
 
 impl<'r> FromValue<'r> for &'r str {
-    fn from_value(value: &'r Value) -> std::result::Result<Self, (&'static str, &'static str)> {
+    fn from_value(value: ValueRef<'r>) -> std::result::Result<Self, (&'static str, &'static str)> {
         match value {
-            Value::Text(s) => Ok(s),
+            ValueRef::Text(s) => Ok(s),
             other => mismatch("&str", other),
         }
     }
 }
 
 impl<'r> FromValue<'r> for &'r [u8] {
-    fn from_value(value: &'r Value) -> std::result::Result<Self, (&'static str, &'static str)> {
+    fn from_value(value: ValueRef<'r>) -> std::result::Result<Self, (&'static str, &'static str)> {
         match value {
-            Value::Blob(b) => Ok(b),
+            ValueRef::Blob(b) => Ok(b),
             other => mismatch("&[u8]", other),
         }
     }
 }
 
 impl FromValue<'_> for Value {
-    fn from_value(value: &Value) -> std::result::Result<Self, (&'static str, &'static str)> {
-        Ok(value.clone())
+    fn from_value(value: ValueRef<'_>) -> std::result::Result<Self, (&'static str, &'static str)> {
+        Ok(value.to_owned())
     }
 }
 
 impl<'r, T: FromValue<'r>> FromValue<'r> for Option<T> {
-    fn from_value(value: &'r Value) -> std::result::Result<Self, (&'static str, &'static str)> {
+    fn from_value(value: ValueRef<'r>) -> std::result::Result<Self, (&'static str, &'static str)> {
         match value {
-            Value::Null => Ok(None),
+            ValueRef::Null => Ok(None),
             other => T::from_value(other).map(Some),
         }
     }
@@ -242,11 +394,12 @@ mod tests {
     use super::*;
 
     fn row() -> Row {
-        let columns: Arc<[String]> = vec!["n".to_owned(), "s".to_owned(), "z".to_owned()].into();
-        Row::new(
-            columns,
-            vec![Value::Integer(300), Value::Text("7".into()), Value::Null],
-        )
+        let mut rows = RowsBuilder::new(vec!["n".into(), "s".into(), "z".into()]);
+        rows.push(RawValue::Integer(300));
+        rows.push(RawValue::Text(b"7"));
+        rows.push(RawValue::Null);
+        rows.end_row();
+        rows.finish().remove(0)
     }
 
     #[test]
@@ -269,6 +422,24 @@ mod tests {
             r.get::<i64>("nope"),
             Err(Error::ColumnNotFound { .. })
         ));
+        Ok(())
+    }
+
+    #[test]
+    fn rows_share_one_buffer_and_keep_text_readable() -> Result<()> {
+        let mut rows = RowsBuilder::new(vec!["t".into(), "b".into()]);
+        for text in [&b"first"[..], &[0xff, b'x'][..]] {
+            rows.push(RawValue::Text(text));
+            rows.push(RawValue::Blob(&[1, 2, 3]));
+            rows.end_row();
+        }
+        let rows = rows.finish();
+        assert!(Arc::ptr_eq(&rows[0].set, &rows[1].set));
+        assert_eq!(rows[0].get::<&str>("t")?, "first");
+        assert_eq!(rows[1].get::<String>(0)?, "\u{fffd}x");
+        assert_eq!(rows[1].get::<&[u8]>("b")?, [1, 2, 3]);
+        assert_eq!(rows[0].to_values()[1], Value::Blob(vec![1, 2, 3]));
+        assert_ne!(rows[0], rows[1]);
         Ok(())
     }
 }

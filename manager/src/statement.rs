@@ -9,12 +9,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use diesel::QueryResult;
-use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types::{BigInt, Binary, Double, Nullable, Text, Untyped};
-use diesel::sqlite::Sqlite;
-
-use crate::Value;
 use crate::raw::StatementShape;
 
 /// Where a statement may run.
@@ -168,40 +162,6 @@ fn sets_value(sql: &str) -> bool {
 /// Quotes `name` as an SQL identifier (for savepoint names given by callers).
 pub(crate) fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// Raw SQL with positional values, as a diesel query so it runs on diesel's connection and
-/// shares diesel's prepared-statement cache (keyed by SQL text).
-pub(crate) struct RawQuery<'a> {
-    pub(crate) sql: &'a str,
-    pub(crate) params: &'a [Value],
-}
-
-impl QueryId for RawQuery<'_> {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
-}
-
-impl Query for RawQuery<'_> {
-    type SqlType = Untyped;
-}
-
-impl QueryFragment<Sqlite> for RawQuery<'_> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
-        out.push_sql(self.sql);
-        for value in self.params {
-            match value {
-                Value::Null => {
-                    out.push_bind_param_value_only::<Nullable<BigInt>, _>(&None::<i64>)?
-                }
-                Value::Integer(i) => out.push_bind_param_value_only::<BigInt, _>(i)?,
-                Value::Real(f) => out.push_bind_param_value_only::<Double, _>(f)?,
-                Value::Text(s) => out.push_bind_param_value_only::<Text, _>(s)?,
-                Value::Blob(b) => out.push_bind_param_value_only::<Binary, _>(b)?,
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -252,7 +252,7 @@ impl Transaction {
                 Ok(value)
             }
             Err(e) => {
-                self.control(format!("ROLLBACK TO {name}; RELEASE {name}"))
+                self.run(&name, |conn, name| conn.rollback_savepoint(name))
                     .await?;
                 Err(e)
             }
@@ -359,9 +359,7 @@ fn roll_back(conn: &mut Connection, nested: bool) -> Result<()> {
         if conn.is_autocommit() {
             return Ok(());
         }
-        conn.control(&format!(
-            "ROLLBACK TO {NESTED_SAVEPOINT}; RELEASE {NESTED_SAVEPOINT}"
-        ))
+        conn.rollback_savepoint(NESTED_SAVEPOINT)
     } else {
         conn.rollback_open_transaction();
         Ok(())
@@ -400,7 +398,7 @@ impl Drop for SavepointGuard {
         if let Some(name) = self.name.take() {
             let _ = self.worker.send(move |conn| {
                 if !conn.is_autocommit() {
-                    let _ = conn.control(&format!("ROLLBACK TO {name}; RELEASE {name}"));
+                    let _ = conn.rollback_savepoint(&name);
                 }
             });
         }

@@ -268,27 +268,79 @@ async fn a_file_locked_by_another_process_is_busy() {
 async fn constraint_errors_keep_their_code_with_bound_parameters() {
     let t = TempDb::new();
     let db = t.open().await;
-    db.execute_batch("CREATE UNIQUE INDEX t_x ON t(x)").await.unwrap();
-    db.execute("INSERT INTO t(id, x) VALUES (?, ?)", (1, 1)).await.unwrap();
+    db.execute_batch("CREATE UNIQUE INDEX t_x ON t(x)")
+        .await
+        .unwrap();
+    db.execute("INSERT INTO t(id, x) VALUES (?, ?)", (1, 1))
+        .await
+        .unwrap();
     let in_tx = db.begin().await.unwrap();
-    let e = in_tx.execute("INSERT INTO t(id, x) VALUES (?, ?)", (2, 1)).await.unwrap_err();
-    assert!(matches!(e, Error::Constraint { kind: litemux::ConstraintKind::Unique, .. }), "{e:?}");
-    let e = in_tx.execute("INSERT INTO t(id, x) VALUES (?, ?)", (1, 2)).await.unwrap_err();
-    assert!(matches!(e, Error::Constraint { kind: litemux::ConstraintKind::PrimaryKey, .. }), "{e:?}");
+    let e = in_tx
+        .execute("INSERT INTO t(id, x) VALUES (?, ?)", (2, 1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Constraint {
+                kind: litemux::ConstraintKind::Unique,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = in_tx
+        .execute("INSERT INTO t(id, x) VALUES (?, ?)", (1, 2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Constraint {
+                kind: litemux::ConstraintKind::PrimaryKey,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     in_tx.rollback().await.unwrap();
     // Autocommit (inline) and queued (zero budget) paths alike.
-    for budget in [std::time::Duration::from_millis(10), std::time::Duration::ZERO] {
+    for budget in [
+        std::time::Duration::from_millis(10),
+        std::time::Duration::ZERO,
+    ] {
         let other = TempDb::new();
-        let db = Database::open_with(other.options().inline_budget(budget)).await.unwrap();
-        db.execute_batch("CREATE TABLE u(name TEXT UNIQUE NOT NULL)").await.unwrap();
-        db.execute("INSERT INTO u VALUES (?)", ("ada",)).await.unwrap();
-        let e = db.execute("INSERT INTO u VALUES (?)", ("ada",)).await.unwrap_err();
+        let db = Database::open_with(other.options().inline_budget(budget))
+            .await
+            .unwrap();
+        db.execute_batch("CREATE TABLE u(name TEXT UNIQUE NOT NULL)")
+            .await
+            .unwrap();
+        db.execute("INSERT INTO u VALUES (?)", ("ada",))
+            .await
+            .unwrap();
+        let e = db
+            .execute("INSERT INTO u VALUES (?)", ("ada",))
+            .await
+            .unwrap_err();
         assert!(
             matches!(&e, Error::Constraint { kind: litemux::ConstraintKind::Unique, code, message, .. }
                 if *code == 2067 && message.contains("UNIQUE constraint failed: u.name")),
             "{e:?}"
         );
-        let e = db.execute("INSERT INTO u VALUES (?)", (None::<&str>,)).await.unwrap_err();
-        assert!(matches!(e, Error::Constraint { kind: litemux::ConstraintKind::NotNull, .. }), "{e:?}");
+        let e = db
+            .execute("INSERT INTO u VALUES (?)", (None::<&str>,))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Constraint {
+                    kind: litemux::ConstraintKind::NotNull,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
     }
 }

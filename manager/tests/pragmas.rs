@@ -21,12 +21,8 @@ async fn defaults_apply_to_writer_and_readers() {
                 "busy_timeout",
                 "query_only",
             ] {
-                out.push(
-                    tx.fetch_one(&format!("PRAGMA {p}"), ())
-                        .await?
-                        .value(0)?
-                        .clone(),
-                );
+                let row = tx.fetch_one(&format!("PRAGMA {p}"), ()).await?;
+                out.push(row.get::<litemux::Value>(0)?);
             }
             Ok::<_, litemux::Error>(out)
         })

@@ -115,7 +115,7 @@ async fn every_parameter_and_column_type_round_trips() {
     assert_eq!(r.get::<Vec<u8>>("b").unwrap(), blob);
     assert_eq!(r.get::<Option<String>>("n").unwrap(), None);
     assert!(r.get::<bool>("flag").unwrap());
-    assert_eq!(rows[1].values()[3], Value::Blob(vec![]));
+    assert_eq!(rows[1].to_values()[3], Value::Blob(vec![]));
     assert_eq!(rows[1].get::<String>("s").unwrap(), "");
     assert_eq!(
         rows[2].get::<Option<String>>("n").unwrap().as_deref(),

@@ -10,7 +10,15 @@
 //! auto-extension with the new `sqlite3*`, synchronously, on the thread that opens the
 //! connection. [`RawConnection::establish`] records it in a thread-local around diesel's
 //! `establish` and keeps it next to the connection it belongs to, so it can never outlive it.
+//!
+//! Raw SQL runs through litemux's own prepared statements on that handle ([`statement`]);
+//! diesel's ORM queries run through diesel's, on the same connection.
 #![allow(unsafe_code)]
+
+mod statement;
+
+use statement::StatementCache;
+pub(crate) use statement::{RawValue, Statement};
 
 use std::cell::Cell;
 use std::ffi::{CStr, c_char, c_int, c_void};
@@ -105,8 +113,10 @@ pub(crate) struct Failure {
 /// value exists, and it is only used through `&mut self` or `&self` on the thread that owns
 /// this value (the value is `Send`, like `SqliteConnection`, but not `Sync`).
 pub(crate) struct RawConnection {
-    // Declared first so it is dropped (and the connection closed) before `deadline`, which
-    // the progress handler reads.
+    /// litemux's prepared statements; emptied in `Drop`, before diesel closes the handle.
+    statements: StatementCache,
+    // Declared before `deadline` so it is dropped (and the connection closed) first: the
+    // progress handler reads `deadline`.
     diesel: SqliteConnection,
     handle: NonNull<ffi::sqlite3>,
     deadline: Box<Deadline>,
@@ -142,6 +152,7 @@ impl RawConnection {
             );
         }
         Ok(RawConnection {
+            statements: StatementCache::new(STATEMENT_CACHE_CAPACITY),
             diesel,
             handle,
             deadline,
@@ -164,74 +175,29 @@ impl RawConnection {
         &mut self.diesel
     }
 
-    /// Prepares `sql` (the first statement of it) without running it.
-    pub(crate) fn shape(&mut self, sql: &str) -> Result<StatementShape, Failure> {
-        self.shape_prefix(sql).map(|(shape, _)| shape)
+    /// The cached prepared statement for `sql` (one statement), preparing it if needed.
+    /// `None` when the text holds no statement.
+    pub(crate) fn statement(&mut self, sql: &str) -> Result<Option<&mut Statement>, Failure> {
+        self.statements.get(self.handle, sql)
     }
 
-    /// Like [`shape`](Self::shape), also returning how many bytes the first statement spans
-    /// (its trailing `;` included), so a script can be split with SQLite's own parser.
-    pub(crate) fn shape_prefix(&mut self, sql: &str) -> Result<(StatementShape, usize), Failure> {
-        let Ok(len) = c_int::try_from(sql.len()) else {
-            return Err(Failure {
-                code: ffi::SQLITE_TOOBIG,
-                message: "statement text too long".into(),
-            });
-        };
-        let mut stmt = ptr::null_mut();
-        let mut tail: *const c_char = ptr::null();
-        // SAFETY: the handle is live (struct invariant); `sql` is valid for `len` bytes, which
-        // SQLite reads without needing a NUL terminator; both out-pointers are valid.
-        let rc = unsafe {
-            ffi::sqlite3_prepare_v3(
-                self.handle.as_ptr(),
-                sql.as_ptr().cast(),
-                len,
-                0,
-                &mut stmt,
-                &mut tail,
-            )
-        };
-        if rc != ffi::SQLITE_OK {
-            // SAFETY: on failure `stmt` is NULL, and finalizing NULL is a no-op.
-            unsafe { ffi::sqlite3_finalize(stmt) };
-            return Err(self.last_failure());
+    /// Prepares the first statement of `sql` without caching it; also returns how many bytes
+    /// it spans. `None` when the text holds no statement.
+    pub(crate) fn prepare_once(
+        &mut self,
+        sql: &str,
+    ) -> Result<(Option<Statement>, usize), Failure> {
+        Statement::prepare(self.handle, sql, false)
+    }
+
+    /// Prepares, runs to completion and finalizes one statement that is not worth caching
+    /// (connection setup, one statement of a script).
+    pub(crate) fn run_once(&mut self, sql: &str) -> Result<(), Failure> {
+        let (statement, _) = Statement::prepare(self.handle, sql, false)?;
+        match statement {
+            Some(mut statement) => statement.run_to_end(&[]),
+            None => Ok(()),
         }
-        let consumed = if tail.is_null() {
-            sql.len()
-        } else {
-            // SAFETY: SQLite sets `tail` to a position inside the `len` bytes it was given.
-            usize::try_from(unsafe { tail.offset_from(sql.as_ptr().cast::<c_char>()) })
-                .unwrap_or(sql.len())
-        };
-        let has_tail = sql
-            .get(consumed..)
-            .is_some_and(crate::statement::has_statement);
-        if stmt.is_null() {
-            let shape = StatementShape {
-                readonly: true,
-                parameters: 0,
-                has_tail,
-                empty: true,
-            };
-            return Ok((shape, consumed));
-        }
-        // SAFETY: `stmt` is a live prepared statement until the finalize just below.
-        let (readonly, parameters) = unsafe {
-            (
-                ffi::sqlite3_stmt_readonly(stmt) != 0,
-                ffi::sqlite3_bind_parameter_count(stmt),
-            )
-        };
-        // SAFETY: `stmt` came from prepare and is finalized exactly once.
-        unsafe { ffi::sqlite3_finalize(stmt) };
-        let shape = StatementShape {
-            readonly,
-            parameters: usize::try_from(parameters).unwrap_or(0),
-            has_tail,
-            empty: false,
-        };
-        Ok((shape, consumed))
     }
 
     /// Whether the connection is outside any transaction.
@@ -260,15 +226,31 @@ impl RawConnection {
 
     /// The extended code and message of the most recent failure on this connection.
     pub(crate) fn last_failure(&self) -> Failure {
-        // SAFETY: the handle is live; `sqlite3_errmsg` returns a NUL-terminated string owned
-        // by the connection, copied here before any other call can overwrite it.
-        unsafe {
-            let code = ffi::sqlite3_extended_errcode(self.handle.as_ptr());
-            let message = CStr::from_ptr(ffi::sqlite3_errmsg(self.handle.as_ptr()))
-                .to_string_lossy()
-                .into_owned();
-            Failure { code, message }
-        }
+        failure_of(self.handle)
+    }
+}
+
+impl Drop for RawConnection {
+    fn drop(&mut self) {
+        // Statements must be finalized before the connection is closed, or `sqlite3_close`
+        // refuses to close it.
+        self.statements.clear();
+    }
+}
+
+/// How many prepared statements each connection keeps.
+const STATEMENT_CACHE_CAPACITY: usize = 256;
+
+/// The extended code and message of the most recent failure on `db`.
+fn failure_of(db: NonNull<ffi::sqlite3>) -> Failure {
+    // SAFETY: callers pass a live handle; `sqlite3_errmsg` returns a NUL-terminated string
+    // owned by the connection, copied here before any other call can overwrite it.
+    unsafe {
+        let code = ffi::sqlite3_extended_errcode(db.as_ptr());
+        let message = CStr::from_ptr(ffi::sqlite3_errmsg(db.as_ptr()))
+            .to_string_lossy()
+            .into_owned();
+        Failure { code, message }
     }
 }
 
@@ -280,17 +262,78 @@ mod tests {
     fn shape_tells_reads_from_writes() -> Result<(), Box<dyn std::error::Error>> {
         let mut conn = RawConnection::establish(":memory:")?;
         diesel::connection::SimpleConnection::batch_execute(conn.diesel(), "CREATE TABLE t(x)")?;
-        let read = conn.shape("/* c */ SELECT x FROM t WHERE x > ?2")?;
+        let shape = |conn: &mut RawConnection, sql: &str| {
+            conn.prepare_once(sql).map(|(s, _)| {
+                s.map_or(
+                    StatementShape {
+                        readonly: true,
+                        parameters: 0,
+                        has_tail: false,
+                        empty: true,
+                    },
+                    |s| s.shape(),
+                )
+            })
+        };
+        let read = shape(&mut conn, "/* c */ SELECT x FROM t WHERE x > ?2")?;
         assert!(read.readonly && read.parameters == 2 && !read.has_tail);
-        let cte = conn.shape("WITH v(x) AS (SELECT 1) INSERT INTO t SELECT x FROM v")?;
+        let cte = shape(
+            &mut conn,
+            "WITH v(x) AS (SELECT 1) INSERT INTO t SELECT x FROM v",
+        )?;
         assert!(!cte.readonly);
-        assert!(conn.shape("SELECT 1; SELECT 2")?.has_tail);
-        assert!(!conn.shape("SELECT 1; -- done")?.has_tail);
-        assert!(conn.shape("  -- nothing")?.empty);
-        let failure = conn.shape("SELEC 1").unwrap_err();
+        assert!(shape(&mut conn, "SELECT 1; SELECT 2")?.has_tail);
+        assert!(!shape(&mut conn, "SELECT 1; -- done")?.has_tail);
+        assert!(shape(&mut conn, "  -- nothing")?.empty);
+        assert!(conn.prepare_once("SELECT 1; -- tail")?.1 == "SELECT 1;".len());
+        let failure = shape(&mut conn, "SELEC 1").unwrap_err();
         assert_eq!(failure.code, ffi::SQLITE_ERROR);
         assert!(failure.message.contains("syntax error"));
         assert!(conn.is_autocommit());
+        Ok(())
+    }
+
+    #[test]
+    fn statements_bind_step_and_read_columns() -> Result<(), Box<dyn std::error::Error>> {
+        let mut conn = RawConnection::establish(":memory:")?;
+        conn.run_once("CREATE TABLE t(i, f, s, b, n)")?;
+        let params = [
+            crate::Value::Integer(7),
+            crate::Value::Real(0.5),
+            crate::Value::Text("é".into()),
+            crate::Value::Blob(vec![1, 2]),
+            crate::Value::Null,
+        ];
+        let insert = conn
+            .statement("INSERT INTO t VALUES (?, ?, ?, ?, ?)")?
+            .ok_or("empty")?;
+        insert.start(&params)?.step()?;
+        let select = conn.statement("SELECT * FROM t")?.ok_or("empty")?;
+        let mut running = select.start(&[])?;
+        assert!(running.step()?);
+        assert_eq!(running.column_name(2), "s");
+        let row: Vec<RawValue<'_>> = (0..running.column_count())
+            .map(|i| running.column(i))
+            .collect();
+        assert_eq!(
+            row,
+            [
+                RawValue::Integer(7),
+                RawValue::Real(0.5),
+                RawValue::Text("é".as_bytes()),
+                RawValue::Blob(&[1, 2]),
+                RawValue::Null
+            ]
+        );
+        drop(running);
+        conn.run_once("CREATE UNIQUE INDEX t_i ON t(i)")?;
+        let failure = conn
+            .statement("INSERT INTO t(i) VALUES (?)")?
+            .ok_or("empty")?
+            .run_to_end(&[crate::Value::Integer(7)])
+            .unwrap_err();
+        assert_eq!(failure.code, ffi::SQLITE_CONSTRAINT_UNIQUE, "{failure}");
+        assert!(failure.message.contains("UNIQUE constraint failed: t.i"));
         Ok(())
     }
 
