@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::history::History;
 use crate::options::OpenMode;
-use crate::raw::{Failure, RawConnection, StatementShape};
+use crate::raw::{Failure, RawConnection, Running, StatementShape};
 use crate::row::RowsBuilder;
 use crate::statement::{ClassificationCache, Classified, Kind};
 use crate::{Error, Options, Result, Role, Row, Value};
@@ -204,12 +204,7 @@ impl Connection {
         self.check(sql, params.len())?;
         let before = self.raw.total_changes();
         let failed = |f: Failure| Error::from_sqlite(sql, f.code, f.message);
-        let statement = self
-            .raw
-            .statement(sql)
-            .map_err(failed)?
-            .ok_or_else(|| Error::EmptyStatement { sql: sql.into() })?;
-        let mut running = statement.start(params).map_err(failed)?;
+        let mut running = self.start(sql, params)?;
         while running.step().map_err(failed)? {}
         drop(running);
         // `changes()` keeps the count of the last INSERT/UPDATE/DELETE, even across DDL;
@@ -223,6 +218,17 @@ impl Connection {
             rows_affected,
             last_insert_rowid: self.raw.last_insert_rowid(),
         })
+    }
+
+    /// The cached statement for `sql`, with `params` bound, ready to step.
+    fn start<'c>(&'c mut self, sql: &str, params: &'c [Value]) -> Result<Running<'c>> {
+        let failed = |f: Failure| Error::from_sqlite(sql, f.code, f.message);
+        self.raw
+            .statement(sql)
+            .map_err(failed)?
+            .ok_or_else(|| Error::EmptyStatement { sql: sql.into() })?
+            .start(params)
+            .map_err(failed)
     }
 
     /// Runs one statement and collects its rows.
@@ -289,12 +295,7 @@ impl Connection {
     ) -> Result<Vec<Row>> {
         self.check(sql, params.len())?;
         let failed = |f: Failure| Error::from_sqlite(sql, f.code, f.message);
-        let statement = self
-            .raw
-            .statement(sql)
-            .map_err(failed)?
-            .ok_or_else(|| Error::EmptyStatement { sql: sql.into() })?;
-        let mut running = statement.start(params).map_err(failed)?;
+        let mut running = self.start(sql, params)?;
         let width = running.column_count();
         let mut rows = RowsBuilder::new((0..width).map(|i| running.column_name(i)).collect());
         while running.step().map_err(failed)? {

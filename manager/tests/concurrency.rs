@@ -104,13 +104,7 @@ async fn writes_are_served_in_arrival_order() {
     for task in tasks {
         task.await.unwrap().unwrap();
     }
-    let xs: Vec<i64> = db
-        .fetch_all("SELECT x FROM t ORDER BY id", ())
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0).unwrap())
-        .collect();
+    let xs = crate::ints(&db, "SELECT x FROM t ORDER BY id").await;
     assert_eq!(xs, (0..20).collect::<Vec<_>>());
 }
 

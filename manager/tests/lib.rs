@@ -12,6 +12,7 @@ mod open;
 mod pragmas;
 mod raw_sql;
 mod routing;
+mod tracing_events;
 mod transactions;
 
 use litemux::{Database, Options, Role};
@@ -65,4 +66,14 @@ pub(crate) async fn count(db: &Database) -> i64 {
         .expect("count")
         .get(0)
         .expect("int")
+}
+
+/// The first column of every row of `sql`, as integers.
+pub(crate) async fn ints(db: &Database, sql: &str) -> Vec<i64> {
+    db.fetch_all(sql, ())
+        .await
+        .expect("query")
+        .iter()
+        .map(|r| r.get(0).expect("int"))
+        .collect()
 }

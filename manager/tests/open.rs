@@ -115,3 +115,53 @@ fn handles_and_errors_are_thread_safe() {
     assert_send::<litemux::Transaction>();
     assert_send::<litemux::ReadTransaction>();
 }
+
+/// Every public async method's future is `Send`, so it can be held across `.await` in
+/// `tokio::spawn`. This test only has to compile.
+#[allow(dead_code, clippy::let_underscore_future)]
+async fn every_public_future_is_send(db: Database, m: litemux::Manager) -> litemux::Result<()> {
+    fn send<T: Send>(t: T) -> T {
+        t
+    }
+    let _ = send(Database::open("x.db"));
+    let _ = send(Database::open_with(Options::new("x.db")));
+    let _ = send(db.execute("", ()));
+    let _ = send(db.fetch_all("", (1, "a")));
+    let _ = send(db.fetch_one("", ()));
+    let _ = send(db.fetch_optional("", ()));
+    let _ = send(db.execute_batch(""));
+    let _ = send(db.execute_many("", [(1,)]));
+    let _ = send(db.begin());
+    let _ = send(db.begin_read());
+    let _ = send(db.transaction(async |tx| tx.execute("", ()).await));
+    let _ = send(db.read_transaction(async |r| r.fetch_all("", ()).await));
+    let _ = send(db.with_writer(|_| ()));
+    let _ = send(db.with_reader(|_| ()));
+    let _ = send(db.route(""));
+    let _ = send(db.flush_history("h.jsonl"));
+    let _ = send(db.run_health_check());
+    let _ = send(db.close());
+    let _ = send(m.open("x.db", "x"));
+    let _ = send(m.close("x"));
+    let _ = send(m.shutdown());
+    let mut tx = send(db.begin()).await?;
+    let _ = send(tx.execute("", ()));
+    let _ = send(tx.fetch_all("", ()));
+    let _ = send(tx.fetch_one("", ()));
+    let _ = send(tx.fetch_optional("", ()));
+    let _ = send(tx.execute_batch(""));
+    let _ = send(tx.execute_many("", [(1,)]));
+    let _ = send(tx.with_connection(|_| ()));
+    let _ = send(tx.savepoint("a"));
+    let _ = send(tx.rollback_to("a"));
+    let _ = send(tx.release("a"));
+    let _ = send(tx.transaction(async |inner| inner.execute("", ()).await));
+    let _ = send(tx.commit());
+    let r = db.begin_read().await?;
+    let _ = send(r.fetch_all("", ()));
+    let _ = send(r.fetch_one("", ()));
+    let _ = send(r.fetch_optional("", ()));
+    let _ = send(r.with_connection(|_| ()));
+    let _ = send(r.end());
+    Ok(())
+}

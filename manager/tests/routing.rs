@@ -106,13 +106,7 @@ async fn raw_transaction_control_never_leaves_the_writer_in_a_transaction() {
     assert!(matches!(e, Error::UnfinishedTransaction { .. }), "{e}");
     // The writer is usable and serves others outside any transaction.
     db.execute("INSERT INTO t(x) VALUES (3)", ()).await.unwrap();
-    let xs: Vec<i64> = db
-        .fetch_all("SELECT x FROM t ORDER BY x", ())
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0).unwrap())
-        .collect();
+    let xs = crate::ints(&db, "SELECT x FROM t ORDER BY x").await;
     assert_eq!(xs, vec![1, 3]);
     // Inside a transaction, raw control statements are refused too.
     let mut tx = db.begin().await.unwrap();

@@ -113,13 +113,7 @@ async fn nested_transactions_are_savepoints() {
     })
     .await
     .unwrap();
-    let xs: Vec<i64> = db
-        .fetch_all("SELECT x FROM t ORDER BY x", ())
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0).unwrap())
-        .collect();
+    let xs = crate::ints(&db, "SELECT x FROM t ORDER BY x").await;
     assert_eq!(xs, [1, 3, 4]);
 }
 
@@ -138,13 +132,7 @@ async fn explicit_savepoints() {
     tx.release("odd \"name\"").await.unwrap();
     assert!(tx.rollback_to("never-set").await.is_err());
     tx.commit().await.unwrap();
-    let xs: Vec<i64> = db
-        .fetch_all("SELECT x FROM t ORDER BY x", ())
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0).unwrap())
-        .collect();
+    let xs = crate::ints(&db, "SELECT x FROM t ORDER BY x").await;
     assert_eq!(xs, [1, 3]);
 }
 
@@ -157,13 +145,7 @@ async fn a_dropped_handle_rolls_back_before_the_next_writer() {
     drop(tx);
     // The very next write gets the writer outside any transaction.
     db.execute("INSERT INTO t(x) VALUES (2)", ()).await.unwrap();
-    let xs: Vec<i64> = db
-        .fetch_all("SELECT x FROM t", ())
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0).unwrap())
-        .collect();
+    let xs = crate::ints(&db, "SELECT x FROM t").await;
     assert_eq!(xs, [2]);
 }
 
@@ -190,13 +172,7 @@ async fn a_cancelled_transaction_future_leaves_no_trace() {
     db.transaction(async |tx| tx.execute("INSERT INTO t(x) VALUES (2)", ()).await)
         .await
         .unwrap();
-    let xs: Vec<i64> = db
-        .fetch_all("SELECT x FROM t", ())
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0).unwrap())
-        .collect();
+    let xs = crate::ints(&db, "SELECT x FROM t").await;
     assert_eq!(xs, [2]);
 }
 
@@ -218,13 +194,7 @@ async fn a_cancelled_nested_transaction_rolls_back_its_savepoint() {
     assert!(cancelled.is_err());
     tx.execute("INSERT INTO t(x) VALUES (3)", ()).await.unwrap();
     tx.commit().await.unwrap();
-    let xs: Vec<i64> = db
-        .fetch_all("SELECT x FROM t ORDER BY x", ())
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0).unwrap())
-        .collect();
+    let xs = crate::ints(&db, "SELECT x FROM t ORDER BY x").await;
     assert_eq!(xs, [1, 3]);
 }
 
@@ -247,13 +217,7 @@ async fn a_panicking_closure_rolls_back() {
     };
     assert!(task.await.unwrap_err().is_panic());
     db.execute("INSERT INTO t(x) VALUES (2)", ()).await.unwrap();
-    let xs: Vec<i64> = db
-        .fetch_all("SELECT x FROM t", ())
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0).unwrap())
-        .collect();
+    let xs = crate::ints(&db, "SELECT x FROM t").await;
     assert_eq!(xs, [2]);
 }
 

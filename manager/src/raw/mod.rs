@@ -18,7 +18,7 @@
 mod statement;
 
 use statement::StatementCache;
-pub(crate) use statement::{RawValue, Statement};
+pub(crate) use statement::{RawValue, Running, Statement};
 
 use std::cell::Cell;
 use std::ffi::{CStr, c_char, c_int, c_void};
