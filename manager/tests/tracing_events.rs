@@ -7,8 +7,11 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 
 use crate::TempDb;
 
+/// One event's fields, as `(name, value)`.
+type Event = Vec<(String, String)>;
+
 /// Keeps the fields of every `litemux::statement` event.
-struct Capture(Arc<Mutex<Vec<Vec<(String, String)>>>>);
+struct Capture(Arc<Mutex<Vec<Event>>>);
 
 struct Fields(Vec<(String, String)>);
 
@@ -46,7 +49,7 @@ async fn statements_are_tracing_events() {
         .unwrap();
     db.fetch_all("SELECT x FROM t", ()).await.unwrap();
     let database = t.path.display().to_string();
-    let ours: Vec<Vec<(String, String)>> = events
+    let ours: Vec<Event> = events
         .lock()
         .unwrap()
         .iter()
@@ -57,7 +60,7 @@ async fn statements_are_tracing_events() {
         })
         .cloned()
         .collect();
-    let field = |event: &Vec<(String, String)>, name: &str| {
+    let field = |event: &Event, name: &str| {
         event
             .iter()
             .find(|(k, _)| k == name)
