@@ -1,0 +1,172 @@
+//! Queries and rows as they cross to a connection thread: the SQL text and owned bind values
+//! go there, owned rows come back.
+//!
+//! A diesel query borrows its parameters and is neither `Send` nor `'static`, so it cannot be
+//! handed to a connection thread. [`SerializedQuery`] renders it on the caller's thread: SQL
+//! from diesel's SQLite query builder, binds through diesel's
+//! [`MoveableBindCollector`]. On the connection thread it is a diesel query again, whose SQL text
+//! keys diesel's prepared-statement cache there.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use diesel::QueryResult;
+use diesel::backend::Backend;
+use diesel::connection::LoadConnection;
+use diesel::query_builder::{
+    AstPass, MoveableBindCollector, Query, QueryBuilder, QueryFragment, QueryId,
+};
+use diesel::row::IntoOwnedRow;
+use diesel::sql_types::Untyped;
+use diesel::sqlite::{Sqlite, SqliteConnection, SqliteQueryBuilder};
+
+/// The bind values of one query, owned.
+type BindData =
+    <<Sqlite as Backend>::BindCollector<'static> as MoveableBindCollector<Sqlite>>::BindData;
+
+/// A row copied out of SQLite: diesel's own owned SQLite row, so every `FromSql` works on it.
+pub type OwnedRow = <<SqliteConnection as LoadConnection>::Row<'static, 'static> as IntoOwnedRow<
+    'static,
+    Sqlite,
+>>::OwnedRow;
+
+/// A diesel query reduced to what a connection thread needs: SQL text and owned binds.
+pub(crate) struct SerializedQuery {
+    pub(crate) sql: String,
+    safe_to_cache: bool,
+    binds: BindData,
+}
+
+impl SerializedQuery {
+    /// Renders `query`'s SQL and collects its binds, on the calling thread.
+    pub(crate) fn new<T>(query: &T) -> QueryResult<Self>
+    where
+        T: QueryFragment<Sqlite> + ?Sized,
+    {
+        let backend = Sqlite;
+        let mut builder = SqliteQueryBuilder::new();
+        query.to_sql(&mut builder, &backend)?;
+        let mut collector = <Sqlite as Backend>::BindCollector::default();
+        query.collect_binds(&mut collector, &mut (), &backend)?;
+        Ok(SerializedQuery {
+            sql: builder.finish(),
+            safe_to_cache: query.is_safe_to_cache_prepared(&backend)?,
+            binds: collector.moveable(),
+        })
+    }
+}
+
+impl QueryFragment<Sqlite> for SerializedQuery {
+    fn walk_ast<'b>(&'b self, mut pass: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        if !self.safe_to_cache {
+            pass.unsafe_to_cache_prepared();
+        }
+        pass.push_sql(&self.sql);
+        pass.push_bind_collector_data::<BindData>(&self.binds)
+    }
+}
+
+impl QueryId for SerializedQuery {
+    // No static id: diesel's statement cache then keys on the SQL text.
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Query for SerializedQuery {
+    type SqlType = Untyped;
+}
+
+/// Runs `query` and copies its rows out (on a connection thread).
+pub(crate) fn load_rows(
+    conn: &mut SqliteConnection,
+    query: &SerializedQuery,
+) -> QueryResult<Vec<OwnedRow>> {
+    let mut column_names = Default::default();
+    let cursor = conn.load(query)?;
+    let mut rows = Vec::new();
+    for row in cursor {
+        rows.push(row?.into_owned(&mut column_names));
+    }
+    Ok(rows)
+}
+
+/// Runs `query` for its effect (on a connection thread) and returns the rows it changed.
+pub(crate) fn execute(conn: &mut SqliteConnection, query: &SerializedQuery) -> QueryResult<usize> {
+    diesel::connection::Connection::execute_returning_count(conn, query)
+}
+
+/// The rows of a finished query, as the `Stream` diesel-async expects.
+#[derive(Debug)]
+pub struct RowStream {
+    rows: std::vec::IntoIter<OwnedRow>,
+}
+
+impl RowStream {
+    pub(crate) fn new(rows: Vec<OwnedRow>) -> Self {
+        RowStream {
+            rows: rows.into_iter(),
+        }
+    }
+}
+
+impl futures_core::Stream for RowStream {
+    type Item = QueryResult<OwnedRow>;
+
+    fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Poll::Ready(self.rows.next().map(Ok))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.rows.size_hint()
+    }
+}
+
+/// A query as diesel's `Instrumentation` sees it: rendered once, before it runs, by
+/// [`diesel::debug_query`] (`SQL -- binds: [...]`).
+pub(crate) struct QueryText(pub(crate) String);
+
+impl std::fmt::Display for QueryText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Debug for QueryText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl diesel::connection::DebugQuery for QueryText {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::prelude::*;
+
+    diesel::table! {
+        t (id) {
+            id -> Integer,
+            name -> Text,
+        }
+    }
+
+    #[test]
+    fn serialized_queries_run_like_the_original() -> QueryResult<()> {
+        let mut conn = SqliteConnection::establish(":memory:")
+            .map_err(|e| diesel::result::Error::QueryBuilderError(Box::new(e)))?;
+        diesel::connection::SimpleConnection::batch_execute(
+            &mut conn,
+            "CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT NOT NULL)",
+        )?;
+        let name = String::from("ada");
+        let insert = diesel::insert_into(t::table).values(t::name.eq(&name));
+        let serialized = SerializedQuery::new(&insert)?;
+        assert_eq!(serialized.sql, "INSERT INTO `t` (`name`) VALUES (?)");
+        assert_eq!(execute(&mut conn, &serialized)?, 1);
+        let select = t::table.filter(t::name.eq("ada")).select(t::id);
+        let rows = load_rows(&mut conn, &SerializedQuery::new(&select)?)?;
+        assert_eq!(rows.len(), 1);
+        Ok(())
+    }
+}

@@ -1,0 +1,132 @@
+//! [`Raw`]: litemux's raw SQL on a [`LitemuxConnection`], inside its transaction if one is open.
+
+use litemux::{ExecuteResult, Params, Row};
+
+use crate::LitemuxConnection;
+
+/// litemux's raw SQL API on a [`LitemuxConnection`], from [`LitemuxConnection::raw`].
+///
+/// Inside a transaction of the connection (`conn.transaction(...)`, `begin_test_transaction`)
+/// every method runs in that transaction, so raw and ORM statements commit or roll back
+/// together; outside one, they behave as the [`litemux::Database`] methods of the same names
+/// (reads on a reader, writes on the writer).
+///
+/// The methods take `self`: `conn.raw().execute(..)` then resolves to [`Raw::execute`] even
+/// with `diesel_async::RunQueryDsl`, whose `execute` takes `self` too, in scope.
+///
+/// ```
+/// # async fn demo() -> Result<(), litemux_diesel::Error> {
+/// use diesel_async::{AsyncConnection, RunQueryDsl};
+/// # let mut conn = litemux_diesel::LitemuxConnection::from_database(
+/// #     litemux::Database::open(":memory:").await?);
+/// conn.raw().execute_batch("CREATE TABLE t(x INTEGER)").await?;
+/// let outcome = conn
+///     .transaction::<(), litemux_diesel::Error, _>(async |conn| {
+///         conn.raw().execute("INSERT INTO t(x) VALUES (?)", (1,)).await?;
+///         diesel::sql_query("INSERT INTO t(x) VALUES (2)").execute(conn).await?;
+///         Err(diesel::result::Error::RollbackTransaction.into())
+///     })
+///     .await;
+/// assert!(outcome.is_err());
+/// assert!(conn.raw().fetch_optional("SELECT x FROM t", ()).await?.is_none()); // both undone
+/// # Ok(()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+/// ```
+#[derive(Debug)]
+pub struct Raw<'a> {
+    conn: &'a mut LitemuxConnection,
+}
+
+impl<'a> Raw<'a> {
+    pub(crate) fn new(conn: &'a mut LitemuxConnection) -> Self {
+        Raw { conn }
+    }
+
+    /// Runs one statement for its effect.
+    ///
+    /// # Errors
+    /// As [`litemux::Transaction::execute`] inside a transaction, [`litemux::Database::execute`]
+    /// outside one.
+    ///
+    /// # Cancel safety
+    /// Once polled, the statement runs even if the future is dropped; inside a transaction it
+    /// stays part of it (and the transaction goes on).
+    pub async fn execute(self, sql: &str, params: impl Params) -> litemux::Result<ExecuteResult> {
+        let params = params.into_values();
+        let state = self.conn.transaction_state_mut();
+        match state.lend().await.map_err(litemux::Error::Diesel)? {
+            Some(mut lent) => lent.tx().execute(sql, params).await,
+            None => self.conn.database().execute(sql, params).await,
+        }
+    }
+
+    /// Runs a query and returns all its rows.
+    ///
+    /// # Errors
+    /// As [`litemux::Transaction::fetch_all`] inside a transaction,
+    /// [`litemux::Database::fetch_all`] outside one.
+    ///
+    /// # Cancel safety
+    /// As [`execute`](Self::execute); a read outside a transaction is cancel safe.
+    pub async fn fetch_all(self, sql: &str, params: impl Params) -> litemux::Result<Vec<Row>> {
+        let params = params.into_values();
+        let state = self.conn.transaction_state_mut();
+        match state.lend().await.map_err(litemux::Error::Diesel)? {
+            Some(mut lent) => lent.tx().fetch_all(sql, params).await,
+            None => self.conn.database().fetch_all(sql, params).await,
+        }
+    }
+
+    /// Fetches the first row, or [`litemux::Error::NoRows`].
+    ///
+    /// # Errors
+    /// As [`fetch_all`](Self::fetch_all), and [`litemux::Error::NoRows`].
+    ///
+    /// # Cancel safety
+    /// As [`fetch_all`](Self::fetch_all).
+    pub async fn fetch_one(self, sql: &str, params: impl Params) -> litemux::Result<Row> {
+        let params = params.into_values();
+        let state = self.conn.transaction_state_mut();
+        match state.lend().await.map_err(litemux::Error::Diesel)? {
+            Some(mut lent) => lent.tx().fetch_one(sql, params).await,
+            None => self.conn.database().fetch_one(sql, params).await,
+        }
+    }
+
+    /// Fetches the first row, if there is one.
+    ///
+    /// # Errors
+    /// As [`fetch_all`](Self::fetch_all).
+    ///
+    /// # Cancel safety
+    /// As [`fetch_all`](Self::fetch_all).
+    pub async fn fetch_optional(
+        self,
+        sql: &str,
+        params: impl Params,
+    ) -> litemux::Result<Option<Row>> {
+        let params = params.into_values();
+        let state = self.conn.transaction_state_mut();
+        match state.lend().await.map_err(litemux::Error::Diesel)? {
+            Some(mut lent) => lent.tx().fetch_optional(sql, params).await,
+            None => self.conn.database().fetch_optional(sql, params).await,
+        }
+    }
+
+    /// Runs a script of several statements: inside a transaction it may not begin or end
+    /// transactions; outside one it runs on the writer and may, but must not leave one open.
+    ///
+    /// # Errors
+    /// As [`litemux::Transaction::execute_batch`] inside a transaction,
+    /// [`litemux::Database::execute_batch`] outside one.
+    ///
+    /// # Cancel safety
+    /// As [`execute`](Self::execute).
+    pub async fn execute_batch(self, script: &str) -> litemux::Result<()> {
+        let state = self.conn.transaction_state_mut();
+        match state.lend().await.map_err(litemux::Error::Diesel)? {
+            Some(mut lent) => lent.tx().execute_batch(script).await,
+            None => self.conn.database().execute_batch(script).await,
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Where an ORM query runs, and running it there: the transaction's connection inside a
+//! transaction; outside one, a reader if SQLite calls the statement read-only, else the writer.
+
+use std::time::Instant;
+
+use diesel::QueryResult;
+use diesel::sqlite::SqliteConnection;
+use litemux::{ConnectionRef, Role};
+
+use crate::error::to_diesel;
+use crate::query::{self, OwnedRow, SerializedQuery};
+use crate::transaction_manager::TransactionState;
+
+/// What to do with a query on its connection thread, and how many rows the history counts.
+pub(crate) struct Work<R> {
+    run: fn(&mut SqliteConnection, &SerializedQuery) -> QueryResult<R>,
+    rows: fn(&R) -> u64,
+}
+
+impl<R> Clone for Work<R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<R> Copy for Work<R> {}
+
+impl Work<Vec<OwnedRow>> {
+    /// Load rows; the history counts rows returned.
+    pub(crate) const LOAD: Self = Work {
+        run: query::load_rows,
+        rows: |rows| rows.len() as u64,
+    };
+}
+
+impl Work<usize> {
+    /// Execute; the history counts rows changed.
+    pub(crate) const EXECUTE: Self = Work {
+        run: query::execute,
+        rows: |&n| n as u64,
+    };
+}
+
+/// Runs `query` where it belongs (see the module docs).
+pub(crate) async fn run<R: Send + 'static>(
+    db: &litemux::Database,
+    transaction: &mut TransactionState,
+    query: SerializedQuery,
+    work: Work<R>,
+) -> QueryResult<R> {
+    if let Some(mut lent) = transaction.lend().await? {
+        return lent
+            .tx()
+            .with_connection(move |conn| run_recorded(conn, &query, work))
+            .await
+            .map_err(to_diesel)?;
+    }
+    // A statement SQLite cannot prepare fails on the writer too, with diesel's own error.
+    let query = match db.route(&query.sql).await {
+        Ok(Role::Reader) => match db
+            .with_reader(move |conn| attempt_read(conn, query, work))
+            .await
+            .map_err(to_diesel)?
+        {
+            ReadAttempt::Done(outcome) => return outcome,
+            ReadAttempt::Declined(query) => query,
+        },
+        _ => query,
+    };
+    db.with_writer(move |conn| run_recorded(conn, &query, work))
+        .await
+        .map_err(to_diesel)?
+}
+
+/// Runs `query` on `conn` and adds it to the history with the connection's role.
+fn run_recorded<R>(
+    conn: &mut ConnectionRef<'_>,
+    query: &SerializedQuery,
+    work: Work<R>,
+) -> QueryResult<R> {
+    let started = Instant::now();
+    let outcome = (work.run)(conn.diesel(), query);
+    record(conn, query, started, &outcome, work);
+    outcome
+}
+
+fn record<R>(
+    conn: &ConnectionRef<'_>,
+    query: &SerializedQuery,
+    started: Instant,
+    outcome: &QueryResult<R>,
+    work: Work<R>,
+) {
+    let elapsed = started.elapsed();
+    match outcome {
+        Ok(out) => conn.record(&query.sql, elapsed, Ok((work.rows)(out))),
+        Err(e) => conn.record(
+            &query.sql,
+            elapsed,
+            Err(&litemux_error(conn, &query.sql, e)),
+        ),
+    }
+}
+
+enum ReadAttempt<R> {
+    Done(QueryResult<R>),
+    /// The reader refused the statement as a write: the writer must run it.
+    Declined(SerializedQuery),
+}
+
+fn attempt_read<R>(
+    conn: &mut ConnectionRef<'_>,
+    query: SerializedQuery,
+    work: Work<R>,
+) -> ReadAttempt<R> {
+    let started = Instant::now();
+    let outcome = (work.run)(conn.diesel(), &query);
+    if let Err(e) = &outcome
+        && let litemux::Error::ReadOnly { .. } = litemux_error(conn, &query.sql, e)
+    {
+        tracing::debug!(target: "litemux_diesel", sql = %query.sql, "reader refused a write; retrying on the writer");
+        return ReadAttempt::Declined(query);
+    }
+    record(conn, &query, started, &outcome, work);
+    ReadAttempt::Done(outcome)
+}
+
+/// The litemux view of a diesel error just returned by `conn` (SQLite's extended code is read
+/// off the connection), for the history and for telling a refused write.
+fn litemux_error(
+    conn: &ConnectionRef<'_>,
+    sql: &str,
+    error: &diesel::result::Error,
+) -> litemux::Error {
+    use diesel::result::{DatabaseErrorKind, Error};
+    let copy = match error {
+        Error::DatabaseError(_, info) => Error::DatabaseError(
+            DatabaseErrorKind::Unknown,
+            Box::new(info.message().to_owned()),
+        ),
+        other => Error::QueryBuilderError(other.to_string().into()),
+    };
+    conn.error_from_diesel(sql, copy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SQLite's own classification puts every write on the writer, so a reader refusing one
+    /// cannot be provoked through the connection; the decision itself is tested here.
+    #[tokio::test]
+    async fn a_reader_hands_a_refused_write_to_the_writer() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let dir = tempfile::tempdir()?;
+        let url = format!("sqlite://{}?readers=1", dir.path().join("t.db").display());
+        let db = litemux::Database::open(&url).await?;
+        db.execute_batch("CREATE TABLE t(x INTEGER)").await?;
+        let insert = SerializedQuery::new(&diesel::sql_query("INSERT INTO t VALUES (1)"))?;
+        let attempt = db
+            .with_reader(move |conn| attempt_read(conn, insert, Work::EXECUTE))
+            .await?;
+        let ReadAttempt::Declined(insert) = attempt else {
+            panic!("a reader ran a write");
+        };
+        let changed = db
+            .with_writer(move |conn| run_recorded(conn, &insert, Work::EXECUTE))
+            .await??;
+        assert_eq!(changed, 1);
+        let inserts: Vec<Role> = db
+            .history()
+            .iter()
+            .filter(|e| e.sql.starts_with("INSERT"))
+            .map(|e| e.role)
+            .collect();
+        assert_eq!(
+            inserts,
+            [Role::Writer],
+            "the refused attempt is not recorded"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_reader_reports_other_failures_itself() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let url = format!("sqlite://{}?readers=1", dir.path().join("t.db").display());
+        let db = litemux::Database::open(&url).await?;
+        let select = SerializedQuery::new(&diesel::sql_query("SELECT * FROM missing"))?;
+        let attempt = db
+            .with_reader(move |conn| attempt_read(conn, select, Work::LOAD))
+            .await?;
+        assert!(matches!(attempt, ReadAttempt::Done(Err(_))));
+        assert_eq!(db.history().last().map(|e| e.role), Some(Role::Reader));
+        Ok(())
+    }
+}

@@ -1,0 +1,216 @@
+//! Cancellation: a dropped transaction future, or a connection dropped inside a transaction,
+//! rolls back and frees the writer at once — while the connection lives on, on both runtime
+//! flavours, without `block_in_place`.
+//!
+//! Each test parks a transaction mid-way (its closure signals, then waits forever) and drops
+//! it with `tokio::select!`; no sleeps. "At once" is checked by taking the writer right after
+//! with a 2 s writer timeout (`writer_is_free`).
+
+use diesel::result::Error;
+use diesel_async::{AsyncConnection, RunQueryDsl, TransactionManager};
+use litemux_diesel::{LitemuxConnection, LitemuxTransactionManager};
+use tokio::sync::oneshot;
+
+use crate::common::*;
+
+fn depth(conn: &mut LitemuxConnection) -> Option<u32> {
+    LitemuxTransactionManager::transaction_manager_status_mut(conn)
+        .transaction_depth()
+        .expect("valid transaction manager")
+        .map(|d| d.get())
+}
+
+/// Starts a transaction that inserts `name`, then drops it while it waits forever.
+async fn abandon_transaction(conn: &mut LitemuxConnection, name: &'static str) {
+    let (started, parked) = oneshot::channel();
+    let transaction = conn.transaction::<(), Error, _>(async move |conn| {
+        insert_user(conn, name).await?;
+        let _ = started.send(());
+        std::future::pending().await
+    });
+    tokio::select! {
+        _ = transaction => unreachable!("the transaction never ends by itself"),
+        _ = parked => {}
+    }
+}
+
+async fn dropped_transaction_rolls_back_at_once() -> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    insert_user(&mut conn, "committed").await?;
+    abandon_transaction(&mut conn, "abandoned").await;
+    // The connection is still alive (and unused since): the writer is free all the same.
+    assert!(writer_is_free(conn.database()).await);
+    assert_eq!(committed_names(conn.database()).await?, ["committed"]);
+    // And the connection itself carries on, outside any transaction.
+    assert_eq!(depth(&mut conn), None);
+    conn.transaction::<_, Error, _>(async |conn| insert_user(conn, "next").await)
+        .await?;
+    assert_eq!(user_names(&mut conn).await?, ["committed", "next"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn dropped_transaction_frees_the_writer_on_a_current_thread_runtime() -> TestResult {
+    dropped_transaction_rolls_back_at_once().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_transaction_frees_the_writer_on_a_multi_thread_runtime() -> TestResult {
+    dropped_transaction_rolls_back_at_once().await
+}
+
+#[tokio::test]
+async fn another_connection_takes_the_writer_while_the_first_lives_on() -> TestResult {
+    let db = TestDb::new();
+    let mut first = db.connect().await?;
+    let mut second = db.connect().await?;
+    abandon_transaction(&mut first, "abandoned").await;
+    second
+        .transaction::<_, Error, _>(async |conn| insert_user(conn, "second").await)
+        .await?;
+    assert_eq!(user_names(&mut first).await?, ["second"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn dropped_nested_transaction_rolls_back_to_its_savepoint() -> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    conn.transaction::<_, Error, _>(async |conn| {
+        insert_user(conn, "outer").await?;
+        abandon_transaction(conn, "inner").await;
+        // The outer transaction goes on; the inner one's insert is undone first.
+        assert_eq!(depth(conn), Some(1));
+        insert_user(conn, "outer again").await?;
+        assert_eq!(user_names(conn).await?, ["outer", "outer again"]);
+        Ok(())
+    })
+    .await?;
+    assert_eq!(
+        committed_names(conn.database()).await?,
+        ["outer", "outer again"]
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_transaction_inside_a_test_transaction_keeps_the_test_transaction() -> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    conn.begin_test_transaction().await?;
+    insert_user(&mut conn, "kept").await?;
+    abandon_transaction(&mut conn, "abandoned").await;
+    assert_eq!(depth(&mut conn), Some(1));
+    assert_eq!(user_names(&mut conn).await?, ["kept"]);
+    let database = conn.database().clone();
+    drop(conn);
+    assert!(writer_is_free(&database).await);
+    assert!(committed_names(&database).await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_dropped_statement_does_not_end_its_transaction() -> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    conn.transaction::<_, Error, _>(async |conn| {
+        let insert = insert_user(conn, "sent");
+        // Poll the statement once (it is sent to the writer), then drop it.
+        tokio::select! {
+            biased;
+            _ = insert => {}
+            () = std::future::ready(()) => {}
+        }
+        insert_user(conn, "after").await?;
+        Ok(())
+    })
+    .await?;
+    // A statement once sent runs, and stays part of the transaction.
+    assert_eq!(committed_names(conn.database()).await?, ["sent", "after"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_transaction_dropped_after_one_poll_is_all_or_nothing() -> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    // Poll the transaction once (BEGIN is sent to the writer), then drop it. How far one poll
+    // gets depends on how fast the writer thread answers: usually it stops at BEGIN, but it may
+    // reach the INSERT or even the COMMIT (which, once sent, runs). Either way nothing is left
+    // half done, the writer is free and the connection is outside any transaction.
+    let finished = tokio::select! {
+        biased;
+        outcome = conn.transaction::<_, Error, _>(async |conn| insert_user(conn, "early").await) => {
+            outcome?;
+            true
+        }
+        () = std::future::ready(()) => false,
+    };
+    assert_eq!(depth(&mut conn), None);
+    assert!(writer_is_free(conn.database()).await);
+    insert_user(&mut conn, "after").await?;
+    let names = committed_names(conn.database()).await?;
+    if finished {
+        assert_eq!(names, ["early", "after"]);
+    } else {
+        assert!(
+            names == ["after"] || names == ["early", "after"],
+            "{names:?}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_panicking_transaction_is_rolled_back() -> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    let database = conn.database().clone();
+    let task = tokio::spawn(async move {
+        conn.transaction::<(), Error, _>(async |conn| {
+            insert_user(conn, "panicked").await?;
+            panic!("boom");
+        })
+        .await
+    });
+    assert!(task.await.is_err_and(|e| e.is_panic()));
+    assert!(writer_is_free(&database).await);
+    assert!(committed_names(&database).await?.is_empty());
+    Ok(())
+}
+
+/// The limit of what the adapter can do: generic code that calls the *trait* method
+/// `AsyncConnection::transaction` gets diesel-async's default implementation, which cannot be
+/// overridden outside diesel-async (its bound names a diesel-async-private trait). A dropped
+/// future there leaves the transaction open — as with every diesel-async connection — until the
+/// connection is dropped (a pool discards it as broken first).
+#[tokio::test]
+async fn a_dropped_generic_transaction_stays_open_until_the_connection_is_dropped() -> TestResult {
+    use diesel_async::pooled_connection::PoolableConnection;
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    let (started, parked) = oneshot::channel();
+    let transaction = AsyncConnection::transaction::<(), Error, _>(&mut conn, async move |conn| {
+        diesel::sql_query("INSERT INTO users(name) VALUES ('dangling')")
+            .execute(conn)
+            .await?;
+        let _ = started.send(());
+        std::future::pending().await
+    });
+    tokio::select! {
+        _ = transaction => unreachable!(),
+        _ = parked => {}
+    }
+    assert_eq!(
+        depth(&mut conn),
+        Some(1),
+        "diesel-async's default leaves it open"
+    );
+    assert!(conn.is_broken(), "so a pool would discard the connection");
+    let database = conn.database().clone();
+    drop(conn);
+    assert!(writer_is_free(&database).await);
+    assert!(committed_names(&database).await?.is_empty());
+    Ok(())
+}

@@ -1,0 +1,208 @@
+//! Basic CRUD through `diesel_async::RunQueryDsl`, on both runtime flavours.
+
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error};
+use diesel_async::RunQueryDsl;
+use litemux_diesel::LitemuxConnection;
+
+use crate::common::*;
+
+async fn crud_round_trip(conn: &mut LitemuxConnection) -> TestResult {
+    let ada = insert_user(conn, "ada").await?;
+    let grace = insert_user(conn, "grace").await?;
+
+    let found: User = users::table
+        .find(ada)
+        .select(User::as_select())
+        .first(conn)
+        .await?;
+    assert_eq!(
+        found,
+        User {
+            id: ada,
+            name: "ada".into(),
+            email: None
+        }
+    );
+
+    let changed = diesel::update(users::table.find(grace))
+        .set(users::email.eq("grace@example.com"))
+        .execute(conn)
+        .await?;
+    assert_eq!(changed, 1);
+    let email: Option<String> = users::table
+        .find(grace)
+        .select(users::email)
+        .first(conn)
+        .await?;
+    assert_eq!(email.as_deref(), Some("grace@example.com"));
+
+    diesel::insert_into(posts::table)
+        .values((posts::user_id.eq(ada), posts::title.eq("notes")))
+        .execute(conn)
+        .await?;
+    let joined: Vec<(String, String)> = posts::table
+        .inner_join(users::table)
+        .select((users::name, posts::title))
+        .load(conn)
+        .await?;
+    assert_eq!(joined, [("ada".to_owned(), "notes".to_owned())]);
+
+    let count: i64 = users::table.count().get_result(conn).await?;
+    assert_eq!(count, 2);
+
+    let deleted = diesel::delete(users::table.filter(users::name.eq("grace")))
+        .execute(conn)
+        .await?;
+    assert_eq!(deleted, 1);
+    assert_eq!(user_names(conn).await?, ["ada"]);
+    let missing = users::table
+        .find(grace)
+        .select(User::as_select())
+        .first(conn)
+        .await
+        .optional()?;
+    assert_eq!(missing, None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn crud_on_a_current_thread_runtime() -> TestResult {
+    let db = TestDb::new();
+    crud_round_trip(&mut db.connect().await?).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crud_on_a_multi_thread_runtime() -> TestResult {
+    let db = TestDb::new();
+    crud_round_trip(&mut db.connect().await?).await
+}
+
+#[tokio::test]
+async fn insert_returning_gives_back_the_row() -> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    let user: User = diesel::insert_into(users::table)
+        .values(NewUser {
+            name: "ada".into(),
+            email: Some("ada@example.com".into()),
+        })
+        .returning(User::as_returning())
+        .get_result(&mut conn)
+        .await?;
+    assert_eq!(user.name, "ada");
+    assert_eq!(user.email.as_deref(), Some("ada@example.com"));
+    let renamed: String = diesel::update(users::table.find(user.id))
+        .set(users::name.eq("Ada"))
+        .returning(users::name)
+        .get_result(&mut conn)
+        .await?;
+    assert_eq!(renamed, "Ada");
+    let entry = conn.database().history().pop().expect("recorded");
+    assert_eq!(entry.role, litemux::Role::Writer);
+    assert!(entry.sql.contains("RETURNING"), "{}", entry.sql);
+    Ok(())
+}
+
+#[tokio::test]
+async fn database_errors_keep_their_diesel_kind() -> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    let insert = || {
+        diesel::insert_into(users::table).values(NewUser {
+            name: "ada".into(),
+            email: Some("same@example.com".into()),
+        })
+    };
+    insert().execute(&mut conn).await?;
+    match insert().execute(&mut conn).await {
+        Err(Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info)) => {
+            assert!(info.message().contains("UNIQUE"), "{}", info.message());
+        }
+        other => panic!("expected a unique violation, got {other:?}"),
+    }
+    let orphan = diesel::insert_into(posts::table)
+        .values((posts::user_id.eq(999), posts::title.eq("nobody's")))
+        .execute(&mut conn)
+        .await;
+    assert!(matches!(
+        orphan,
+        Err(Error::DatabaseError(
+            DatabaseErrorKind::ForeignKeyViolation,
+            _
+        ))
+    ));
+    let none = users::table
+        .find(12345)
+        .select(users::name)
+        .first::<String>(&mut conn)
+        .await;
+    assert_eq!(none, Err(Error::NotFound));
+    let history = conn.database().history();
+    let failed = history.iter().filter(|e| e.error.is_some()).count();
+    assert_eq!(failed, 2, "failures are in the history too");
+    Ok(())
+}
+
+#[tokio::test]
+async fn sql_query_reads_and_writes() -> TestResult {
+    #[derive(QueryableByName, Debug, PartialEq)]
+    struct Named {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
+    }
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    diesel::sql_query("INSERT INTO users(name) VALUES (?), (?)")
+        .bind::<diesel::sql_types::Text, _>("ada")
+        .bind::<diesel::sql_types::Text, _>("grace")
+        .execute(&mut conn)
+        .await?;
+    let names: Vec<Named> = diesel::sql_query("SELECT name FROM users ORDER BY name DESC")
+        .load(&mut conn)
+        .await?;
+    assert_eq!(
+        names,
+        [
+            Named {
+                name: "grace".into()
+            },
+            Named { name: "ada".into() }
+        ]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn connections_to_one_file_share_one_database() -> TestResult {
+    let db = TestDb::new();
+    let mut first = db.connect().await?;
+    let mut second = db.connect().await?;
+    assert!(first.database().same_database(second.database()));
+    insert_user(&mut first, "ada").await?;
+    assert_eq!(user_names(&mut second).await?, ["ada"]);
+    let history = second.database().history();
+    assert!(
+        history.iter().any(|e| e.sql.starts_with("INSERT")),
+        "one shared history"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn establish_reports_bad_urls_and_paths() {
+    use diesel_async::AsyncConnection;
+    let bad_option = LitemuxConnection::establish("sqlite://x.db?no_such_option=1").await;
+    assert!(matches!(
+        bad_option,
+        Err(diesel::ConnectionError::InvalidConnectionUrl(_))
+    ));
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}", dir.path().display()); // a directory
+    match LitemuxConnection::establish(&url).await {
+        Err(diesel::ConnectionError::BadConnection(message)) => {
+            assert!(message.contains("directory"), "{message}");
+        }
+        other => panic!("expected BadConnection, got {other:?}"),
+    }
+}

@@ -1,0 +1,122 @@
+//! diesel's `Instrumentation` and litemux's history agree: every query diesel reports finished
+//! is in the history, with the role it ran on.
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+
+use diesel::connection::InstrumentationEvent;
+use diesel::prelude::*;
+use diesel::result::Error;
+use diesel_async::{AsyncConnection, RunQueryDsl};
+use litemux::Role;
+
+use crate::common::*;
+
+#[derive(Debug, Clone, PartialEq)]
+enum Seen {
+    Started(String),
+    Finished { query: String, failed: bool },
+    Begin(NonZeroU32),
+    Commit(NonZeroU32),
+    Rollback(NonZeroU32),
+}
+
+#[tokio::test]
+async fn every_finished_query_is_in_the_history_with_its_role() -> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    conn.set_instrumentation(move |event: InstrumentationEvent<'_>| {
+        let seen = match event {
+            InstrumentationEvent::StartQuery { query, .. } => Seen::Started(query.to_string()),
+            InstrumentationEvent::FinishQuery { query, error, .. } => Seen::Finished {
+                query: query.to_string(),
+                failed: error.is_some(),
+            },
+            InstrumentationEvent::BeginTransaction { depth, .. } => Seen::Begin(depth),
+            InstrumentationEvent::CommitTransaction { depth, .. } => Seen::Commit(depth),
+            InstrumentationEvent::RollbackTransaction { depth, .. } => Seen::Rollback(depth),
+            _ => return,
+        };
+        sink.lock().expect("not poisoned").push(seen);
+    });
+
+    let history_before = conn.database().history().len();
+    insert_user(&mut conn, "ada").await?;
+    user_names(&mut conn).await?;
+    let _ = users::table
+        .find(999)
+        .select(users::name)
+        .first::<String>(&mut conn)
+        .await;
+    let _ = diesel::sql_query("SELECT * FROM nowhere")
+        .execute(&mut conn)
+        .await;
+    conn.transaction::<_, Error, _>(async |conn| {
+        insert_user(conn, "grace").await?;
+        conn.transaction::<(), _, _>(async |conn| {
+            user_names(conn).await?;
+            Err(Error::RollbackTransaction)
+        })
+        .await
+        .ok();
+        Ok(())
+    })
+    .await?;
+
+    let seen = seen.lock().expect("not poisoned").clone();
+    let finished: Vec<(&str, bool)> = seen
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Finished { query, failed } => Some((query.as_str(), *failed)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished.len(), 6, "{seen:?}");
+    let started = seen
+        .iter()
+        .filter(|s| matches!(s, Seen::Started(_)))
+        .count();
+    assert_eq!(started, finished.len(), "every start has a finish");
+    assert_eq!(
+        finished.iter().filter(|(_, failed)| *failed).count(),
+        1,
+        "only the missing table fails; NotFound is no query error"
+    );
+
+    let history = &conn.database().history()[history_before..];
+    let expected_roles = [
+        Role::Writer,
+        Role::Reader,
+        Role::Reader,
+        Role::Writer,
+        Role::Writer,
+        Role::Writer,
+    ];
+    let mut rest = history.iter();
+    for ((query, _), role) in finished.iter().zip(expected_roles) {
+        // diesel renders `SQL -- binds: [...]`; the history keeps the SQL, in the same order.
+        let sql = query.split(" -- binds:").next().expect("split yields one");
+        let entry = rest
+            .find(|e| e.sql == sql)
+            .unwrap_or_else(|| panic!("`{sql}` is not in the history"));
+        assert_eq!(entry.role, role, "{sql}");
+    }
+    let transaction_events: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| matches!(s, Seen::Begin(_) | Seen::Commit(_) | Seen::Rollback(_)))
+        .collect();
+    let one = NonZeroU32::MIN;
+    let two = one.saturating_add(1);
+    assert_eq!(
+        transaction_events,
+        [
+            &Seen::Begin(one),
+            &Seen::Begin(two),
+            &Seen::Rollback(two),
+            &Seen::Commit(one)
+        ]
+    );
+    Ok(())
+}

@@ -1,0 +1,17 @@
+//! litemux-diesel's integration tests: one binary, one module per behaviour, each test with
+//! its own database file in a temporary directory, on real tokio runtimes of both flavours.
+
+mod common;
+
+mod batch_insert;
+mod cancellation;
+mod concurrency;
+mod crud;
+mod diesel_cli;
+mod instrumentation;
+mod migrations;
+mod pooling;
+mod raw_sql;
+mod routing;
+mod test_transactions;
+mod transactions;

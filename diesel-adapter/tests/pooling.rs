@@ -1,0 +1,121 @@
+//! diesel-async's deadpool and bb8 pools accept `LitemuxConnection`; pooled connections share
+//! one writer, and a cancelled transaction does not poison the pool.
+
+use diesel::result::Error;
+use diesel_async::RunQueryDsl;
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use litemux_diesel::LitemuxConnection;
+
+use crate::common::*;
+
+fn manager(db: &TestDb) -> AsyncDieselConnectionManager<LitemuxConnection> {
+    AsyncDieselConnectionManager::new(db.url(READERS_AND_SHORT_WAIT))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadpool_pool_runs_concurrent_transactions() -> TestResult {
+    use diesel_async::pooled_connection::deadpool::Pool;
+    let db = TestDb::new();
+    litemux_diesel::run_pending_migrations(db.connect().await?.database(), MIGRATIONS).await?;
+    let pool = Pool::builder(manager(&db)).max_size(4).build()?;
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = pool.get().await.expect("pooled connection");
+            conn.transaction::<_, Error, _>(async |conn| {
+                let name = format!("user {i}");
+                insert_user(conn, &name).await
+            })
+            .await
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let mut conn = pool.get().await?;
+    assert_eq!(user_names(&mut conn).await?.len(), 16);
+    let first = pool.get().await?;
+    assert!(
+        first.database().same_database(conn.database()),
+        "one writer for the file"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn bb8_pool_runs_queries_and_transactions() -> TestResult {
+    let db = TestDb::new();
+    litemux_diesel::run_pending_migrations(db.connect().await?.database(), MIGRATIONS).await?;
+    let pool = bb8::Pool::builder().max_size(2).build(manager(&db)).await?;
+    {
+        let mut conn = pool.get().await?;
+        conn.transaction::<_, Error, _>(async |conn| insert_user(conn, "ada").await)
+            .await?;
+    }
+    let mut conn = pool.get().await?;
+    assert_eq!(user_names(&mut conn).await?, ["ada"]);
+    let one: i32 = diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("1"))
+        .get_result(&mut *conn)
+        .await?;
+    assert_eq!(one, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_pooled_connection_with_a_dropped_transaction_is_reused_clean() -> TestResult {
+    use diesel_async::pooled_connection::deadpool::Pool;
+    use tokio::sync::oneshot;
+    let db = TestDb::new();
+    litemux_diesel::run_pending_migrations(db.connect().await?.database(), MIGRATIONS).await?;
+    let pool = Pool::builder(manager(&db)).max_size(1).build()?;
+    {
+        let mut conn = pool.get().await?;
+        let (started, parked) = oneshot::channel();
+        let transaction = conn.transaction::<(), Error, _>(async move |conn| {
+            insert_user(conn, "abandoned").await?;
+            let _ = started.send(());
+            std::future::pending().await
+        });
+        tokio::select! {
+            _ = transaction => unreachable!(),
+            _ = parked => {}
+        }
+    }
+    // The one pooled connection comes back, healthy (not discarded as broken), outside any
+    // transaction; the abandoned insert is gone.
+    let mut conn = pool.get().await?;
+    let metrics = deadpool::managed::Object::metrics(&conn);
+    assert_eq!(
+        metrics.recycle_count, 1,
+        "the connection was recycled, not replaced"
+    );
+    assert!(user_names(&mut conn).await?.is_empty());
+    conn.transaction::<_, Error, _>(async |conn| insert_user(conn, "next").await)
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_pool_of_one_in_a_test_transaction() -> TestResult {
+    use diesel_async::AsyncConnection;
+    use diesel_async::pooled_connection::deadpool::Pool;
+    let db = TestDb::new();
+    litemux_diesel::run_pending_migrations(db.connect().await?.database(), MIGRATIONS).await?;
+    let pool = Pool::builder(manager(&db)).max_size(1).build()?;
+    pool.get().await?.begin_test_transaction().await?;
+    {
+        let mut conn = pool.get().await?;
+        insert_user(&mut conn, "ada").await?;
+    }
+    // The same connection, still in its test transaction, sees its own work.
+    let mut conn = pool.get().await?;
+    assert_eq!(user_names(&mut conn).await?, ["ada"]);
+    drop(conn);
+    let database = pool.get().await?.database().clone();
+    assert!(committed_names(&database).await?.is_empty());
+    drop(pool);
+    assert!(writer_is_free(&database).await);
+    assert!(committed_names(&database).await?.is_empty());
+    Ok(())
+}

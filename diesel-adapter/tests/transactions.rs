@@ -1,0 +1,242 @@
+//! diesel's transaction semantics: commit, rollback, `RollbackTransaction`, nested savepoints,
+//! read-your-writes on the writer, `BEGIN IMMEDIATE`; through the inherent method and through
+//! the generic `AsyncConnection` trait path alike.
+
+use diesel::prelude::*;
+use diesel::result::Error;
+use diesel_async::{AsyncConnection, RunQueryDsl, TransactionManager};
+use litemux::Role;
+use litemux_diesel::{LitemuxConnection, LitemuxTransactionManager};
+
+use crate::common::*;
+
+fn depth(conn: &mut LitemuxConnection) -> Option<u32> {
+    LitemuxTransactionManager::transaction_manager_status_mut(conn)
+        .transaction_depth()
+        .expect("valid transaction manager")
+        .map(|d| d.get())
+}
+
+#[tokio::test]
+async fn ok_commits_and_err_rolls_back() -> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    let id = conn
+        .transaction::<_, Error, _>(async |conn| insert_user(conn, "ada").await)
+        .await?;
+    assert!(id > 0);
+    let outcome = conn
+        .transaction::<(), _, _>(async |conn| {
+            insert_user(conn, "grace").await?;
+            Err(Error::RollbackTransaction)
+        })
+        .await;
+    assert_eq!(outcome, Err(Error::RollbackTransaction));
+    let failed: Result<(), Error> = conn
+        .transaction(async |conn| {
+            insert_user(conn, "linus").await?;
+            users::table
+                .find(999)
+                .select(users::id)
+                .first::<i32>(conn)
+                .await?; // NotFound
+            Ok(())
+        })
+        .await;
+    assert_eq!(failed, Err(Error::NotFound));
+    assert_eq!(committed_names(conn.database()).await?, ["ada"]);
+    assert_eq!(depth(&mut conn), None);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_transactions_are_savepoints() -> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    conn.transaction::<_, Error, _>(async |conn| {
+        insert_user(conn, "outer").await?;
+        assert_eq!(depth(conn), Some(1));
+        let inner = conn
+            .transaction::<(), _, _>(async |conn| {
+                insert_user(conn, "rolled back").await?;
+                assert_eq!(depth(conn), Some(2));
+                Err(Error::RollbackTransaction)
+            })
+            .await;
+        assert_eq!(inner, Err(Error::RollbackTransaction));
+        assert_eq!(depth(conn), Some(1));
+        conn.transaction::<_, Error, _>(async |conn| {
+            insert_user(conn, "kept").await?;
+            conn.transaction::<_, Error, _>(async |conn| {
+                assert_eq!(depth(conn), Some(3));
+                insert_user(conn, "kept deeper").await
+            })
+            .await
+        })
+        .await?;
+        // Read-your-writes: reads in a transaction run on its connection.
+        assert_eq!(user_names(conn).await?, ["outer", "kept", "kept deeper"]);
+        Ok(())
+    })
+    .await?;
+    assert_eq!(
+        committed_names(conn.database()).await?,
+        ["outer", "kept", "kept deeper"]
+    );
+    let history = conn.database().history();
+    let control: Vec<&str> = history
+        .iter()
+        .map(|e| e.sql.as_str())
+        .filter(|sql| {
+            sql.starts_with("SAVEPOINT")
+                || sql.starts_with("ROLLBACK TO")
+                || sql.starts_with("RELEASE")
+        })
+        .collect();
+    assert!(
+        control.contains(&"SAVEPOINT \"diesel_savepoint_1\""),
+        "{control:?}"
+    );
+    assert!(
+        control.contains(&"ROLLBACK TO \"diesel_savepoint_1\""),
+        "{control:?}"
+    );
+    assert!(
+        control.contains(&"SAVEPOINT \"diesel_savepoint_2\""),
+        "{control:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_outer_rollback_undoes_committed_inner_levels() -> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    let outcome = conn
+        .transaction::<(), _, _>(async |conn| {
+            conn.transaction::<_, Error, _>(async |conn| insert_user(conn, "inner").await)
+                .await?;
+            Err(Error::RollbackTransaction)
+        })
+        .await;
+    assert_eq!(outcome, Err(Error::RollbackTransaction));
+    assert!(committed_names(conn.database()).await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn transactions_begin_immediate_and_run_on_the_writer() -> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    insert_user(&mut conn, "committed").await?;
+    let mut other = db.connect().await?;
+    conn.transaction::<_, Error, _>(async |conn| {
+        insert_user(conn, "pending").await?;
+        // Inside: the transaction's writes are visible, on the writer.
+        assert_eq!(user_names(conn).await?, ["committed", "pending"]);
+        assert_eq!(
+            conn.database().history().last().map(|e| e.role),
+            Some(Role::Writer)
+        );
+        // Outside, another connection reads the last committed state on a reader, without
+        // waiting for the writer this transaction holds.
+        assert_eq!(user_names(&mut other).await?, ["committed"]);
+        assert_eq!(
+            other.database().history().last().map(|e| e.role),
+            Some(Role::Reader)
+        );
+        Ok(())
+    })
+    .await?;
+    let history = conn.database().history();
+    assert!(history.iter().any(|e| e.sql == "BEGIN IMMEDIATE"));
+    assert!(history.iter().any(|e| e.sql == "COMMIT"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_generic_trait_path_has_the_same_semantics() -> TestResult {
+    // Generic code goes through `AsyncConnection::transaction` (diesel-async's default, built on
+    // `LitemuxTransactionManager`), not the inherent method.
+    async fn generic<C>(conn: &mut C, fail_inner: bool) -> Result<(), Error>
+    where
+        C: AsyncConnection<Backend = diesel::sqlite::Sqlite>,
+    {
+        AsyncConnection::transaction(conn, async |conn| {
+            diesel::sql_query("INSERT INTO users(name) VALUES ('outer')")
+                .execute(conn)
+                .await?;
+            let inner = AsyncConnection::transaction(conn, async |conn| {
+                diesel::sql_query("INSERT INTO users(name) VALUES ('inner')")
+                    .execute(conn)
+                    .await?;
+                if fail_inner {
+                    Err(Error::RollbackTransaction)
+                } else {
+                    Ok(())
+                }
+            })
+            .await;
+            assert_eq!(inner.is_err(), fail_inner);
+            Ok(())
+        })
+        .await
+    }
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    generic(&mut conn, true).await?;
+    assert_eq!(committed_names(conn.database()).await?, ["outer"]);
+    generic(&mut conn, false).await?;
+    assert_eq!(
+        committed_names(conn.database()).await?,
+        ["outer", "outer", "inner"]
+    );
+    assert_eq!(depth(&mut conn), None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn manual_begin_commit_and_rollback() -> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    LitemuxTransactionManager::begin_transaction(&mut conn).await?;
+    insert_user(&mut conn, "ada").await?;
+    LitemuxTransactionManager::begin_transaction(&mut conn).await?;
+    insert_user(&mut conn, "grace").await?;
+    LitemuxTransactionManager::rollback_transaction(&mut conn).await?;
+    LitemuxTransactionManager::commit_transaction(&mut conn).await?;
+    assert_eq!(committed_names(conn.database()).await?, ["ada"]);
+    assert!(matches!(
+        LitemuxTransactionManager::commit_transaction(&mut conn).await,
+        Err(Error::NotInTransaction)
+    ));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failed_commit_leaves_nothing_behind() -> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    let outcome = conn
+        .transaction::<_, Error, _>(async |conn| {
+            // A deferred foreign key fails at COMMIT, not at the INSERT.
+            conn.raw()
+                .execute_batch("PRAGMA defer_foreign_keys = ON")
+                .await
+                .expect("pragma");
+            diesel::insert_into(posts::table)
+                .values((posts::user_id.eq(999), posts::title.eq("orphan")))
+                .execute(conn)
+                .await
+        })
+        .await;
+    assert!(
+        matches!(outcome, Err(Error::DatabaseError(..))),
+        "{outcome:?}"
+    );
+    assert_eq!(depth(&mut conn), None);
+    let posts: i64 = posts::table.count().get_result(&mut conn).await?;
+    assert_eq!(posts, 0);
+    assert!(writer_is_free(conn.database()).await);
+    Ok(())
+}
