@@ -1,6 +1,7 @@
 //! Where an ORM query runs, and running it there: the transaction's connection inside a
 //! transaction; outside one, a reader if SQLite calls the statement read-only, else the writer.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use diesel::QueryResult;
@@ -56,23 +57,24 @@ pub(crate) async fn run<R: Send + 'static>(
             .map_err(to_diesel)?;
     }
     // A statement SQLite cannot prepare fails on the writer too, with diesel's own error.
-    let query = match db.route(&query.sql).await {
-        Ok(Role::Reader) => match db
-            .with_reader(move |conn| attempt_read(conn, query, work))
+    let query = Arc::new(query);
+    if let Ok(Role::Reader) = db.route(&query.sql).await {
+        // The reader may run the closure twice (inline, then on its thread if SQLite stops
+        // it at the time budget), so the query is shared rather than moved in.
+        let read = Arc::clone(&query);
+        let attempt = db
+            .with_reader_for(&query.sql, move |conn| attempt_read(conn, &read, work))
             .await
-            .map_err(to_diesel)?
-        {
-            ReadAttempt::Done(outcome) => return outcome,
-            ReadAttempt::Declined(query) => query,
-        },
-        _ => query,
-    };
+            .map_err(to_diesel)?;
+        if let ReadAttempt::Done(outcome) = attempt {
+            return outcome;
+        }
+    }
     db.with_writer(move |conn| run_recorded(conn, &query, work))
         .await
         .map_err(to_diesel)?
 }
 
-/// Runs `query` on `conn` and adds it to the history with the connection's role.
 fn run_recorded<R>(
     conn: &mut ConnectionRef<'_>,
     query: &SerializedQuery,
@@ -105,23 +107,23 @@ fn record<R>(
 enum ReadAttempt<R> {
     Done(QueryResult<R>),
     /// The reader refused the statement as a write: the writer must run it.
-    Declined(SerializedQuery),
+    Declined,
 }
 
 fn attempt_read<R>(
     conn: &mut ConnectionRef<'_>,
-    query: SerializedQuery,
+    query: &SerializedQuery,
     work: Work<R>,
 ) -> ReadAttempt<R> {
     let started = Instant::now();
-    let outcome = (work.run)(conn.diesel(), &query);
+    let outcome = (work.run)(conn.diesel(), query);
     if let Err(e) = &outcome
         && let litemux::Error::ReadOnly { .. } = litemux_error(conn, &query.sql, e)
     {
         tracing::debug!(target: "litemux_diesel", sql = %query.sql, "reader refused a write; retrying on the writer");
-        return ReadAttempt::Declined(query);
+        return ReadAttempt::Declined;
     }
-    record(conn, &query, started, &outcome, work);
+    record(conn, query, started, &outcome, work);
     ReadAttempt::Done(outcome)
 }
 
@@ -156,13 +158,17 @@ mod tests {
         let url = format!("sqlite://{}?readers=1", dir.path().join("t.db").display());
         let db = litemux::Database::open(&url).await?;
         db.execute_batch("CREATE TABLE t(x INTEGER)").await?;
-        let insert = SerializedQuery::new(&diesel::sql_query("INSERT INTO t VALUES (1)"))?;
+        let insert = Arc::new(SerializedQuery::new(&diesel::sql_query(
+            "INSERT INTO t VALUES (1)",
+        ))?);
+        let read = Arc::clone(&insert);
         let attempt = db
-            .with_reader(move |conn| attempt_read(conn, insert, Work::EXECUTE))
+            .with_reader(move |conn| attempt_read(conn, &read, Work::EXECUTE))
             .await?;
-        let ReadAttempt::Declined(insert) = attempt else {
-            panic!("a reader ran a write");
-        };
+        assert!(
+            matches!(attempt, ReadAttempt::Declined),
+            "a reader ran a write"
+        );
         let changed = db
             .with_writer(move |conn| run_recorded(conn, &insert, Work::EXECUTE))
             .await??;
@@ -188,7 +194,7 @@ mod tests {
         let db = litemux::Database::open(&url).await?;
         let select = SerializedQuery::new(&diesel::sql_query("SELECT * FROM missing"))?;
         let attempt = db
-            .with_reader(move |conn| attempt_read(conn, select, Work::LOAD))
+            .with_reader(move |conn| attempt_read(conn, &select, Work::LOAD))
             .await?;
         assert!(matches!(attempt, ReadAttempt::Done(Err(_))));
         assert_eq!(db.history().last().map(|e| e.role), Some(Role::Reader));

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::connection_ref::ConnectionRef;
 use crate::history::History;
 use crate::options::OpenMode;
 use crate::raw::{Failure, RawConnection, Running, StatementShape};
@@ -308,6 +309,41 @@ impl Connection {
             }
         }
         Ok(rows.finish())
+    }
+
+    /// Lends this connection to `f` under a time budget. `None` when SQLite interrupted a
+    /// statement of `f` (its result is then meaningless and discarded; the overrun counts
+    /// against `sql` when given).
+    pub(crate) fn lend_within<R>(
+        &mut self,
+        budget: Duration,
+        sql: Option<&str>,
+        f: &mut impl FnMut(&mut ConnectionRef<'_>) -> R,
+    ) -> Option<R> {
+        self.raw.set_deadline(Some(Instant::now() + budget));
+        let out = f(&mut ConnectionRef::new(self));
+        let interrupted = self.raw.deadline_fired();
+        self.raw.set_deadline(None);
+        let known = sql.and_then(|sql| Some((sql, self.context.classified.get(sql)?)));
+        match known {
+            Some((sql, known)) if interrupted => self.remember(sql, known.overran()),
+            Some((sql, known)) if known.overruns > 0 => {
+                self.remember(
+                    sql,
+                    Classified {
+                        overruns: 0,
+                        ..known
+                    },
+                );
+            }
+            _ => {}
+        }
+        (!interrupted).then_some(out)
+    }
+
+    /// Whether the statement running under a budget was stopped by it.
+    pub(crate) fn deadline_fired(&self) -> bool {
+        self.raw.deadline_fired()
     }
 
     /// Overrides the cached classification of `sql` (a write SQLite called read-only).

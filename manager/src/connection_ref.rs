@@ -50,9 +50,13 @@ impl<'a> ConnectionRef<'a> {
         !self.conn.is_autocommit()
     }
 
-    /// Adds a statement to the history (and emits its `tracing` event).
+    /// Adds a statement to the history (and emits its `tracing` event). Ignored while the
+    /// connection is lent inline and SQLite has interrupted it at the time budget: that
+    /// attempt is discarded and run again.
     pub fn record(&self, sql: &str, duration: Duration, outcome: Result<u64, &Error>) {
-        self.conn.record_external(sql, duration, outcome);
+        if !self.conn.deadline_fired() {
+            self.conn.record_external(sql, duration, outcome);
+        }
     }
 
     /// Turns a diesel error from this connection into a litemux [`Error`], with SQLite's

@@ -319,6 +319,11 @@ impl Database {
     /// Runs `f` on a reader (`query_only`: writes fail), or on the writer when the database
     /// has no readers.
     ///
+    /// Like litemux's own reads, `f` first runs inline — on the calling thread, when the reader
+    /// is idle — under [`Options::inline_budget`]; **if SQLite interrupts it there, its result
+    /// is discarded and `f` runs again** on the reader's own thread. So `f` should only query
+    /// (readers refuse writes anyway) and keep no effects outside SQLite of a first attempt.
+    ///
     /// # Errors
     /// [`Error::Timeout`] waiting for a connection.
     ///
@@ -326,9 +331,26 @@ impl Database {
     /// Once queued, `f` runs to completion even if the future is dropped.
     pub async fn with_reader<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut ConnectionRef<'_>) -> R + Send + 'static,
+        f: impl FnMut(&mut ConnectionRef<'_>) -> R + Send + 'static,
     ) -> Result<R> {
-        self.live()?.with_reader(f).await
+        self.live()?.with_reader(None, f).await
+    }
+
+    /// [`with_reader`](Self::with_reader) for a closure that runs the one statement `sql`:
+    /// a statement that keeps overrunning the inline budget is then sent straight to the
+    /// reader's thread, as litemux's own reads are.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] waiting for a connection.
+    ///
+    /// # Cancel safety
+    /// Once queued, `f` runs to completion even if the future is dropped.
+    pub async fn with_reader_for<R: Send + 'static>(
+        &self,
+        sql: &str,
+        f: impl FnMut(&mut ConnectionRef<'_>) -> R + Send + 'static,
+    ) -> Result<R> {
+        self.live()?.with_reader(Some(sql), f).await
     }
 
     /// Where `sql` runs outside a transaction: [`Role::Reader`] when SQLite says it only reads

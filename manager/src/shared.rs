@@ -342,20 +342,26 @@ impl Shared {
             .await
     }
 
-    /// `f` runs on a reader, or on the writer when there are none.
+    /// `f` runs on a reader — inline under the time budget when the reader is idle, again on
+    /// the reader's thread if SQLite interrupts it — or on the writer when there are none.
     pub(crate) async fn with_reader<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut ConnectionRef<'_>) -> R + Send + 'static,
+        sql: Option<&str>,
+        mut f: impl FnMut(&mut ConnectionRef<'_>) -> R + Send + 'static,
     ) -> Result<R> {
-        match &self.readers {
-            Some(readers) => {
-                let reader = readers.get().await?;
-                reader
-                    .call(move |conn| f(&mut ConnectionRef::new(conn)))
-                    .await
-            }
-            None => self.with_writer(f).await,
+        let Some(readers) = &self.readers else {
+            return self.with_writer(move |conn| f(conn)).await;
+        };
+        let reader = readers.get().await?;
+        let known = sql.and_then(|sql| self.context.classified.get(sql));
+        if let Some(budget) = self.inline_budget(known)
+            && let Some(Some(out)) = reader.try_inline(|conn| conn.lend_within(budget, sql, &mut f))
+        {
+            return Ok(out);
         }
+        reader
+            .call(move |conn| f(&mut ConnectionRef::new(conn)))
+            .await
     }
 
     /// Where `sql` would run outside a transaction.

@@ -110,3 +110,28 @@ async fn a_zero_budget_queues_everything_with_the_same_results() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lent_reader_closure_that_overruns_runs_again_and_is_recorded_once() {
+    use diesel::RunQueryDsl;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let t = TempDb::new();
+    let db = open(&t, t.options().inline_budget(Duration::from_micros(1))).await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&runs);
+    let rows = db
+        .with_reader(move |conn| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let started = std::time::Instant::now();
+            let outcome = diesel::sql_query(SLOW_COUNT).execute(conn.diesel());
+            conn.record(SLOW_COUNT, started.elapsed(), Ok(1));
+            outcome.is_ok()
+        })
+        .await
+        .unwrap();
+    assert!(rows, "the run that counts is the one that finished");
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "inline, interrupted; then on the reader's thread");
+    let recorded = db.history().iter().filter(|e| e.sql == SLOW_COUNT).count();
+    assert_eq!(recorded, 1);
+}
