@@ -20,6 +20,16 @@ pub(crate) struct Litemux {
     db: Database,
 }
 
+/// The URL both litemux contestants open: every shared setting spelled out, not left to
+/// litemux's defaults. The path is absolute, so this is `sqlite:///...`.
+pub(crate) fn database_url(path: &Path) -> OpResult<String> {
+    let path = path.to_str().ok_or("database path is not UTF-8")?;
+    Ok(format!(
+        "sqlite://{path}?readers={READERS}&journal_mode=wal&synchronous=normal\
+         &busy_timeout={BUSY_TIMEOUT_MS}&foreign_keys=on"
+    ))
+}
+
 fn user(row: &Row) -> Result<User, litemux::Error> {
     Ok(User {
         id: row.get::<i64>(0)?,
@@ -32,13 +42,7 @@ impl AsyncBackend for Litemux {
     const BATCH_MODES: &'static [BatchMode] = &[BatchMode::RowByRow, BatchMode::ExecuteMany];
 
     async fn open(path: &Path) -> OpResult<Self> {
-        let path = path.to_str().ok_or("database path is not UTF-8")?;
-        // The path is absolute, so this is `sqlite:///...`.
-        let url = format!(
-            "sqlite://{path}?readers={READERS}&journal_mode=wal&synchronous=normal\
-             &busy_timeout={BUSY_TIMEOUT_MS}&foreign_keys=on"
-        );
-        let db = Database::open(url.as_str()).await?;
+        let db = Database::open(&database_url(path)?).await?;
         Ok(Litemux { db })
     }
 

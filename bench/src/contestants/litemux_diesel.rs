@@ -1,14 +1,109 @@
-//! `litemux_diesel`: placeholder for diesel over litemux (`litemux_diesel::LitemuxConnection`).
+//! `litemux_diesel`: diesel over litemux, `litemux_diesel::LitemuxConnection`s in diesel-async's
+//! deadpool pool, all sharing one `litemux::Database` (1 writer + 7 readers, as `litemux`).
 //!
-//! Nothing is measured for it yet and the report lists it as not measured: no fake numbers. To
-//! add it, this module becomes an [`AsyncBackend`](super::AsyncBackend) that runs the
-//! `diesel_models` queries on `LitemuxConnection`s (in diesel-async's deadpool pool, like
-//! `diesel_async_wrapper`, which `LitemuxConnection` supports as a `PoolableConnection`), the
-//! bench gains an optional dependency on the `litemux-diesel` package, [`MISSING`] goes, and
-//! one line in [`all`](super::all) registers it.
+//! The pool holds up to 64 connections: a `LitemuxConnection` is a handle on the shared
+//! database, not an SQLite connection, so the pool only bounds handles; the SQLite connection
+//! budget is the database's 8, as for every other contestant. Transactions use the connection's
+//! own (cancel-safe) `transaction`, which begins `BEGIN IMMEDIATE` like the others.
 
-/// The contestant's name and why this build does not have it.
-pub(crate) const MISSING: (&str, &str) = (
-    "litemux_diesel",
-    "its contestant module is a placeholder until the litemux-diesel adapter is ready",
-);
+use std::path::Path;
+use std::time::Duration;
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use diesel_async::pooled_connection::deadpool::Pool;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use litemux_diesel::LitemuxConnection;
+
+use crate::contestants::diesel_models::{PostInsert, UserRow, posts, users};
+use crate::contestants::litemux_core::database_url;
+use crate::contestants::{AsyncBackend, BatchMode, OpResult};
+use crate::data::{NewPost, User};
+
+/// Connection handles in the pool (see the module docs).
+const MAX_HANDLES: usize = 64;
+
+/// The litemux-diesel contestant.
+#[derive(Clone)]
+pub(crate) struct LitemuxDiesel {
+    db: litemux::Database,
+    pool: Pool<LitemuxConnection>,
+}
+
+impl AsyncBackend for LitemuxDiesel {
+    async fn open(path: &Path) -> OpResult<Self> {
+        let db = litemux::Database::open(&database_url(path)?).await?;
+        let mut config = ManagerConfig::<LitemuxConnection>::default();
+        let shared = db.clone();
+        config.custom_setup = Box::new(move |_url| {
+            let db = shared.clone();
+            Box::pin(async move { Ok(LitemuxConnection::from_database(db)) })
+        });
+        let manager = AsyncDieselConnectionManager::new_with_config("unused", config);
+        let pool = Pool::builder(manager).max_size(MAX_HANDLES).build()?;
+        Ok(LitemuxDiesel { db, pool })
+    }
+
+    async fn point_read(&self, id: i64) -> OpResult<User> {
+        let mut conn = self.pool.get().await?;
+        let row = users::table
+            .find(id)
+            .select(UserRow::as_select())
+            .get_result(&mut conn)
+            .await?;
+        Ok(row.into())
+    }
+
+    async fn scan(&self) -> OpResult<Vec<User>> {
+        let mut conn = self.pool.get().await?;
+        let rows: Vec<UserRow> = users::table
+            .select(UserRow::as_select())
+            .load(&mut conn)
+            .await?;
+        Ok(rows.into_iter().map(User::from).collect())
+    }
+
+    async fn insert(&self, post: &NewPost) -> OpResult {
+        let mut conn = self.pool.get().await?;
+        insert_post(&mut conn, post).await?;
+        Ok(())
+    }
+
+    async fn batch_insert(&self, posts: &[NewPost], _mode: BatchMode) -> OpResult {
+        let mut conn = self.pool.get().await?;
+        conn.transaction(async |conn| {
+            for post in posts {
+                insert_post(conn, post).await?;
+            }
+            QueryResult::Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn hold_write(&self, post: &NewPost, hold: Duration) -> OpResult {
+        let mut conn = self.pool.get().await?;
+        conn.transaction(async |conn| {
+            insert_post(conn, post).await?;
+            tokio::time::sleep(hold).await;
+            QueryResult::Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn close(self) -> OpResult {
+        self.pool.close();
+        self.db.close().await?;
+        Ok(())
+    }
+}
+
+/// One single-row INSERT.
+async fn insert_post(conn: &mut LitemuxConnection, post: &NewPost) -> QueryResult<()> {
+    diesel::insert_into(posts::table)
+        .values(PostInsert::from(post))
+        .execute(conn)
+        .await
+        .map(drop)
+}
