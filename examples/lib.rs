@@ -1,5 +1,9 @@
 //! Runnable litemux programs: `cargo run --example NAME` from the repository root.
 //!
-//! This library holds no code: it exists so the repository's README is compiled and run as
-//! doctests (below), keeping its example true.
+//! This library exists so the repository's README is compiled and run as doctests (below),
+//! keeping its examples true; it also embeds the repository's migrations for them.
 #![doc = include_str!("../README.md")]
+
+/// The repository's diesel migrations (`migrations/`: users, posts, comments), embedded.
+pub const MIGRATIONS: diesel_migrations::EmbeddedMigrations =
+    diesel_migrations::embed_migrations!("../migrations");

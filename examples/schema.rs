@@ -3,10 +3,9 @@
 #![allow(dead_code)]
 
 use diesel::prelude::{Associations, Identifiable, Insertable, Queryable, Selectable};
-use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
-/// The repository's `migrations/`, compiled into the example.
-pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
+/// The repository's migrations, embedded once in the examples library.
+pub(crate) use litemux_examples::MIGRATIONS;
 
 diesel::table! {
     users (id) {

@@ -70,7 +70,9 @@ pub(crate) async fn run<R: Send + 'static>(
             return outcome;
         }
     }
-    db.with_writer(move |conn| run_recorded(conn, &query, work))
+    // One diesel query is one statement: it may run inline, and run again if interrupted.
+    let write = Arc::clone(&query);
+    db.with_writer_for(&query.sql, move |conn| run_recorded(conn, &write, work))
         .await
         .map_err(to_diesel)?
 }

@@ -31,6 +31,8 @@ pub struct ExecuteResult {
 pub(crate) struct Context {
     pub(crate) history: History,
     pub(crate) classified: ClassificationCache,
+    /// [`Options::inline_budget`], for judging runs on the connection's thread.
+    pub(crate) inline_budget: Duration,
 }
 
 /// The outcome of a statement run inline under a time budget.
@@ -248,8 +250,27 @@ impl Connection {
     ) -> Result<T> {
         let started = Instant::now();
         let outcome = run(self);
+        self.ran_queued(sql, started.elapsed());
         self.record(sql, params, started, outcome.as_ref().map(Counted::count));
         outcome
+    }
+
+    /// A statement no longer tried inline gets another chance when a run on the connection's
+    /// thread shows it well within the budget: its overruns were the thread being preempted
+    /// (common with many tasks on few cores), not the statement being long.
+    pub(crate) fn ran_queued(&self, sql: &str, took: Duration) {
+        if took < self.context.inline_budget / 4
+            && let Some(known) = self.context.classified.get(sql).filter(|k| !k.inline)
+        {
+            self.remember(
+                sql,
+                Classified {
+                    inline: true,
+                    overruns: 0,
+                    ..known
+                },
+            );
+        }
     }
 
     /// Runs `run` under a time budget. If SQLite had to interrupt it, the statement had no
@@ -311,15 +332,15 @@ impl Connection {
         Ok(rows.finish())
     }
 
-    /// Lends this connection to `f` under a time budget. `None` when SQLite interrupted a
-    /// statement of `f` (its result is then meaningless and discarded; the overrun counts
-    /// against `sql` when given).
+    /// Lends this connection to `f` under a time budget; also says whether SQLite interrupted
+    /// a statement of `f` (its result is then not what `f` would have returned). The overrun
+    /// counts against `sql` when given.
     pub(crate) fn lend_within<R>(
         &mut self,
         budget: Duration,
         sql: Option<&str>,
         f: &mut impl FnMut(&mut ConnectionRef<'_>) -> R,
-    ) -> Option<R> {
+    ) -> (R, bool) {
         self.raw.set_deadline(Some(Instant::now() + budget));
         let out = f(&mut ConnectionRef::new(self));
         let interrupted = self.raw.deadline_fired();
@@ -338,7 +359,12 @@ impl Connection {
             }
             _ => {}
         }
-        (!interrupted).then_some(out)
+        (out, interrupted)
+    }
+
+    /// Rows changed by all statements so far (see `sqlite3_total_changes64`).
+    pub(crate) fn total_changes(&self) -> i64 {
+        self.raw.total_changes()
     }
 
     /// Whether the statement running under a budget was stopped by it.

@@ -69,6 +69,10 @@ impl Database {
     /// A file is created if missing (unless `mode=rw`/`ro`). It must be called inside a tokio
     /// runtime with the time driver enabled.
     ///
+    /// **A file already open in this process is joined, not opened again**: the new handle
+    /// shares the first open's writer, readers, history and options (options given to the
+    /// later open are not applied). [`Database::same_database`] tells whether two handles share.
+    ///
     /// # Errors
     /// [`Error::InvalidOption`] for a bad URL; [`Error::Open`] when the file cannot be opened
     /// (missing with `mode=rw`, a directory, not a database, locked past the busy timeout).
@@ -314,6 +318,26 @@ impl Database {
         f: impl FnOnce(&mut ConnectionRef<'_>) -> R + Send + 'static,
     ) -> Result<R> {
         self.live()?.with_writer(f).await
+    }
+
+    /// [`with_writer`](Self::with_writer) for a closure that runs the one statement `sql`, such
+    /// as one diesel query: outside force-rollback mode it first runs inline, on the calling
+    /// thread, when the writer is idle, under [`Options::inline_budget`]. **If SQLite
+    /// interrupts it there, `f` runs again** on the writer's thread: an interrupted statement
+    /// changed nothing. (Should `f` run several statements and one before the interrupted one
+    /// commit, `f` is not run again; its own result, carrying the interruption, is returned.)
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] waiting for the writer.
+    ///
+    /// # Cancel safety
+    /// Once queued, `f` runs to completion even if the future is dropped.
+    pub async fn with_writer_for<R: Send + 'static>(
+        &self,
+        sql: &str,
+        f: impl FnMut(&mut ConnectionRef<'_>) -> R + Send + 'static,
+    ) -> Result<R> {
+        self.live()?.with_writer_for(sql, f).await
     }
 
     /// Runs `f` on a reader (`query_only`: writes fail), or on the writer when the database

@@ -72,6 +72,7 @@ impl Shared {
                 options.record_params,
             ),
             classified: Default::default(),
+            inline_budget: options.inline_budget,
         });
         let threads = Arc::new(Threads::default());
         let (worker, thread) = {
@@ -342,6 +343,40 @@ impl Shared {
             .await
     }
 
+    /// `f`, which runs the one statement `sql`, runs on the writer outside any transaction:
+    /// inline under the budget when the writer is idle and the database is in autocommit
+    /// mode, again on the writer's thread if SQLite interrupts it there. An interrupted
+    /// statement changed nothing; should `f` have run more than one and an earlier one have
+    /// committed, `f` is not run again and its own result (with the interruption) is returned.
+    pub(crate) async fn with_writer_for<R: Send + 'static>(
+        &self,
+        sql: &str,
+        mut f: impl FnMut(&mut ConnectionRef<'_>) -> R + Send + 'static,
+    ) -> Result<R> {
+        let lease = self.writer.lease().await?;
+        let base = self.writer.base_in_transaction;
+        if !base && let Some(budget) = self.inline_budget(self.context.classified.get(sql)) {
+            let attempt = self.writer.worker.try_inline(|conn| {
+                let before = conn.total_changes();
+                let (out, interrupted) = conn.lend_within(budget, Some(sql), &mut f);
+                (!interrupted || conn.total_changes() != before)
+                    .then(|| restore_base(conn, base, sql, Ok(out)))
+            });
+            if let Some(Some(outcome)) = attempt {
+                return outcome;
+            }
+        }
+        let sql = sql.to_owned();
+        self.writer
+            .queue(lease, move |conn| {
+                let started = std::time::Instant::now();
+                let out = f(&mut ConnectionRef::new(conn));
+                conn.ran_queued(&sql, started.elapsed());
+                restore_base(conn, base, &sql, Ok(out))
+            })
+            .await
+    }
+
     /// `f` runs on a reader — inline under the time budget when the reader is idle, again on
     /// the reader's thread if SQLite interrupts it — or on the writer when there are none.
     pub(crate) async fn with_reader<R: Send + 'static>(
@@ -355,7 +390,8 @@ impl Shared {
         let reader = readers.get().await?;
         let known = sql.and_then(|sql| self.context.classified.get(sql));
         if let Some(budget) = self.inline_budget(known)
-            && let Some(Some(out)) = reader.try_inline(|conn| conn.lend_within(budget, sql, &mut f))
+            && let Some((out, false)) =
+                reader.try_inline(|conn| conn.lend_within(budget, sql, &mut f))
         {
             return Ok(out);
         }

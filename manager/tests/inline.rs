@@ -131,7 +131,11 @@ async fn a_lent_reader_closure_that_overruns_runs_again_and_is_recorded_once() {
         .await
         .unwrap();
     assert!(rows, "the run that counts is the one that finished");
-    assert_eq!(runs.load(Ordering::SeqCst), 2, "inline, interrupted; then on the reader's thread");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "inline, interrupted; then on the reader's thread"
+    );
     let recorded = db.history().iter().filter(|e| e.sql == SLOW_COUNT).count();
     assert_eq!(recorded, 1);
 }
