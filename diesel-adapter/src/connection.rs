@@ -164,22 +164,27 @@ impl LitemuxConnection {
         query: QueryResult<SerializedQuery>,
         work: Work<R>,
     ) -> QueryResult<R> {
-        if let Some(text) = &text {
-            self.instrumentation
-                .on_connection_event(InstrumentationEvent::start_query(text));
-        }
+        self.query_started(text.as_ref());
         let outcome = match query {
             Ok(query) => routing::run(&self.db, &mut self.transaction_state, query, work).await,
             Err(e) => Err(e),
         };
-        if let Some(text) = &text {
-            self.instrumentation
-                .on_connection_event(InstrumentationEvent::finish_query(
-                    text,
-                    outcome.as_ref().err(),
-                ));
-        }
+        self.query_finished(text.as_ref(), outcome.as_ref().err());
         outcome
+    }
+
+    fn query_started(&mut self, text: Option<&QueryText>) {
+        if let Some(text) = text {
+            self.instrumentation
+                .on_connection_event(InstrumentationEvent::start_query(text));
+        }
+    }
+
+    fn query_finished(&mut self, text: Option<&QueryText>, error: Option<&diesel::result::Error>) {
+        if let Some(text) = text {
+            self.instrumentation
+                .on_connection_event(InstrumentationEvent::finish_query(text, error));
+        }
     }
 
     /// The query as instrumentation shows it, rendered only when someone listens.
@@ -202,22 +207,13 @@ impl SimpleAsyncConnection for LitemuxConnection {
             .instrumentation
             .is_some()
             .then(|| QueryText(query.to_owned()));
-        if let Some(text) = &text {
-            self.instrumentation
-                .on_connection_event(InstrumentationEvent::start_query(text));
-        }
+        self.query_started(text.as_ref());
         let outcome = match self.transaction_state.lend().await {
             Ok(Some(mut lent)) => lent.tx().execute_batch(query).await.map_err(to_diesel),
             Ok(None) => self.db.execute_batch(query).await.map_err(to_diesel),
             Err(e) => Err(e),
         };
-        if let Some(text) = &text {
-            self.instrumentation
-                .on_connection_event(InstrumentationEvent::finish_query(
-                    text,
-                    outcome.as_ref().err(),
-                ));
-        }
+        self.query_finished(text.as_ref(), outcome.as_ref().err());
         outcome
     }
 }

@@ -92,3 +92,24 @@ async fn reads_do_not_wait_for_an_open_write_transaction() -> TestResult {
     assert_eq!(user_names(&mut reader).await?, ["committed", "uncommitted"]);
     Ok(())
 }
+
+/// Under a spent inline budget SQLite keeps reporting statements interrupted, now and then
+/// after they committed (it checks the budget once more as a statement ends): every insert
+/// still lands exactly once, and none fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_under_a_spent_inline_budget_land_exactly_once() -> TestResult {
+    use diesel::{ExpressionMethods, QueryDsl};
+    use diesel_async::AsyncConnection;
+    let db = TestDb::new();
+    db.connect().await?; // migrated
+    let mut conn = LitemuxConnection::establish(&db.url("inline_budget_us=1")).await?;
+    for i in 0..300 {
+        diesel::insert_into(users::table)
+            .values(users::name.eq(format!("u{i}")))
+            .execute(&mut conn)
+            .await?;
+    }
+    let count: i64 = users::table.count().get_result(&mut conn).await?;
+    assert_eq!(count, 300);
+    Ok(())
+}

@@ -73,6 +73,16 @@ pub(crate) struct Connection {
     raw: RawConnection,
     role: Role,
     context: Arc<Context>,
+    /// Set while a statement runs under a time budget: where the file stood before it.
+    budget_mark: Option<CommitMark>,
+}
+
+/// This connection's running count of changed rows: a DML statement that changed rows since
+/// committed them (in autocommit mode). Other connections cannot move it, unlike the file's
+/// data version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CommitMark {
+    total_changes: i64,
 }
 
 impl Connection {
@@ -86,7 +96,12 @@ impl Connection {
         };
         let url = connection_url(options).map_err(open_error)?;
         let raw = RawConnection::establish(&url).map_err(|e| open_error(Error::Connect(e)))?;
-        let mut conn = Connection { raw, role, context };
+        let mut conn = Connection {
+            raw,
+            role,
+            context,
+            budget_mark: None,
+        };
         conn.configure(options, role).map_err(open_error)?;
         Ok(conn)
     }
@@ -277,26 +292,35 @@ impl Connection {
     /// effect (in autocommit mode, or because it only reads: the callers' job to ensure), so
     /// it is not recorded, the overrun is counted (enough of them in a row and the statement
     /// is no longer tried inline), and the caller runs it again elsewhere.
+    ///
+    /// One exception: SQLite consults the progress handler once more as a statement *ends*,
+    /// after an autocommit write has committed, and reports SQLITE_INTERRUPT if the budget ran
+    /// out by then. A write that committed is done, never run again: `finished` rebuilds its
+    /// outcome from the connection (or, when it cannot, the error stands).
     pub(crate) fn budgeted<T: Counted>(
         &mut self,
         sql: &str,
         params: &[Value],
         budget: Duration,
         run: impl FnOnce(&mut Self) -> Result<T>,
+        finished: impl FnOnce(&Self, CommitMark) -> Option<T>,
     ) -> Inline<T> {
         let started = Instant::now();
-        self.raw.set_deadline(Some(started + budget));
-        let outcome = run(self);
-        let interrupted = outcome.is_err() && self.raw.deadline_fired();
-        self.raw.set_deadline(None);
+        let mark = self.start_budget(budget);
+        let mut outcome = run(self);
+        let interrupted = self.end_budget();
         let known = self.context.classified.get(sql);
         if interrupted {
-            if let Some(known) = known {
-                self.remember(sql, known.overran());
+            if !self.committed_since(mark) {
+                if let Some(known) = known {
+                    self.remember(sql, known.overran());
+                }
+                return Inline::Overran;
             }
-            return Inline::Overran;
-        }
-        if let Some(known) = known.filter(|k| k.overruns > 0) {
+            if let Some(done) = finished(self, mark) {
+                outcome = Ok(done);
+            }
+        } else if let Some(known) = known.filter(|k| k.overruns > 0) {
             self.remember(
                 sql,
                 Classified {
@@ -307,6 +331,60 @@ impl Connection {
         }
         self.record(sql, params, started, outcome.as_ref().map(Counted::count));
         Inline::Done(outcome)
+    }
+
+    fn start_budget(&mut self, budget: Duration) -> CommitMark {
+        let mark = self.commit_mark();
+        self.budget_mark = Some(mark);
+        self.raw.set_deadline(Some(Instant::now() + budget));
+        mark
+    }
+
+    /// Lifts the budget; whether SQLite was stopped by it.
+    fn end_budget(&mut self) -> bool {
+        let interrupted = self.raw.deadline_fired();
+        self.raw.set_deadline(None);
+        self.budget_mark = None;
+        interrupted
+    }
+
+    fn commit_mark(&self) -> CommitMark {
+        CommitMark {
+            total_changes: self.raw.total_changes(),
+        }
+    }
+
+    fn committed_since(&self, mark: CommitMark) -> bool {
+        self.commit_mark() != mark
+    }
+
+    /// The outcome of an `execute` that finished (and committed) although SQLite then
+    /// reported it interrupted.
+    pub(crate) fn executed_since(&self, _mark: CommitMark) -> ExecuteResult {
+        ExecuteResult {
+            rows_affected: self.changes(),
+            last_insert_rowid: self.raw.last_insert_rowid(),
+        }
+    }
+
+    /// While lent under a budget: whether SQLite reported the running statement interrupted
+    /// although it had already finished and committed.
+    pub(crate) fn interrupted_after_commit(&self) -> bool {
+        self.raw.deadline_fired()
+            && self
+                .budget_mark
+                .is_some_and(|mark| self.committed_since(mark))
+    }
+
+    /// Whether the statement running under a budget was stopped by it before finishing
+    /// (what it did is undone, and it will run again).
+    pub(crate) fn interrupted_before_commit(&self) -> bool {
+        self.raw.deadline_fired() && !self.interrupted_after_commit()
+    }
+
+    /// Rows changed by the most recent INSERT, UPDATE or DELETE.
+    pub(crate) fn changes(&self) -> u64 {
+        u64::try_from(self.raw.changes()).unwrap_or(0)
     }
 
     pub(crate) fn fetch_unrecorded(
@@ -332,22 +410,24 @@ impl Connection {
         Ok(rows.finish())
     }
 
-    /// Lends this connection to `f` under a time budget; also says whether SQLite interrupted
-    /// a statement of `f` (its result is then not what `f` would have returned). The overrun
-    /// counts against `sql` when given.
+    /// Lends this connection to `f` under a time budget. `None` when SQLite interrupted a
+    /// statement of `f` before anything committed: the result is then meaningless, and `f`
+    /// may simply run again. (When it reported the interruption after a commit, `f` saw
+    /// [`ConnectionRef::interrupted_after_commit`] and its result stands.) The overrun counts
+    /// against `sql` when given.
     pub(crate) fn lend_within<R>(
         &mut self,
         budget: Duration,
         sql: Option<&str>,
         f: &mut impl FnMut(&mut ConnectionRef<'_>) -> R,
-    ) -> (R, bool) {
-        self.raw.set_deadline(Some(Instant::now() + budget));
+    ) -> Option<R> {
+        let mark = self.start_budget(budget);
         let out = f(&mut ConnectionRef::new(self));
-        let interrupted = self.raw.deadline_fired();
-        self.raw.set_deadline(None);
+        let interrupted = self.end_budget();
+        let overran = interrupted && !self.committed_since(mark);
         let known = sql.and_then(|sql| Some((sql, self.context.classified.get(sql)?)));
         match known {
-            Some((sql, known)) if interrupted => self.remember(sql, known.overran()),
+            Some((sql, known)) if overran => self.remember(sql, known.overran()),
             Some((sql, known)) if known.overruns > 0 => {
                 self.remember(
                     sql,
@@ -359,17 +439,7 @@ impl Connection {
             }
             _ => {}
         }
-        (out, interrupted)
-    }
-
-    /// Rows changed by all statements so far (see `sqlite3_total_changes64`).
-    pub(crate) fn total_changes(&self) -> i64 {
-        self.raw.total_changes()
-    }
-
-    /// Whether the statement running under a budget was stopped by it.
-    pub(crate) fn deadline_fired(&self) -> bool {
-        self.raw.deadline_fired()
+        (!overran).then_some(out)
     }
 
     /// Overrides the cached classification of `sql` (a write SQLite called read-only).

@@ -54,9 +54,23 @@ impl<'a> ConnectionRef<'a> {
     /// connection is lent inline and SQLite has interrupted it at the time budget: that
     /// attempt is discarded and run again.
     pub fn record(&self, sql: &str, duration: Duration, outcome: Result<u64, &Error>) {
-        if !self.conn.deadline_fired() {
+        if !self.conn.interrupted_before_commit() {
             self.conn.record_external(sql, duration, outcome);
         }
+    }
+
+    /// Whether SQLite just reported the statement interrupted *after* it had finished and
+    /// committed. Only possible while litemux runs a closure inline under its time budget
+    /// ([`Database::with_writer_for`](crate::Database::with_writer_for)): SQLite checks the
+    /// budget once more as a statement ends. Such a statement is done — report it as such
+    /// (its count is [`changes`](Self::changes)) and do not run it again.
+    pub fn interrupted_after_commit(&self) -> bool {
+        self.conn.interrupted_after_commit()
+    }
+
+    /// Rows changed by the most recent INSERT, UPDATE or DELETE on this connection.
+    pub fn changes(&self) -> u64 {
+        self.conn.changes()
     }
 
     /// Turns a diesel error from this connection into a litemux [`Error`], with SQLite's

@@ -321,11 +321,15 @@ impl Database {
     }
 
     /// [`with_writer`](Self::with_writer) for a closure that runs the one statement `sql`, such
-    /// as one diesel query: outside force-rollback mode it first runs inline, on the calling
+    /// as one diesel query. When `sql` is an INSERT, UPDATE, DELETE or REPLACE that litemux has
+    /// seen before (outside force-rollback mode), `f` first runs inline, on the calling
     /// thread, when the writer is idle, under [`Options::inline_budget`]. **If SQLite
     /// interrupts it there, `f` runs again** on the writer's thread: an interrupted statement
-    /// changed nothing. (Should `f` run several statements and one before the interrupted one
-    /// commit, `f` is not run again; its own result, carrying the interruption, is returned.)
+    /// changed nothing. One exception `f` must handle: SQLite also checks the budget as a
+    /// statement *ends*, after an autocommit write has committed, and then reports it
+    /// interrupted. In that case [`ConnectionRef::interrupted_after_commit`] is true while `f`
+    /// runs, `f` should report the statement as done (its row count is
+    /// [`ConnectionRef::changes`]), and it is not run again.
     ///
     /// # Errors
     /// [`Error::Timeout`] waiting for the writer.

@@ -3,11 +3,19 @@
 
 use std::time::Duration;
 
-use crate::connection::{Connection, Counted, ExecuteResult, Inline, Limit};
+use crate::connection::{CommitMark, Connection, Counted, ExecuteResult, Inline, Limit};
 use crate::{Result, Row, Value};
 
 pub(crate) trait Request: Copy + Send + 'static {
     type Output: Counted + Send + 'static;
+
+    /// Whether a write of this kind may run inline in autocommit mode: only if its outcome can
+    /// be rebuilt when SQLite reports it interrupted after it committed (see
+    /// [`Connection::budgeted`]).
+    const WRITES_INLINE: bool;
+
+    /// The outcome of a statement that committed although SQLite reported it interrupted.
+    fn finished(conn: &Connection, mark: CommitMark) -> Option<Self::Output>;
 
     /// Runs the statement without recording it.
     fn unrecorded(self, conn: &mut Connection, sql: &str, params: &[Value])
@@ -26,9 +34,13 @@ pub(crate) trait Request: Copy + Send + 'static {
         params: &[Value],
         budget: Duration,
     ) -> Inline<Self::Output> {
-        conn.budgeted(sql, params, budget, |conn| {
-            self.unrecorded(conn, sql, params)
-        })
+        conn.budgeted(
+            sql,
+            params,
+            budget,
+            |conn| self.unrecorded(conn, sql, params),
+            Self::finished,
+        )
     }
 }
 
@@ -38,6 +50,13 @@ pub(crate) struct Fetch(pub(crate) Limit);
 
 impl Request for Fetch {
     type Output = Vec<Row>;
+
+    /// The rows of a write (`RETURNING`) cannot be rebuilt: such writes are queued.
+    const WRITES_INLINE: bool = false;
+
+    fn finished(_: &Connection, _: CommitMark) -> Option<Vec<Row>> {
+        None
+    }
 
     fn unrecorded(self, conn: &mut Connection, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
         conn.fetch_unrecorded(sql, params, self.0)
@@ -50,6 +69,12 @@ pub(crate) struct Execute;
 
 impl Request for Execute {
     type Output = ExecuteResult;
+
+    const WRITES_INLINE: bool = true;
+
+    fn finished(conn: &Connection, mark: CommitMark) -> Option<ExecuteResult> {
+        Some(conn.executed_since(mark))
+    }
 
     fn unrecorded(
         self,

@@ -286,7 +286,14 @@ impl Shared {
     ) -> Result<R::Output> {
         let lease = self.writer.lease().await?;
         let base = self.writer.base_in_transaction;
-        if !base && let Some(budget) = self.inline_budget(self.context.classified.get(sql)) {
+        let known = self.context.classified.get(sql);
+        // Reads may always run inline. Writes only when SQLite reporting them interrupted
+        // after they committed can be told (DML changes rows) and their outcome rebuilt.
+        let inline = known.is_some_and(|c| c.kind == Kind::Read || (c.dml && R::WRITES_INLINE));
+        if !base
+            && inline
+            && let Some(budget) = self.inline_budget(known)
+        {
             let attempt = self.writer.worker.try_inline(|conn| {
                 match request.run_within(conn, sql, &params, budget) {
                     Inline::Done(outcome) => Some(restore_base(conn, base, sql, outcome)),
@@ -345,9 +352,10 @@ impl Shared {
 
     /// `f`, which runs the one statement `sql`, runs on the writer outside any transaction:
     /// inline under the budget when the writer is idle and the database is in autocommit
-    /// mode, again on the writer's thread if SQLite interrupts it there. An interrupted
-    /// statement changed nothing; should `f` have run more than one and an earlier one have
-    /// committed, `f` is not run again and its own result (with the interruption) is returned.
+    /// mode, again on the writer's thread if SQLite interrupts it there before anything
+    /// committed. If something did commit (SQLite also reports an interruption as a statement
+    /// ends, after it committed), `f` is not run again and its own result is returned: `f`
+    /// tells that case by [`ConnectionRef::interrupted_after_commit`].
     pub(crate) async fn with_writer_for<R: Send + 'static>(
         &self,
         sql: &str,
@@ -355,12 +363,11 @@ impl Shared {
     ) -> Result<R> {
         let lease = self.writer.lease().await?;
         let base = self.writer.base_in_transaction;
-        if !base && let Some(budget) = self.inline_budget(self.context.classified.get(sql)) {
+        let known = self.context.classified.get(sql).filter(|c| c.dml);
+        if !base && let Some(budget) = known.and_then(|known| self.inline_budget(Some(known))) {
             let attempt = self.writer.worker.try_inline(|conn| {
-                let before = conn.total_changes();
-                let (out, interrupted) = conn.lend_within(budget, Some(sql), &mut f);
-                (!interrupted || conn.total_changes() != before)
-                    .then(|| restore_base(conn, base, sql, Ok(out)))
+                let out = conn.lend_within(budget, Some(sql), &mut f)?;
+                Some(restore_base(conn, base, sql, Ok(out)))
             });
             if let Some(Some(outcome)) = attempt {
                 return outcome;
@@ -390,8 +397,7 @@ impl Shared {
         let reader = readers.get().await?;
         let known = sql.and_then(|sql| self.context.classified.get(sql));
         if let Some(budget) = self.inline_budget(known)
-            && let Some((out, false)) =
-                reader.try_inline(|conn| conn.lend_within(budget, sql, &mut f))
+            && let Some(Some(out)) = reader.try_inline(|conn| conn.lend_within(budget, sql, &mut f))
         {
             return Ok(out);
         }
@@ -508,6 +514,7 @@ mod tests {
             has_tail: false,
             empty: false,
             inline: true,
+            dml: false,
             overruns: 0,
         };
         shared.context.classified.insert(sql, wrong);

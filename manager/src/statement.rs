@@ -33,6 +33,9 @@ pub(crate) struct Classified {
     /// Whether it may run inline under a time budget: cleared after
     /// [`OVERRUNS_BEFORE_QUEUED`] overruns in a row.
     pub(crate) inline: bool,
+    /// An INSERT, UPDATE, DELETE or REPLACE (possibly after a WITH): a write whose commit
+    /// shows in the connection's count of changed rows, the only kind run inline.
+    pub(crate) dml: bool,
     /// Consecutive inline overruns. One alone proves little: the thread may simply have been
     /// preempted mid-statement on a loaded machine.
     pub(crate) overruns: u8,
@@ -55,7 +58,8 @@ impl Classified {
 
 impl Classified {
     pub(crate) fn new(sql: &str, shape: StatementShape) -> Self {
-        let kind = match first_keyword(sql).as_deref() {
+        let keyword = first_keyword(sql);
+        let kind = match keyword.as_deref() {
             Some("BEGIN" | "COMMIT" | "END" | "ROLLBACK" | "SAVEPOINT" | "RELEASE") => {
                 Kind::TransactionControl
             }
@@ -70,6 +74,11 @@ impl Classified {
             has_tail: shape.has_tail,
             empty: shape.empty,
             inline: true,
+            dml: kind == Kind::Write
+                && matches!(
+                    keyword.as_deref(),
+                    Some("INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "WITH")
+                ),
             overruns: 0,
         }
     }
@@ -197,6 +206,9 @@ mod tests {
         assert_eq!(k("PRAGMA table_info('a=b')"), Kind::Read);
         assert_eq!(k("SELECT 1"), Kind::Read);
         assert_eq!(Classified::new("INSERT", shape(false)).kind, Kind::Write);
+        assert!(Classified::new("/* x */ with v as (select 1) delete from t", shape(false)).dml);
+        assert!(!Classified::new("CREATE TABLE t(x)", shape(false)).dml);
+        assert!(!Classified::new("WITH v AS (SELECT 1) SELECT * FROM v", shape(true)).dml);
     }
 
     #[test]

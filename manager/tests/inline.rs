@@ -139,3 +139,34 @@ async fn a_lent_reader_closure_that_overruns_runs_again_and_is_recorded_once() {
     let recorded = db.history().iter().filter(|e| e.sql == SLOW_COUNT).count();
     assert_eq!(recorded, 1);
 }
+
+/// SQLite checks the progress handler once more as a statement *finishes* — after an
+/// autocommit write has committed — whenever the statement's cumulative step count has
+/// crossed the handler's interval. A budget that ran out by then makes SQLite report
+/// SQLITE_INTERRUPT for a write that is already committed. Short inserts (no loop opcodes,
+/// so that is the only check) repeated under a spent budget hit it every few dozen runs: each
+/// must still be reported as done, and none applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_reported_interrupted_after_it_committed_is_done_once() {
+    let t = TempDb::new();
+    let db = open(&t, t.options().inline_budget(Duration::from_nanos(1))).await;
+    for i in 0..300_i64 {
+        let done = db
+            .execute("INSERT INTO t(x) VALUES (?)", (i,))
+            .await
+            .unwrap();
+        assert_eq!(
+            (done.rows_affected, done.last_insert_rowid),
+            (1, i + 1),
+            "insert {i}"
+        );
+    }
+    assert_eq!(crate::count(&db).await, 300);
+    let sum: i64 = db
+        .fetch_one("SELECT sum(x) FROM t", ())
+        .await
+        .unwrap()
+        .get(0)
+        .unwrap();
+    assert_eq!(sum, (0..300).sum::<i64>());
+}
