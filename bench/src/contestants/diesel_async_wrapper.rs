@@ -16,9 +16,9 @@ use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
-use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
+use diesel_async::{AsyncConnection, SimpleAsyncConnection};
 
-use crate::contestants::diesel_models::{PostInsert, UserRow, posts, users};
+use crate::contestants::diesel_async_queries as queries;
 use crate::contestants::{AsyncBackend, BatchMode, OpResult};
 use crate::data::{NewPost, PRAGMAS, User};
 
@@ -56,26 +56,18 @@ impl AsyncBackend for DieselAsyncWrapper {
 
     async fn point_read(&self, id: i64) -> OpResult<User> {
         let mut conn = self.pool.get().await?;
-        let row = users::table
-            .find(id)
-            .select(UserRow::as_select())
-            .get_result(&mut conn)
-            .await?;
-        Ok(row.into())
+        Ok(queries::point_read(&mut *conn, id).await?.into())
     }
 
     async fn scan(&self) -> OpResult<Vec<User>> {
         let mut conn = self.pool.get().await?;
-        let rows: Vec<UserRow> = users::table
-            .select(UserRow::as_select())
-            .load(&mut conn)
-            .await?;
+        let rows = queries::scan(&mut *conn).await?;
         Ok(rows.into_iter().map(User::from).collect())
     }
 
     async fn insert(&self, post: &NewPost) -> OpResult {
         let mut conn = self.pool.get().await?;
-        insert_post(&mut conn, post).await?;
+        queries::insert_post(&mut *conn, post).await?;
         Ok(())
     }
 
@@ -83,7 +75,7 @@ impl AsyncBackend for DieselAsyncWrapper {
         let mut conn = self.pool.get().await?;
         conn.immediate_transaction(async |conn| {
             for post in posts {
-                insert_post(conn, post).await?;
+                queries::insert_post(conn, post).await?;
             }
             QueryResult::Ok(())
         })
@@ -94,7 +86,7 @@ impl AsyncBackend for DieselAsyncWrapper {
     async fn hold_write(&self, post: &NewPost, hold: Duration) -> OpResult {
         let mut conn = self.pool.get().await?;
         conn.immediate_transaction(async |conn| {
-            insert_post(conn, post).await?;
+            queries::insert_post(conn, post).await?;
             tokio::time::sleep(hold).await;
             QueryResult::Ok(())
         })
@@ -106,13 +98,4 @@ impl AsyncBackend for DieselAsyncWrapper {
         self.pool.close();
         Ok(())
     }
-}
-
-/// One single-row INSERT.
-async fn insert_post(conn: &mut Wrapped, post: &NewPost) -> QueryResult<()> {
-    diesel::insert_into(posts::table)
-        .values(PostInsert::from(post))
-        .execute(conn)
-        .await
-        .map(drop)
 }

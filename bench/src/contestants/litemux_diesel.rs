@@ -10,12 +10,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
 use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use litemux_diesel::LitemuxConnection;
 
-use crate::contestants::diesel_models::{PostInsert, UserRow, posts, users};
+use crate::contestants::diesel_async_queries as queries;
 use crate::contestants::litemux_core::database_url;
 use crate::contestants::{AsyncBackend, BatchMode, OpResult};
 use crate::data::{NewPost, User};
@@ -46,26 +45,18 @@ impl AsyncBackend for LitemuxDiesel {
 
     async fn point_read(&self, id: i64) -> OpResult<User> {
         let mut conn = self.pool.get().await?;
-        let row = users::table
-            .find(id)
-            .select(UserRow::as_select())
-            .get_result(&mut conn)
-            .await?;
-        Ok(row.into())
+        Ok(queries::point_read(&mut *conn, id).await?.into())
     }
 
     async fn scan(&self) -> OpResult<Vec<User>> {
         let mut conn = self.pool.get().await?;
-        let rows: Vec<UserRow> = users::table
-            .select(UserRow::as_select())
-            .load(&mut conn)
-            .await?;
+        let rows = queries::scan(&mut *conn).await?;
         Ok(rows.into_iter().map(User::from).collect())
     }
 
     async fn insert(&self, post: &NewPost) -> OpResult {
         let mut conn = self.pool.get().await?;
-        insert_post(&mut conn, post).await?;
+        queries::insert_post(&mut *conn, post).await?;
         Ok(())
     }
 
@@ -73,7 +64,7 @@ impl AsyncBackend for LitemuxDiesel {
         let mut conn = self.pool.get().await?;
         conn.transaction(async |conn| {
             for post in posts {
-                insert_post(conn, post).await?;
+                queries::insert_post(conn, post).await?;
             }
             QueryResult::Ok(())
         })
@@ -84,7 +75,7 @@ impl AsyncBackend for LitemuxDiesel {
     async fn hold_write(&self, post: &NewPost, hold: Duration) -> OpResult {
         let mut conn = self.pool.get().await?;
         conn.transaction(async |conn| {
-            insert_post(conn, post).await?;
+            queries::insert_post(conn, post).await?;
             tokio::time::sleep(hold).await;
             QueryResult::Ok(())
         })
@@ -97,13 +88,4 @@ impl AsyncBackend for LitemuxDiesel {
         self.db.close().await?;
         Ok(())
     }
-}
-
-/// One single-row INSERT.
-async fn insert_post(conn: &mut LitemuxConnection, post: &NewPost) -> QueryResult<()> {
-    diesel::insert_into(posts::table)
-        .values(PostInsert::from(post))
-        .execute(conn)
-        .await
-        .map(drop)
 }

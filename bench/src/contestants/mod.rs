@@ -8,6 +8,7 @@
 //!
 //! Adding a contestant is one module implementing one of those traits plus one line in [`all`].
 
+mod diesel_async_queries;
 mod diesel_async_wrapper;
 mod diesel_models;
 mod diesel_sync;
