@@ -220,22 +220,12 @@ impl Connection {
         params: &[Value],
     ) -> Result<ExecuteResult> {
         self.check(sql, params.len())?;
-        let before = self.raw.total_changes();
+        let mark = self.commit_mark();
         let failed = |f: Failure| Error::from_sqlite(sql, f.code, f.message);
         let mut running = self.start(sql, params)?;
         while running.step().map_err(failed)? {}
         drop(running);
-        // `changes()` keeps the count of the last INSERT/UPDATE/DELETE, even across DDL;
-        // comparing running totals tells whether this statement changed anything at all.
-        let rows_affected = if self.raw.total_changes() == before {
-            0
-        } else {
-            u64::try_from(self.raw.changes()).unwrap_or(0)
-        };
-        Ok(ExecuteResult {
-            rows_affected,
-            last_insert_rowid: self.raw.last_insert_rowid(),
-        })
+        Ok(self.executed_since(mark))
     }
 
     /// The cached statement for `sql`, with `params` bound, ready to step.
@@ -309,18 +299,27 @@ impl Connection {
         let mark = self.start_budget(budget);
         let mut outcome = run(self);
         let interrupted = self.end_budget();
-        let known = self.context.classified.get(sql);
-        if interrupted {
-            if !self.committed_since(mark) {
-                if let Some(known) = known {
-                    self.remember(sql, known.overran());
-                }
-                return Inline::Overran;
-            }
-            if let Some(done) = finished(self, mark) {
-                outcome = Ok(done);
-            }
-        } else if let Some(known) = known.filter(|k| k.overruns > 0) {
+        let overran = interrupted && !self.committed_since(mark);
+        self.note_inline_run(sql, overran);
+        if overran {
+            return Inline::Overran;
+        }
+        if interrupted && let Some(done) = finished(self, mark) {
+            outcome = Ok(done);
+        }
+        self.record(sql, params, started, outcome.as_ref().map(Counted::count));
+        Inline::Done(outcome)
+    }
+
+    /// Counts an inline overrun of `sql`, or clears the count after an inline run that
+    /// finished: only overruns *in a row* take a statement off the inline path.
+    fn note_inline_run(&self, sql: &str, overran: bool) {
+        let Some(known) = self.context.classified.get(sql) else {
+            return;
+        };
+        if overran {
+            self.remember(sql, known.overran());
+        } else if known.overruns > 0 {
             self.remember(
                 sql,
                 Classified {
@@ -329,8 +328,6 @@ impl Connection {
                 },
             );
         }
-        self.record(sql, params, started, outcome.as_ref().map(Counted::count));
-        Inline::Done(outcome)
     }
 
     fn start_budget(&mut self, budget: Duration) -> CommitMark {
@@ -358,11 +355,16 @@ impl Connection {
         self.commit_mark() != mark
     }
 
-    /// The outcome of an `execute` that finished (and committed) although SQLite then
-    /// reported it interrupted.
-    pub(crate) fn executed_since(&self, _mark: CommitMark) -> ExecuteResult {
+    /// The outcome of the `execute` that ran since `mark` (also one SQLite reported interrupted
+    /// after it committed). `changes()` keeps the count of the last INSERT/UPDATE/DELETE even
+    /// across DDL; comparing running totals tells whether this statement changed anything.
+    pub(crate) fn executed_since(&self, mark: CommitMark) -> ExecuteResult {
         ExecuteResult {
-            rows_affected: self.changes(),
+            rows_affected: if self.committed_since(mark) {
+                self.changes()
+            } else {
+                0
+            },
             last_insert_rowid: self.raw.last_insert_rowid(),
         }
     }
@@ -425,19 +427,8 @@ impl Connection {
         let out = f(&mut ConnectionRef::new(self));
         let interrupted = self.end_budget();
         let overran = interrupted && !self.committed_since(mark);
-        let known = sql.and_then(|sql| Some((sql, self.context.classified.get(sql)?)));
-        match known {
-            Some((sql, known)) if overran => self.remember(sql, known.overran()),
-            Some((sql, known)) if known.overruns > 0 => {
-                self.remember(
-                    sql,
-                    Classified {
-                        overruns: 0,
-                        ..known
-                    },
-                );
-            }
-            _ => {}
+        if let Some(sql) = sql {
+            self.note_inline_run(sql, overran);
         }
         (!overran).then_some(out)
     }
