@@ -46,9 +46,7 @@ pub(crate) async fn pass(shared: &Shared) -> HealthReport {
             shared.options.max_connection_age,
         )
     });
-    let wal = !shared.options.is_memory()
-        && !shared.options.force_rollback
-        && shared.options.journal_mode == crate::JournalMode::Wal;
+    let wal = shared.options.is_wal_file() && !shared.options.force_rollback;
     let mut checkpointed = false;
     if wal && let Some(lease) = shared.writer.try_lease() {
         let ran = shared

@@ -153,7 +153,7 @@ impl Shared {
             readers.close();
         }
         let force_rollback = self.options.force_rollback;
-        let wal = !self.options.is_memory() && self.options.journal_mode == crate::JournalMode::Wal;
+        let wal = self.options.is_wal_file();
         let _ = self
             .writer
             .worker

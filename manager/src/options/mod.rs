@@ -288,6 +288,11 @@ impl Options {
     pub(crate) fn is_memory(&self) -> bool {
         self.mode == OpenMode::Memory
     }
+
+    /// A file in WAL mode: one whose WAL needs checkpointing.
+    pub(crate) fn is_wal_file(&self) -> bool {
+        !self.is_memory() && self.journal_mode == JournalMode::Wal
+    }
 }
 
 impl std::str::FromStr for Options {
