@@ -161,6 +161,11 @@ impl Connection {
         self.raw.is_autocommit()
     }
 
+    /// Transactions this connection has committed (see [`group`](crate::group)).
+    pub(crate) fn commits(&self) -> u64 {
+        self.raw.commits()
+    }
+
     /// The diesel connection, for the escape hatch and the diesel adapter.
     pub(crate) fn diesel(&mut self) -> &mut diesel::SqliteConnection {
         self.raw.diesel()
@@ -177,6 +182,7 @@ impl Connection {
             Ok(None) => StatementShape {
                 readonly: true,
                 parameters: 0,
+                returns_rows: false,
                 has_tail: false,
                 empty: true,
             },

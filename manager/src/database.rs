@@ -321,15 +321,22 @@ impl Database {
     }
 
     /// [`with_writer`](Self::with_writer) for a closure that runs the one statement `sql`, such
-    /// as one diesel query. When `sql` is an INSERT, UPDATE, DELETE or REPLACE that litemux has
-    /// seen before (outside force-rollback mode), `f` first runs inline, on the calling
-    /// thread, when the writer is idle, under [`Options::inline_budget`]. **If SQLite
-    /// interrupts it there, `f` runs again** on the writer's thread: an interrupted statement
-    /// changed nothing. One exception `f` must handle: SQLite also checks the budget as a
-    /// statement *ends*, after an autocommit write has committed, and then reports it
-    /// interrupted. In that case [`ConnectionRef::interrupted_after_commit`] is true while `f`
-    /// runs, `f` should report the statement as done (its row count is
-    /// [`ConnectionRef::changes`]), and it is not run again.
+    /// as one diesel query, and nothing else. When `sql` is an INSERT, UPDATE, DELETE or
+    /// REPLACE that litemux has seen before (outside force-rollback mode), two fast paths
+    /// apply, and both may **run `f` more than once**:
+    ///
+    /// - **Inline.** `f` first runs on the calling thread when the writer is idle, under
+    ///   [`Options::inline_budget`] (not for `RETURNING` statements). If SQLite interrupts it
+    ///   there, `f` runs again on the writer's thread: an interrupted statement changed
+    ///   nothing. One exception `f` must handle: SQLite also checks the budget as a statement
+    ///   *ends*, after an autocommit write has committed, and then reports it interrupted. In
+    ///   that case [`ConnectionRef::interrupted_after_commit`] is true while `f` runs, `f`
+    ///   should report the statement as done (its row count is [`ConnectionRef::changes`]),
+    ///   and it is not run again.
+    /// - **Group commit** ([`Options::group_commit`]). When other writes are queued, `f` runs
+    ///   inside a transaction shared with them and this call returns after its COMMIT. If a
+    ///   neighbour's failure rolls that transaction back, `f` runs again. So `f` must not end
+    ///   the transaction it finds itself in, nor keep effects outside SQLite from a run.
     ///
     /// # Errors
     /// [`Error::Timeout`] waiting for the writer.
@@ -444,6 +451,7 @@ impl Database {
             readers_max: readers.map_or(0, |s| s.max_size),
             readers_open: readers.map_or(0, |s| s.size),
             readers_idle: readers.map_or(0, |s| s.available),
+            writer_queued: shared.writer.worker.queued(),
             closed: shared.is_closed() || self.handle.closed.load(Ordering::Relaxed),
         }
     }
@@ -482,7 +490,7 @@ impl Database {
     }
 }
 
-/// Connection counts, from [`Database::status`].
+/// Connection and queue counts, from [`Database::status`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Status {
@@ -492,6 +500,9 @@ pub struct Status {
     pub readers_open: usize,
     /// Open readers not checked out.
     pub readers_idle: usize,
+    /// Jobs handed to the writer's thread and not finished yet, the running one included:
+    /// a queue that keeps growing means more write work arrives than the writer can do.
+    pub writer_queued: usize,
     /// Whether this handle (or the database) is closed.
     pub closed: bool,
 }

@@ -31,7 +31,7 @@
 //! `reader_timeout`, `max_idle_time`, `max_connection_age` (milliseconds), `journal_mode`,
 //! `synchronous`, `foreign_keys`, `mode` (`rwc`, `rw`, `ro`, `memory`), `transaction`
 //! (`deferred`, `immediate`, `exclusive`), `history` (capacity), `record_params`,
-//! `force_rollback`. An unknown key or bad value is an error. A plain path and `:memory:` work
+//! `force_rollback`, `group_commit`, `inline_budget_us`. An unknown key or bad value is an error. A plain path and `:memory:` work
 //! too.
 //!
 //! # Layout
@@ -40,9 +40,10 @@
 //! - [`Row`], [`Value`], [`Params`]: results and parameters.
 //! - [`HistoryEntry`], [`Role`]: the query history. [`Manager`]: databases by alias.
 //! - Internals: `shared.rs` (per-file state and routing), `writer.rs` (the FIFO writer lease),
-//!   `readers.rs` (the reader pool), `worker.rs` (a connection's thread), `connection.rs`
-//!   (running SQL), `statement.rs` (classification), `raw.rs` (the only `unsafe`: SQLite's C
-//!   API), `registry.rs` (one writer per file), `health.rs` (the health task).
+//!   `group.rs` (group commit), `readers.rs` (the reader pool), `worker.rs` (a connection's
+//!   thread), `connection.rs` (running SQL), `statement.rs` (classification), `raw.rs` (the
+//!   only `unsafe`: SQLite's C API), `registry.rs` (one writer per file), `health.rs` (the
+//!   health task).
 //!
 //! # Caveats
 //! - **A tokio runtime with the time driver is required** (`#[tokio::test]` and
@@ -55,6 +56,7 @@ mod connection;
 mod connection_ref;
 mod database;
 mod error;
+mod group;
 mod health;
 mod history;
 mod manager;

@@ -14,7 +14,7 @@ use crate::request::{Execute, Fetch, Request};
 use crate::statement::{Classified, Kind};
 use crate::threads::Threads;
 use crate::worker::Worker;
-use crate::writer::{Writer, restore_base};
+use crate::writer::{Lease, Writer, restore_base};
 use crate::{Error, Options, Result, Role, Row, Value, registry};
 
 /// The savepoint `execute_many` and force-rollback transactions use under an outer transaction.
@@ -277,7 +277,8 @@ impl Shared {
 
     /// Runs `request` on the writer outside any transaction: inline when the writer is idle
     /// and the database is in autocommit mode (an interrupted write in a transaction would
-    /// roll the whole transaction back), else queued.
+    /// roll the whole transaction back), else queued — joining a group commit when it is a
+    /// DML statement.
     async fn write<R: Request>(
         &self,
         sql: &str,
@@ -287,11 +288,13 @@ impl Shared {
         let lease = self.writer.lease().await?;
         let base = self.writer.base_in_transaction;
         let known = self.context.classified.get(sql);
+        let grouped = self.joins_group(known, &lease);
         // Reads may always run inline. Writes only when SQLite reporting them interrupted
         // after they committed can be told (DML changes rows) and their outcome rebuilt.
         let inline = known.is_some_and(|c| c.kind == Kind::Read || (c.dml && R::WRITES_INLINE));
         if !base
             && inline
+            && !grouped
             && let Some(budget) = self.inline_budget(known)
         {
             let attempt = self.writer.worker.try_inline(|conn| {
@@ -304,6 +307,14 @@ impl Shared {
                 return outcome;
             }
         }
+        if self.may_group(known) {
+            return self
+                .writer
+                .join(lease, sql.to_owned(), move |conn, sql| {
+                    request.run(conn, sql, &params)
+                })
+                .await;
+        }
         let sql = sql.to_owned();
         self.writer
             .queue(lease, move |conn| {
@@ -311,6 +322,21 @@ impl Shared {
                 restore_base(conn, base, &sql, outcome)
             })
             .await
+    }
+
+    /// Whether a statement may join a group commit: a known DML statement, on a database in
+    /// autocommit mode with group commit on.
+    fn may_group(&self, known: Option<Classified>) -> bool {
+        self.options.group_commit
+            && !self.writer.base_in_transaction
+            && known.is_some_and(|c| c.dml)
+    }
+
+    /// Whether a write should skip its inline attempt and queue to join a group: others are
+    /// waiting for the writer, so queueing lets them all commit at once, where running inline
+    /// would commit each alone, one after another.
+    fn joins_group(&self, known: Option<Classified>, lease: &Lease) -> bool {
+        lease.contended && self.may_group(known)
     }
 
     pub(crate) async fn execute_batch(&self, script: &str) -> Result<()> {
@@ -364,7 +390,13 @@ impl Shared {
         let lease = self.writer.lease().await?;
         let base = self.writer.base_in_transaction;
         let known = self.context.classified.get(sql).filter(|c| c.dml);
-        if !base && let Some(budget) = known.and_then(|known| self.inline_budget(Some(known))) {
+        // The rows of a write with RETURNING cannot be rebuilt if SQLite reports it
+        // interrupted after it committed: such writes are only queued.
+        let inline = known.filter(|c| !c.returns_rows);
+        if !base
+            && !self.joins_group(known, &lease)
+            && let Some(budget) = inline.and_then(|known| self.inline_budget(Some(known)))
+        {
             let attempt = self.writer.worker.try_inline(|conn| {
                 let out = conn.lend_within(budget, Some(sql), &mut f)?;
                 Some(restore_base(conn, base, sql, Ok(out)))
@@ -373,13 +405,21 @@ impl Shared {
                 return outcome;
             }
         }
+        let lent = move |conn: &mut Connection, sql: &str| {
+            let started = std::time::Instant::now();
+            let out = f(&mut ConnectionRef::new(conn));
+            conn.ran_queued(sql, started.elapsed());
+            Ok(out)
+        };
+        if self.may_group(known) {
+            return self.writer.join(lease, sql.to_owned(), lent).await;
+        }
         let sql = sql.to_owned();
+        let mut lent = lent;
         self.writer
             .queue(lease, move |conn| {
-                let started = std::time::Instant::now();
-                let out = f(&mut ConnectionRef::new(conn));
-                conn.ran_queued(&sql, started.elapsed());
-                restore_base(conn, base, &sql, Ok(out))
+                let outcome = lent(conn, &sql);
+                restore_base(conn, base, &sql, outcome)
             })
             .await
     }
@@ -515,6 +555,7 @@ mod tests {
             empty: false,
             inline: true,
             dml: false,
+            returns_rows: true,
             overruns: 0,
         };
         shared.context.classified.insert(sql, wrong);

@@ -36,6 +36,9 @@ pub(crate) struct Classified {
     /// An INSERT, UPDATE, DELETE or REPLACE (possibly after a WITH): a write whose commit
     /// shows in the connection's count of changed rows, the only kind run inline.
     pub(crate) dml: bool,
+    /// It has result columns: a query, or a write with `RETURNING`, whose rows cannot be
+    /// rebuilt if SQLite reports it interrupted after it committed.
+    pub(crate) returns_rows: bool,
     /// Consecutive inline overruns. One alone proves little: the thread may simply have been
     /// preempted mid-statement on a loaded machine.
     pub(crate) overruns: u8,
@@ -73,6 +76,7 @@ impl Classified {
             parameters: shape.parameters,
             has_tail: shape.has_tail,
             empty: shape.empty,
+            returns_rows: shape.returns_rows,
             inline: true,
             dml: kind == Kind::Write
                 && matches!(
@@ -181,6 +185,7 @@ mod tests {
         StatementShape {
             readonly,
             parameters: 0,
+            returns_rows: readonly,
             has_tail: false,
             empty: false,
         }

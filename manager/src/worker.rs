@@ -6,6 +6,9 @@
 //! (see [`Worker::try_inline`]). Keeping that to "nothing queued" preserves the order in
 //! which work reached the connection.
 //!
+//! Autocommit writes may be sent as group [`Member`]s: the thread takes every member queued
+//! back to back and commits them together (see [`group`](crate::group)).
+//!
 //! The queue is unbounded on purpose: who may send is bounded elsewhere (the writer lease
 //! admits one holder, a pooled reader has one user), and the only other sends are rollbacks
 //! queued from `Drop`, which must never block or fail for lack of room.
@@ -18,12 +21,15 @@ use std::thread::JoinHandle;
 use tokio::sync::oneshot;
 
 use crate::connection::Connection;
+use crate::group::{self, Member};
 use crate::{Error, Result, Role};
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
 enum Command {
     Run(Job),
+    /// An autocommit write that may share a transaction with the members queued next to it.
+    Join(Box<dyn Member>),
     /// Close the connection and end the thread.
     Stop,
 }
@@ -118,8 +124,18 @@ impl Worker {
 
     /// Queues `f` without waiting for it: used from `Drop` to roll back.
     pub(crate) fn send(&self, f: impl FnOnce(&mut Connection) + Send + 'static) -> Result<()> {
+        self.enqueue(Command::Run(Box::new(f)))
+    }
+
+    /// Queues an autocommit write that may be committed together with its neighbours; it
+    /// answers on its own channel. Only for a connection in autocommit mode between jobs.
+    pub(crate) fn join(&self, member: Box<dyn Member>) -> Result<()> {
+        self.enqueue(Command::Join(member))
+    }
+
+    fn enqueue(&self, command: Command) -> Result<()> {
         self.slot.pending.fetch_add(1, Ordering::AcqRel);
-        self.queue.send(Command::Run(Box::new(f))).map_err(|_| {
+        self.queue.send(command).map_err(|_| {
             self.slot.pending.fetch_sub(1, Ordering::AcqRel);
             Error::ConnectionLost { role: self.role }
         })
@@ -149,6 +165,11 @@ impl Worker {
         let _ = self.queue.send(Command::Stop);
     }
 
+    /// Jobs sent and not yet finished.
+    pub(crate) fn queued(&self) -> usize {
+        self.slot.pending.load(Ordering::Acquire)
+    }
+
     pub(crate) fn is_alive(&self) -> bool {
         self.slot.alive.load(Ordering::Acquire)
     }
@@ -161,17 +182,53 @@ impl Slot {
 }
 
 fn serve(slot: &Slot, jobs: &mpsc::Receiver<Command>) {
-    while let Ok(Command::Run(job)) = jobs.recv() {
-        let mut guard = slot.lock();
-        if let Some(conn) = guard.as_mut() {
-            // A panic in a job (user code run through the escape hatch) must not take the
-            // connection, and with it the database's only writer, down. The job's reply
-            // channel is dropped during unwinding, so its caller sees `ConnectionLost`.
-            if catch_unwind(AssertUnwindSafe(|| job(conn))).is_err() {
-                tracing::error!(target: "litemux", role = ?conn.role(), "a job panicked on the connection thread");
+    let mut next = None;
+    loop {
+        let command = match next.take() {
+            Some(command) => command,
+            None => match jobs.recv() {
+                Ok(command) => command,
+                Err(_) => return,
+            },
+        };
+        let finished = match command {
+            Command::Run(job) => {
+                run(slot, |conn| job(conn));
+                1
             }
+            Command::Join(first) => {
+                // Everything queued back to back with it joins; the first other command
+                // waits its turn, so the order work reached the connection is kept.
+                let mut members = vec![first];
+                loop {
+                    match jobs.try_recv() {
+                        Ok(Command::Join(member)) => members.push(member),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let count = members.len();
+                run(slot, |conn| group::commit(conn, members));
+                count
+            }
+            Command::Stop => return,
+        };
+        slot.pending.fetch_sub(finished, Ordering::AcqRel);
+    }
+}
+
+/// Runs `work` on the connection, if it is still open.
+fn run(slot: &Slot, work: impl FnOnce(&mut Connection)) {
+    let mut guard = slot.lock();
+    if let Some(conn) = guard.as_mut() {
+        // A panic in a job (user code run through the escape hatch) must not take the
+        // connection, and with it the database's only writer, down. The job's reply
+        // channel is dropped during unwinding, so its caller sees `ConnectionLost`.
+        if catch_unwind(AssertUnwindSafe(|| work(conn))).is_err() {
+            tracing::error!(target: "litemux", role = ?conn.role(), "a job panicked on the connection thread");
         }
-        drop(guard);
-        slot.pending.fetch_sub(1, Ordering::AcqRel);
     }
 }

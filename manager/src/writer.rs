@@ -7,11 +7,13 @@
 //! transaction queues runs before anything queued by the next lease holder.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Mutex, OwnedMutexGuard, oneshot};
 
 use crate::connection::Connection;
+use crate::group;
 use crate::worker::Worker;
 use crate::{Error, Result, Role};
 
@@ -19,6 +21,8 @@ use crate::{Error, Result, Role};
 pub(crate) struct Writer {
     pub(crate) worker: Worker,
     lease: Arc<Mutex<()>>,
+    /// Callers waiting for the lease right now.
+    waiting: Arc<AtomicUsize>,
     timeout: Duration,
     /// In `force_rollback` mode an outer transaction stays open for the database's life:
     /// outside a transaction handle the writer is then *in* a transaction, not in autocommit.
@@ -28,6 +32,25 @@ pub(crate) struct Writer {
 /// The right to queue work on the writer; released on drop.
 pub(crate) struct Lease {
     _guard: OwnedMutexGuard<()>,
+    /// Whether others were waiting for the writer when this lease was granted.
+    pub(crate) contended: bool,
+}
+
+/// Counts a caller among those waiting for the lease until dropped (also when its wait is
+/// cancelled).
+struct Waiting(Arc<AtomicUsize>);
+
+impl Waiting {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Waiting(Arc::clone(count))
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Writer {
@@ -35,6 +58,7 @@ impl Writer {
         Writer {
             worker,
             lease: Arc::new(Mutex::new(())),
+            waiting: Arc::default(),
             timeout,
             base_in_transaction,
         }
@@ -45,9 +69,16 @@ impl Writer {
     /// # Cancel safety
     /// Cancel safe: a dropped wait holds nothing.
     pub(crate) async fn lease(&self) -> Result<Lease> {
+        let waiting = Waiting::new(&self.waiting);
         let wait = Arc::clone(&self.lease).lock_owned();
         match tokio::time::timeout(self.timeout, wait).await {
-            Ok(guard) => Ok(Lease { _guard: guard }),
+            Ok(guard) => {
+                drop(waiting);
+                Ok(Lease {
+                    _guard: guard,
+                    contended: self.waiting.load(Ordering::Acquire) > 0,
+                })
+            }
             Err(_) => Err(Error::Timeout {
                 role: Role::Writer,
                 waited: self.timeout,
@@ -60,7 +91,10 @@ impl Writer {
         Arc::clone(&self.lease)
             .try_lock_owned()
             .ok()
-            .map(|guard| Lease { _guard: guard })
+            .map(|guard| Lease {
+                _guard: guard,
+                contended: false,
+            })
     }
 
     /// Runs `job` outside any transaction handle. The job must leave the writer in its base
@@ -93,6 +127,27 @@ impl Writer {
         // The job is queued: later lease holders queue behind it, so the lease can go now.
         drop(lease);
         reply_rx
+            .await
+            .map_err(|_| Error::ConnectionLost { role: Role::Writer })?
+    }
+
+    /// Queues the one DML statement `sql`, run by `statement`, to be committed together with
+    /// the autocommit writes queued next to it (see [`group`]); releases the lease once it is
+    /// queued and awaits the statement's own outcome, which arrives after COMMIT.
+    ///
+    /// # Cancel safety
+    /// Once called, the statement runs to completion even if this future is dropped.
+    pub(crate) async fn join<R: Send + 'static>(
+        &self,
+        lease: Lease,
+        sql: String,
+        statement: impl FnMut(&mut Connection, &str) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        debug_assert!(!self.base_in_transaction, "a group needs autocommit");
+        let (member, answer) = group::member(sql, statement);
+        self.worker.join(member)?;
+        drop(lease);
+        answer
             .await
             .map_err(|_| Error::ConnectionLost { role: Role::Writer })?
     }

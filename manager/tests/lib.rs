@@ -4,6 +4,7 @@
 mod bad_input;
 mod concurrency;
 mod force_rollback;
+mod group_commit;
 mod health;
 mod history;
 mod inline;

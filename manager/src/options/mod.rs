@@ -53,6 +53,7 @@ pub struct Options {
     pub(crate) journal_size_limit: i64,
     pub(crate) force_rollback: bool,
     pub(crate) inline_budget: Duration,
+    pub(crate) group_commit: bool,
 }
 
 impl fmt::Debug for Options {
@@ -78,6 +79,7 @@ impl fmt::Debug for Options {
             .field("health_interval", &self.health_interval)
             .field("force_rollback", &self.force_rollback)
             .field("inline_budget", &self.inline_budget)
+            .field("group_commit", &self.group_commit)
             .finish_non_exhaustive()
     }
 }
@@ -116,6 +118,7 @@ impl Options {
             journal_size_limit: 64 * 1024 * 1024,
             force_rollback: false,
             inline_budget: Duration::from_micros(100),
+            group_commit: true,
         }
     }
 
@@ -267,6 +270,23 @@ impl Options {
     #[must_use]
     pub fn inline_budget(mut self, budget: Duration) -> Self {
         self.inline_budget = budget;
+        self
+    }
+
+    /// Whether autocommit writes that queue up on the writer are committed together, in one
+    /// transaction (default on). Each statement still gets its own outcome, a failing one fails
+    /// alone, and every caller hears back only after the COMMIT: what changes is that SQLite
+    /// commits once per group instead of once per statement, which multiplies write
+    /// throughput under concurrency. Writes arriving one at a time are not delayed to form a
+    /// group. Only INSERT, UPDATE, DELETE and REPLACE statements join groups.
+    ///
+    /// ```
+    /// let options = litemux::Options::new("app.db").group_commit(false);
+    /// # let _ = options;
+    /// ```
+    #[must_use]
+    pub fn group_commit(mut self, on: bool) -> Self {
+        self.group_commit = on;
         self
     }
 

@@ -47,6 +47,7 @@ fn apply(options: Options, key: &str, value: &str) -> Result<Options, Error> {
         "history" => options.history_capacity(parse_number(key, value)?),
         "record_params" => options.record_params(parse_bool(key, value)?),
         "force_rollback" => options.force_rollback(parse_bool(key, value)?),
+        "group_commit" => options.group_commit(parse_bool(key, value)?),
         "max_idle_time" => options.max_idle_time(Some(millis(key, value)?)),
         "inline_budget_us" => {
             options.inline_budget(Duration::from_micros(parse_number(key, value)? as u64))

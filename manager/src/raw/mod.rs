@@ -3,8 +3,9 @@
 //! diesel's [`SqliteConnection`] does not expose its `sqlite3*`, yet routing and safety need
 //! a few calls only the C API offers: `sqlite3_stmt_readonly` (is this statement a write?),
 //! `sqlite3_bind_parameter_count`, `sqlite3_get_autocommit` (did a batch leave a transaction
-//! open?), `sqlite3_total_changes64`, `sqlite3_last_insert_rowid`, the extended error code, and
-//! `sqlite3_progress_handler` (abort a statement that overruns its time budget).
+//! open?), `sqlite3_total_changes64`, `sqlite3_last_insert_rowid`, the extended error code,
+//! `sqlite3_progress_handler` (abort a statement that overruns its time budget) and
+//! `sqlite3_commit_hook` (did a transaction that ended under litemux commit, or roll back?).
 //!
 //! The handle is captured with `sqlite3_auto_extension`: SQLite calls every registered
 //! auto-extension with the new `sqlite3*`, synchronously, on the thread that opens the
@@ -86,6 +87,17 @@ unsafe extern "C" fn check_deadline(deadline: *mut c_void) -> c_int {
     }
 }
 
+/// Commit hook: counts the transactions this connection committed.
+unsafe extern "C" fn count_commit(commits: *mut c_void) -> c_int {
+    // SAFETY: `commits` is the counter boxed in the `RawConnection` that registered this hook;
+    // the box outlives the SQLite connection (see the field order there), and the hook runs on
+    // the thread currently using that connection.
+    let commits = unsafe { &*commits.cast::<Cell<u64>>() };
+    commits.set(commits.get().wrapping_add(1));
+    // Zero lets the commit go ahead.
+    0
+}
+
 /// What SQLite says about one statement, found by preparing it without running it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct StatementShape {
@@ -93,6 +105,8 @@ pub(crate) struct StatementShape {
     pub(crate) readonly: bool,
     /// The number of parameters (the largest `?NNN` index when numbered).
     pub(crate) parameters: usize,
+    /// Whether it has result columns: a query, or a write with `RETURNING`.
+    pub(crate) returns_rows: bool,
     /// Whether more statements follow the first one.
     pub(crate) has_tail: bool,
     /// The text had no statement at all (only white space or comments).
@@ -115,11 +129,12 @@ pub(crate) struct Failure {
 pub(crate) struct RawConnection {
     /// litemux's prepared statements; emptied in `Drop`, before diesel closes the handle.
     statements: StatementCache,
-    // Declared before `deadline` so it is dropped (and the connection closed) first: the
-    // progress handler reads `deadline`.
+    // Declared before `deadline` and `commits` so it is dropped (and the connection closed)
+    // first: the progress handler reads `deadline`, the commit hook writes `commits`.
     diesel: SqliteConnection,
     handle: NonNull<ffi::sqlite3>,
     deadline: Box<Deadline>,
+    commits: Box<Cell<u64>>,
 }
 
 // SAFETY: `SqliteConnection` is `Send`; the handle is the same connection's and moves with
@@ -151,11 +166,22 @@ impl RawConnection {
                 std::ptr::from_ref::<Deadline>(&deadline).cast_mut().cast(),
             );
         }
+        let commits = Box::new(Cell::new(0));
+        // SAFETY: as for the progress handler: a live handle, and a box freed only after the
+        // connection is closed. The hook replaced (none) belongs to nobody.
+        unsafe {
+            ffi::sqlite3_commit_hook(
+                handle.as_ptr(),
+                Some(count_commit),
+                std::ptr::from_ref::<Cell<u64>>(&commits).cast_mut().cast(),
+            );
+        }
         Ok(RawConnection {
             statements: StatementCache::new(STATEMENT_CACHE_CAPACITY),
             diesel,
             handle,
             deadline,
+            commits,
         })
     }
 
@@ -204,6 +230,12 @@ impl RawConnection {
     pub(crate) fn is_autocommit(&self) -> bool {
         // SAFETY: the handle is live (struct invariant).
         unsafe { ffi::sqlite3_get_autocommit(self.handle.as_ptr()) != 0 }
+    }
+
+    /// Transactions committed on this connection since it opened, autocommit statements that
+    /// wrote included.
+    pub(crate) fn commits(&self) -> u64 {
+        self.commits.get()
     }
 
     /// Rows changed by all statements since the connection opened (monotonic).
@@ -268,6 +300,7 @@ mod tests {
                     StatementShape {
                         readonly: true,
                         parameters: 0,
+                        returns_rows: false,
                         has_tail: false,
                         empty: true,
                     },
@@ -281,7 +314,9 @@ mod tests {
             &mut conn,
             "WITH v(x) AS (SELECT 1) INSERT INTO t SELECT x FROM v",
         )?;
-        assert!(!cte.readonly);
+        assert!(!cte.readonly && !cte.returns_rows);
+        assert!(read.returns_rows);
+        assert!(shape(&mut conn, "INSERT INTO t VALUES (1) RETURNING x")?.returns_rows);
         assert!(shape(&mut conn, "SELECT 1; SELECT 2")?.has_tail);
         assert!(!shape(&mut conn, "SELECT 1; -- done")?.has_tail);
         assert!(shape(&mut conn, "  -- nothing")?.empty);
@@ -334,6 +369,24 @@ mod tests {
             .unwrap_err();
         assert_eq!(failure.code, ffi::SQLITE_CONSTRAINT_UNIQUE, "{failure}");
         assert!(failure.message.contains("UNIQUE constraint failed: t.i"));
+        Ok(())
+    }
+
+    #[test]
+    fn commits_count_committed_writes_only() -> Result<(), Box<dyn std::error::Error>> {
+        let mut conn = RawConnection::establish(":memory:")?;
+        conn.run_once("CREATE TABLE t(x)")?;
+        let after_create = conn.commits();
+        assert_eq!(after_create, 1, "an autocommit write commits");
+        conn.run_once("SELECT * FROM t")?;
+        conn.run_once("BEGIN")?;
+        conn.run_once("INSERT INTO t VALUES (1)")?;
+        conn.run_once("ROLLBACK")?;
+        assert_eq!(conn.commits(), after_create, "reads and rollbacks do not");
+        conn.run_once("BEGIN")?;
+        conn.run_once("INSERT INTO t VALUES (1)")?;
+        conn.run_once("COMMIT")?;
+        assert_eq!(conn.commits(), after_create + 1);
         Ok(())
     }
 

@@ -77,15 +77,17 @@ impl Statement {
             return Ok((None, consumed));
         };
         // SAFETY: `stmt` is a live prepared statement.
-        let (readonly, parameters) = unsafe {
+        let (readonly, parameters, columns) = unsafe {
             (
                 ffi::sqlite3_stmt_readonly(stmt.as_ptr()) != 0,
                 ffi::sqlite3_bind_parameter_count(stmt.as_ptr()),
+                ffi::sqlite3_column_count(stmt.as_ptr()),
             )
         };
         let shape = StatementShape {
             readonly,
             parameters: usize::try_from(parameters).unwrap_or(0),
+            returns_rows: columns > 0,
             has_tail,
             empty: false,
         };
