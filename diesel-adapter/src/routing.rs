@@ -17,9 +17,8 @@ pub(crate) struct Work<R> {
     run: fn(&mut SqliteConnection, &SerializedQuery) -> QueryResult<R>,
     rows: fn(&R) -> u64,
     /// The outcome of a statement that committed although SQLite reported it interrupted
-    /// (see `litemux::ConnectionRef::interrupted_after_commit`); `None` when it cannot be
-    /// rebuilt, and then such a query never runs inline on the writer.
-    finished: Option<fn(&ConnectionRef<'_>) -> R>,
+    /// (see `litemux::ConnectionRef::interrupted_after_commit`).
+    finished: fn(&ConnectionRef<'_>) -> R,
 }
 
 impl<R> Clone for Work<R> {
@@ -35,8 +34,9 @@ impl Work<Vec<OwnedRow>> {
     pub(crate) const LOAD: Self = Work {
         run: query::load_rows,
         rows: |rows| rows.len() as u64,
-        // The rows of a write (`RETURNING`) cannot be rebuilt.
-        finished: None,
+        // litemux never runs a statement with result columns (`RETURNING`) inline on the
+        // writer, so one interrupted after its commit had no rows to lose.
+        finished: |_| Vec::new(),
     };
 }
 
@@ -45,7 +45,7 @@ impl Work<usize> {
     pub(crate) const EXECUTE: Self = Work {
         run: query::execute,
         rows: |&n| n as u64,
-        finished: Some(|conn| usize::try_from(conn.changes()).unwrap_or(usize::MAX)),
+        finished: |conn| usize::try_from(conn.changes()).unwrap_or(usize::MAX),
     };
 }
 
@@ -77,16 +77,12 @@ pub(crate) async fn run<R: Send + 'static>(
             return outcome;
         }
     }
+    // One diesel query is one statement: it may run inline or in a group commit, and run
+    // again if interrupted or rolled back with its group.
     let write = Arc::clone(&query);
-    let outcome = if work.finished.is_some() {
-        // One diesel query is one statement: it may run inline, and run again if interrupted.
-        db.with_writer_for(&query.sql, move |conn| run_recorded(conn, &write, work))
-            .await
-    } else {
-        db.with_writer(move |conn| run_recorded(conn, &write, work))
-            .await
-    };
-    outcome.map_err(to_diesel)?
+    db.with_writer_for(&query.sql, move |conn| run_recorded(conn, &write, work))
+        .await
+        .map_err(to_diesel)?
 }
 
 fn run_recorded<R>(
@@ -96,11 +92,8 @@ fn run_recorded<R>(
 ) -> QueryResult<R> {
     let started = Instant::now();
     let mut outcome = (work.run)(conn.diesel(), query);
-    if outcome.is_err()
-        && conn.interrupted_after_commit()
-        && let Some(finished) = work.finished
-    {
-        outcome = Ok(finished(conn));
+    if outcome.is_err() && conn.interrupted_after_commit() {
+        outcome = Ok((work.finished)(conn));
     }
     record(conn, query, started, &outcome, work);
     outcome
