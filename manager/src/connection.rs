@@ -404,9 +404,13 @@ impl Connection {
         self.check(sql, params.len())?;
         let failed = |f: Failure| Error::from_sqlite(sql, f.code, f.message);
         let mut running = self.start(sql, params)?;
-        let width = running.column_count();
-        let mut rows = RowsBuilder::new((0..width).map(|i| running.column_name(i)).collect());
-        while running.step().map_err(failed)? {
+        // Columns are read after the first step: a schema change since the statement was
+        // cached makes SQLite prepare it again there, possibly with other columns.
+        let mut row = running.step().map_err(failed)?;
+        let columns = running.column_names();
+        let width = columns.len();
+        let mut rows = RowsBuilder::new(columns);
+        while row {
             for i in 0..width {
                 rows.push(running.column(i));
             }
@@ -414,6 +418,7 @@ impl Connection {
             if limit == Limit::First {
                 break;
             }
+            row = running.step().map_err(failed)?;
         }
         Ok(rows.finish())
     }

@@ -36,7 +36,7 @@ pub struct Row {
 
 /// The storage shared by every row of one result.
 struct ResultSet {
-    columns: Vec<String>,
+    columns: Arc<[String]>,
     /// Row-major: row `r`'s values are `cells[r * width .. (r + 1) * width]`.
     cells: Vec<Cell>,
     /// Text (always valid UTF-8) and blob bytes, referred to by `cells`.
@@ -170,18 +170,18 @@ impl PartialEq for Row {
 
 /// Collects a statement's rows into one shared [`ResultSet`].
 pub(crate) struct RowsBuilder {
-    columns: Vec<String>,
+    columns: Arc<[String]>,
     cells: Vec<Cell>,
     bytes: Vec<u8>,
     rows: usize,
 }
 
 impl RowsBuilder {
-    pub(crate) fn new(columns: Vec<String>) -> Self {
+    pub(crate) fn new(columns: Arc<[String]>) -> Self {
         RowsBuilder {
+            cells: Vec::with_capacity(columns.len()),
+            bytes: Vec::with_capacity(64),
             columns,
-            cells: Vec::new(),
-            bytes: Vec::new(),
             rows: 0,
         }
     }
@@ -394,7 +394,7 @@ mod tests {
     use super::*;
 
     fn row() -> Row {
-        let mut rows = RowsBuilder::new(vec!["n".into(), "s".into(), "z".into()]);
+        let mut rows = RowsBuilder::new(vec!["n".into(), "s".into(), "z".into()].into());
         rows.push(RawValue::Integer(300));
         rows.push(RawValue::Text(b"7"));
         rows.push(RawValue::Null);
@@ -427,7 +427,7 @@ mod tests {
 
     #[test]
     fn rows_share_one_buffer_and_keep_text_readable() -> Result<()> {
-        let mut rows = RowsBuilder::new(vec!["t".into(), "b".into()]);
+        let mut rows = RowsBuilder::new(vec!["t".into(), "b".into()].into());
         for text in [&b"first"[..], &[0xff, b'x'][..]] {
             rows.push(RawValue::Text(text));
             rows.push(RawValue::Blob(&[1, 2, 3]));

@@ -255,8 +255,8 @@ impl Shared {
     ) -> Result<Read<R::Output>> {
         let reader = readers.get().await?;
         if let Some(budget) = self.inline_budget(known) {
-            let attempt =
-                reader.try_inline(|conn| read_here(conn, sql, &params, request, Some(budget)));
+            let attempt = reader
+                .try_inline(|conn| read_here(conn, sql, &params, request, Some(budget), known));
             match attempt {
                 Some(Some(ReadOutcome::Done(outcome))) => return Ok(Read::Done(outcome)),
                 Some(Some(ReadOutcome::NotARead)) => return Ok(Read::NotARead(params)),
@@ -266,7 +266,12 @@ impl Shared {
         }
         let owned = sql.to_owned();
         let (outcome, params) = reader
-            .call(move |conn| (read_here(conn, &owned, &params, request, None), params))
+            .call(move |conn| {
+                (
+                    read_here(conn, &owned, &params, request, None, known),
+                    params,
+                )
+            })
             .await?;
         Ok(match outcome {
             Some(ReadOutcome::Done(outcome)) => Read::Done(outcome),
@@ -494,15 +499,17 @@ enum ReadOutcome<T> {
     NotARead,
 }
 
-/// Runs `request` on a reader if SQLite says it only reads. `None` when it overran `budget`.
+/// Runs `request` on a reader if SQLite says it only reads (`known`: what routing already
+/// knows of it). `None` when it overran `budget`.
 fn read_here<R: Request>(
     conn: &mut Connection,
     sql: &str,
     params: &[Value],
     request: R,
     budget: Option<Duration>,
+    known: Option<Classified>,
 ) -> Option<ReadOutcome<R::Output>> {
-    let classified = match conn.classify(sql) {
+    let classified = match known.map_or_else(|| conn.classify(sql), Ok) {
         Ok(c) => c,
         Err(e) => {
             conn.record_failure(sql, params, &e);

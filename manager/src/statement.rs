@@ -95,7 +95,7 @@ impl Classified {
 /// statements and anything else is a program building SQL with literals.
 #[derive(Debug, Default)]
 pub(crate) struct ClassificationCache {
-    entries: RwLock<HashMap<Arc<str>, Classified>>,
+    entries: RwLock<HashMap<Arc<str>, Classified, foldhash::fast::RandomState>>,
 }
 
 const CLASSIFICATION_CACHE_LIMIT: usize = 4096;

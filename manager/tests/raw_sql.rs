@@ -220,3 +220,23 @@ async fn execute_batch_runs_every_statement() {
         .unwrap();
     assert_eq!(n, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_query_sees_columns_added_after_it_was_prepared() {
+    let t = TempDb::new();
+    let db = litemux::Database::open_with(t.options().readers(1))
+        .await
+        .unwrap();
+    db.execute_batch("CREATE TABLE c(a INTEGER); INSERT INTO c(a) VALUES (1)")
+        .await
+        .unwrap();
+    let before = db.fetch_one("SELECT * FROM c", ()).await.unwrap();
+    assert_eq!(before.len(), 1);
+    db.execute_batch("ALTER TABLE c ADD COLUMN b TEXT DEFAULT 'x'")
+        .await
+        .unwrap();
+    // The reader's cached statement is prepared again by SQLite; rows and names follow.
+    let after = db.fetch_one("SELECT * FROM c", ()).await.unwrap();
+    assert_eq!(after.len(), 2);
+    assert_eq!(after.get::<String>("b").unwrap(), "x");
+}

@@ -23,6 +23,9 @@ pub(crate) struct Statement {
     stmt: NonNull<ffi::sqlite3_stmt>,
     db: NonNull<ffi::sqlite3>,
     shape: StatementShape,
+    /// Column names, with the re-prepare count they were read at (a schema change may
+    /// re-prepare the statement and change them).
+    columns: Option<(c_int, std::sync::Arc<[String]>)>,
 }
 
 impl Statement {
@@ -91,7 +94,15 @@ impl Statement {
             has_tail,
             empty: false,
         };
-        Ok((Some(Statement { stmt, db, shape }), consumed))
+        Ok((
+            Some(Statement {
+                stmt,
+                db,
+                shape,
+                columns: None,
+            }),
+            consumed,
+        ))
     }
 
     pub(crate) fn shape(&self) -> StatementShape {
@@ -203,6 +214,24 @@ impl Running<'_> {
         usize::try_from(unsafe { ffi::sqlite3_column_count(self.stmt()) }).unwrap_or(0)
     }
 
+    /// Every column's name, read from SQLite once per preparation of the statement (a schema
+    /// change makes SQLite prepare it again, and may rename its columns).
+    pub(crate) fn column_names(&mut self) -> std::sync::Arc<[String]> {
+        // SAFETY: `stmt` is live.
+        let prepared =
+            unsafe { ffi::sqlite3_stmt_status(self.stmt(), ffi::SQLITE_STMTSTATUS_REPREPARE, 0) };
+        if let Some((at, names)) = &self.statement.columns
+            && *at == prepared
+        {
+            return std::sync::Arc::clone(names);
+        }
+        let names: std::sync::Arc<[String]> = (0..self.column_count())
+            .map(|i| self.column_name(i))
+            .collect();
+        self.statement.columns = Some((prepared, std::sync::Arc::clone(&names)));
+        names
+    }
+
     /// The name of column `i` (its position as text if SQLite has none).
     pub(crate) fn column_name(&self, i: usize) -> String {
         let index = c_int::try_from(i).unwrap_or(c_int::MAX);
@@ -268,7 +297,7 @@ impl Drop for Running<'_> {
 
 /// The prepared statements of one connection, by SQL text, least recently used evicted.
 pub(crate) struct StatementCache {
-    entries: HashMap<Box<str>, (Statement, u64)>,
+    entries: HashMap<Box<str>, (Statement, u64), foldhash::fast::RandomState>,
     clock: u64,
     capacity: usize,
 }
@@ -276,7 +305,7 @@ pub(crate) struct StatementCache {
 impl StatementCache {
     pub(crate) fn new(capacity: usize) -> Self {
         StatementCache {
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             clock: 0,
             capacity,
         }
