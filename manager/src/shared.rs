@@ -312,18 +312,30 @@ impl Shared {
                 return outcome;
             }
         }
+        self.queue_write(lease, sql, known, move |conn, sql| {
+            request.run(conn, sql, &params)
+        })
+        .await
+    }
+
+    /// Queues the one statement `sql`, run by `statement`, on the writer outside any
+    /// transaction: as a group-commit member when it may join one, else alone, the writer
+    /// then restored to its base state.
+    async fn queue_write<R: Send + 'static>(
+        &self,
+        lease: Lease,
+        sql: &str,
+        known: Option<Classified>,
+        mut statement: impl FnMut(&mut Connection, &str) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
         if self.may_group(known) {
-            return self
-                .writer
-                .join(lease, sql.to_owned(), move |conn, sql| {
-                    request.run(conn, sql, &params)
-                })
-                .await;
+            return self.writer.join(lease, sql.to_owned(), statement).await;
         }
+        let base = self.writer.base_in_transaction;
         let sql = sql.to_owned();
         self.writer
             .queue(lease, move |conn| {
-                let outcome = request.run(conn, &sql, &params);
+                let outcome = statement(conn, &sql);
                 restore_base(conn, base, &sql, outcome)
             })
             .await
@@ -410,23 +422,13 @@ impl Shared {
                 return outcome;
             }
         }
-        let lent = move |conn: &mut Connection, sql: &str| {
+        self.queue_write(lease, sql, known, move |conn, sql| {
             let started = std::time::Instant::now();
             let out = f(&mut ConnectionRef::new(conn));
             conn.ran_queued(sql, started.elapsed());
             Ok(out)
-        };
-        if self.may_group(known) {
-            return self.writer.join(lease, sql.to_owned(), lent).await;
-        }
-        let sql = sql.to_owned();
-        let mut lent = lent;
-        self.writer
-            .queue(lease, move |conn| {
-                let outcome = lent(conn, &sql);
-                restore_base(conn, base, &sql, outcome)
-            })
-            .await
+        })
+        .await
     }
 
     /// `f` runs on a reader — inline under the time budget when the reader is idle, again on

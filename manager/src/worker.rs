@@ -149,7 +149,7 @@ impl Worker {
     /// it blocks the calling (async) thread, which is why statements run this way carry a
     /// time budget.
     pub(crate) fn try_inline<R>(&self, f: impl FnOnce(&mut Connection) -> R) -> Option<R> {
-        if self.slot.pending.load(Ordering::Acquire) != 0 {
+        if self.queued() != 0 {
             return None;
         }
         let mut guard = match self.slot.conn.try_lock() {
