@@ -9,6 +9,10 @@
 //! Autocommit writes may be sent as group [`Member`]s: the thread takes every member queued
 //! back to back and commits them together (see [`group`](crate::group)).
 //!
+//! A thread drains its queue without parking between jobs, and while its connection is
+//! inside a transaction it stays awake a little after the queue runs dry, since the
+//! transaction's owner is about to send the next statement.
+//!
 //! The queue is unbounded on purpose: who may send is bounded elsewhere (the writer lease
 //! admits one holder, a pooled reader has one user), and the only other sends are rollbacks
 //! queued from `Drop`, which must never block or fail for lack of room.
@@ -17,6 +21,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -183,17 +188,18 @@ impl Slot {
 
 fn serve(slot: &Slot, jobs: &mpsc::Receiver<Command>) {
     let mut next = None;
+    let mut in_transaction = false;
     loop {
         let command = match next.take() {
             Some(command) => command,
-            None => match jobs.recv() {
-                Ok(command) => command,
-                Err(_) => return,
+            None => match next_command(jobs, in_transaction) {
+                Some(command) => command,
+                None => return,
             },
         };
         let finished = match command {
             Command::Run(job) => {
-                run(slot, |conn| job(conn));
+                in_transaction = run(slot, |conn| job(conn));
                 1
             }
             Command::Join(first) => {
@@ -211,7 +217,7 @@ fn serve(slot: &Slot, jobs: &mpsc::Receiver<Command>) {
                     }
                 }
                 let count = members.len();
-                run(slot, |conn| group::commit(conn, members));
+                in_transaction = run(slot, |conn| group::commit(conn, members));
                 count
             }
             Command::Stop => return,
@@ -220,15 +226,43 @@ fn serve(slot: &Slot, jobs: &mpsc::Receiver<Command>) {
     }
 }
 
-/// Runs `work` on the connection, if it is still open.
-fn run(slot: &Slot, work: impl FnOnce(&mut Connection)) {
-    let mut guard = slot.lock();
-    if let Some(conn) = guard.as_mut() {
-        // A panic in a job (user code run through the escape hatch) must not take the
-        // connection, and with it the database's only writer, down. The job's reply
-        // channel is dropped during unwinding, so its caller sees `ConnectionLost`.
-        if catch_unwind(AssertUnwindSafe(|| work(conn))).is_err() {
-            tracing::error!(target: "litemux", role = ?conn.role(), "a job panicked on the connection thread");
+/// How long a thread whose connection is inside a transaction looks for the next job before
+/// it parks. Its owner sends the next statement as soon as it has the last answer, a few
+/// microseconds later; catching it awake saves a park and a wake-up on each side, which
+/// made every statement of a transaction a 40 µs round trip on 2 cores. Measured with the
+/// bench's row-by-row batch: 10 µs catches nothing, 30–60 µs catch most, 100 µs competes
+/// with the caller for a core.
+const TRANSACTION_SPIN: Duration = Duration::from_micros(50);
+
+/// The next command, or `None` once every sender is gone. Outside a transaction nothing says
+/// another job is coming soon, so the thread parks at once rather than burn a core.
+fn next_command(jobs: &mpsc::Receiver<Command>, in_transaction: bool) -> Option<Command> {
+    if in_transaction {
+        let until = Instant::now() + TRANSACTION_SPIN;
+        loop {
+            match jobs.try_recv() {
+                Ok(command) => return Some(command),
+                Err(mpsc::TryRecvError::Disconnected) => return None,
+                Err(mpsc::TryRecvError::Empty) if Instant::now() >= until => break,
+                Err(mpsc::TryRecvError::Empty) => std::hint::spin_loop(),
+            }
         }
     }
+    jobs.recv().ok()
+}
+
+/// Runs `work` on the connection, if it is still open; true when it leaves the connection
+/// inside a transaction.
+fn run(slot: &Slot, work: impl FnOnce(&mut Connection)) -> bool {
+    let mut guard = slot.lock();
+    let Some(conn) = guard.as_mut() else {
+        return false;
+    };
+    // A panic in a job (user code run through the escape hatch) must not take the
+    // connection, and with it the database's only writer, down. The job's reply
+    // channel is dropped during unwinding, so its caller sees `ConnectionLost`.
+    if catch_unwind(AssertUnwindSafe(|| work(conn))).is_err() {
+        tracing::error!(target: "litemux", role = ?conn.role(), "a job panicked on the connection thread");
+    }
+    !conn.is_autocommit()
 }
