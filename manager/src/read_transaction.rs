@@ -90,6 +90,9 @@ impl ReadTransaction {
     }
 
     async fn fetch(&self, sql: &str, params: Vec<Value>, limit: Limit) -> Result<Vec<Row>> {
+        // Reads answered inline never wait on anything, so a loop of them would never give
+        // other tasks a turn; tokio's budget makes it yield now and then.
+        tokio::task::consume_budget().await;
         if let Some(outcome) =
             self.shared
                 .fetch_pinned_inline(self.pinned.worker(), sql, &params, limit)
@@ -99,7 +102,7 @@ impl ReadTransaction {
         let sql = sql.to_owned();
         self.pinned
             .worker()
-            .call(move |conn| {
+            .call_in_transaction(move |conn| {
                 // Readers refuse writes themselves; the writer, when pinned, must be told.
                 if conn.role() == crate::Role::Writer && conn.classify(&sql)?.kind != Kind::Read {
                     return Err(Error::ReadOnly {
@@ -165,7 +168,7 @@ impl ReadTransaction {
     ) -> Result<R> {
         self.pinned
             .worker()
-            .call(move |conn| f(&mut ConnectionRef::new(conn)))
+            .call_in_transaction(move |conn| f(&mut ConnectionRef::new(conn)))
             .await
     }
 

@@ -93,7 +93,7 @@ impl Transaction {
         }
         let sql = sql.to_owned();
         self.worker
-            .call(move |conn| {
+            .call_in_transaction(move |conn| {
                 if conn.is_autocommit() {
                     return Err(Error::TransactionAborted { sql });
                 }
