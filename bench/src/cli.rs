@@ -18,6 +18,8 @@ options:
   --contestants A[,B...]   run only these contestants (ratios need diesel_sync among them)
   --warmup SECS            override the warm-up of every run
   --measure SECS           override the measured window of every run
+  --tasks N                run the concurrent workloads (many tasks of one role) with N
+                           tasks instead, to see how each contestant scales
   --list                   print the workloads and contestants, then exit
   -h, --help               print this text";
 
@@ -60,6 +62,8 @@ pub struct Config {
     pub only: Vec<String>,
     /// Contestant names; `None` means all.
     pub contestants: Option<Vec<String>>,
+    /// `--tasks`: see [`RunSpec::tasks`].
+    pub tasks: Option<usize>,
 }
 
 /// One run to do in a child process.
@@ -82,13 +86,16 @@ impl ChildSpec {
             self.run.db.display().to_string(),
             self.run.plan.warmup.as_millis().to_string(),
             self.run.plan.measure.as_millis().to_string(),
+            self.run
+                .tasks
+                .map_or_else(|| "-".to_owned(), |n| n.to_string()),
         ]
     }
 
     fn from_args(args: &[String]) -> Result<Self, String> {
-        let [workload, contestant, mode, db, warmup, measure] = args else {
+        let [workload, contestant, mode, db, warmup, measure, tasks] = args else {
             return Err(format!(
-                "{CHILD_FLAG} takes 6 arguments, got {}",
+                "{CHILD_FLAG} takes 7 arguments, got {}",
                 args.len()
             ));
         };
@@ -109,6 +116,10 @@ impl ChildSpec {
                 },
                 batch_mode: BatchMode::from_name(mode)
                     .ok_or_else(|| format!("unknown batch mode {mode}"))?,
+                tasks: match tasks.as_str() {
+                    "-" => None,
+                    n => Some(task_count(n)?),
+                },
             },
         })
     }
@@ -125,6 +136,7 @@ impl Command {
             mode: "full",
             only: Vec::new(),
             contestants: None,
+            tasks: None,
         };
         let (mut warmup, mut measure) = (None, None);
         let mut args = args.iter();
@@ -144,6 +156,7 @@ impl Command {
                     .extend(split_list(value()?)),
                 "--warmup" => warmup = Some(seconds(value()?)?),
                 "--measure" => measure = Some(seconds(value()?)?),
+                "--tasks" => config.tasks = Some(task_count(value()?)?),
                 "--list" => return Ok(Command::List),
                 "-h" | "--help" => return Ok(Command::Help),
                 other => return Err(format!("unknown argument {other}")),
@@ -164,6 +177,14 @@ fn split_list(value: &str) -> impl Iterator<Item = String> + '_ {
         .map(str::trim)
         .filter(|item| !item.is_empty())
         .map(str::to_owned)
+}
+
+fn task_count(value: &str) -> Result<usize, String> {
+    value
+        .parse()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("bad task count: {value}"))
 }
 
 fn seconds(value: &str) -> Result<Duration, String> {
@@ -198,8 +219,14 @@ mod tests {
         assert_eq!(config.plan, QUICK);
         assert_eq!(config.only, ["c64", "scan"]);
         assert_eq!(config.contestants.unwrap(), ["diesel_sync", "sqlx"]);
+        assert_eq!(config.tasks, None);
         assert!(parse(&["--frobnicate"]).is_err());
         assert!(parse(&["--only"]).is_err());
+        assert!(parse(&["--tasks", "0"]).is_err());
+        let Ok(Command::Compare(config)) = parse(&["--tasks", "8"]) else {
+            panic!("expected a comparison");
+        };
+        assert_eq!(config.tasks, Some(8));
     }
 
     #[test]
@@ -211,6 +238,7 @@ mod tests {
                 db: PathBuf::from("/tmp/x.db"),
                 plan: QUICK,
                 batch_mode: BatchMode::RowByRow,
+                tasks: Some(2),
             },
         };
         let owned = spec.to_args();
@@ -222,5 +250,7 @@ mod tests {
         assert_eq!(back.run.workload, Workload::MixedC64);
         assert_eq!(back.run.plan, QUICK);
         assert_eq!(back.run.db, spec.run.db);
+        assert_eq!(back.run.tasks, Some(2));
+        assert_eq!(back.run.roles().len(), 2);
     }
 }

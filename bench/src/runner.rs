@@ -71,6 +71,7 @@ pub fn compare(config: &Config) -> ExitCode {
             db: db.clone(),
             plan: config.plan,
             batch_mode: mode,
+            tasks: config.tasks,
         };
         let result = run_one(&template, contestant, &spec);
         data::remove_database(&db);
@@ -89,10 +90,13 @@ pub fn compare(config: &Config) -> ExitCode {
         });
     }
 
+    let tasks = config.tasks.map_or_else(String::new, |n| {
+        format!(", concurrent workloads run by {n} task(s) (--tasks)")
+    });
     let report = Report {
         heading: format!(
             "litemux-bench compare: {} mode, {:?} warm-up + {:?} measured per run, {} cores, \
-             total {:.0?}",
+             total {:.0?}{tasks}",
             config.mode,
             config.plan.warmup,
             config.plan.measure,

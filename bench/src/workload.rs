@@ -129,6 +129,20 @@ impl Workload {
         }
     }
 
+    /// The role of every task, with the concurrent workloads (many tasks of one role) run by
+    /// `tasks` tasks instead when it is given: how a contestant scales with concurrency.
+    pub fn tasks_with(self, tasks: Option<usize>) -> Vec<TaskRole> {
+        let roles = self.tasks();
+        match (tasks, roles.as_slice()) {
+            (Some(n), [first, rest @ ..])
+                if !rest.is_empty() && rest.iter().all(|r| r == first) =>
+            {
+                vec![*first; n]
+            }
+            _ => roles,
+        }
+    }
+
     /// Whether each contestant's run goes to a child process so its peak memory can be read.
     pub fn measures_rss(self) -> bool {
         matches!(self, Workload::PointReadC64 | Workload::MixedC64)
@@ -178,4 +192,25 @@ fn pick<'a>(rng: &mut XorShift, posts: &'a [NewPost]) -> &'a NewPost {
 /// A uniformly random id of a seeded user.
 fn random_user(rng: &mut XorShift) -> i64 {
     1 + rng.below(SEED_USERS as u64) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_count_override_changes_only_the_concurrent_workloads() {
+        assert_eq!(
+            Workload::PointReadC64.tasks_with(Some(2)),
+            [TaskRole::PointRead; 2]
+        );
+        assert_eq!(Workload::InsertC32.tasks_with(Some(8)).len(), 8);
+        assert_eq!(Workload::PointReadC64.tasks_with(None).len(), 64);
+        assert_eq!(Workload::PointReadSeq.tasks_with(Some(8)).len(), 1);
+        // The writer and its readers keep their shape.
+        assert_eq!(
+            Workload::ReadDuringWrite.tasks_with(Some(2)),
+            Workload::ReadDuringWrite.tasks()
+        );
+    }
 }

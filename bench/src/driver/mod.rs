@@ -35,6 +35,15 @@ pub struct RunSpec {
     pub plan: Plan,
     /// For `batch_insert_10k`: which of the contestant's batch modes.
     pub batch_mode: BatchMode,
+    /// `--tasks`: the task count of the concurrent workloads, instead of their own.
+    pub tasks: Option<usize>,
+}
+
+impl RunSpec {
+    /// The role of every task of this run (see [`Workload::tasks_with`]).
+    pub fn roles(&self) -> Vec<crate::workload::TaskRole> {
+        self.workload.tasks_with(self.tasks)
+    }
 }
 
 /// The measured window of one run, fixed once the contestant is open.

@@ -34,8 +34,7 @@ async fn measure<B: AsyncBackend>(spec: &RunSpec) -> Result<Measurement, String>
         .map_err(|error| format!("cannot open: {error}"))?;
     let window = Window::after_warmup(spec.plan);
     let handles: Vec<_> = spec
-        .workload
-        .tasks()
+        .roles()
         .into_iter()
         .enumerate()
         .map(|(index, role)| {

@@ -12,7 +12,7 @@ use crate::workload::{TaskRole, sample_posts};
 
 /// Runs `spec` on backend `B`.
 pub fn run<B: SyncBackend>(spec: &RunSpec) -> Result<Measurement, String> {
-    let roles = spec.workload.tasks();
+    let roles = spec.roles();
     let posts = sample_posts();
     // Connections are opened before the clock starts: opening is not what is measured.
     let connections = roles
