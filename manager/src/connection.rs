@@ -35,6 +35,15 @@ pub(crate) struct Context {
     pub(crate) inline_budget: Duration,
 }
 
+/// The time budget of one inline run, with what routing already knew of the statement, so the
+/// run need not look it up again.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Budget {
+    pub(crate) time: Duration,
+    /// The statement's consecutive overruns when routing looked it up (0 if it was unknown).
+    pub(crate) overruns: u8,
+}
+
 /// The outcome of a statement run inline under a time budget.
 #[derive(Debug)]
 pub(crate) enum Inline<T> {
@@ -297,16 +306,16 @@ impl Connection {
         &mut self,
         sql: &str,
         params: &[Value],
-        budget: Duration,
+        budget: Budget,
         run: impl FnOnce(&mut Self) -> Result<T>,
         finished: impl FnOnce(&Self, CommitMark) -> Option<T>,
     ) -> Inline<T> {
         let started = Instant::now();
-        let mark = self.start_budget(budget);
+        let mark = self.start_budget(started, budget.time);
         let mut outcome = run(self);
         let interrupted = self.end_budget();
         let overran = interrupted && !self.committed_since(mark);
-        self.note_inline_run(sql, overran);
+        self.note_inline_run(sql, budget, overran);
         if overran {
             return Inline::Overran;
         }
@@ -319,7 +328,11 @@ impl Connection {
 
     /// Counts an inline overrun of `sql`, or clears the count after an inline run that
     /// finished: only overruns *in a row* take a statement off the inline path.
-    fn note_inline_run(&self, sql: &str, overran: bool) {
+    fn note_inline_run(&self, sql: &str, budget: Budget, overran: bool) {
+        // The common case, a run that finished with no overruns before it, changes nothing.
+        if !overran && budget.overruns == 0 {
+            return;
+        }
         let Some(known) = self.context.classified.get(sql) else {
             return;
         };
@@ -336,10 +349,11 @@ impl Connection {
         }
     }
 
-    fn start_budget(&mut self, budget: Duration) -> CommitMark {
+    /// Sets a deadline `budget` after `now` (the caller's own clock reading, to take one).
+    fn start_budget(&mut self, now: Instant, budget: Duration) -> CommitMark {
         let mark = self.commit_mark();
         self.budget_mark = Some(mark);
-        self.raw.set_deadline(Some(Instant::now() + budget));
+        self.raw.set_deadline(Some(now + budget));
         mark
     }
 
@@ -430,16 +444,16 @@ impl Connection {
     /// against `sql` when given.
     pub(crate) fn lend_within<R>(
         &mut self,
-        budget: Duration,
+        budget: Budget,
         sql: Option<&str>,
         f: &mut impl FnMut(&mut ConnectionRef<'_>) -> R,
     ) -> Option<R> {
-        let mark = self.start_budget(budget);
+        let mark = self.start_budget(Instant::now(), budget.time);
         let out = f(&mut ConnectionRef::new(self));
         let interrupted = self.end_budget();
         let overran = interrupted && !self.committed_since(mark);
         if let Some(sql) = sql {
-            self.note_inline_run(sql, overran);
+            self.note_inline_run(sql, budget, overran);
         }
         (!overran).then_some(out)
     }

@@ -1,9 +1,7 @@
 //! [`Request`]: the two kinds of statement run (`fetch` and `execute`), so routing — inline or
 //! queued, reader or writer — is written once for both.
 
-use std::time::Duration;
-
-use crate::connection::{CommitMark, Connection, Counted, ExecuteResult, Inline, Limit};
+use crate::connection::{Budget, CommitMark, Connection, Counted, ExecuteResult, Inline, Limit};
 use crate::{Result, Row, Value};
 
 pub(crate) trait Request: Copy + Send + 'static {
@@ -32,7 +30,7 @@ pub(crate) trait Request: Copy + Send + 'static {
         conn: &mut Connection,
         sql: &str,
         params: &[Value],
-        budget: Duration,
+        budget: Budget,
     ) -> Inline<Self::Output> {
         conn.budgeted(
             sql,

@@ -4,9 +4,8 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
-use crate::connection::{Connection, Context, ExecuteResult, Inline, Limit};
+use crate::connection::{Budget, Connection, Context, ExecuteResult, Inline, Limit};
 use crate::connection_ref::ConnectionRef;
 use crate::history::History;
 use crate::readers::Readers;
@@ -213,10 +212,13 @@ impl Shared {
         self.write(sql, params, request).await
     }
 
-    /// The inline budget for `sql`, unless inline runs are off or it once overran.
-    fn inline_budget(&self, known: Option<Classified>) -> Option<Duration> {
-        let budget = self.options.inline_budget;
-        (!budget.is_zero() && known.is_none_or(|c| c.inline)).then_some(budget)
+    /// The inline budget for `sql`, unless inline runs are off or it overran too often.
+    fn inline_budget(&self, known: Option<Classified>) -> Option<Budget> {
+        let time = self.options.inline_budget;
+        (!time.is_zero() && known.is_none_or(|c| c.inline)).then(|| Budget {
+            time,
+            overruns: known.map_or(0, |c| c.overruns),
+        })
     }
 
     /// Runs a query already known to only read inline on `worker` (a transaction's pinned
@@ -508,7 +510,7 @@ fn read_here<R: Request>(
     sql: &str,
     params: &[Value],
     request: R,
-    budget: Option<Duration>,
+    budget: Option<Budget>,
     known: Option<Classified>,
 ) -> Option<ReadOutcome<R::Output>> {
     let classified = match known.map_or_else(|| conn.classify(sql), Ok) {
@@ -547,6 +549,8 @@ fn read_here<R: Request>(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -587,6 +591,30 @@ mod tests {
             .fetch("SELECT count(*) FROM t", Vec::new(), Limit::First)
             .await?;
         assert_eq!(n[0].get::<i64>(0)?, 1, "written once, by the writer");
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_inline_run_that_finishes_clears_earlier_overruns() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(Error::Io)?;
+        // A budget nothing here can overrun, so the run below finishes inline.
+        let options = Options::new(dir.path().join("m.db"))
+            .readers(1)
+            .inline_budget(Duration::from_secs(10));
+        let shared = Shared::open(options).await?;
+        shared.execute_batch("CREATE TABLE t(x)").await?;
+        let sql = "SELECT count(*) FROM t";
+        shared.fetch(sql, Vec::new(), Limit::First).await?;
+        let overruns = || shared.context.classified.get(sql).map(|c| c.overruns);
+        assert_eq!(overruns(), Some(0));
+        let known = shared.context.classified.get(sql).expect("classified");
+        shared
+            .context
+            .classified
+            .insert(sql, known.overran().overran());
+        assert_eq!(overruns(), Some(2));
+        shared.fetch(sql, Vec::new(), Limit::First).await?;
+        assert_eq!(overruns(), Some(0), "only overruns in a row count");
         Ok(())
     }
 }
