@@ -147,16 +147,13 @@ impl Worker {
         self.send(move |conn| {
             let _ = reply_tx.send(f(conn));
         })?;
-        let until = Instant::now() + REPLY_SPIN;
-        loop {
-            match reply_rx.try_recv() {
-                Ok(reply) => return Ok(reply),
-                Err(oneshot::error::TryRecvError::Closed) => {
-                    return Err(Error::ConnectionLost { role: self.role });
-                }
-                Err(oneshot::error::TryRecvError::Empty) if Instant::now() >= until => break,
-                Err(oneshot::error::TryRecvError::Empty) => std::hint::spin_loop(),
-            }
+        let caught = spin_for(REPLY_SPIN, || match reply_rx.try_recv() {
+            Ok(reply) => Some(Ok(reply)),
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(())),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+        });
+        if let Some(reply) = caught {
+            return reply.map_err(|()| Error::ConnectionLost { role: self.role });
         }
         reply_rx
             .await
@@ -279,18 +276,31 @@ const REPLY_SPIN: Duration = Duration::from_micros(20);
 /// The next command, or `None` once every sender is gone. Outside a transaction nothing says
 /// another job is coming soon, so the thread parks at once rather than burn a core.
 fn next_command(jobs: &mpsc::Receiver<Command>, in_transaction: bool) -> Option<Command> {
-    if in_transaction {
-        let until = Instant::now() + TRANSACTION_SPIN;
-        loop {
-            match jobs.try_recv() {
-                Ok(command) => return Some(command),
-                Err(mpsc::TryRecvError::Disconnected) => return None,
-                Err(mpsc::TryRecvError::Empty) if Instant::now() >= until => break,
-                Err(mpsc::TryRecvError::Empty) => std::hint::spin_loop(),
-            }
-        }
+    if in_transaction
+        && let Some(caught) = spin_for(TRANSACTION_SPIN, || match jobs.try_recv() {
+            Ok(command) => Some(Some(command)),
+            Err(mpsc::TryRecvError::Disconnected) => Some(None),
+            Err(mpsc::TryRecvError::Empty) => None,
+        })
+    {
+        return caught;
     }
     jobs.recv().ok()
+}
+
+/// Calls `poll` until it returns something or `limit` has passed: for waits expected to end
+/// within microseconds, where parking and being woken would cost more than the wait.
+fn spin_for<T>(limit: Duration, mut poll: impl FnMut() -> Option<T>) -> Option<T> {
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(out) = poll() {
+            return Some(out);
+        }
+        if Instant::now() >= until {
+            return None;
+        }
+        std::hint::spin_loop();
+    }
 }
 
 /// Runs `work` on the connection, if it is still open; true when it leaves the connection
