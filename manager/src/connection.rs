@@ -44,6 +44,17 @@ pub(crate) struct Budget {
     pub(crate) overruns: u8,
 }
 
+/// One run under a time budget (see [`Connection::attempt`]).
+struct Attempt<R> {
+    out: R,
+    /// Where the file stood before the run.
+    mark: CommitMark,
+    /// SQLite reported the run interrupted by the deadline.
+    interrupted: bool,
+    /// Interrupted before anything committed: the run had no effect.
+    overran: bool,
+}
+
 /// The outcome of a statement run inline under a time budget.
 #[derive(Debug)]
 pub(crate) enum Inline<T> {
@@ -311,19 +322,47 @@ impl Connection {
         finished: impl FnOnce(&Self, CommitMark) -> Option<T>,
     ) -> Inline<T> {
         let started = Instant::now();
-        let mark = self.start_budget(started, budget.time);
-        let mut outcome = run(self);
-        let interrupted = self.end_budget();
-        let overran = interrupted && !self.committed_since(mark);
-        self.note_inline_run(sql, budget, overran);
-        if overran {
+        let attempt = self.attempt(started, budget, Some(sql), run);
+        if attempt.overran {
             return Inline::Overran;
         }
-        if interrupted && let Some(done) = finished(self, mark) {
+        let mut outcome = attempt.out;
+        if attempt.interrupted
+            && let Some(done) = finished(self, attempt.mark)
+        {
             outcome = Ok(done);
         }
         self.record(sql, params, started, outcome.as_ref().map(Counted::count));
         Inline::Done(outcome)
+    }
+
+    /// Runs `run` with a deadline `budget` after `started` (the caller's own clock reading, so
+    /// it takes just one), then judges it: interrupted before anything committed means it had
+    /// no effect. The overrun, or a run that finished, counts against `sql` when given.
+    fn attempt<R>(
+        &mut self,
+        started: Instant,
+        budget: Budget,
+        sql: Option<&str>,
+        run: impl FnOnce(&mut Self) -> R,
+    ) -> Attempt<R> {
+        let mark = self.commit_mark();
+        self.budget_mark = Some(mark);
+        self.raw.set_deadline(Some(started + budget.time));
+        let out = run(self);
+        let interrupted = self.raw.deadline_fired();
+        self.raw.set_deadline(None);
+        self.budget_mark = None;
+        let overran = interrupted && !self.committed_since(mark);
+        if let Some(sql) = sql {
+            self.note_inline_run(sql, budget, overran);
+        }
+        Attempt {
+            out,
+            mark,
+            interrupted,
+            overran,
+        }
     }
 
     /// Counts an inline overrun of `sql`, or clears the count after an inline run that
@@ -347,22 +386,6 @@ impl Connection {
                 },
             );
         }
-    }
-
-    /// Sets a deadline `budget` after `now` (the caller's own clock reading, to take one).
-    fn start_budget(&mut self, now: Instant, budget: Duration) -> CommitMark {
-        let mark = self.commit_mark();
-        self.budget_mark = Some(mark);
-        self.raw.set_deadline(Some(now + budget));
-        mark
-    }
-
-    /// Lifts the budget; whether SQLite was stopped by it.
-    fn end_budget(&mut self) -> bool {
-        let interrupted = self.raw.deadline_fired();
-        self.raw.set_deadline(None);
-        self.budget_mark = None;
-        interrupted
     }
 
     fn commit_mark(&self) -> CommitMark {
@@ -448,14 +471,10 @@ impl Connection {
         sql: Option<&str>,
         f: &mut impl FnMut(&mut ConnectionRef<'_>) -> R,
     ) -> Option<R> {
-        let mark = self.start_budget(Instant::now(), budget.time);
-        let out = f(&mut ConnectionRef::new(self));
-        let interrupted = self.end_budget();
-        let overran = interrupted && !self.committed_since(mark);
-        if let Some(sql) = sql {
-            self.note_inline_run(sql, budget, overran);
-        }
-        (!overran).then_some(out)
+        let attempt = self.attempt(Instant::now(), budget, sql, |conn| {
+            f(&mut ConnectionRef::new(conn))
+        });
+        (!attempt.overran).then_some(attempt.out)
     }
 
     /// Overrides the cached classification of `sql` (a write SQLite called read-only).
