@@ -118,13 +118,8 @@ impl Worker {
         &self,
         f: impl FnOnce(&mut Connection) -> R + Send + 'static,
     ) -> Result<R> {
-        let (reply_tx, reply_rx) = oneshot::channel();
-        self.send(move |conn| {
-            let _ = reply_tx.send(f(conn));
-        })?;
-        reply_rx
-            .await
-            .map_err(|_| Error::ConnectionLost { role: self.role })
+        let reply = self.submit(f)?;
+        reply.await.map_err(|_| self.lost())
     }
 
     /// Runs `f` on a connection inside the caller's transaction and returns its result.
@@ -143,21 +138,34 @@ impl Worker {
         // Statements answered while spinning never make the task wait on anything, so it
         // would never give other tasks a turn; tokio's budget makes it yield now and then.
         tokio::task::consume_budget().await;
-        let (reply_tx, mut reply_rx) = oneshot::channel();
+        let mut reply = self.submit(f)?;
+        let caught = spin_for(REPLY_SPIN, || match reply.try_recv() {
+            Ok(out) => Some(Ok(out)),
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(self.lost())),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+        });
+        match caught {
+            Some(out) => out,
+            None => reply.await.map_err(|_| self.lost()),
+        }
+    }
+
+    /// Queues `f`; its result arrives on the returned channel, which closes unanswered if
+    /// the job panics or the thread is gone.
+    fn submit<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> R + Send + 'static,
+    ) -> Result<oneshot::Receiver<R>> {
+        let (reply_tx, reply_rx) = oneshot::channel();
         self.send(move |conn| {
             let _ = reply_tx.send(f(conn));
         })?;
-        let caught = spin_for(REPLY_SPIN, || match reply_rx.try_recv() {
-            Ok(reply) => Some(Ok(reply)),
-            Err(oneshot::error::TryRecvError::Closed) => Some(Err(())),
-            Err(oneshot::error::TryRecvError::Empty) => None,
-        });
-        if let Some(reply) = caught {
-            return reply.map_err(|()| Error::ConnectionLost { role: self.role });
-        }
-        reply_rx
-            .await
-            .map_err(|_| Error::ConnectionLost { role: self.role })
+        Ok(reply_rx)
+    }
+
+    /// The error for a job that cannot be sent or will never answer.
+    fn lost(&self) -> Error {
+        Error::ConnectionLost { role: self.role }
     }
 
     /// Queues `f` without waiting for it: used from `Drop` to roll back.
@@ -175,7 +183,7 @@ impl Worker {
         self.slot.pending.fetch_add(1, Ordering::AcqRel);
         self.queue.send(command).map_err(|_| {
             self.slot.pending.fetch_sub(1, Ordering::AcqRel);
-            Error::ConnectionLost { role: self.role }
+            self.lost()
         })
     }
 
