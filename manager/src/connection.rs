@@ -97,6 +97,16 @@ pub(crate) struct Connection {
     budget_mark: Option<CommitMark>,
 }
 
+/// What a read transaction found as it began.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadStart {
+    /// Whether the file is in WAL mode. In the other modes a read transaction holds the
+    /// file's shared lock, which keeps writers from committing.
+    pub(crate) wal: bool,
+    /// `PRAGMA data_version`: it changes when another connection commits.
+    pub(crate) data_version: i64,
+}
+
 /// This connection's running count of changed rows: a DML statement that changed rows since
 /// committed them (in autocommit mode). Other connections cannot move it, unlike the file's
 /// data version.
@@ -554,6 +564,38 @@ impl Connection {
             outcome?;
         }
         Ok(())
+    }
+
+    /// Makes lock waits fail at once instead of waiting up to the busy timeout.
+    pub(crate) fn never_wait(&mut self) -> Result<()> {
+        self.setup("PRAGMA busy_timeout = 0")
+    }
+
+    /// Opens a read transaction and takes its WAL read lock (a read transaction starts at its
+    /// first read, not at BEGIN). Not recorded: no caller asked for it.
+    pub(crate) fn begin_read_unrecorded(&mut self) -> Result<ReadStart> {
+        self.run_to_end("BEGIN DEFERRED")?;
+        self.fetch_unrecorded("SELECT 1 FROM sqlite_schema LIMIT 1", &[], Limit::First)?;
+        let first = |rows: Vec<Row>| rows.first().and_then(|row| row.get::<Value>(0).ok());
+        let mode = first(self.fetch_unrecorded("PRAGMA journal_mode", &[], Limit::First)?);
+        let version = first(self.fetch_unrecorded("PRAGMA data_version", &[], Limit::First)?);
+        Ok(ReadStart {
+            wal: matches!(mode, Some(Value::Text(mode)) if mode.eq_ignore_ascii_case("wal")),
+            data_version: match version {
+                Some(Value::Integer(version)) => version,
+                _ => 0,
+            },
+        })
+    }
+
+    /// Ends a transaction [`begin_read_unrecorded`](Self::begin_read_unrecorded) opened, if
+    /// one is open.
+    pub(crate) fn end_read_unrecorded(&mut self) {
+        if !self.raw.is_autocommit()
+            && let Err(error) = self.run_to_end("ROLLBACK")
+        {
+            tracing::debug!(target: "litemux", %error, "ending a read transaction failed");
+        }
     }
 
     /// Runs a statement litemux itself issues (BEGIN, COMMIT, SAVEPOINT ...): one statement,

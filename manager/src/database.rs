@@ -452,6 +452,10 @@ impl Database {
             readers_open: readers.map_or(0, |s| s.size),
             readers_idle: readers.map_or(0, |s| s.available),
             writer_queued: shared.writer.worker.queued(),
+            lock_anchor_held: shared
+                .readers
+                .as_ref()
+                .is_some_and(crate::readers::Readers::anchor_held),
             closed: shared.is_closed() || self.handle.closed.load(Ordering::Relaxed),
         }
     }
@@ -503,6 +507,8 @@ pub struct Status {
     /// Jobs handed to the writer's thread and not finished yet, the running one included:
     /// a queue that keeps growing means more write work arrives than the writer can do.
     pub writer_queued: usize,
+    /// Whether the lock anchor holds a read transaction now (see [`Options::lock_anchor`]).
+    pub lock_anchor_held: bool,
     /// Whether this handle (or the database) is closed.
     pub closed: bool,
 }

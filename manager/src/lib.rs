@@ -31,8 +31,8 @@
 //! `reader_timeout`, `max_idle_time`, `max_connection_age` (milliseconds), `journal_mode`,
 //! `synchronous`, `foreign_keys`, `mode` (`rwc`, `rw`, `ro`, `memory`), `transaction`
 //! (`deferred`, `immediate`, `exclusive`), `history` (capacity), `record_params`,
-//! `force_rollback`, `group_commit`, `inline_budget_us`. An unknown key or bad value is an error. A plain path and `:memory:` work
-//! too.
+//! `force_rollback`, `group_commit`, `inline_budget_us`, `lock_anchor_us`. An unknown key or
+//! bad value is an error. A plain path and `:memory:` work too.
 //!
 //! # Layout
 //! - [`Database`] (`database.rs`): the handle; [`Options`] (`options/`): configuration and URLs.
@@ -40,7 +40,8 @@
 //! - [`Row`], [`Value`], [`Params`]: results and parameters.
 //! - [`HistoryEntry`], [`Role`]: the query history. [`Manager`]: databases by alias.
 //! - Internals: `shared.rs` (per-file state and routing), `writer.rs` (the FIFO writer lease),
-//!   `group.rs` (group commit), `readers.rs` (the reader pool), `worker.rs` (a connection's
+//!   `group.rs` (group commit), `readers.rs` (the reader pool), `anchor.rs` (the lock anchor
+//!   that spares readers SQLite's lock system calls), `worker.rs` (a connection's
 //!   thread), `connection.rs` (running SQL), `statement.rs` (classification), `raw.rs` (the
 //!   only `unsafe`: SQLite's C API), `registry.rs` (one writer per file), `health.rs` (the
 //!   health task).
@@ -52,6 +53,7 @@
 //!   dropped**; transactions are rolled back when dropped, so cancellation never leaves
 //!   half a transaction behind.
 
+mod anchor;
 mod connection;
 mod connection_ref;
 mod database;

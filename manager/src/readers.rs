@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, PoolError, RecycleError, RecycleResult, TimeoutType};
 
+use crate::anchor::{Anchor, Timing};
 use crate::connection::{Connection, Context};
 use crate::threads::Threads;
 use crate::worker::Worker;
@@ -61,6 +62,8 @@ pub(crate) type Reader = managed::Object<ReaderManager>;
 pub(crate) struct Readers {
     pool: managed::Pool<ReaderManager>,
     timeout: Duration,
+    /// `None` unless the file is in WAL mode and the anchor is on.
+    anchor: Option<Anchor>,
 }
 
 impl Readers {
@@ -71,6 +74,7 @@ impl Readers {
     ) -> Result<Self> {
         let size = options.reader_count();
         let timeout = options.reader_timeout;
+        let anchor = Self::anchor(&options, &context)?;
         let manager = ReaderManager {
             options,
             context,
@@ -83,7 +87,30 @@ impl Readers {
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .map_err(|e| Error::invalid("readers", e.to_string()))?;
-        Ok(Readers { pool, timeout })
+        Ok(Readers {
+            pool,
+            timeout,
+            anchor,
+        })
+    }
+
+    fn anchor(options: &Arc<Options>, context: &Arc<Context>) -> Result<Option<Anchor>> {
+        let timing = Timing {
+            linger: options.lock_anchor,
+            max_idle: options.max_idle_time,
+            max_age: options.max_connection_age,
+        };
+        if timing.linger.is_zero() || !options.is_wal_file() {
+            return Ok(None);
+        }
+        let options = Arc::clone(options);
+        let context = Arc::clone(context);
+        Anchor::start("litemux-anchor".into(), timing, move || {
+            let mut conn = Connection::open(&options, Role::Reader, Arc::clone(&context))?;
+            conn.never_wait()?;
+            Ok(conn)
+        })
+        .map(Some)
     }
 
     /// Checks out a reader, waiting at most the reader timeout.
@@ -91,6 +118,19 @@ impl Readers {
     /// # Cancel safety
     /// Cancel safe: a dropped wait takes no reader.
     pub(crate) async fn get(&self) -> Result<Reader> {
+        if let Some(anchor) = &self.anchor {
+            anchor.touch();
+        }
+        self.checkout().await
+    }
+
+    /// Opens one reader now, so a file readers cannot open fails at open, not later. It is
+    /// not a read, so the lock anchor is not woken.
+    pub(crate) async fn open_one(&self) -> Result<()> {
+        self.checkout().await.map(drop)
+    }
+
+    async fn checkout(&self) -> Result<Reader> {
         self.pool.get().await.map_err(|e| match e {
             PoolError::Timeout(TimeoutType::Wait) => Error::Timeout {
                 role: Role::Reader,
@@ -121,7 +161,22 @@ impl Readers {
         self.pool.status()
     }
 
+    /// Whether the lock anchor holds a read transaction now.
+    pub(crate) fn anchor_held(&self) -> bool {
+        self.anchor.as_ref().is_some_and(Anchor::is_held)
+    }
+
+    /// Closes the pool; readers checked out close when they come back.
     pub(crate) fn close(&self) {
         self.pool.close();
+    }
+
+    /// Closes the pool and waits until the lock anchor has let go, so a checkpoint that
+    /// follows is not held up by it.
+    pub(crate) async fn shut_down(&self) {
+        self.close();
+        if let Some(anchor) = &self.anchor {
+            anchor.close().await;
+        }
     }
 }

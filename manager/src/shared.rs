@@ -94,8 +94,7 @@ impl Shared {
                 Arc::clone(&context),
                 Arc::clone(&threads),
             )?;
-            // Open one reader now, so a file readers cannot open fails at open, not later.
-            if let Err(e) = readers.get().await {
+            if let Err(e) = readers.open_one().await {
                 worker.stop();
                 return Err(e);
             }
@@ -149,7 +148,7 @@ impl Shared {
         }
         let lease = self.writer.lease().await;
         if let Some(readers) = &self.readers {
-            readers.close();
+            readers.shut_down().await;
         }
         let force_rollback = self.options.force_rollback;
         let wal = self.options.is_wal_file();

@@ -11,10 +11,15 @@ use crate::TempDb;
 fn counting(t: &TempDb) -> (litemux::Options, Arc<AtomicUsize>) {
     let opened = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&opened);
-    let options = t.options().readers(2).on_connect(move |_| {
-        counter.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    });
+    // The lock anchor opens a connection of its own on the first read; these count readers.
+    let options = t
+        .options()
+        .readers(2)
+        .lock_anchor(Duration::ZERO)
+        .on_connect(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
     (options, opened)
 }
 

@@ -8,6 +8,7 @@ mod group_commit;
 mod health;
 mod history;
 mod inline;
+mod lock_anchor;
 mod manager;
 mod open;
 mod pragmas;
@@ -77,4 +78,19 @@ pub(crate) async fn ints(db: &Database, sql: &str) -> Vec<i64> {
         .iter()
         .map(|r| r.get(0).expect("int"))
         .collect()
+}
+
+/// Waits, up to 20 s, until `done` says so: for work other threads finish on their own time.
+pub(crate) async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let wait = async {
+        while !done() {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    };
+    if tokio::time::timeout(std::time::Duration::from_secs(20), wait)
+        .await
+        .is_err()
+    {
+        panic!("timed out waiting until {what}");
+    }
 }

@@ -93,7 +93,16 @@ async fn user_pragmas_and_the_hook_run_on_every_connection() {
             "yes"
         );
     }
-    assert_eq!(opened.load(Ordering::SeqCst), 3, "writer + 2 readers");
+    // The reads woke the lock anchor, which opens a connection of its own, hooked too.
+    crate::until("the lock anchor has its connection", || {
+        opened.load(Ordering::SeqCst) == 4
+    })
+    .await;
+    assert_eq!(
+        opened.load(Ordering::SeqCst),
+        4,
+        "writer + 2 readers + lock anchor"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,6 +53,7 @@ pub struct Options {
     pub(crate) journal_size_limit: i64,
     pub(crate) force_rollback: bool,
     pub(crate) inline_budget: Duration,
+    pub(crate) lock_anchor: Duration,
     pub(crate) group_commit: bool,
 }
 
@@ -79,6 +80,7 @@ impl fmt::Debug for Options {
             .field("health_interval", &self.health_interval)
             .field("force_rollback", &self.force_rollback)
             .field("inline_budget", &self.inline_budget)
+            .field("lock_anchor", &self.lock_anchor)
             .field("group_commit", &self.group_commit)
             .finish_non_exhaustive()
     }
@@ -118,6 +120,7 @@ impl Options {
             journal_size_limit: 64 * 1024 * 1024,
             force_rollback: false,
             inline_budget: Duration::from_micros(100),
+            lock_anchor: Duration::from_millis(5),
             group_commit: true,
         }
     }
@@ -270,6 +273,34 @@ impl Options {
     #[must_use]
     pub fn inline_budget(mut self, budget: Duration) -> Self {
         self.inline_budget = budget;
+        self
+    }
+
+    /// How long the lock anchor holds one snapshot (default 5 ms; zero turns it off).
+    ///
+    /// While reads flow on a WAL database and nothing is being written, one extra
+    /// connection keeps a read transaction open. Each reader's own read transaction then
+    /// finds SQLite's WAL read lock already held in the process and skips two system calls
+    /// and a mutex every connection to the file shares: in the bench, point reads ran 1.6
+    /// times as fast from one task and twice as fast from 64.
+    ///
+    /// The anchor answers no query: every read still starts its own transaction and sees
+    /// the latest commit. It moves to the newest snapshot every `linger`, lets go once a
+    /// whole `linger` passes without a read, and stands aside while commits keep arriving
+    /// (from this process or any other), so it never keeps checkpoints behind the writes
+    /// or the WAL from being restarted for long. It does make a `wal_checkpoint(TRUNCATE)`
+    /// from another process wait while reads flow here; turn it off if that matters more.
+    /// Its connection runs the same PRAGMAs and [`on_connect`](Self::on_connect) hook as
+    /// the readers.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let options = litemux::Options::new("app.db").lock_anchor(Duration::from_millis(5));
+    /// # let _ = options;
+    /// ```
+    #[must_use]
+    pub fn lock_anchor(mut self, linger: Duration) -> Self {
+        self.lock_anchor = linger;
         self
     }
 

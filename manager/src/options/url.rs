@@ -52,6 +52,9 @@ fn apply(options: Options, key: &str, value: &str) -> Result<Options, Error> {
         "inline_budget_us" => {
             options.inline_budget(Duration::from_micros(parse_number(key, value)? as u64))
         }
+        "lock_anchor_us" => {
+            options.lock_anchor(Duration::from_micros(parse_number(key, value)? as u64))
+        }
         "max_connection_age" => options.max_connection_age(Some(millis(key, value)?)),
         _ => return Err(Error::invalid(key, "unknown option")),
     })
@@ -103,6 +106,8 @@ mod tests {
         assert!(parse("sqlite::memory:")?.is_memory());
         assert!(parse(":memory:")?.is_memory());
         assert_eq!(parse("sqlite://x.db?mode=ro")?.mode, OpenMode::ReadOnly);
+        let anchor = parse("sqlite://x.db?lock_anchor_us=250")?.lock_anchor;
+        assert_eq!(anchor, Duration::from_micros(250));
         Ok(())
     }
 
@@ -111,6 +116,7 @@ mod tests {
         for bad in [
             "sqlite://x.db?colour=blue",
             "sqlite://x.db?readers=many",
+            "sqlite://x.db?lock_anchor_us=soon",
             "sqlite://x.db?foreign_keys=maybe",
             "sqlite://x.db?readers",
             "sqlite://?readers=1",
