@@ -12,8 +12,10 @@ pub const USAGE: &str = "\
 usage: cargo bench -p litemux-bench --bench compare [-- OPTIONS]
 
 options:
-  --quick                  short mode: 0.5 s warm-up + 1.5 s measured per run
-                           (full mode, the default: 2 s + 10 s)
+  --quick                  short mode: one round of 0.5 s warm-up + 1.5 s measured
+                           (full mode, the default: 3 rounds of 1 s + 3 s)
+  --rounds N               run every contestant N times per workload, the rounds
+                           interleaved; the report shows the median round
   --only SUBSTR[,SUBSTR]   run only the workloads whose name contains one of these
   --contestants A[,B...]   run only these contestants (ratios need diesel_sync among them)
   --warmup SECS            override the warm-up of every run
@@ -23,11 +25,16 @@ options:
   --list                   print the workloads and contestants, then exit
   -h, --help               print this text";
 
-/// Run lengths of full mode.
+/// Run lengths of full mode, each of [`FULL_ROUNDS`] rounds.
 const FULL: Plan = Plan {
-    warmup: Duration::from_secs(2),
-    measure: Duration::from_secs(10),
+    warmup: Duration::from_secs(1),
+    measure: Duration::from_secs(3),
 };
+
+/// Rounds of full mode. This machine's speed moves by up to 2x over tens of seconds;
+/// interleaved rounds let a slow spell hit every contestant's round alike, and the median
+/// round ignores one spell.
+const FULL_ROUNDS: usize = 3;
 
 /// Run lengths of `--quick`.
 const QUICK: Plan = Plan {
@@ -64,6 +71,8 @@ pub struct Config {
     pub contestants: Option<Vec<String>>,
     /// `--tasks`: see [`RunSpec::tasks`].
     pub tasks: Option<usize>,
+    /// Runs of every contestant per workload, interleaved (at least 1).
+    pub rounds: usize,
 }
 
 /// One run to do in a child process.
@@ -118,7 +127,7 @@ impl ChildSpec {
                     .ok_or_else(|| format!("unknown batch mode {mode}"))?,
                 tasks: match tasks.as_str() {
                     "-" => None,
-                    n => Some(task_count(n)?),
+                    n => Some(count(n, "task count")?),
                 },
             },
         })
@@ -137,7 +146,9 @@ impl Command {
             only: Vec::new(),
             contestants: None,
             tasks: None,
+            rounds: FULL_ROUNDS,
         };
+        let mut rounds = None;
         let (mut warmup, mut measure) = (None, None);
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -148,7 +159,9 @@ impl Command {
                 "--quick" => {
                     config.plan = QUICK;
                     config.mode = "quick";
+                    config.rounds = 1;
                 }
+                "--rounds" => rounds = Some(count(value()?, "round count")?),
                 "--only" => config.only.extend(split_list(value()?)),
                 "--contestants" => config
                     .contestants
@@ -156,12 +169,13 @@ impl Command {
                     .extend(split_list(value()?)),
                 "--warmup" => warmup = Some(seconds(value()?)?),
                 "--measure" => measure = Some(seconds(value()?)?),
-                "--tasks" => config.tasks = Some(task_count(value()?)?),
+                "--tasks" => config.tasks = Some(count(value()?, "task count")?),
                 "--list" => return Ok(Command::List),
                 "-h" | "--help" => return Ok(Command::Help),
                 other => return Err(format!("unknown argument {other}")),
             }
         }
+        config.rounds = rounds.unwrap_or(config.rounds);
         if warmup.is_some() || measure.is_some() {
             config.plan.warmup = warmup.unwrap_or(config.plan.warmup);
             config.plan.measure = measure.unwrap_or(config.plan.measure);
@@ -179,12 +193,13 @@ fn split_list(value: &str) -> impl Iterator<Item = String> + '_ {
         .map(str::to_owned)
 }
 
-fn task_count(value: &str) -> Result<usize, String> {
+/// A count of at least one; `what` names it in the error.
+fn count(value: &str, what: &str) -> Result<usize, String> {
     value
         .parse()
         .ok()
         .filter(|&n| n > 0)
-        .ok_or_else(|| format!("bad task count: {value}"))
+        .ok_or_else(|| format!("bad {what}: {value}"))
 }
 
 fn seconds(value: &str) -> Result<Duration, String> {
@@ -217,6 +232,7 @@ mod tests {
             panic!("expected a comparison");
         };
         assert_eq!(config.plan, QUICK);
+        assert_eq!(config.rounds, 1);
         assert_eq!(config.only, ["c64", "scan"]);
         assert_eq!(config.contestants.unwrap(), ["diesel_sync", "sqlx"]);
         assert_eq!(config.tasks, None);
@@ -227,6 +243,12 @@ mod tests {
             panic!("expected a comparison");
         };
         assert_eq!(config.tasks, Some(8));
+        assert_eq!(config.rounds, FULL_ROUNDS);
+        let Ok(Command::Compare(config)) = parse(&["--rounds", "5", "--quick"]) else {
+            panic!("expected a comparison");
+        };
+        assert_eq!(config.rounds, 5, "--rounds wins over the mode's own count");
+        assert!(parse(&["--rounds", "0"]).is_err());
     }
 
     #[test]

@@ -14,8 +14,46 @@ pub struct ReportRow {
     pub workload: Workload,
     /// The contestant's name, with the batch mode when it is not the default one.
     pub label: String,
-    /// What was measured, or why nothing was.
-    pub result: Result<Measurement, String>,
+    /// What each round measured, or why it measured nothing, in run order.
+    pub rounds: Vec<Result<Measurement, String>>,
+}
+
+impl ReportRow {
+    /// The round the table shows: the one with the median throughput (the upper of the two
+    /// middle ones for an even count), or the first failure if any round failed.
+    pub fn shown(&self) -> Result<&Measurement, &str> {
+        let mut measured = Vec::with_capacity(self.rounds.len());
+        for round in &self.rounds {
+            match round {
+                Ok(m) => measured.push(m),
+                Err(reason) => return Err(reason),
+            }
+        }
+        measured.sort_by(|a, b| a.ops_per_sec().total_cmp(&b.ops_per_sec()));
+        measured
+            .get(measured.len() / 2)
+            .copied()
+            .ok_or("no rounds ran")
+    }
+
+    /// Each round's throughput, if every round measured something.
+    fn throughputs(&self) -> Option<Vec<f64>> {
+        self.rounds
+            .iter()
+            .map(|round| round.as_ref().ok().map(Measurement::ops_per_sec))
+            .collect()
+    }
+
+    /// Failed operations summed over the rounds.
+    fn errors(&self) -> u64 {
+        self.rounds.iter().flatten().map(|m| m.errors).sum()
+    }
+}
+
+/// The median of `values` (the upper of the two middle ones for an even count).
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
 }
 
 /// Everything the report shows.
@@ -39,14 +77,33 @@ impl Report {
         out
     }
 
-    /// The throughput of the baseline on `workload`, if it ran and did something.
-    fn baseline(&self, workload: Workload) -> Option<f64> {
+    /// `row`'s throughput relative to the baseline's on the same workload: the median of the
+    /// ratios of each round to the baseline's round of the same number, which ran next to it.
+    fn ratio(&self, row: &ReportRow) -> Option<f64> {
+        let baseline = self
+            .rows
+            .iter()
+            .find(|base| base.workload == row.workload && base.label == BASELINE)?;
+        let (mine, theirs) = (row.throughputs()?, baseline.throughputs()?);
+        if mine.len() != theirs.len() {
+            return None;
+        }
+        let ratios = mine
+            .iter()
+            .zip(&theirs)
+            .filter(|&(_, &base)| base > 0.0)
+            .map(|(ops, base)| ops / base)
+            .collect();
+        median(ratios)
+    }
+
+    /// The most rounds any line ran.
+    fn rounds(&self) -> usize {
         self.rows
             .iter()
-            .find(|row| row.workload == workload && row.label == BASELINE)
-            .and_then(|row| row.result.as_ref().ok())
-            .map(Measurement::ops_per_sec)
-            .filter(|&ops| ops > 0.0)
+            .map(|row| row.rounds.len())
+            .max()
+            .unwrap_or(0)
     }
 
     fn main_table(&self) -> String {
@@ -61,19 +118,17 @@ impl Report {
         ];
         let lines = self.rows.iter().map(|row| {
             let mut cells = vec![row.workload.name().to_owned(), row.label.clone()];
-            match &row.result {
+            match row.shown() {
                 Ok(m) => {
                     let ratio = self
-                        .baseline(row.workload)
-                        .map_or("n/a".to_owned(), |base| {
-                            format!("{:.2}x", m.ops_per_sec() / base)
-                        });
+                        .ratio(row)
+                        .map_or("n/a".to_owned(), |ratio| format!("{ratio:.2}x"));
                     cells.extend([
                         ops(m.ops_per_sec()),
                         duration(m.p50),
                         duration(m.p99),
                         ratio,
-                        m.errors.to_string(),
+                        row.errors().to_string(),
                     ]);
                 }
                 Err(_) => cells.extend(["failed", "-", "-", "-", "-"].map(str::to_owned)),
@@ -88,8 +143,14 @@ impl Report {
             .rows
             .iter()
             .filter_map(|row| {
-                let m = row.result.as_ref().ok()?;
-                let peak = m.peak_rss_kib?;
+                let m = row.shown().ok()?;
+                // The highest peak of any round: memory is judged by its worst case.
+                let peak = row
+                    .rounds
+                    .iter()
+                    .flatten()
+                    .filter_map(|m| m.peak_rss_kib)
+                    .max()?;
                 Some(vec![
                     row.workload.name().to_owned(),
                     row.label.clone(),
@@ -120,6 +181,16 @@ impl Report {
              runtime (one worker per core) over 8 connections\n  (pools of 8; litemux: 1 writer \
              + 7 readers)."
         );
+        let rounds = self.rounds();
+        if rounds > 1 {
+            let _ = writeln!(
+                out,
+                "- Each contestant ran {rounds} rounds per workload, interleaved with the other \
+                 contestants' rounds;\n  the table shows the round with the median throughput, \
+                 the ratio is the median of each round's\n  ratio to the baseline's round next \
+                 to it, and errors are summed over the rounds."
+            );
+        }
         let mut seen = Vec::new();
         for row in &self.rows {
             let workload = row.workload;
@@ -129,12 +200,16 @@ impl Report {
             }
         }
         for row in &self.rows {
-            let problem = match &row.result {
+            let first_error = row
+                .rounds
+                .iter()
+                .flatten()
+                .find_map(|m| m.first_error.as_ref());
+            let problem = match row.shown() {
                 Err(reason) => Some(format!("failed: {reason}")),
-                Ok(m) => m
-                    .first_error
-                    .as_ref()
-                    .map(|first| format!("{} errors, first: {first}", m.errors)),
+                Ok(_) => {
+                    first_error.map(|first| format!("{} errors, first: {first}", row.errors()))
+                }
             };
             if let Some(problem) = problem {
                 let _ = writeln!(out, "- {} / {}: {problem}", row.workload.name(), row.label);
@@ -242,7 +317,7 @@ mod tests {
         let row = |workload, label: &str, ops| ReportRow {
             workload,
             label: label.to_owned(),
-            result: Ok(measured(ops)),
+            rounds: vec![Ok(measured(ops))],
         };
         let report = Report {
             heading: String::new(),
@@ -256,5 +331,62 @@ mod tests {
         let text = report.render();
         assert!(text.contains("0.50x"), "{text}");
         assert!(text.contains("n/a"), "{text}");
+    }
+
+    #[test]
+    fn rounds_give_the_median_round_and_the_median_of_paired_ratios() {
+        let measured = |ops, errors| Measurement {
+            ops,
+            errors,
+            elapsed: Duration::from_secs(1),
+            p50: Duration::from_micros(ops),
+            p99: Duration::from_micros(2 * ops),
+            first_error: None,
+            peak_rss_kib: Some(ops),
+            start_rss_kib: None,
+        };
+        // The machine slows down in round 2: both contestants lose half their speed there.
+        let baseline = ReportRow {
+            workload: Workload::PointReadC64,
+            label: BASELINE.to_owned(),
+            rounds: vec![
+                Ok(measured(1000, 0)),
+                Ok(measured(500, 0)),
+                Ok(measured(1000, 0)),
+            ],
+        };
+        let other = ReportRow {
+            workload: Workload::PointReadC64,
+            label: "other".to_owned(),
+            rounds: vec![
+                Ok(measured(600, 1)),
+                Ok(measured(300, 2)),
+                Ok(measured(700, 0)),
+            ],
+        };
+        assert_eq!(other.shown().unwrap().ops, 600);
+        assert_eq!(other.errors(), 3);
+        let report = Report {
+            heading: String::new(),
+            rows: vec![baseline, other],
+            missing: vec![],
+        };
+        // Paired ratios 0.6, 0.6, 0.7: the median is 0.6, where the ratio of the median rounds
+        // (600 / 1000) happens to agree and a pairing across rounds would not (600 / 500).
+        assert_eq!(report.ratio(&report.rows[1]), Some(0.6));
+        let text = report.render();
+        assert!(text.contains("0.60x"), "{text}");
+        assert!(text.contains("3 rounds per workload"), "{text}");
+        assert!(
+            text.contains("0.7 MiB"),
+            "the highest peak of any round: {text}"
+        );
+
+        let failed = ReportRow {
+            workload: Workload::PointReadC64,
+            label: "broken".to_owned(),
+            rounds: vec![Ok(measured(600, 0)), Err("crashed".to_owned())],
+        };
+        assert_eq!(failed.shown().unwrap_err(), "crashed");
     }
 }

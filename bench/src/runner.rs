@@ -10,6 +10,7 @@ use crate::data::{self, ScratchDir};
 use crate::driver::RunSpec;
 use crate::report::{self, Report, ReportRow};
 use crate::rss;
+use crate::stats::Measurement;
 use crate::workload::Workload;
 
 /// Runs the comparison `config` asks for and prints the report.
@@ -39,9 +40,8 @@ pub fn compare(config: &Config) -> ExitCode {
         return ExitCode::FAILURE;
     }
 
-    // Every (workload, contestant, batch mode) in run order: all contestants back to back for
-    // one workload before the next workload starts.
-    let runs: Vec<(Workload, &dyn Contestant, BatchMode)> = workloads
+    // Every (workload, contestant, batch mode): one line of the report each.
+    let lines: Vec<(Workload, &dyn Contestant, BatchMode)> = workloads
         .iter()
         .flat_map(|&workload| {
             contestants.iter().flat_map(move |contestant| {
@@ -51,12 +51,33 @@ pub fn compare(config: &Config) -> ExitCode {
             })
         })
         .collect();
+    // Run order: one workload at a time; within it, every line once per round, so that a
+    // machine that slows down for a while slows every contestant's round of that moment.
+    let runs: Vec<(usize, usize)> = workloads
+        .iter()
+        .flat_map(|&workload| {
+            let lines = &lines;
+            (0..config.rounds).flat_map(move |round| {
+                lines
+                    .iter()
+                    .enumerate()
+                    .filter(move |(_, (w, _, _))| *w == workload)
+                    .map(move |(line, _)| (line, round))
+            })
+        })
+        .collect();
     let started = Instant::now();
-    let mut rows = Vec::new();
-    for (index, &(workload, contestant, mode)) in runs.iter().enumerate() {
+    let mut rounds: Vec<Vec<Result<Measurement, String>>> = vec![Vec::new(); lines.len()];
+    for (index, &(line, round)) in runs.iter().enumerate() {
+        let (workload, contestant, mode) = lines[line];
         let label = label(contestant.name(), mode);
+        let of_rounds = if config.rounds > 1 {
+            format!(", round {}/{}", round + 1, config.rounds)
+        } else {
+            String::new()
+        };
         eprint!(
-            "[{:>2}/{}] {} / {label} ... ",
+            "[{:>2}/{}] {} / {label}{of_rounds} ... ",
             index + 1,
             runs.len(),
             workload.name()
@@ -83,21 +104,33 @@ pub fn compare(config: &Config) -> ExitCode {
             ),
             Err(reason) => eprintln!("failed: {reason}"),
         }
-        rows.push(ReportRow {
-            workload,
-            label,
-            result,
-        });
+        rounds[line].push(result);
     }
+    let rows = lines
+        .iter()
+        .zip(rounds)
+        .map(|(&(workload, contestant, mode), rounds)| ReportRow {
+            workload,
+            label: label(contestant.name(), mode),
+            rounds,
+        })
+        .collect();
 
-    let tasks = config.tasks.map_or_else(String::new, |n| {
+    let mut settings = config.tasks.map_or_else(String::new, |n| {
         format!(", concurrent workloads run by {n} task(s) (--tasks)")
     });
+    if let Some(options) = contestants::litemux_url_options() {
+        settings.push_str(&format!(
+            ", litemux URL options `{options}` ({})",
+            contestants::LITEMUX_URL_OPTIONS_VAR
+        ));
+    }
     let report = Report {
         heading: format!(
-            "litemux-bench compare: {} mode, {:?} warm-up + {:?} measured per run, {} cores, \
-             total {:.0?}{tasks}",
+            "litemux-bench compare: {} mode, {} round(s) of {:?} warm-up + {:?} measured per \
+             contestant, {} cores, total {:.0?}{settings}",
             config.mode,
+            config.rounds,
             config.plan.warmup,
             config.plan.measure,
             std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -135,7 +168,7 @@ fn run_one(
     template: &Path,
     contestant: &dyn Contestant,
     spec: &RunSpec,
-) -> Result<crate::stats::Measurement, String> {
+) -> Result<Measurement, String> {
     data::fresh_copy(template, &spec.db)
         .map_err(|error| format!("cannot copy the seeded database: {error}"))?;
     if spec.workload.measures_rss() {

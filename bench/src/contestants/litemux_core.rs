@@ -24,9 +24,11 @@ pub(crate) struct Litemux {
 /// litemux's defaults. The path is absolute, so this is `sqlite:///...`.
 pub(crate) fn database_url(path: &Path) -> OpResult<String> {
     let path = path.to_str().ok_or("database path is not UTF-8")?;
+    let extra =
+        super::litemux_url_options().map_or_else(String::new, |options| format!("&{options}"));
     Ok(format!(
         "sqlite://{path}?readers={READERS}&journal_mode=wal&synchronous=normal\
-         &busy_timeout={BUSY_TIMEOUT_MS}&foreign_keys=on"
+         &busy_timeout={BUSY_TIMEOUT_MS}&foreign_keys=on{extra}"
     ))
 }
 

@@ -19,6 +19,18 @@ mod litemux_diesel;
 mod rusqlite_sync;
 mod sqlx_pool;
 
+/// Extra `key=value&...` options for both litemux contestants' URL, to measure what a litemux
+/// option is worth (`LITEMUX_BENCH_URL_OPTIONS=lock_anchor_us=0`). The report's heading shows
+/// them when set.
+pub const LITEMUX_URL_OPTIONS_VAR: &str = "LITEMUX_BENCH_URL_OPTIONS";
+
+/// The options [`LITEMUX_URL_OPTIONS_VAR`] adds, if any.
+pub fn litemux_url_options() -> Option<String> {
+    std::env::var(LITEMUX_URL_OPTIONS_VAR)
+        .ok()
+        .filter(|options| !options.is_empty())
+}
+
 use std::future::Future;
 use std::marker::PhantomData;
 use std::path::Path;
