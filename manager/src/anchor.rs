@@ -136,6 +136,7 @@ fn run(state: &State, timing: Timing, open: impl Fn() -> Result<Connection>) {
     let mut holder = Holder {
         conn: None,
         opened: Instant::now(),
+        failed: None,
         open,
         version: None,
     };
@@ -179,10 +180,17 @@ fn run(state: &State, timing: Timing, open: impl Fn() -> Result<Connection>) {
     }
 }
 
+/// How long the anchor waits after failing to open its connection before it tries again:
+/// opening runs PRAGMAs and the user's hook, too much to repeat every `linger` on a file it
+/// cannot open.
+const RETRY_OPEN_AFTER: Duration = Duration::from_secs(1);
+
 /// The anchor's connection, opened when first needed.
 struct Holder<F> {
     conn: Option<Connection>,
     opened: Instant,
+    /// When opening last failed, if it did since the last success.
+    failed: Option<Instant>,
     open: F,
     /// The file's data version when the last hold began.
     version: Option<i64>,
@@ -199,13 +207,21 @@ impl<F: Fn() -> Result<Connection>> Holder<F> {
             self.conn = None;
         }
         if self.conn.is_none() {
+            if self
+                .failed
+                .is_some_and(|failed| failed.elapsed() < RETRY_OPEN_AFTER)
+            {
+                return false;
+            }
             match (self.open)() {
                 Ok(conn) => {
                     self.conn = Some(conn);
                     self.opened = Instant::now();
+                    self.failed = None;
                 }
                 Err(error) => {
                     tracing::debug!(target: "litemux", %error, "lock anchor cannot open");
+                    self.failed = Some(Instant::now());
                     return false;
                 }
             }
