@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::connection::{Budget, Connection, Context, ExecuteResult, Inline, Limit};
 use crate::connection_ref::ConnectionRef;
 use crate::history::History;
-use crate::readers::Readers;
+use crate::readers::{Reader, Readers};
 use crate::request::{Execute, Fetch, Request};
 use crate::statement::{Classified, Kind};
 use crate::threads::Threads;
@@ -246,6 +246,38 @@ impl Shared {
             .flatten()
     }
 
+    /// Runs a read inline if it may (see [`inline_budget`](Self::inline_budget)): on an idle
+    /// reader without checking it out, else on one checked out of the pool. `inline` returns
+    /// `None` when it overran its budget. Otherwise, or if it overran, the checked-out reader
+    /// is returned for its thread to run the read.
+    async fn place<T>(
+        &self,
+        readers: &Readers,
+        known: Option<Classified>,
+        mut inline: impl FnMut(&mut Connection, Budget) -> Option<T>,
+    ) -> Result<Placed<T>> {
+        let budget = self.inline_budget(known);
+        let mut overran = false;
+        if let Some(budget) = budget {
+            // A stream of reads run on idle readers never waits on anything, so it would
+            // never let other tasks run; tokio's budget makes it yield now and then.
+            tokio::task::consume_budget().await;
+            match readers.try_idle(|conn| inline(conn, budget)) {
+                Some(Some(out)) => return Ok(Placed::Ran(out)),
+                Some(None) => overran = true,
+                // Every open reader is in use: wait for one.
+                None => {}
+            }
+        }
+        let reader = readers.get().await?;
+        if let Some(budget) = budget.filter(|_| !overran)
+            && let Some(Some(out)) = reader.try_inline(|conn| inline(conn, budget))
+        {
+            return Ok(Placed::Ran(out));
+        }
+        Ok(Placed::Queue(reader))
+    }
+
     async fn read<R: Request>(
         &self,
         readers: &Readers,
@@ -254,17 +286,14 @@ impl Shared {
         request: R,
         known: Option<Classified>,
     ) -> Result<Read<R::Output>> {
-        let reader = readers.get().await?;
-        if let Some(budget) = self.inline_budget(known) {
-            let attempt = reader
-                .try_inline(|conn| read_here(conn, sql, &params, request, Some(budget), known));
-            match attempt {
-                Some(Some(ReadOutcome::Done(outcome))) => return Ok(Read::Done(outcome)),
-                Some(Some(ReadOutcome::NotARead)) => return Ok(Read::NotARead(params)),
-                // Busy connection, or the budget ran out: the reader's thread runs it.
-                Some(None) | None => {}
-            }
-        }
+        let inline = |conn: &mut Connection, budget| {
+            read_here(conn, sql, &params, request, Some(budget), known)
+        };
+        let reader = match self.place(readers, known, inline).await? {
+            Placed::Ran(ReadOutcome::Done(outcome)) => return Ok(Read::Done(outcome)),
+            Placed::Ran(ReadOutcome::NotARead) => return Ok(Read::NotARead(params)),
+            Placed::Queue(reader) => reader,
+        };
         let owned = sql.to_owned();
         let (outcome, params) = reader
             .call(move |conn| {
@@ -442,13 +471,12 @@ impl Shared {
         let Some(readers) = &self.readers else {
             return self.with_writer(move |conn| f(conn)).await;
         };
-        let reader = readers.get().await?;
         let known = sql.and_then(|sql| self.context.classified.get(sql));
-        if let Some(budget) = self.inline_budget(known)
-            && let Some(Some(out)) = reader.try_inline(|conn| conn.lend_within(budget, sql, &mut f))
-        {
-            return Ok(out);
-        }
+        let inline = |conn: &mut Connection, budget| conn.lend_within(budget, sql, &mut f);
+        let reader = match self.place(readers, known, inline).await? {
+            Placed::Ran(out) => return Ok(out),
+            Placed::Queue(reader) => reader,
+        };
         reader
             .call(move |conn| f(&mut ConnectionRef::new(conn)))
             .await
@@ -488,6 +516,14 @@ impl Drop for Shared {
             }
         }
     }
+}
+
+/// Where [`Shared::place`] put a read.
+enum Placed<T> {
+    /// It ran inline.
+    Ran(T),
+    /// It is for this reader's thread to run.
+    Queue(Reader),
 }
 
 /// Where a read routed to a reader ended.

@@ -45,6 +45,24 @@ async fn idle_readers_are_closed_and_reopened_on_demand() {
     );
 }
 
+/// Inline reads use an idle reader without checking it out of the pool; they still count as
+/// use, so a reader that serves them is not closed as idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_serving_inline_reads_are_not_idle() {
+    let t = TempDb::new();
+    let (options, _) = counting(&t);
+    let db = Database::open_with(options.max_idle_time(Some(Duration::ZERO)))
+        .await
+        .unwrap();
+    db.execute_batch("CREATE TABLE t(x)").await.unwrap();
+    db.fetch_all("SELECT * FROM t", ()).await.unwrap();
+    assert_eq!(db.status().readers_open, 1);
+    let report = db.run_health_check().await.unwrap();
+    assert_eq!(report.readers_closed, 0, "the reader was just used");
+    let report = db.run_health_check().await.unwrap();
+    assert_eq!(report.readers_closed, 1, "unused since the last pass");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aged_readers_are_replaced() {
     let t = TempDb::new();

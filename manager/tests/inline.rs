@@ -170,3 +170,75 @@ async fn a_write_reported_interrupted_after_it_committed_is_done_once() {
         .unwrap();
     assert_eq!(sum, (0..300).sum::<i64>());
 }
+
+/// Reads run inline on an idle reader never wait on anything. A loop of them must still give
+/// the other tasks of its runtime thread a turn, as any loop of awaits would.
+#[tokio::test(flavor = "current_thread")]
+async fn inline_read_loops_let_other_tasks_run() {
+    use crate::{LIMIT, Ticker};
+
+    let t = TempDb::new();
+    let db = open(&t, t.options()).await;
+    db.execute("INSERT INTO t(x) VALUES (1)", ()).await.unwrap();
+    let ticks = Ticker::start();
+    let fetches = ticks
+        .longest_run_without_a_tick(async |_| {
+            db.fetch_one("SELECT x FROM t WHERE id = 1", ())
+                .await
+                .unwrap();
+        })
+        .await;
+    let lent = ticks
+        .longest_run_without_a_tick(async |_| {
+            db.with_reader_for("SELECT 1", |conn| conn.role())
+                .await
+                .unwrap();
+        })
+        .await;
+    assert!(fetches < LIMIT, "{fetches} reads in a row never yielded");
+    assert!(lent < LIMIT, "{lent} lent readers in a row never yielded");
+}
+
+/// An idle reader is used inline without checking it out of the pool, but never one that
+/// someone holds: a read transaction's reader keeps its snapshot to itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_reads_never_borrow_a_held_reader() {
+    let t = TempDb::new();
+    let db = open(&t, t.options()).await;
+    db.execute("INSERT INTO t(id, x) VALUES (1, 1)", ())
+        .await
+        .unwrap();
+    // The one reader open so far is the first an inline read would try.
+    assert_eq!(db.status().readers_open, 1);
+    let snapshot = db.begin_read().await.unwrap();
+    let x = "SELECT x FROM t WHERE id = 1";
+    assert_eq!(
+        snapshot
+            .fetch_one(x, ())
+            .await
+            .unwrap()
+            .get::<i64>(0)
+            .unwrap(),
+        1
+    );
+    db.execute("UPDATE t SET x = 2 WHERE id = 1", ())
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        let now = db.fetch_one(x, ()).await.unwrap().get::<i64>(0).unwrap();
+        assert_eq!(
+            now, 2,
+            "a plain read ran inside the read transaction's snapshot"
+        );
+    }
+    assert_eq!(
+        snapshot
+            .fetch_one(x, ())
+            .await
+            .unwrap()
+            .get::<i64>(0)
+            .unwrap(),
+        1
+    );
+    snapshot.end().await.unwrap();
+}

@@ -94,3 +94,58 @@ pub(crate) async fn until(what: &str, mut done: impl FnMut() -> bool) {
         panic!("timed out waiting until {what}");
     }
 }
+
+/// Statements in a loop for [`Ticker::longest_run_without_a_tick`].
+pub(crate) const STATEMENTS: usize = 2000;
+
+/// Well above tokio's cooperative budget (128 operations), well below what a loop of
+/// statements that never yields reaches ([`STATEMENTS`]).
+pub(crate) const LIMIT: usize = 400;
+
+/// A task that counts its turns on a single-threaded runtime, where it runs only when the
+/// other tasks yield. Stopped when dropped.
+pub(crate) struct Ticker {
+    ticks: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Ticker {
+    pub(crate) fn start() -> Self {
+        let ticks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let task = tokio::spawn({
+            let ticks = std::sync::Arc::clone(&ticks);
+            async move {
+                loop {
+                    ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        Ticker { ticks, task }
+    }
+
+    /// Runs `run(0..STATEMENTS)` and returns the most calls in a row during which the
+    /// ticker got no turn.
+    pub(crate) async fn longest_run_without_a_tick<F: AsyncFnMut(usize)>(
+        &self,
+        mut run: F,
+    ) -> usize {
+        use std::sync::atomic::Ordering;
+        let (mut longest, mut current) = (0, 0);
+        let mut seen = self.ticks.load(Ordering::Relaxed);
+        for i in 0..STATEMENTS {
+            run(i).await;
+            let now = self.ticks.load(Ordering::Relaxed);
+            current = if now == seen { current + 1 } else { 0 };
+            seen = now;
+            longest = longest.max(current);
+        }
+        longest
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -354,63 +354,33 @@ async fn transaction_futures_are_send() {
 /// tokio's cooperative budget (128 operations) would make any loop of awaits do.
 #[tokio::test(flavor = "current_thread")]
 async fn statement_loops_in_transactions_let_other_tasks_run() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// The most statements `run` saw in a row without the ticker getting a turn.
-    async fn longest_run_without_a_tick<F: AsyncFnMut(usize)>(
-        ticks: &AtomicUsize,
-        mut run: F,
-    ) -> usize {
-        let (mut longest, mut current) = (0, 0);
-        let mut seen = ticks.load(Ordering::Relaxed);
-        for i in 0..STATEMENTS {
-            run(i).await;
-            let now = ticks.load(Ordering::Relaxed);
-            current = if now == seen { current + 1 } else { 0 };
-            seen = now;
-            longest = longest.max(current);
-        }
-        longest
-    }
-    const STATEMENTS: usize = 2000;
-    // Well above tokio's budget, well below what a loop that never yields reaches.
-    const LIMIT: usize = 400;
+    use crate::{LIMIT, STATEMENTS, Ticker};
 
     let t = TempDb::new();
     let db = t.open().await;
     db.execute("INSERT INTO t(x) VALUES (1)", ()).await.unwrap();
-    // On this single-threaded runtime the ticker runs only when the loop's task yields.
-    let ticks = Arc::new(AtomicUsize::new(0));
-    let ticker = tokio::spawn({
-        let ticks = Arc::clone(&ticks);
-        async move {
-            loop {
-                ticks.fetch_add(1, Ordering::Relaxed);
-                tokio::task::yield_now().await;
-            }
-        }
-    });
+    let ticks = Ticker::start();
 
     let snapshot = db.begin_read().await.unwrap();
-    let reads = longest_run_without_a_tick(&ticks, async |_| {
-        snapshot
-            .fetch_one("SELECT x FROM t WHERE id = 1", ())
-            .await
-            .unwrap();
-    })
-    .await;
+    let reads = ticks
+        .longest_run_without_a_tick(async |_| {
+            snapshot
+                .fetch_one("SELECT x FROM t WHERE id = 1", ())
+                .await
+                .unwrap();
+        })
+        .await;
     snapshot.end().await.unwrap();
 
     let tx = db.begin().await.unwrap();
-    let writes = longest_run_without_a_tick(&ticks, async |i| {
-        tx.execute("INSERT INTO t(x) VALUES (?)", (i as i64,))
-            .await
-            .unwrap();
-    })
-    .await;
+    let writes = ticks
+        .longest_run_without_a_tick(async |i| {
+            tx.execute("INSERT INTO t(x) VALUES (?)", (i as i64,))
+                .await
+                .unwrap();
+        })
+        .await;
     tx.commit().await.unwrap();
-    ticker.abort();
 
     assert!(
         reads < LIMIT,
