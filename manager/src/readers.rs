@@ -54,6 +54,15 @@ impl PooledReader {
     }
 }
 
+/// An inline run's hold on a reader, given back when dropped.
+struct Claim<'r>(&'r PooledReader);
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.0.give_back();
+    }
+}
+
 /// Every open reader, for [`Readers::try_idle`].
 type OpenReaders = Arc<RwLock<Vec<Arc<PooledReader>>>>;
 
@@ -225,10 +234,11 @@ impl Readers {
         let reader = open
             .iter()
             .find(|reader| !reader.too_old(self.max_age, now) && reader.take())?;
-        let out = reader.worker.try_inline(f);
+        // Given back even if `f` (user code, through `with_reader`) panics: a claim left set
+        // would make every later checkout of this reader wait forever.
+        let _claim = Claim(reader);
         reader.used.store(true, Ordering::Relaxed);
-        reader.give_back();
-        out
+        reader.worker.try_inline(f)
     }
 
     fn touch_anchor(&self) {

@@ -184,6 +184,42 @@ async fn a_panic_on_the_writer_thread_is_an_error_and_the_writer_survives() {
     assert_eq!(count(&db).await, 1);
 }
 
+/// A closure lent a reader inline runs on the calling task's thread, so its panic is the
+/// caller's; the reader it held must still serve everyone after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_a_lent_reader_leaves_the_reader_usable() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    let panicked = tokio::spawn({
+        let db = db.clone();
+        async move {
+            db.with_reader_for("SELECT 1", |_| -> () {
+                panic!("user code panics on a reader")
+            })
+            .await
+        }
+    })
+    .await;
+    assert!(panicked.unwrap_err().is_panic());
+    // Read transactions check their reader out of the pool; one left claimed would hang here.
+    let checkouts = async {
+        for _ in 0..10 {
+            let snapshot = db.begin_read().await.unwrap();
+            let n: i64 = snapshot
+                .fetch_one("SELECT count(*) FROM t", ())
+                .await
+                .unwrap()
+                .get(0)
+                .unwrap();
+            assert_eq!(n, 0);
+            snapshot.end().await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), checkouts)
+        .await
+        .expect("a reader stayed claimed after the panic");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_escape_hatch_closure_cannot_leave_the_writer_in_a_transaction() {
     let t = TempDb::new();
