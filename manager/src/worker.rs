@@ -190,7 +190,7 @@ impl Worker {
     /// Runs `f` on the connection *here*, on the calling thread, if nothing is queued for it
     /// and no job is running; otherwise returns `None` and the caller queues instead.
     ///
-    /// Callers only do this while they alone may queue work (a checked-out reader, the
+    /// Callers only do this while they alone may queue work (a reader they claimed, the
     /// writer lease), so no job can slip in ahead of `f` and be overtaken. `f` must be short:
     /// it blocks the calling (async) thread, which is why statements run this way carry a
     /// time budget.
