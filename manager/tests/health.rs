@@ -8,6 +8,18 @@ use litemux::Database;
 
 use crate::TempDb;
 
+/// Opens a database with a table `t(x)` whose options `configure` finishes, and the count of
+/// connections it has opened.
+async fn open_counting(
+    t: &TempDb,
+    configure: impl FnOnce(litemux::Options) -> litemux::Options,
+) -> (Database, Arc<AtomicUsize>) {
+    let (options, opened) = counting(t);
+    let db = Database::open_with(configure(options)).await.unwrap();
+    db.execute_batch("CREATE TABLE t(x)").await.unwrap();
+    (db, opened)
+}
+
 fn counting(t: &TempDb) -> (litemux::Options, Arc<AtomicUsize>) {
     let opened = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&opened);
@@ -26,11 +38,7 @@ fn counting(t: &TempDb) -> (litemux::Options, Arc<AtomicUsize>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_readers_are_closed_and_reopened_on_demand() {
     let t = TempDb::new();
-    let (options, opened) = counting(&t);
-    let db = Database::open_with(options.max_idle_time(Some(Duration::ZERO)))
-        .await
-        .unwrap();
-    db.execute_batch("CREATE TABLE t(x)").await.unwrap();
+    let (db, opened) = open_counting(&t, |o| o.max_idle_time(Some(Duration::ZERO))).await;
     assert_eq!(db.status().readers_open, 1);
     let report = db.run_health_check().await.unwrap();
     assert_eq!(report.readers_closed, 1);
@@ -50,11 +58,7 @@ async fn idle_readers_are_closed_and_reopened_on_demand() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_serving_inline_reads_are_not_idle() {
     let t = TempDb::new();
-    let (options, _) = counting(&t);
-    let db = Database::open_with(options.max_idle_time(Some(Duration::ZERO)))
-        .await
-        .unwrap();
-    db.execute_batch("CREATE TABLE t(x)").await.unwrap();
+    let (db, _) = open_counting(&t, |o| o.max_idle_time(Some(Duration::ZERO))).await;
     db.fetch_all("SELECT * FROM t", ()).await.unwrap();
     assert_eq!(db.status().readers_open, 1);
     let report = db.run_health_check().await.unwrap();
@@ -66,11 +70,7 @@ async fn readers_serving_inline_reads_are_not_idle() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aged_readers_are_replaced() {
     let t = TempDb::new();
-    let (options, opened) = counting(&t);
-    let db = Database::open_with(options.max_connection_age(Some(Duration::ZERO)))
-        .await
-        .unwrap();
-    db.execute_batch("CREATE TABLE t(x)").await.unwrap();
+    let (db, opened) = open_counting(&t, |o| o.max_connection_age(Some(Duration::ZERO))).await;
     let before = opened.load(Ordering::SeqCst);
     for _ in 0..3 {
         db.fetch_all("SELECT * FROM t", ()).await.unwrap();
@@ -107,11 +107,7 @@ async fn the_background_task_runs_by_itself() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_readers_are_left_alone_and_the_writer_is_not_disturbed() {
     let t = TempDb::new();
-    let (options, _) = counting(&t);
-    let db = Database::open_with(options.max_idle_time(Some(Duration::ZERO)))
-        .await
-        .unwrap();
-    db.execute_batch("CREATE TABLE t(x)").await.unwrap();
+    let (db, _) = open_counting(&t, |o| o.max_idle_time(Some(Duration::ZERO))).await;
     let snapshot = db.begin_read().await.unwrap();
     let tx = db.begin().await.unwrap();
     let report = db.run_health_check().await.unwrap();
