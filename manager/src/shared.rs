@@ -321,31 +321,51 @@ impl Shared {
         request: R,
     ) -> Result<R::Output> {
         let lease = self.writer.lease().await?;
-        let base = self.writer.base_in_transaction;
         let known = self.context.classified.get(sql);
-        let grouped = self.joins_group(known, &lease);
         // Reads may always run inline. Writes only when SQLite reporting them interrupted
         // after they committed can be told (DML changes rows) and their outcome rebuilt.
-        let inline = known.is_some_and(|c| c.kind == Kind::Read || (c.dml && R::WRITES_INLINE));
-        if !base
-            && inline
-            && !grouped
-            && let Some(budget) = self.inline_budget(known)
-        {
-            let attempt = self.writer.worker.try_inline(|conn| {
-                match request.run_within(conn, sql, &params, budget) {
-                    Inline::Done(outcome) => Some(restore_base(conn, base, sql, outcome)),
-                    Inline::Overran => None,
-                }
-            });
-            if let Some(Some(outcome)) = attempt {
-                return outcome;
-            }
+        let inlinable = known.filter(|c| c.kind == Kind::Read || (c.dml && R::WRITES_INLINE));
+        let inline =
+            |conn: &mut Connection, budget| match request.run_within(conn, sql, &params, budget) {
+                Inline::Done(outcome) => Some(outcome),
+                Inline::Overran => None,
+            };
+        if let Some(outcome) = self.write_inline(&lease, sql, inlinable, inline) {
+            return outcome;
         }
         self.queue_write(lease, sql, known, move |conn, sql| {
             request.run(conn, sql, &params)
         })
         .await
+    }
+
+    /// Runs the one statement `sql` inline on the idle writer, through `inline`, if it may:
+    /// `inlinable` (what routing knows of it, if it is known and of a kind that may run
+    /// inline) has a budget, the database is in autocommit mode (an interrupted write in a
+    /// transaction would roll the whole transaction back), and no group is forming. `inline`
+    /// returns `None` when it overran its budget; then, or when it may not run inline, this
+    /// returns `None` and the caller queues the statement.
+    fn write_inline<T>(
+        &self,
+        lease: &Lease,
+        sql: &str,
+        inlinable: Option<Classified>,
+        inline: impl FnOnce(&mut Connection, Budget) -> Option<Result<T>>,
+    ) -> Option<Result<T>> {
+        // Unknown SQL is never run inline on the writer: it may be anything.
+        let known = inlinable?;
+        let base = self.writer.base_in_transaction;
+        if base || self.joins_group(Some(known), lease) {
+            return None;
+        }
+        let budget = self.inline_budget(Some(known))?;
+        self.writer
+            .worker
+            .try_inline(|conn| {
+                let outcome = inline(conn, budget)?;
+                Some(restore_base(conn, base, sql, outcome))
+            })
+            .flatten()
     }
 
     /// Queues the one statement `sql`, run by `statement`, on the writer outside any
@@ -435,22 +455,14 @@ impl Shared {
         mut f: impl FnMut(&mut ConnectionRef<'_>) -> R + Send + 'static,
     ) -> Result<R> {
         let lease = self.writer.lease().await?;
-        let base = self.writer.base_in_transaction;
         let known = self.context.classified.get(sql).filter(|c| c.dml);
         // The rows of a write with RETURNING cannot be rebuilt if SQLite reports it
         // interrupted after it committed: such writes are only queued.
-        let inline = known.filter(|c| !c.returns_rows);
-        if !base
-            && !self.joins_group(known, &lease)
-            && let Some(budget) = inline.and_then(|known| self.inline_budget(Some(known)))
-        {
-            let attempt = self.writer.worker.try_inline(|conn| {
-                let out = conn.lend_within(budget, Some(sql), &mut f)?;
-                Some(restore_base(conn, base, sql, Ok(out)))
-            });
-            if let Some(Some(outcome)) = attempt {
-                return outcome;
-            }
+        let inlinable = known.filter(|c| !c.returns_rows);
+        let inline =
+            |conn: &mut Connection, budget| conn.lend_within(budget, Some(sql), &mut f).map(Ok);
+        if let Some(outcome) = self.write_inline(&lease, sql, inlinable, inline) {
+            return outcome;
         }
         self.queue_write(lease, sql, known, move |conn, sql| {
             let started = std::time::Instant::now();
