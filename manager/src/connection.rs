@@ -97,6 +97,10 @@ pub(crate) struct Connection {
     budget_mark: Option<CommitMark>,
 }
 
+/// Opens a read transaction with its snapshot taken: SQLite starts one at its first read,
+/// not at BEGIN.
+const BEGIN_SNAPSHOT: [&str; 2] = ["BEGIN DEFERRED", "SELECT 1 FROM sqlite_schema LIMIT 1"];
+
 /// What a read transaction found as it began.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ReadStart {
@@ -571,11 +575,12 @@ impl Connection {
         self.setup("PRAGMA busy_timeout = 0")
     }
 
-    /// Opens a read transaction and takes its WAL read lock (a read transaction starts at its
-    /// first read, not at BEGIN). Not recorded: no caller asked for it.
+    /// [`begin_snapshot`](Self::begin_snapshot), not recorded (no caller asked for it), and
+    /// what the transaction found as it began.
     pub(crate) fn begin_read_unrecorded(&mut self) -> Result<ReadStart> {
-        self.run_to_end("BEGIN DEFERRED")?;
-        self.fetch_unrecorded("SELECT 1 FROM sqlite_schema LIMIT 1", &[], Limit::First)?;
+        for sql in BEGIN_SNAPSHOT {
+            self.run_to_end(sql)?;
+        }
         let first = |rows: Vec<Row>| rows.first().and_then(|row| row.get::<Value>(0).ok());
         let mode = first(self.fetch_unrecorded("PRAGMA journal_mode", &[], Limit::First)?);
         let version = first(self.fetch_unrecorded("PRAGMA data_version", &[], Limit::First)?);
@@ -586,6 +591,14 @@ impl Connection {
                 _ => 0,
             },
         })
+    }
+
+    /// Opens a read transaction and takes its snapshot, and with it its WAL read lock, now.
+    pub(crate) fn begin_snapshot(&mut self) -> Result<()> {
+        for sql in BEGIN_SNAPSHOT {
+            self.control(sql)?;
+        }
+        Ok(())
     }
 
     /// Ends a transaction [`begin_read_unrecorded`](Self::begin_read_unrecorded) opened, if

@@ -61,13 +61,6 @@ impl std::fmt::Debug for ReadTransaction {
     }
 }
 
-/// Starts the read transaction and reads the schema, so the snapshot is taken now rather
-/// than at the first query.
-fn begin_snapshot(conn: &mut Connection) -> Result<()> {
-    conn.control("BEGIN DEFERRED")?;
-    conn.control("SELECT 1 FROM sqlite_schema LIMIT 1")
-}
-
 impl ReadTransaction {
     pub(crate) async fn begin(shared: Arc<Shared>) -> Result<Self> {
         let pinned = match &shared.readers {
@@ -84,7 +77,10 @@ impl ReadTransaction {
             open: !nested,
         };
         if tx.open {
-            tx.pinned.worker().call(begin_snapshot).await??;
+            tx.pinned
+                .worker()
+                .call(Connection::begin_snapshot)
+                .await??;
         }
         Ok(tx)
     }
