@@ -47,8 +47,9 @@ impl PooledReader {
         self.taken.store(false, Ordering::Release);
     }
 
-    /// Whether it is older than `max_age` at `now`; the pool replaces such readers when they
-    /// are checked out, and the idle path leaves them to it.
+    /// Whether it is older than `max_age` at `now`: the one age rule of checkouts (which
+    /// replace such readers), the health task (which retires them) and the idle path (which
+    /// leaves them to the other two).
     fn too_old(&self, max_age: Option<Duration>, now: Instant) -> bool {
         max_age.is_some_and(|max| now.saturating_duration_since(self.opened) > max)
     }
@@ -99,19 +100,11 @@ impl managed::Manager for ReaderManager {
         Ok(reader)
     }
 
-    async fn recycle(
-        &self,
-        reader: &mut Arc<PooledReader>,
-        metrics: &Metrics,
-    ) -> RecycleResult<Error> {
+    async fn recycle(&self, reader: &mut Arc<PooledReader>, _: &Metrics) -> RecycleResult<Error> {
         if !reader.worker.is_alive() {
             return Err(RecycleError::message("reader thread stopped"));
         }
-        if self
-            .options
-            .max_connection_age
-            .is_some_and(|max| metrics.age() > max)
-        {
+        if reader.too_old(self.options.max_connection_age, Instant::now()) {
             return Err(RecycleError::message("reader reached its maximum age"));
         }
         Ok(())
@@ -269,11 +262,12 @@ impl Readers {
 
     /// Closes readers idle longer than `max_idle` or older than `max_age`; they reopen on demand.
     pub(crate) fn retire(&self, max_idle: Option<Duration>, max_age: Option<Duration>) -> usize {
+        let now = Instant::now();
         let removed = self.pool.retain(|reader, metrics| {
             let used_inline = reader.used.swap(false, Ordering::Relaxed);
             reader.worker.is_alive()
                 && (used_inline || max_idle.is_none_or(|idle| metrics.last_used() < idle))
-                && max_age.is_none_or(|age| metrics.age() < age)
+                && !reader.too_old(max_age, now)
         });
         for reader in &removed.removed {
             reader.worker.stop();
