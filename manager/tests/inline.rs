@@ -212,15 +212,15 @@ async fn inline_reads_never_borrow_a_held_reader() {
     assert_eq!(db.status().readers_open, 1);
     let snapshot = db.begin_read().await.unwrap();
     let x = "SELECT x FROM t WHERE id = 1";
-    assert_eq!(
+    let in_snapshot = async || {
         snapshot
             .fetch_one(x, ())
             .await
             .unwrap()
             .get::<i64>(0)
-            .unwrap(),
-        1
-    );
+            .unwrap()
+    };
+    assert_eq!(in_snapshot().await, 1);
     db.execute("UPDATE t SET x = 2 WHERE id = 1", ())
         .await
         .unwrap();
@@ -231,14 +231,6 @@ async fn inline_reads_never_borrow_a_held_reader() {
             "a plain read ran inside the read transaction's snapshot"
         );
     }
-    assert_eq!(
-        snapshot
-            .fetch_one(x, ())
-            .await
-            .unwrap()
-            .get::<i64>(0)
-            .unwrap(),
-        1
-    );
+    assert_eq!(in_snapshot().await, 1);
     snapshot.end().await.unwrap();
 }
