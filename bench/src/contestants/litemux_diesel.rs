@@ -4,14 +4,18 @@
 //! The pool holds up to 64 connections: a `LitemuxConnection` is a handle on the shared
 //! database, not an SQLite connection, so the pool only bounds handles; the SQLite connection
 //! budget is the database's 8, as for every other contestant. Transactions use the connection's
-//! own (cancel-safe) `transaction`, which begins `BEGIN IMMEDIATE` like the others.
+//! own (cancel-safe) `transaction`, which begins `BEGIN IMMEDIATE` like the others. The pool
+//! recycles handles with `RecyclingMethod::Fast`, as `diesel_async_wrapper`'s does: both pools
+//! are configured alike, so the ratios compare the connections.
 
 use std::path::Path;
 use std::time::Duration;
 
 use diesel::prelude::*;
 use diesel_async::pooled_connection::deadpool::Pool;
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use litemux_diesel::LitemuxConnection;
 
 use crate::contestants::diesel_async_queries as queries;
@@ -33,6 +37,7 @@ impl AsyncBackend for LitemuxDiesel {
     async fn open(path: &Path) -> OpResult<Self> {
         let db = litemux::Database::open(&database_url(path)?).await?;
         let mut config = ManagerConfig::<LitemuxConnection>::default();
+        config.recycling_method = RecyclingMethod::Fast;
         let shared = db.clone();
         config.custom_setup = Box::new(move |_url| {
             let db = shared.clone();
