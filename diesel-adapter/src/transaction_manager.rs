@@ -101,6 +101,20 @@ fn lock(slot: &Mutex<Slot>) -> MutexGuard<'_, Slot> {
 }
 
 /// The savepoint that level `depth + 1` opens, named as diesel names it.
+/// The depth of the open transaction that is about to end, reported to diesel's
+/// instrumentation as `event`; an error when none is open.
+fn open_depth(
+    conn: &mut LitemuxConnection,
+    event: fn(NonZeroU32) -> InstrumentationEvent<'static>,
+) -> QueryResult<NonZeroU32> {
+    let depth = conn
+        .transaction_state()
+        .depth()?
+        .ok_or(DieselError::NotInTransaction)?;
+    conn.instrumentation().on_connection_event(event(depth));
+    Ok(depth)
+}
+
 fn savepoint_name(depth: u32) -> String {
     format!("diesel_savepoint_{depth}")
 }
@@ -291,12 +305,7 @@ impl TransactionManager<LitemuxConnection> for LitemuxTransactionManager {
     }
 
     async fn rollback_transaction(conn: &mut LitemuxConnection) -> QueryResult<()> {
-        let depth = conn
-            .transaction_state()
-            .depth()?
-            .ok_or(DieselError::NotInTransaction)?;
-        conn.instrumentation()
-            .on_connection_event(InstrumentationEvent::rollback_transaction(depth));
+        let depth = open_depth(conn, InstrumentationEvent::rollback_transaction)?;
         let state = conn.transaction_state();
         let guard = state.guard(depth);
         let outcome = if depth == ONE {
@@ -325,12 +334,7 @@ impl TransactionManager<LitemuxConnection> for LitemuxTransactionManager {
     }
 
     async fn commit_transaction(conn: &mut LitemuxConnection) -> QueryResult<()> {
-        let depth = conn
-            .transaction_state()
-            .depth()?
-            .ok_or(DieselError::NotInTransaction)?;
-        conn.instrumentation()
-            .on_connection_event(InstrumentationEvent::commit_transaction(depth));
+        let depth = open_depth(conn, InstrumentationEvent::commit_transaction)?;
         let state = conn.transaction_state();
         let guard = state.guard(depth);
         let outcome = if depth == ONE {
