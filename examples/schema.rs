@@ -7,36 +7,7 @@ use diesel::prelude::{Associations, Identifiable, Insertable, Queryable, Selecta
 /// The repository's migrations, embedded once in the examples library.
 pub(crate) use litemux_examples::MIGRATIONS;
 
-diesel::table! {
-    users (id) {
-        id -> Integer,
-        name -> Text,
-        email -> Nullable<Text>,
-    }
-}
-
-diesel::table! {
-    posts (id) {
-        id -> Integer,
-        user_id -> Integer,
-        title -> Text,
-        body -> Text,
-        published -> Bool,
-    }
-}
-
-diesel::table! {
-    comments (id) {
-        id -> Integer,
-        post_id -> Integer,
-        user_id -> Integer,
-        body -> Text,
-    }
-}
-
-diesel::joinable!(posts -> users (user_id));
-diesel::joinable!(comments -> posts (post_id));
-diesel::allow_tables_to_appear_in_same_query!(users, posts, comments);
+include!("../migrations/schema.rs");
 
 /// A row of `users`.
 #[derive(Debug, Queryable, Selectable, Identifiable)]

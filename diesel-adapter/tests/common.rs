@@ -13,36 +13,7 @@ pub(crate) fn migrations_dir() -> std::path::PathBuf {
 }
 
 pub(crate) mod schema {
-    diesel::table! {
-        users (id) {
-            id -> Integer,
-            name -> Text,
-            email -> Nullable<Text>,
-        }
-    }
-
-    diesel::table! {
-        posts (id) {
-            id -> Integer,
-            user_id -> Integer,
-            title -> Text,
-            body -> Text,
-            published -> Bool,
-        }
-    }
-
-    diesel::table! {
-        comments (id) {
-            id -> Integer,
-            post_id -> Integer,
-            user_id -> Integer,
-            body -> Text,
-        }
-    }
-
-    diesel::joinable!(posts -> users (user_id));
-    diesel::joinable!(comments -> posts (post_id));
-    diesel::allow_tables_to_appear_in_same_query!(users, posts, comments);
+    include!("../../migrations/schema.rs");
 }
 
 pub(crate) use schema::{posts, users};
