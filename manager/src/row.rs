@@ -12,7 +12,14 @@ use crate::{Error, Result, Value};
 /// One row of a result.
 ///
 /// Columns are read by index or by name with the same method, converting strictly: text is
-/// not an integer and NULL is not a `String` (ask for an `Option` to accept NULL). Rows of one
+/// not an integer and NULL is not a `String` (ask for an `Option` to accept NULL).
+///
+/// **TEXT that is not valid UTF-8** (SQLite stores whatever bytes it is given as text) is never
+/// converted lossily: reading it as `String` or `&str` fails with [`Error::TypeMismatch`]
+/// (`found: "TEXT that is not UTF-8"`), and its bytes stay readable as a blob (`Vec<u8>`,
+/// `&[u8]`, [`Value::Blob`], [`ValueRef::Blob`]).
+///
+/// Rows of one
 /// result share their storage: cloning a row is cheap, and holding one keeps the whole
 /// result's storage alive.
 ///
@@ -39,7 +46,7 @@ struct ResultSet {
     columns: Arc<[String]>,
     /// Row-major: row `r`'s values are `cells[r * width .. (r + 1) * width]`.
     cells: Vec<Cell>,
-    /// Text (always valid UTF-8) and blob bytes, referred to by `cells`.
+    /// Text and blob bytes, referred to by `cells`.
     bytes: Vec<u8>,
 }
 
@@ -48,9 +55,15 @@ enum Cell {
     Null,
     Integer(i64),
     Real(f64),
+    /// Text checked to be valid UTF-8 when stored.
     Text(usize, usize),
+    /// Text SQLite handed back that is not UTF-8: only its bytes can be read.
+    BadText(usize, usize),
     Blob(usize, usize),
 }
+
+/// What [`Error::TypeMismatch`] says was found for text that is not UTF-8.
+const BAD_TEXT: &str = "TEXT that is not UTF-8";
 
 /// A borrowed view of one value in a [`Row`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -102,7 +115,11 @@ impl Row {
         T::from_value(self.at(position)).map_err(|(expected, found)| Error::TypeMismatch {
             column: self.columns()[position].clone(),
             expected,
-            found,
+            // It was offered as a blob; say what it really is.
+            found: match self.cell(position) {
+                Cell::BadText(..) => BAD_TEXT,
+                _ => found,
+            },
         })
     }
 
@@ -134,17 +151,24 @@ impl Row {
         self.set.columns.is_empty()
     }
 
-    fn at(&self, position: usize) -> ValueRef<'_> {
+    fn cell(&self, position: usize) -> Cell {
         let set = &*self.set;
-        match set.cells[self.index * set.columns.len() + position] {
+        set.cells[self.index * set.columns.len() + position]
+    }
+
+    fn at(&self, position: usize) -> ValueRef<'_> {
+        let bytes = &self.set.bytes;
+        match self.cell(position) {
             Cell::Null => ValueRef::Null,
             Cell::Integer(i) => ValueRef::Integer(i),
             Cell::Real(f) => ValueRef::Real(f),
-            // Stored text is valid UTF-8 (see `RowsBuilder::push`), so this never falls back.
+            // Checked when stored (see `RowsBuilder::push`), so this never falls back.
             Cell::Text(start, end) => {
-                ValueRef::Text(std::str::from_utf8(&set.bytes[start..end]).unwrap_or_default())
+                ValueRef::Text(std::str::from_utf8(&bytes[start..end]).unwrap_or_default())
             }
-            Cell::Blob(start, end) => ValueRef::Blob(&set.bytes[start..end]),
+            Cell::BadText(start, end) | Cell::Blob(start, end) => {
+                ValueRef::Blob(&bytes[start..end])
+            }
         }
     }
 }
@@ -194,14 +218,15 @@ impl RowsBuilder {
             RawValue::Real(f) => Cell::Real(f),
             RawValue::Text(text) => {
                 let start = self.bytes.len();
-                match std::str::from_utf8(text) {
-                    Ok(valid) => self.bytes.extend_from_slice(valid.as_bytes()),
-                    // SQLite stores whatever bytes it was given as text; keep a readable copy.
-                    Err(_) => self
-                        .bytes
-                        .extend_from_slice(String::from_utf8_lossy(text).as_bytes()),
+                self.bytes.extend_from_slice(text);
+                let end = self.bytes.len();
+                // SQLite stores whatever bytes it was given as text. A lossy copy would hand
+                // back a string that was never stored; keep the bytes as they are.
+                if std::str::from_utf8(text).is_ok() {
+                    Cell::Text(start, end)
+                } else {
+                    Cell::BadText(start, end)
                 }
-                Cell::Text(start, self.bytes.len())
             }
             RawValue::Blob(blob) => {
                 let start = self.bytes.len();
@@ -426,7 +451,7 @@ mod tests {
     }
 
     #[test]
-    fn rows_share_one_buffer_and_keep_text_readable() -> Result<()> {
+    fn rows_share_one_buffer_and_keep_bad_text_as_bytes() -> Result<()> {
         let mut rows = RowsBuilder::new(vec!["t".into(), "b".into()].into());
         for text in [&b"first"[..], &[0xff, b'x'][..]] {
             rows.push(RawValue::Text(text));
@@ -436,7 +461,19 @@ mod tests {
         let rows = rows.finish();
         assert!(Arc::ptr_eq(&rows[0].set, &rows[1].set));
         assert_eq!(rows[0].get::<&str>("t")?, "first");
-        assert_eq!(rows[1].get::<String>(0)?, "\u{fffd}x");
+        assert!(matches!(
+            rows[1].get::<String>(0),
+            Err(Error::TypeMismatch {
+                found: BAD_TEXT,
+                ..
+            })
+        ));
+        assert!(matches!(
+            rows[1].get::<&str>("t"),
+            Err(Error::TypeMismatch { .. })
+        ));
+        assert_eq!(rows[1].get::<&[u8]>("t")?, [0xff, b'x']);
+        assert_eq!(rows[1].get::<Value>(0)?, Value::Blob(vec![0xff, b'x']));
         assert_eq!(rows[1].get::<&[u8]>("b")?, [1, 2, 3]);
         assert_eq!(rows[0].to_values()[1], Value::Blob(vec![1, 2, 3]));
         assert_ne!(rows[0], rows[1]);
