@@ -70,11 +70,15 @@ impl Database {
     /// runtime with the time driver enabled.
     ///
     /// **A file already open in this process is joined, not opened again**: the new handle
-    /// shares the first open's writer, readers, history and options (options given to the
-    /// later open are not applied). [`Database::same_database`] tells whether two handles share.
+    /// shares the running database's writer, readers, history and options. Options the later
+    /// open leaves unset take the running values; **an option it sets must equal the running
+    /// one** (`rw` and `rwc` count as equal), or the open fails with
+    /// [`Error::OptionConflict`] naming it — so asking for `mode=ro` never yields a writable
+    /// handle. [`Database::same_database`] tells whether two handles share.
     ///
     /// # Errors
-    /// [`Error::InvalidOption`] for a bad URL; [`Error::Open`] when the file cannot be opened
+    /// [`Error::InvalidOption`] for a bad URL or an option out of range (see [`Options`]);
+    /// [`Error::OptionConflict`] as above; [`Error::Open`] when the file cannot be opened
     /// (missing with `mode=rw`, a directory, not a database, locked past the busy timeout).
     ///
     /// # Cancel safety

@@ -192,6 +192,20 @@ pub enum Error {
         reason: String,
     },
 
+    /// A file already open in this process was opened again with an option that differs
+    /// from the one its database runs with (an option cannot change under the handles already
+    /// open; asking for `mode=ro` must not yield a writable handle). Options left unset, or
+    /// set to the running value, join silently.
+    #[error("the database is already open with {key}={running}, not {key}={requested}")]
+    OptionConflict {
+        /// The option, as named in the URL.
+        key: String,
+        /// The value the open database runs with.
+        running: String,
+        /// The value this open asked for.
+        requested: String,
+    },
+
     /// Writing the history file failed.
     #[error("cannot write history to `{}`", path.display())]
     HistoryIo {
@@ -275,6 +289,7 @@ impl Error {
             | Error::ConnectionLost { .. }
             | Error::UnknownAlias(_)
             | Error::InvalidOption { .. }
+            | Error::OptionConflict { .. }
             | Error::HistoryIo { .. }
             | Error::Diesel(_) => None,
         }

@@ -28,11 +28,19 @@
 //! # URLs
 //! `sqlite://` then the path as written (`sqlite:///abs/app.db`, `sqlite://rel/app.db`), then
 //! options, case-insensitive: `readers` (count), `busy_timeout`, `writer_timeout`,
-//! `reader_timeout`, `max_idle_time`, `max_connection_age` (milliseconds), `journal_mode`,
-//! `synchronous`, `foreign_keys`, `mode` (`rwc`, `rw`, `ro`, `memory`), `transaction`
-//! (`deferred`, `immediate`, `exclusive`), `history` (capacity), `record_params`,
-//! `force_rollback`, `group_commit`, `inline_budget_us`, `lock_anchor_us`. An unknown key or
-//! bad value is an error. A plain path and `:memory:` work too.
+//! `reader_timeout`, `max_idle_time`, `max_connection_age`, `health_interval` (milliseconds),
+//! `journal_mode`, `synchronous`, `foreign_keys`, `mode` (`rwc`, `rw`, `ro`, `memory`),
+//! `transaction` (`deferred`, `immediate`, `exclusive`), `history` (capacity),
+//! `record_params`, `force_rollback`, `group_commit`, `inline_budget_us`, `lock_anchor_us`.
+//! A plain path and `:memory:` work too, and so do SQLite's own `file:` URIs (`file:app.db`,
+//! `file:///abs/app.db?mode=ro`, `file::memory:`), which take the same options.
+//!
+//! Refused with [`Error::InvalidOption`] naming the key: an unknown key, a bad value, a value
+//! out of range (see [`Options`]), a key given twice, SQLite URI parameters litemux cannot
+//! honour (`cache`, `vfs`, `immutable`, `nolock`, `psow`). Refused as a whole (`key` is
+//! `url`): a `#fragment`, a `file://` URI naming a host other than `localhost`, and a plain
+//! path holding `?` or `#` (a URL missing its scheme) — so no file is ever created with such
+//! a name by accident. Escape them (`%3F`, `%23`) in a `sqlite://` URL to name such a file.
 //!
 //! # Layout
 //! - [`Database`] (`database.rs`): the handle; [`Options`] (`options/`): configuration and URLs.

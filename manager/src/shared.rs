@@ -36,6 +36,7 @@ pub(crate) struct Shared {
 impl Shared {
     /// Opens the database `options` describes, or joins the one already open on that file.
     pub(crate) async fn open(options: Options) -> Result<Arc<Shared>> {
+        options.check()?;
         let open_error = |source| Error::Open {
             path: options.path.clone(),
             source: Box::new(source),
@@ -45,17 +46,17 @@ impl Shared {
         } else {
             let key = registry::key(&options.path).map_err(open_error)?;
             if let Some(existing) = registry::find(&key) {
-                return Ok(existing);
+                return existing.joined_by(&options);
             }
             Some(key)
         };
-        let shared = Arc::new(Self::start(options, registry_key.clone()).await?);
+        let shared = Arc::new(Self::start(options.clone(), registry_key.clone()).await?);
         if let Some(key) = registry_key
             && let Some(winner) = registry::insert(key, &shared)
         {
             // Ours never served anyone; only its threads need stopping.
             let _ = shared.shut_down().await;
-            return Ok(winner);
+            return winner.joined_by(&options);
         }
         crate::health::spawn(&shared);
         Ok(shared)
@@ -113,6 +114,18 @@ impl Shared {
             handles: Mutex::new(1),
             closed: AtomicBool::new(false),
         })
+    }
+
+    /// Keeps the handle just taken on `self` for an open with `options`, if they agree with
+    /// the options the database runs with; else gives it back.
+    fn joined_by(self: Arc<Self>, options: &Options) -> Result<Arc<Shared>> {
+        match options.check_joins(&self.options) {
+            Ok(()) => Ok(self),
+            Err(e) => {
+                self.release_handle();
+                Err(e)
+            }
+        }
     }
 
     /// Takes one more handle, unless the database is shutting down.

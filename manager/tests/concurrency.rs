@@ -47,7 +47,7 @@ async fn concurrent_read_modify_write_transactions_across_two_handles_lose_nothi
 async fn concurrent_autocommit_writes_never_see_busy() {
     let t = TempDb::new();
     let a = t.open().await;
-    let b = Database::open(&t.url("?readers=1")).await.unwrap();
+    let b = Database::open(&t.url("?readers=2")).await.unwrap();
     let tasks: Vec<_> = (0..200)
         .map(|i| {
             let db = if i % 2 == 0 { a.clone() } else { b.clone() };

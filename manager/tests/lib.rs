@@ -11,6 +11,7 @@ mod inline;
 mod lock_anchor;
 mod manager;
 mod open;
+mod options;
 mod pragmas;
 mod raw_sql;
 mod routing;

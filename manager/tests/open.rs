@@ -53,7 +53,7 @@ async fn opening_a_file_twice_shares_one_writer() {
     let a = t.open().await;
     let dotted = t.dir.path().join(".").join("test.db");
     let b = Database::open(dotted.to_str().unwrap()).await.unwrap();
-    let c = Database::open(&t.url("?readers=1")).await.unwrap();
+    let c = Database::open(&t.url("?readers=2")).await.unwrap();
     assert!(a.same_database(&b) && b.same_database(&c));
     // One handle closing leaves the others working.
     b.close().await.unwrap();

@@ -1,8 +1,10 @@
 //! [`Options`]: everything [`Database::open_with`](crate::Database::open_with) can be told.
 
+mod check;
 mod pragmas;
 mod url;
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,6 +32,24 @@ pub type InitHook = Arc<dyn Fn(&mut SqliteConnection) -> diesel::QueryResult<()>
 /// assert_eq!(same.reader_count(), 4);
 /// # Ok::<(), litemux::Error>(())
 /// ```
+///
+/// # Limits
+/// The builder cannot fail, so its values are checked when the database opens (a URL's,
+/// already when it is parsed); a value out of range is [`Error::InvalidOption`](crate::Error::InvalidOption)
+/// naming the option, never silently changed:
+/// - every duration is at most 2^31 - 1 ms (about 24.8 days), the most SQLite's busy timeout
+///   can hold; `health_interval` is not zero;
+/// - at most 1,024 readers and 1,000,000 history entries;
+/// - a [`pragma`](Self::pragma) is one name (`cache_size`, `main.cache_size`) and one value
+///   without `;`;
+/// - the path holds no NUL byte.
+///
+/// The path given to [`Options::new`] is taken literally, `?` and `#` included; only the
+/// parser ([`FromStr`](std::str::FromStr)) reads URLs.
+///
+/// Opening a file that is already open in the process joins its database; the options set
+/// explicitly here must then equal the running ones (see
+/// [`Database::open`](crate::Database::open)).
 #[derive(Clone)]
 pub struct Options {
     pub(crate) path: PathBuf,
@@ -55,6 +75,9 @@ pub struct Options {
     pub(crate) inline_budget: Duration,
     pub(crate) lock_anchor: Duration,
     pub(crate) group_commit: bool,
+    /// The keys (as in the URL) of the options set explicitly, which a second open of a file
+    /// already open must agree with (see [`Database::open`](crate::Database::open)).
+    explicit: BTreeSet<&'static str>,
 }
 
 impl fmt::Debug for Options {
@@ -122,6 +145,7 @@ impl Options {
             inline_budget: Duration::from_micros(100),
             lock_anchor: Duration::from_millis(5),
             group_commit: true,
+            explicit: BTreeSet::new(),
         }
     }
 
@@ -135,6 +159,7 @@ impl Options {
     #[must_use]
     pub fn readers(mut self, readers: usize) -> Self {
         self.readers = Some(readers);
+        self.explicit.insert("readers");
         self
     }
 
@@ -142,6 +167,7 @@ impl Options {
     #[must_use]
     pub fn mode(mut self, mode: OpenMode) -> Self {
         self.mode = mode;
+        self.explicit.insert("mode");
         self
     }
 
@@ -149,6 +175,7 @@ impl Options {
     #[must_use]
     pub fn busy_timeout(mut self, timeout: Duration) -> Self {
         self.busy_timeout = timeout;
+        self.explicit.insert("busy_timeout");
         self
     }
 
@@ -156,6 +183,7 @@ impl Options {
     #[must_use]
     pub fn journal_mode(mut self, mode: JournalMode) -> Self {
         self.journal_mode = mode;
+        self.explicit.insert("journal_mode");
         self
     }
 
@@ -163,6 +191,7 @@ impl Options {
     #[must_use]
     pub fn synchronous(mut self, synchronous: Synchronous) -> Self {
         self.synchronous = synchronous;
+        self.explicit.insert("synchronous");
         self
     }
 
@@ -170,6 +199,7 @@ impl Options {
     #[must_use]
     pub fn foreign_keys(mut self, on: bool) -> Self {
         self.foreign_keys = on;
+        self.explicit.insert("foreign_keys");
         self
     }
 
@@ -177,6 +207,7 @@ impl Options {
     #[must_use]
     pub fn pragma(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.pragmas.push((name.into(), value.into()));
+        self.explicit.insert("pragma");
         self
     }
 
@@ -189,6 +220,7 @@ impl Options {
         hook: impl Fn(&mut SqliteConnection) -> diesel::QueryResult<()> + Send + Sync + 'static,
     ) -> Self {
         self.init = Some(Arc::new(hook));
+        self.explicit.insert("on_connect");
         self
     }
 
@@ -196,6 +228,7 @@ impl Options {
     #[must_use]
     pub fn transaction_behavior(mut self, behavior: TransactionBehavior) -> Self {
         self.transaction_behavior = behavior;
+        self.explicit.insert("transaction");
         self
     }
 
@@ -204,6 +237,7 @@ impl Options {
     #[must_use]
     pub fn writer_timeout(mut self, timeout: Duration) -> Self {
         self.writer_timeout = timeout;
+        self.explicit.insert("writer_timeout");
         self
     }
 
@@ -211,6 +245,7 @@ impl Options {
     #[must_use]
     pub fn reader_timeout(mut self, timeout: Duration) -> Self {
         self.reader_timeout = timeout;
+        self.explicit.insert("reader_timeout");
         self
     }
 
@@ -218,6 +253,7 @@ impl Options {
     #[must_use]
     pub fn history_capacity(mut self, capacity: usize) -> Self {
         self.history_capacity = capacity;
+        self.explicit.insert("history");
         self
     }
 
@@ -226,6 +262,7 @@ impl Options {
     #[must_use]
     pub fn record_params(mut self, on: bool) -> Self {
         self.record_params = on;
+        self.explicit.insert("record_params");
         self
     }
 
@@ -233,6 +270,7 @@ impl Options {
     #[must_use]
     pub fn history_file(mut self, path: impl AsRef<Path>) -> Self {
         self.history_file = Some(path.as_ref().to_path_buf());
+        self.explicit.insert("history_file");
         self
     }
 
@@ -240,6 +278,7 @@ impl Options {
     #[must_use]
     pub fn max_idle_time(mut self, idle: Option<Duration>) -> Self {
         self.max_idle_time = idle;
+        self.explicit.insert("max_idle_time");
         self
     }
 
@@ -247,6 +286,7 @@ impl Options {
     #[must_use]
     pub fn max_connection_age(mut self, age: Option<Duration>) -> Self {
         self.max_connection_age = age;
+        self.explicit.insert("max_connection_age");
         self
     }
 
@@ -254,6 +294,7 @@ impl Options {
     #[must_use]
     pub fn health_interval(mut self, interval: Duration) -> Self {
         self.health_interval = interval;
+        self.explicit.insert("health_interval");
         self
     }
 
@@ -262,6 +303,7 @@ impl Options {
     #[must_use]
     pub fn force_rollback(mut self, on: bool) -> Self {
         self.force_rollback = on;
+        self.explicit.insert("force_rollback");
         self
     }
 
@@ -273,6 +315,7 @@ impl Options {
     #[must_use]
     pub fn inline_budget(mut self, budget: Duration) -> Self {
         self.inline_budget = budget;
+        self.explicit.insert("inline_budget_us");
         self
     }
 
@@ -301,6 +344,7 @@ impl Options {
     #[must_use]
     pub fn lock_anchor(mut self, linger: Duration) -> Self {
         self.lock_anchor = linger;
+        self.explicit.insert("lock_anchor_us");
         self
     }
 
@@ -318,6 +362,7 @@ impl Options {
     #[must_use]
     pub fn group_commit(mut self, on: bool) -> Self {
         self.group_commit = on;
+        self.explicit.insert("group_commit");
         self
     }
 

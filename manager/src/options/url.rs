@@ -6,15 +6,59 @@ use super::pragmas::parse_bool;
 use super::{OpenMode, Options};
 use crate::Error;
 
-/// Parses a plain path, `:memory:`, `sqlite::memory:` or `sqlite://path?options`.
+/// Parses a plain path, `:memory:`, `sqlite::memory:`, `sqlite://path?options` or an SQLite
+/// `file:path?options` URI.
 pub(super) fn parse(input: &str) -> Result<Options, Error> {
     if input.is_empty() {
         return Err(Error::invalid("url", "empty database path"));
     }
-    let Some(rest) = input.strip_prefix("sqlite:") else {
-        return Ok(Options::new(input));
+    if let Some(rest) = input.strip_prefix("sqlite:") {
+        return parse_url(input, rest.strip_prefix("//").unwrap_or(rest));
+    }
+    if let Some(rest) = input.strip_prefix("file:") {
+        return parse_url(input, file_path(input, rest)?);
+    }
+    // A plain path is taken as written, so a `?` or `#` in it would end up in the file's
+    // name: almost always a URL missing its scheme.
+    if let Some(c) = input.chars().find(|c| matches!(c, '?' | '#')) {
+        return Err(Error::invalid(
+            "url",
+            format!(
+                "`{input}` is a plain path holding `{c}`; write `sqlite://{input}` for options, \
+                 or escape the character (%3F, %23) in a `sqlite://` URL to name such a file"
+            ),
+        ));
+    }
+    Ok(Options::new(input))
+}
+
+/// An SQLite URI's path part, past its optional `//authority`, which may only be empty or
+/// `localhost` (as SQLite requires).
+fn file_path<'a>(input: &str, rest: &'a str) -> Result<&'a str, Error> {
+    let Some(after) = rest.strip_prefix("//") else {
+        return Ok(rest);
     };
-    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let end = after.find(['/', '?', '#']).unwrap_or(after.len());
+    match &after[..end] {
+        "" | "localhost" => Ok(&after[end..]),
+        host => Err(Error::invalid(
+            "url",
+            format!("`{input}` names the host `{host}`; only local files can be opened"),
+        )),
+    }
+}
+
+/// Parses `path?key=value&...` (the part after the scheme) of the URL `input`.
+fn parse_url(input: &str, rest: &str) -> Result<Options, Error> {
+    if rest.contains('#') {
+        return Err(Error::invalid(
+            "url",
+            format!(
+                "`{input}` has a `#fragment`, which means nothing to a database; \
+                 write %23 for a `#` in the file name"
+            ),
+        ));
+    }
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     let path = percent_decode(path)?;
     let mut options = if path == ":memory:" {
@@ -24,17 +68,25 @@ pub(super) fn parse(input: &str) -> Result<Options, Error> {
     } else {
         Options::new(path)
     };
+    let mut seen: Vec<String> = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair
             .split_once('=')
             .ok_or_else(|| Error::invalid(pair, "expected key=value"))?;
-        options = apply(options, key, &percent_decode(value)?)?;
+        let key = percent_decode(key)?.to_ascii_lowercase();
+        if seen.contains(&key) {
+            return Err(Error::invalid(key, "given more than once"));
+        }
+        options = apply(options, &key, &percent_decode(value)?)?;
+        seen.push(key);
     }
+    options.check()?;
     Ok(options)
 }
 
+/// Applies one option; `key` is lower case.
 fn apply(options: Options, key: &str, value: &str) -> Result<Options, Error> {
-    Ok(match key.to_ascii_lowercase().as_str() {
+    Ok(match key {
         "readers" => options.readers(parse_number(key, value)?),
         "busy_timeout" => options.busy_timeout(millis(key, value)?),
         "writer_timeout" => options.writer_timeout(millis(key, value)?),
@@ -50,24 +102,31 @@ fn apply(options: Options, key: &str, value: &str) -> Result<Options, Error> {
         "group_commit" => options.group_commit(parse_bool(key, value)?),
         "max_idle_time" => options.max_idle_time(Some(millis(key, value)?)),
         "inline_budget_us" => {
-            options.inline_budget(Duration::from_micros(parse_number(key, value)? as u64))
+            options.inline_budget(Duration::from_micros(parse_number(key, value)?))
         }
-        "lock_anchor_us" => {
-            options.lock_anchor(Duration::from_micros(parse_number(key, value)? as u64))
-        }
+        "lock_anchor_us" => options.lock_anchor(Duration::from_micros(parse_number(key, value)?)),
         "max_connection_age" => options.max_connection_age(Some(millis(key, value)?)),
+        "health_interval" => options.health_interval(millis(key, value)?),
+        // SQLite's own URI parameters that litemux cannot honour: its connections are its
+        // own (no shared cache), on the default VFS, with locking on.
+        "cache" | "vfs" | "immutable" | "nolock" | "psow" | "modeof" => {
+            return Err(Error::invalid(
+                key,
+                "an SQLite URI parameter litemux does not support",
+            ));
+        }
         _ => return Err(Error::invalid(key, "unknown option")),
     })
 }
 
-fn parse_number(key: &str, value: &str) -> Result<usize, Error> {
+fn parse_number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, Error> {
     value
         .parse()
-        .map_err(|_| Error::invalid(key, format!("`{value}` is not a whole number")))
+        .map_err(|_| Error::invalid(key, format!("`{value}` is not a whole number in range")))
 }
 
 fn millis(key: &str, value: &str) -> Result<Duration, Error> {
-    parse_number(key, value).map(|ms| Duration::from_millis(ms as u64))
+    parse_number(key, value).map(Duration::from_millis)
 }
 
 fn percent_decode(s: &str) -> Result<String, Error> {
