@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod concurrency;
+mod constraints;
 mod force_rollback;
 mod group_commit;
 mod health;
@@ -10,13 +11,16 @@ mod history;
 mod inline;
 mod lock_anchor;
 mod manager;
+mod one_writer;
 mod open;
 mod options;
 mod pragmas;
 mod raw_sql;
 mod routing;
 mod tracing_events;
+mod transaction_handles;
 mod transactions;
+mod writer_lease;
 
 use litemux::{Database, Options, Role};
 

@@ -1,0 +1,108 @@
+//! The transaction handles return what their statements produced, and a read transaction's
+//! `end` returns only once its snapshot is released.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use litemux::Database;
+
+use crate::{TempDb, count};
+
+/// Polls `fut` once and reports whether it finished (its output is dropped).
+async fn poll_once<F: std::future::Future>(fut: std::pin::Pin<&mut F>) -> bool {
+    let mut fut = fut;
+    std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx).is_ready())).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn execute_many_in_a_transaction_returns_the_rows_it_changed() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    let tx = db.begin().await.unwrap();
+    let inserted = tx
+        .execute_many("INSERT INTO t(x) VALUES (?)", (1..=5).map(|x| (x,)))
+        .await
+        .unwrap();
+    assert_eq!(inserted, 5);
+    let updated = tx
+        .execute_many("UPDATE t SET x = x + 10 WHERE x <= ?", [(2,), (3,), (0,)])
+        .await
+        .unwrap();
+    // 1 and 2 (now 11 and 12), then 3 alone, then nothing.
+    assert_eq!(updated, 2 + 1);
+    let none = tx
+        .execute_many("DELETE FROM t WHERE x = ?", Vec::<(i64,)>::new())
+        .await
+        .unwrap();
+    assert_eq!(none, 0);
+    tx.commit().await.unwrap();
+    assert_eq!(count(&db).await, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_optional_in_a_transaction_sees_its_own_rows() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    let tx = db.begin().await.unwrap();
+    tx.execute("INSERT INTO t(id, x) VALUES (1, 42)", ())
+        .await
+        .unwrap();
+    let found = tx
+        .fetch_optional("SELECT x FROM t WHERE id = ?", (1,))
+        .await
+        .unwrap()
+        .expect("the row the transaction inserted");
+    assert_eq!(found.get::<i64>("x").unwrap(), 42);
+    let missing = tx
+        .fetch_optional("SELECT x FROM t WHERE id = ?", (2,))
+        .await
+        .unwrap();
+    assert!(missing.is_none());
+    tx.rollback().await.unwrap();
+    assert!(
+        db.fetch_optional("SELECT x FROM t WHERE id = 1", ())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_transaction_end_returns_after_the_snapshot_is_released() {
+    let t = TempDb::new();
+    let db = Database::open_with(t.options().readers(1)).await.unwrap();
+    db.execute_batch("CREATE TABLE t(x INTEGER)").await.unwrap();
+    let snapshot = db.begin_read().await.unwrap();
+    // Occupy the pinned reader's thread: `end` must queue behind this job and wait for it.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let finished = Arc::new(AtomicBool::new(false));
+    let busy = snapshot.with_connection({
+        let finished = Arc::clone(&finished);
+        move |_| {
+            let _ = released.recv_timeout(Duration::from_secs(20));
+            finished.store(true, Ordering::SeqCst);
+        }
+    });
+    {
+        // Once polled, the job runs to completion even though its future is dropped.
+        let busy = std::pin::pin!(busy);
+        assert!(!poll_once(busy).await, "the job waits for release");
+    }
+    let end = async {
+        snapshot.end().await.unwrap();
+        finished.load(Ordering::SeqCst)
+    };
+    let let_go = async {
+        release.send(()).unwrap();
+    };
+    let (ended_after_the_job, ()) = tokio::join!(end, let_go);
+    assert!(
+        ended_after_the_job,
+        "end() returned before the reader had ended the snapshot"
+    );
+    // The reader is back, with no snapshot pinned: it sees a later commit.
+    db.execute("INSERT INTO t(x) VALUES (1)", ()).await.unwrap();
+    let seen = db.fetch_one("SELECT count(*) FROM t", ()).await.unwrap();
+    assert_eq!(seen.get::<i64>(0).unwrap(), 1);
+}
