@@ -67,7 +67,8 @@ impl Database {
     /// Opens a path, `:memory:`, or a `sqlite://path?options` URL (see [`Options`]).
     ///
     /// A file is created if missing (unless `mode=rw`/`ro`). It must be called inside a tokio
-    /// runtime with the time driver enabled.
+    /// runtime, of either flavour, with or without the time driver (litemux times its waits
+    /// on its own `litemux-timer` thread).
     ///
     /// **A file already open in this process is joined, not opened again**: the new handle
     /// shares the running database's writer, readers, history and options. Options the later

@@ -20,12 +20,10 @@ pub(crate) fn spawn(shared: &Arc<Shared>) {
     let weak: Weak<Shared> = Arc::downgrade(shared);
     let period = shared.options.health_interval;
     tokio::spawn(async move {
-        let mut interval = tokio::time::interval(period);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The first tick is immediate; the database was just opened.
-        interval.tick().await;
+        // litemux's own timer, not tokio's: the runtime may have no time driver. A pass that
+        // overruns the period delays the next one rather than bunching them.
         loop {
-            interval.tick().await;
+            crate::timer::sleep(period).await;
             let Some(shared) = weak.upgrade() else { break };
             if shared.is_closed() {
                 break;

@@ -52,11 +52,12 @@
 //!   that spares readers SQLite's lock system calls), `worker.rs` (a connection's
 //!   thread), `connection.rs` (running SQL), `statement.rs` (classification), `raw.rs` (the
 //!   only `unsafe`: SQLite's C API), `registry.rs` (one writer per file), `health.rs` (the
-//!   health task).
+//!   health task), `timer.rs` (deadlines without tokio's time driver).
 //!
 //! # Caveats
-//! - **A tokio runtime with the time driver is required** (`#[tokio::test]` and
-//!   `#[tokio::main]` have one).
+//! - **A tokio runtime is required**, of either flavour; its time driver is not (waits for
+//!   the writer or a reader are timed by litemux's own `litemux-timer` thread, in real time:
+//!   `tokio::time::pause` does not shorten them).
 //! - **A statement queued on a connection runs to completion even if its future is
 //!   dropped**; transactions are rolled back when dropped, so cancellation never leaves
 //!   half a transaction behind.
@@ -80,6 +81,7 @@ mod row;
 mod shared;
 mod statement;
 mod threads;
+mod timer;
 mod transaction;
 mod value;
 mod worker;

@@ -171,8 +171,8 @@ impl Readers {
         };
         let pool = managed::Pool::builder(manager)
             .max_size(size)
-            .wait_timeout(Some(timeout))
-            .runtime(deadpool::Runtime::Tokio1)
+            // No deadpool timeouts: they need tokio's time driver, which the caller's runtime
+            // may lack. `checkout` times the wait itself.
             .build()
             .map_err(|e| Error::invalid("readers", e.to_string()))?;
         Ok(Readers {
@@ -247,11 +247,24 @@ impl Readers {
     }
 
     async fn checkout(&self) -> Result<managed::Object<ReaderManager>> {
-        self.pool.get().await.map_err(|e| match e {
-            PoolError::Timeout(TimeoutType::Wait) => Error::Timeout {
-                role: Role::Reader,
-                waited: self.timeout,
-            },
+        let timed_out = || Error::Timeout {
+            role: Role::Reader,
+            waited: self.timeout,
+        };
+        let checkout = if self.timeout.is_zero() {
+            // deadpool's own try-once, which needs no timer.
+            let once = managed::Timeouts {
+                wait: Some(Duration::ZERO),
+                ..managed::Timeouts::new()
+            };
+            self.pool.timeout_get(&once).await
+        } else {
+            crate::timer::timeout(self.timeout, self.pool.get())
+                .await
+                .map_err(|_| timed_out())?
+        };
+        checkout.map_err(|e| match e {
+            PoolError::Timeout(TimeoutType::Wait) => timed_out(),
             PoolError::Backend(e) => e,
             PoolError::Closed => Error::Closed,
             PoolError::Timeout(_)

@@ -71,7 +71,7 @@ impl Writer {
     pub(crate) async fn lease(&self) -> Result<Lease> {
         let waiting = Waiting::new(&self.waiting);
         let wait = Arc::clone(&self.lease).lock_owned();
-        match tokio::time::timeout(self.timeout, wait).await {
+        match crate::timer::timeout(self.timeout, wait).await {
             Ok(guard) => {
                 drop(waiting);
                 Ok(Lease {
