@@ -1,11 +1,16 @@
 //! The one error type of `litemux-diesel`, and how litemux's errors reach diesel callers.
 //!
 //! ORM calls return diesel's own [`diesel::result::Error`] (the `AsyncConnection` traits fix
-//! that); a litemux failure that is not SQLite's (waiting for the writer timed out, the database
-//! was closed) arrives there as a [`DatabaseError`](diesel::result::Error::DatabaseError) whose
-//! message is litemux's. [`Error`] is for this crate's own functions (migrations) and for
-//! callers who mix ORM and [`raw`](crate::LitemuxConnection::raw) SQL in one closure: it
-//! converts from both, so `?` works on either.
+//! that), and so does [`Raw`](crate::Raw), so one `?` serves both. Every failure litemux or
+//! SQLite reports arrives as a [`DatabaseError`](diesel::result::Error::DatabaseError) with the
+//! kind and message diesel's own `SqliteConnection` would give, and carries the
+//! [`litemux::Error`] behind it: [`litemux_error`] gets it back, to tell a busy database, a
+//! writer timeout, a closed database or an interrupted statement apart without reading
+//! messages. [`Error`] is for this crate's own functions (migrations) and for callers who want
+//! one type for diesel, litemux and connection errors.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use diesel::result::{DatabaseErrorInformation, DatabaseErrorKind};
 
@@ -14,38 +19,58 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in `litemux-diesel`'s own functions.
 ///
+/// Each variant displays as the error it holds: what failed, with SQLite's message where
+/// there is one.
+///
 /// ```
 /// # async fn demo() -> litemux_diesel::Result<()> {
 /// use diesel_async::AsyncConnection;
 /// let mut conn = litemux_diesel::LitemuxConnection::establish(":memory:").await?;
 /// conn.transaction(async |conn| {
-///     conn.raw().execute_batch("CREATE TABLE t(x INTEGER)").await?; // a litemux::Error
+///     conn.raw().execute_batch("CREATE TABLE t(x INTEGER)").await?;
 ///     diesel_async::SimpleAsyncConnection::batch_execute(conn, "INSERT INTO t VALUES (1)")
-///         .await?; // a diesel::result::Error
+///         .await?;
+///     let row = conn.raw().fetch_one("SELECT x FROM t", ()).await?;
+///     assert_eq!(row.get::<i64>(0)?, 1); // a litemux::Error
 ///     Ok::<_, litemux_diesel::Error>(())
 /// })
 /// .await?;
+/// let missing = conn.raw().execute("INSERT INTO nowhere VALUES (1)", ()).await;
+/// let error = litemux_diesel::Error::from(missing.unwrap_err());
+/// assert!(error.to_string().contains("no such table: nowhere"), "{error}");
 /// # Ok(()) }
 /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
 /// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// litemux failed: a raw statement, waiting for the writer, a closed database.
-    #[error("litemux failed")]
-    Litemux(#[source] litemux::Error),
+    /// litemux failed outside diesel: converting a raw [`litemux::Row`]'s value, opening a
+    /// database directly, waiting for the writer to run migrations.
+    #[error(transparent)]
+    Litemux(litemux::Error),
 
-    /// diesel failed: an ORM query, a transaction statement, a row that did not deserialize.
-    #[error("diesel failed")]
-    Diesel(#[source] diesel::result::Error),
+    /// An ORM query, a raw statement, a transaction statement, or a row that did not
+    /// deserialize failed; [`litemux_error`] on it gives litemux's view, when there is one.
+    #[error(transparent)]
+    Diesel(diesel::result::Error),
 
     /// Opening a connection failed ([`LitemuxConnection::establish`](crate::LitemuxConnection)).
-    #[error("cannot establish connection")]
-    Connection(#[source] diesel::ConnectionError),
+    #[error(transparent)]
+    Connection(diesel::ConnectionError),
 
     /// A migration could not be found, read, applied or reverted.
-    #[error("migration failed")]
-    Migration(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error(transparent)]
+    Migration(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl Error {
+    /// The litemux error behind this one, if litemux or SQLite reported it.
+    pub fn litemux(&self) -> Option<Arc<litemux::Error>> {
+        match self {
+            Error::Diesel(e) => litemux_error(e),
+            Error::Litemux(_) | Error::Connection(_) | Error::Migration(_) => None,
+        }
+    }
 }
 
 impl From<litemux::Error> for Error {
@@ -66,13 +91,79 @@ impl From<diesel::ConnectionError> for Error {
     }
 }
 
-/// A litemux error as diesel reports database errors.
+/// The [`litemux::Error`] behind a diesel error this crate returned: `Some` for every failure
+/// litemux or SQLite reported (SQL errors, constraint violations, busy, a writer or reader
+/// wait that timed out, a closed database, an interrupted statement), `None` for diesel's own
+/// (`NotFound`, a row that did not deserialize, `RollbackTransaction`, ...) and for errors
+/// that did not come from this crate.
 ///
-/// diesel's [`DatabaseErrorInformation`] has no way back to the original value, so the message
-/// carries litemux's whole chain of causes.
+/// diesel's error keeps its kind and message exactly as diesel's `SqliteConnection` reports
+/// them; this is the way to litemux's finer kinds.
+///
+/// ```
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+/// let mut conn = litemux_diesel::LitemuxConnection::establish(":memory:").await?;
+/// conn.batch_execute("CREATE TABLE t(x INTEGER UNIQUE)").await?;
+/// conn.batch_execute("INSERT INTO t VALUES (1)").await?;
+/// let error = conn.batch_execute("INSERT INTO t VALUES (1)").await.unwrap_err();
+/// let litemux = litemux_diesel::litemux_error(&error).expect("SQLite reported it");
+/// assert!(matches!(
+///     *litemux,
+///     litemux::Error::Constraint { kind: litemux::ConstraintKind::Unique, .. }
+/// ));
+///
+/// conn.database().close().await?;
+/// let error = conn.batch_execute("SELECT 1").await.unwrap_err();
+/// assert!(matches!(litemux_diesel::litemux_error(&error).as_deref(), Some(litemux::Error::Closed)));
+/// # Ok(()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+/// ```
+pub fn litemux_error(error: &diesel::result::Error) -> Option<Arc<litemux::Error>> {
+    let diesel::result::Error::DatabaseError(_, info) = error else {
+        return None;
+    };
+    registry().get(&address(&**info)).cloned()
+}
+
+/// diesel's [`DatabaseErrorInformation`] cannot be downcast, so the litemux error behind each
+/// live [`LitemuxErrorInformation`] is kept here, under the address of its box (unique while
+/// it lives; the entry goes when it is dropped). Errors are rare: one lock each is nothing.
+static REGISTRY: LazyLock<Mutex<HashMap<usize, Arc<litemux::Error>>>> =
+    LazyLock::new(Mutex::default);
+
+fn registry() -> MutexGuard<'static, HashMap<usize, Arc<litemux::Error>>> {
+    REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn address(info: &(dyn DatabaseErrorInformation + Send + Sync)) -> usize {
+    std::ptr::from_ref(info).cast::<()>() as usize
+}
+
+/// A litemux error as diesel reports database errors: diesel's message, and the litemux
+/// error in the registry.
 #[derive(Debug)]
 struct LitemuxErrorInformation {
     message: String,
+}
+
+impl LitemuxErrorInformation {
+    fn boxed(
+        message: String,
+        error: litemux::Error,
+    ) -> Box<dyn DatabaseErrorInformation + Send + Sync> {
+        let info: Box<dyn DatabaseErrorInformation + Send + Sync> =
+            Box::new(LitemuxErrorInformation { message });
+        registry().insert(address(&*info), Arc::new(error));
+        info
+    }
+}
+
+impl Drop for LitemuxErrorInformation {
+    fn drop(&mut self) {
+        let this: &(dyn DatabaseErrorInformation + Send + Sync) = self;
+        registry().remove(&address(this));
+    }
 }
 
 impl DatabaseErrorInformation for LitemuxErrorInformation {
@@ -99,11 +190,15 @@ impl DatabaseErrorInformation for LitemuxErrorInformation {
     }
 }
 
-/// Turns a litemux error into the diesel error an `AsyncConnection` method returns.
+/// Turns a litemux error into the diesel error an `AsyncConnection` method returns: what
+/// SQLite reported keeps diesel's kind and SQLite's message, as diesel's `SqliteConnection`
+/// reports it; litemux's own failures (timeouts, a closed database) say what failed.
 pub(crate) fn to_diesel(error: litemux::Error) -> diesel::result::Error {
     use litemux::{ConstraintKind, Error as L};
     let error = match error {
         L::Diesel(inner) => return inner,
+        // What diesel's `first` reports for no row.
+        L::NoRows { .. } => return diesel::result::Error::NotFound,
         other => other,
     };
     let kind = match &error {
@@ -116,16 +211,39 @@ pub(crate) fn to_diesel(error: litemux::Error) -> diesel::result::Error {
             ConstraintKind::Check => DatabaseErrorKind::CheckViolation,
             _ => DatabaseErrorKind::Unknown,
         },
-        L::ReadOnly { .. } => DatabaseErrorKind::ReadOnlyTransaction,
         L::Closed | L::ConnectionLost { .. } => DatabaseErrorKind::ClosedConnection,
         _ => DatabaseErrorKind::Unknown,
     };
-    diesel::result::Error::DatabaseError(
-        kind,
-        Box::new(LitemuxErrorInformation {
-            message: chain(&error),
-        }),
-    )
+    let message = match &error {
+        L::Sql { message, .. }
+        | L::Constraint { message, .. }
+        | L::Busy { message, .. }
+        | L::ReadOnly { message, .. } => message.clone(),
+        other => chain(other),
+    };
+    diesel::result::Error::DatabaseError(kind, LitemuxErrorInformation::boxed(message, error))
+}
+
+/// diesel's own error for a statement that failed on a litemux connection, with `litemux`
+/// (litemux's view of it, read off the connection) attached when it is a database error.
+pub(crate) fn attach(
+    error: diesel::result::Error,
+    litemux: impl FnOnce(&diesel::result::Error) -> litemux::Error,
+) -> diesel::result::Error {
+    if !matches!(error, diesel::result::Error::DatabaseError(..)) {
+        return error;
+    }
+    let litemux = litemux(&error);
+    match error {
+        diesel::result::Error::DatabaseError(kind, info) => {
+            let message = info.message().to_owned();
+            diesel::result::Error::DatabaseError(
+                kind,
+                LitemuxErrorInformation::boxed(message, litemux),
+            )
+        }
+        other => other,
+    }
 }
 
 /// Turns a litemux error met while opening into diesel's connection error.

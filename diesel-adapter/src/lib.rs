@@ -52,7 +52,9 @@
 //! - [`Error`] (`error.rs`): this crate's errors, and litemux errors as diesel reports them.
 //!
 //! # Caveats
-//! - **A tokio runtime with the time driver is required**, as for litemux.
+//! - **A tokio runtime is required**, of either flavour, with or without its time driver:
+//!   `AsyncConnectionWrapper<LitemuxConnection>` (diesel-async's way to use it from sync code,
+//!   e.g. to run diesel's `MigrationHarness` at start-up) works.
 //! - **Call `transaction` as a method** (`conn.transaction(...)`): it resolves to the
 //!   cancel-safe inherent method. diesel-async's trait method cannot be overridden outside
 //!   diesel-async (its bounds name a trait private to diesel-async): generic code calling
@@ -80,7 +82,7 @@ mod transaction;
 mod transaction_manager;
 
 pub use connection::LitemuxConnection;
-pub use error::{Error, Result};
+pub use error::{Error, Result, litemux_error};
 pub use migrations::{
     WriterHarness, applied_migrations, has_pending_migration, revert_last_migration,
     run_pending_migrations, with_migration_harness,

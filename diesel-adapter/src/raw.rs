@@ -1,6 +1,9 @@
 //! [`Raw`]: litemux's raw SQL on a [`LitemuxConnection`], inside its transaction if one is open.
 
+use diesel::QueryResult;
 use litemux::{ExecuteResult, Params, Row};
+
+use crate::error::to_diesel;
 
 use crate::LitemuxConnection;
 
@@ -13,6 +16,10 @@ use crate::LitemuxConnection;
 ///
 /// The methods take `self`: `conn.raw().execute(..)` then resolves to [`Raw::execute`] even
 /// with `diesel_async::RunQueryDsl`, whose `execute` takes `self` too, in scope.
+///
+/// They fail with diesel's error type, as ORM calls do, so one `?` serves both in a
+/// `transaction` closure; [`litemux_error`](crate::litemux_error) gives back the
+/// [`litemux::Error`] (its kind, SQL text and SQLite's extended code).
 ///
 /// ```
 /// # async fn demo() -> Result<(), litemux_diesel::Error> {
@@ -46,17 +53,23 @@ impl<'a> Raw<'a> {
     ///
     /// # Errors
     /// As [`litemux::Transaction::execute`] inside a transaction, [`litemux::Database::execute`]
-    /// outside one.
+    /// outside one, as diesel errors ([`litemux_error`](crate::litemux_error) gives the
+    /// litemux error back).
     ///
     /// # Cancel safety
     /// Once polled, the statement runs even if the future is dropped; inside a transaction it
     /// stays part of it (and the transaction goes on).
-    pub async fn execute(self, sql: &str, params: impl Params) -> litemux::Result<ExecuteResult> {
+    pub async fn execute(self, sql: &str, params: impl Params) -> QueryResult<ExecuteResult> {
         let params = params.into_values();
         let state = self.conn.transaction_state_mut();
-        match state.lend().await.map_err(litemux::Error::Diesel)? {
-            Some(mut lent) => lent.tx().execute(sql, params).await,
-            None => self.conn.database().execute(sql, params).await,
+        match state.lend().await? {
+            Some(mut lent) => lent.tx().execute(sql, params).await.map_err(to_diesel),
+            None => self
+                .conn
+                .database()
+                .execute(sql, params)
+                .await
+                .map_err(to_diesel),
         }
     }
 
@@ -68,28 +81,39 @@ impl<'a> Raw<'a> {
     ///
     /// # Cancel safety
     /// As [`execute`](Self::execute); a read outside a transaction is cancel safe.
-    pub async fn fetch_all(self, sql: &str, params: impl Params) -> litemux::Result<Vec<Row>> {
+    pub async fn fetch_all(self, sql: &str, params: impl Params) -> QueryResult<Vec<Row>> {
         let params = params.into_values();
         let state = self.conn.transaction_state_mut();
-        match state.lend().await.map_err(litemux::Error::Diesel)? {
-            Some(mut lent) => lent.tx().fetch_all(sql, params).await,
-            None => self.conn.database().fetch_all(sql, params).await,
+        match state.lend().await? {
+            Some(mut lent) => lent.tx().fetch_all(sql, params).await.map_err(to_diesel),
+            None => self
+                .conn
+                .database()
+                .fetch_all(sql, params)
+                .await
+                .map_err(to_diesel),
         }
     }
 
-    /// Fetches the first row, or [`litemux::Error::NoRows`].
+    /// Fetches the first row, or diesel's [`NotFound`](diesel::result::Error::NotFound), as an
+    /// ORM `first` does.
     ///
     /// # Errors
-    /// As [`fetch_all`](Self::fetch_all), and [`litemux::Error::NoRows`].
+    /// As [`fetch_all`](Self::fetch_all), and `NotFound`.
     ///
     /// # Cancel safety
     /// As [`fetch_all`](Self::fetch_all).
-    pub async fn fetch_one(self, sql: &str, params: impl Params) -> litemux::Result<Row> {
+    pub async fn fetch_one(self, sql: &str, params: impl Params) -> QueryResult<Row> {
         let params = params.into_values();
         let state = self.conn.transaction_state_mut();
-        match state.lend().await.map_err(litemux::Error::Diesel)? {
-            Some(mut lent) => lent.tx().fetch_one(sql, params).await,
-            None => self.conn.database().fetch_one(sql, params).await,
+        match state.lend().await? {
+            Some(mut lent) => lent.tx().fetch_one(sql, params).await.map_err(to_diesel),
+            None => self
+                .conn
+                .database()
+                .fetch_one(sql, params)
+                .await
+                .map_err(to_diesel),
         }
     }
 
@@ -100,16 +124,21 @@ impl<'a> Raw<'a> {
     ///
     /// # Cancel safety
     /// As [`fetch_all`](Self::fetch_all).
-    pub async fn fetch_optional(
-        self,
-        sql: &str,
-        params: impl Params,
-    ) -> litemux::Result<Option<Row>> {
+    pub async fn fetch_optional(self, sql: &str, params: impl Params) -> QueryResult<Option<Row>> {
         let params = params.into_values();
         let state = self.conn.transaction_state_mut();
-        match state.lend().await.map_err(litemux::Error::Diesel)? {
-            Some(mut lent) => lent.tx().fetch_optional(sql, params).await,
-            None => self.conn.database().fetch_optional(sql, params).await,
+        match state.lend().await? {
+            Some(mut lent) => lent
+                .tx()
+                .fetch_optional(sql, params)
+                .await
+                .map_err(to_diesel),
+            None => self
+                .conn
+                .database()
+                .fetch_optional(sql, params)
+                .await
+                .map_err(to_diesel),
         }
     }
 
@@ -122,11 +151,16 @@ impl<'a> Raw<'a> {
     ///
     /// # Cancel safety
     /// As [`execute`](Self::execute).
-    pub async fn execute_batch(self, script: &str) -> litemux::Result<()> {
+    pub async fn execute_batch(self, script: &str) -> QueryResult<()> {
         let state = self.conn.transaction_state_mut();
-        match state.lend().await.map_err(litemux::Error::Diesel)? {
-            Some(mut lent) => lent.tx().execute_batch(script).await,
-            None => self.conn.database().execute_batch(script).await,
+        match state.lend().await? {
+            Some(mut lent) => lent.tx().execute_batch(script).await.map_err(to_diesel),
+            None => self
+                .conn
+                .database()
+                .execute_batch(script)
+                .await
+                .map_err(to_diesel),
         }
     }
 }

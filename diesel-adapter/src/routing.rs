@@ -8,7 +8,7 @@ use diesel::QueryResult;
 use diesel::sqlite::SqliteConnection;
 use litemux::{ConnectionRef, Role};
 
-use crate::error::to_diesel;
+use crate::error::{attach, to_diesel};
 use crate::query::{self, OwnedRow, SerializedQuery};
 use crate::transaction_manager::TransactionState;
 
@@ -95,26 +95,36 @@ fn run_recorded<R>(
     if outcome.is_err() && conn.interrupted_after_commit() {
         outcome = Ok((work.finished)(conn));
     }
-    record(conn, query, started, &outcome, work);
-    outcome
+    match outcome {
+        Ok(out) => Ok(succeeded(conn, query, started, out, work)),
+        Err(e) => {
+            let litemux = litemux_error(conn, &query.sql, &e);
+            Err(failed(conn, query, started, e, litemux))
+        }
+    }
 }
 
-fn record<R>(
+fn succeeded<R>(
     conn: &ConnectionRef<'_>,
     query: &SerializedQuery,
     started: Instant,
-    outcome: &QueryResult<R>,
+    out: R,
     work: Work<R>,
-) {
-    let elapsed = started.elapsed();
-    match outcome {
-        Ok(out) => conn.record(&query.sql, elapsed, Ok((work.rows)(out))),
-        Err(e) => conn.record(
-            &query.sql,
-            elapsed,
-            Err(&litemux_error(conn, &query.sql, e)),
-        ),
-    }
+) -> R {
+    conn.record(&query.sql, started.elapsed(), Ok((work.rows)(&out)));
+    out
+}
+
+/// Records a failure in the history and returns diesel's error with litemux's view attached.
+fn failed(
+    conn: &ConnectionRef<'_>,
+    query: &SerializedQuery,
+    started: Instant,
+    error: diesel::result::Error,
+    litemux: litemux::Error,
+) -> diesel::result::Error {
+    conn.record(&query.sql, started.elapsed(), Err(&litemux));
+    attach(error, |_| litemux)
 }
 
 enum ReadAttempt<R> {
@@ -129,30 +139,31 @@ fn attempt_read<R>(
     work: Work<R>,
 ) -> ReadAttempt<R> {
     let started = Instant::now();
-    let outcome = (work.run)(conn.diesel(), query);
-    if let Err(e) = &outcome
-        && let litemux::Error::ReadOnly { .. } = litemux_error(conn, &query.sql, e)
-    {
-        tracing::debug!(target: "litemux_diesel", sql = %query.sql, "reader refused a write; retrying on the writer");
-        return ReadAttempt::Declined;
+    match (work.run)(conn.diesel(), query) {
+        Ok(out) => ReadAttempt::Done(Ok(succeeded(conn, query, started, out, work))),
+        Err(e) => {
+            let litemux = litemux_error(conn, &query.sql, &e);
+            if let litemux::Error::ReadOnly { .. } = litemux {
+                tracing::debug!(target: "litemux_diesel", sql = %query.sql, "reader refused a write; retrying on the writer");
+                return ReadAttempt::Declined;
+            }
+            ReadAttempt::Done(Err(failed(conn, query, started, e, litemux)))
+        }
     }
-    record(conn, query, started, &outcome, work);
-    ReadAttempt::Done(outcome)
 }
 
 /// The litemux view of a diesel error just returned by `conn` (SQLite's extended code is read
 /// off the connection), for the history and for telling a refused write.
-fn litemux_error(
+pub(crate) fn litemux_error(
     conn: &ConnectionRef<'_>,
     sql: &str,
     error: &diesel::result::Error,
 ) -> litemux::Error {
-    use diesel::result::{DatabaseErrorKind, Error};
+    use diesel::result::Error;
     let copy = match error {
-        Error::DatabaseError(_, info) => Error::DatabaseError(
-            DatabaseErrorKind::Unknown,
-            Box::new(info.message().to_owned()),
-        ),
+        Error::DatabaseError(kind, info) => {
+            Error::DatabaseError(*kind, Box::new(info.message().to_owned()))
+        }
         other => Error::QueryBuilderError(other.to_string().into()),
     };
     conn.error_from_diesel(sql, copy)

@@ -15,7 +15,11 @@ use diesel::sqlite::SqliteConnection;
 use litemux::ConnectionRef;
 
 use crate::LitemuxConnection;
-use crate::error::to_diesel;
+use crate::error::{attach, to_diesel};
+use crate::routing::litemux_error;
+
+/// The statement text litemux errors from `f` carry: litemux does not see `f`'s SQL.
+const SYNC_SQL: &str = "-- with_sync_connection";
 
 impl LitemuxConnection {
     /// Runs `f` with diesel's synchronous [`SqliteConnection`] on its connection thread: the
@@ -101,7 +105,9 @@ impl LitemuxConnection {
         R: Send + 'static,
     {
         let job = move |conn: &mut ConnectionRef<'_>| {
-            within_open_transaction(conn, |conn| f(conn.diesel()))
+            within_open_transaction(conn, |conn| {
+                f(conn.diesel()).map_err(|e| attach(e, |e| litemux_error(conn, SYNC_SQL, e)))
+            })
         };
         match self.transaction_state_mut().lend().await? {
             Some(mut lent) => lent.tx().with_connection(job).await,

@@ -125,3 +125,7 @@ pub(crate) async fn writer_is_free(db: &litemux::Database) -> bool {
         Err(e) => panic!("unexpected error taking the writer: {e}"),
     }
 }
+
+/// A row with no columns read: for `sql_query(..).load` whose rows do not matter.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct Nothing {}

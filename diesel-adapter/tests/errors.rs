@@ -1,0 +1,234 @@
+//! Errors keep their kind: diesel's kind and message as diesel's `SqliteConnection` gives
+//! them, the litemux error behind them through `litemux_error`, raw SQL failing with the ORM's
+//! error type, and `litemux_diesel::Error` saying what failed.
+
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error};
+use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
+use litemux::{ConstraintKind, Role};
+use litemux_diesel::{LitemuxConnection, litemux_error};
+
+use crate::common::*;
+
+fn kind(error: &Error) -> Option<DatabaseErrorKind> {
+    match error {
+        Error::DatabaseError(kind, _) => Some(*kind),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_writer_timeout_is_recognisable_without_reading_messages() -> TestResult {
+    let db = TestDb::new();
+    db.connect().await?;
+    let mut conn = LitemuxConnection::establish(&db.url("readers=1&writer_timeout=50")).await?;
+    let held = conn.database().begin().await?;
+
+    let insert = insert_user(&mut conn, "late")
+        .await
+        .expect_err("writer held");
+    let begin = conn
+        .transaction::<(), Error, _>(async |_| Ok(()))
+        .await
+        .expect_err("writer held");
+    let raw = conn
+        .raw()
+        .execute("INSERT INTO users(name) VALUES ('raw')", ())
+        .await
+        .expect_err("writer held");
+    held.rollback().await?;
+
+    for error in [&insert, &begin, &raw] {
+        assert!(
+            matches!(
+                litemux_error(error).as_deref(),
+                Some(litemux::Error::Timeout {
+                    role: Role::Writer,
+                    ..
+                })
+            ),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("timed out"), "{error}");
+    }
+    // The connection is fine afterwards.
+    insert_user(&mut conn, "on time").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_closed_database_is_a_closed_connection() -> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    conn.database().close().await?;
+    for error in [
+        user_names(&mut conn).await.expect_err("closed"),
+        insert_user(&mut conn, "ada").await.expect_err("closed"),
+        conn.batch_execute("SELECT 1").await.expect_err("closed"),
+    ] {
+        assert_eq!(kind(&error), Some(DatabaseErrorKind::ClosedConnection));
+        assert!(
+            matches!(
+                litemux_error(&error).as_deref(),
+                Some(litemux::Error::Closed)
+            ),
+            "{error:?}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_failures_keep_diesels_kind_and_message_and_carry_litemuxs() -> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    diesel::insert_into(users::table)
+        .values((users::name.eq("ada"), users::email.eq("a@x")))
+        .execute(&mut conn)
+        .await?;
+
+    // On the writer, outside a transaction.
+    let unique = diesel::insert_into(users::table)
+        .values((users::name.eq("eve"), users::email.eq("a@x")))
+        .execute(&mut conn)
+        .await
+        .expect_err("duplicate e-mail");
+    assert_eq!(kind(&unique), Some(DatabaseErrorKind::UniqueViolation));
+    assert_eq!(unique.to_string(), "UNIQUE constraint failed: users.email");
+    match litemux_error(&unique).as_deref() {
+        Some(litemux::Error::Constraint { kind, sql, .. }) => {
+            assert_eq!(*kind, ConstraintKind::Unique);
+            assert!(sql.starts_with("INSERT INTO `users`"), "{sql}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // On a reader.
+    let missing = diesel::sql_query("SELECT * FROM nowhere")
+        .load::<crate::common::Nothing>(&mut conn)
+        .await
+        .expect_err("no such table");
+    assert_eq!(kind(&missing), Some(DatabaseErrorKind::Unknown));
+    assert_eq!(missing.to_string(), "no such table: nowhere");
+    assert!(matches!(
+        litemux_error(&missing).as_deref(),
+        Some(litemux::Error::Sql { code: 1, .. })
+    ));
+
+    // Inside a transaction, through batch_execute, raw SQL and the sync escape hatch.
+    conn.transaction::<_, Error, _>(async |conn| {
+        let fk = conn
+            .batch_execute("INSERT INTO posts(user_id, title) VALUES (999, 't')")
+            .await
+            .expect_err("no such user");
+        assert_eq!(kind(&fk), Some(DatabaseErrorKind::ForeignKeyViolation));
+        assert_eq!(fk.to_string(), "FOREIGN KEY constraint failed");
+        assert!(matches!(
+            litemux_error(&fk).as_deref(),
+            Some(litemux::Error::Constraint {
+                kind: ConstraintKind::ForeignKey,
+                ..
+            })
+        ));
+        let not_null = conn
+            .raw()
+            .execute("INSERT INTO users(name) VALUES (NULL)", ())
+            .await
+            .expect_err("name is NOT NULL");
+        assert_eq!(kind(&not_null), Some(DatabaseErrorKind::NotNullViolation));
+        assert!(matches!(
+            litemux_error(&not_null).as_deref(),
+            Some(litemux::Error::Constraint {
+                kind: ConstraintKind::NotNull,
+                ..
+            })
+        ));
+        let sync = conn
+            .with_sync_connection(|c| {
+                diesel::RunQueryDsl::execute(
+                    diesel::sql_query("INSERT INTO users(id, name) VALUES (1, 'twin')"),
+                    c,
+                )
+            })
+            .await
+            .expect_err("id 1 exists");
+        assert_eq!(kind(&sync), Some(DatabaseErrorKind::UniqueViolation));
+        assert!(matches!(
+            litemux_error(&sync).as_deref(),
+            Some(litemux::Error::Constraint {
+                kind: ConstraintKind::PrimaryKey,
+                ..
+            })
+        ));
+        Ok(())
+    })
+    .await?;
+
+    // diesel's own errors have no litemux error behind them.
+    let not_found = users::table
+        .find(12345)
+        .first::<User>(&mut conn)
+        .await
+        .expect_err("no such user");
+    assert_eq!(not_found, Error::NotFound);
+    assert!(litemux_error(&not_found).is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn raw_and_orm_errors_share_one_type() -> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    // Compiles only because `raw()` fails with diesel's error, as the ORM does.
+    let outcome: Result<(), Error> = conn
+        .transaction(async |conn| {
+            insert_user(conn, "ada").await?;
+            conn.raw()
+                .execute("UPDATE users SET name = ? WHERE name = ?", ("grace", "ada"))
+                .await?;
+            let row = conn.raw().fetch_one("SELECT 1 FROM nowhere", ()).await?;
+            drop(row);
+            Ok(())
+        })
+        .await;
+    let error = outcome.expect_err("no such table");
+    assert_eq!(error.to_string(), "no such table: nowhere");
+    assert!(committed_names(conn.database()).await?.is_empty());
+    let none = conn
+        .raw()
+        .fetch_one("SELECT name FROM users", ())
+        .await
+        .expect_err("empty table");
+    assert_eq!(none, Error::NotFound, "as diesel's `first` reports it");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_crate_error_says_what_failed() -> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    let diesel_error = diesel::sql_query("SELECT * FROM nowhere")
+        .execute(&mut conn)
+        .await
+        .expect_err("no such table");
+    let error = litemux_diesel::Error::from(diesel_error);
+    assert_eq!(error.to_string(), "no such table: nowhere");
+    assert!(matches!(
+        error.litemux().as_deref(),
+        Some(litemux::Error::Sql { .. })
+    ));
+
+    let litemux_error = conn.database().fetch_one("SELECT * FROM nowhere", ()).await;
+    let error = litemux_diesel::Error::from(litemux_error.expect_err("no such table"));
+    assert!(
+        error.to_string().contains("no such table: nowhere"),
+        "{error}"
+    );
+
+    let connection = LitemuxConnection::establish("sqlite://x.db?readers=many")
+        .await
+        .expect_err("bad option");
+    let error = litemux_diesel::Error::from(connection);
+    assert!(error.to_string().contains("readers"), "{error}");
+    Ok(())
+}
