@@ -109,16 +109,20 @@ impl Anchor {
 
     /// Lets go of the transaction, closes the connection and waits for the thread to end.
     pub(crate) async fn close(&self) {
-        self.state.stop.store(true, Ordering::SeqCst);
-        self.thread.unpark();
-        let handle = self
-            .handle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(handle) = handle {
+        if let Some(handle) = self.stop() {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
+    }
+
+    /// Asks the thread to let go of the transaction and end; returns its handle to join, the
+    /// first time. For closing where nothing can be awaited.
+    pub(crate) fn stop(&self) -> Option<JoinHandle<()>> {
+        self.state.stop.store(true, Ordering::SeqCst);
+        self.thread.unpark();
+        self.handle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 }
 

@@ -18,6 +18,14 @@ use crate::{Error, HistoryEntry, Options, Params, Result, Role, Row, Transaction
 /// same file again (by any path that leads to it) shares the same writer, so the process never
 /// fights itself for SQLite's write lock.
 ///
+/// **The database shuts down when its last handle is closed or dropped**: either way the WAL
+/// is checkpointed and the history file written. Dropping cannot wait, so that work then
+/// runs on a background thread, after a [`Transaction`] that outlived the handles ends (until
+/// then the database runs on, and a new open of the file joins it and keeps it running; a
+/// [`ReadTransaction`] keeps its reader until it ends). An open of the same file during the
+/// shutdown waits for it to finish, so the file never has two writers. Prefer [`close`](Self::close) where you can: it reports
+/// errors, and a process that exits right after a drop may cut the background work short.
+///
 /// Reads outside a transaction run on a reader; anything that can write runs on the writer.
 ///
 /// ```
@@ -475,10 +483,13 @@ impl Database {
         Arc::ptr_eq(&self.handle.shared, &other.handle.shared)
     }
 
-    /// Closes this handle and its clones. When the last handle open on the file closes,
-    /// litemux waits for a running transaction (up to the writer timeout), rolls back a
-    /// force-rollback database, checkpoints the WAL, writes the history file if configured,
-    /// and waits for every connection to close. Closing twice is a no-op.
+    /// Closes this handle and its clones: their later calls fail with [`Error::Closed`] and
+    /// [`status`](Self::status) says `closed`. Handles from other opens of the file go on
+    /// working. When the last handle open on the file closes, litemux waits for a running
+    /// transaction (up to the writer timeout), rolls back a force-rollback database,
+    /// checkpoints the WAL, writes the history file if configured, and waits for every
+    /// connection to close; an open of the same file meanwhile waits for that, then opens it
+    /// afresh. Closing twice is a no-op.
     ///
     /// # Errors
     /// [`Error::HistoryIo`] if the configured history file cannot be written.
@@ -491,7 +502,7 @@ impl Database {
             return Ok(());
         }
         let shared = &self.handle.shared;
-        if shared.release_handle() {
+        if shared.close_handle() {
             shared.shut_down().await
         } else {
             Ok(())

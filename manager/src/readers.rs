@@ -303,6 +303,13 @@ impl Readers {
         self.pool.close();
     }
 
+    /// Closes the pool and asks the lock anchor to let go; returns the anchor's thread to
+    /// join (the first time). For closing where nothing can be awaited.
+    pub(crate) fn stop(&self) -> Option<std::thread::JoinHandle<()>> {
+        self.close();
+        self.anchor.as_ref().and_then(Anchor::stop)
+    }
+
     /// Closes the pool and waits until the lock anchor has let go, so a checkpoint that
     /// follows is not held up by it.
     pub(crate) async fn shut_down(&self) {

@@ -1,15 +1,56 @@
 //! The process-wide registry that makes one file have one writer, however often it is opened.
+//!
+//! A file's entry outlives its last handle until its connection threads have ended: an open
+//! that comes while the database shuts down waits for that, then starts afresh, so two
+//! writers never run at once. An open that comes while the database still runs (a handle, a
+//! transaction or a snapshot still holds it) joins it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
+use tokio::sync::watch;
+
 use crate::shared::Shared;
 use crate::{Error, Result};
 
-static OPEN: Mutex<Option<HashMap<PathBuf, Weak<Shared>>>> = Mutex::new(None);
+/// One file's database, as the registry knows it.
+struct Entry {
+    shared: Weak<Shared>,
+    /// Its sender is dropped once every connection thread of the database has ended.
+    stopped: watch::Receiver<()>,
+}
 
-fn lock() -> MutexGuard<'static, Option<HashMap<PathBuf, Weak<Shared>>>> {
+impl Entry {
+    fn state(&self) -> Found {
+        if let Some(shared) = self.shared.upgrade()
+            && shared.try_acquire_handle()
+        {
+            return Found::Open(shared);
+        }
+        match self.stopped.has_changed() {
+            // The sender lives: the database is closing (or its last owner is being dropped).
+            Ok(_) => Found::Closing(self.stopped.clone()),
+            Err(_) => Found::Vacant,
+        }
+    }
+}
+
+/// What an open finds registered under its file.
+pub(crate) enum Found {
+    /// A running database, with a handle taken for the caller.
+    Open(Arc<Shared>),
+    /// A database shutting down: wait with [`stopped`] before starting another.
+    Closing(watch::Receiver<()>),
+    /// Nothing runs on the file.
+    Vacant,
+}
+
+type Map = HashMap<PathBuf, Entry>;
+
+static OPEN: Mutex<Option<Map>> = Mutex::new(None);
+
+fn lock() -> MutexGuard<'static, Option<Map>> {
     OPEN.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -32,37 +73,41 @@ pub(crate) fn key(path: &Path) -> Result<PathBuf> {
     Ok(std::fs::canonicalize(parent).map_err(Error::Io)?.join(name))
 }
 
-/// The live database registered under `key`, if any.
-pub(crate) fn find(key: &Path) -> Option<Arc<Shared>> {
+/// What runs on the file registered under `key`.
+pub(crate) fn find(key: &Path) -> Found {
     lock()
         .as_ref()
         .and_then(|open| open.get(key))
-        .and_then(Weak::upgrade)
-        .filter(|shared| shared.try_acquire_handle())
+        .map_or(Found::Vacant, Entry::state)
 }
 
-/// Registers `shared` under `key`, unless another open won the race: then that one is
-/// returned (with a handle taken) and `shared` should be discarded.
-pub(crate) fn insert(key: PathBuf, shared: &Arc<Shared>) -> Option<Arc<Shared>> {
+/// Registers `shared` under `key` if nothing runs there; otherwise returns what does (a
+/// running database with a handle taken, or one closing), and `shared` should be shut down.
+pub(crate) fn insert(key: PathBuf, shared: &Arc<Shared>, stopped: watch::Receiver<()>) -> Found {
     let mut guard = lock();
     let open = guard.get_or_insert_with(HashMap::new);
-    open.retain(|_, weak| weak.strong_count() > 0);
-    if let Some(existing) = open.get(&key).and_then(Weak::upgrade)
-        && existing.try_acquire_handle()
-    {
-        return Some(existing);
+    open.retain(|_, entry| entry.stopped.has_changed().is_ok());
+    if let Some(entry) = open.get(&key) {
+        match entry.state() {
+            Found::Vacant => {}
+            other => return other,
+        }
     }
-    open.insert(key, Arc::downgrade(shared));
-    None
+    open.insert(
+        key,
+        Entry {
+            shared: Arc::downgrade(shared),
+            stopped,
+        },
+    );
+    Found::Vacant
 }
 
-/// Forgets `key` if it still maps to `shared`.
-pub(crate) fn remove(key: &Path, shared: &Shared) {
-    if let Some(open) = lock().as_mut()
-        && open
-            .get(key)
-            .is_some_and(|weak| std::ptr::eq(weak.as_ptr(), shared))
-    {
-        open.remove(key);
-    }
+/// Waits until the database `stopped` belongs to has ended its connection threads.
+///
+/// # Cancel safety
+/// Cancel safe.
+pub(crate) async fn stopped(mut stopped: watch::Receiver<()>) {
+    // Nothing is ever sent: this ends when the sender is dropped.
+    while stopped.changed().await.is_ok() {}
 }

@@ -1,14 +1,16 @@
 //! The state one database file has in the process: its writer, readers, history and caches,
 //! shared by every [`Database`](crate::Database) handle opened on it.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::watch;
 
 use crate::connection::{Budget, Connection, Context, ExecuteResult, Inline, Limit};
 use crate::connection_ref::ConnectionRef;
 use crate::history::History;
 use crate::readers::{Reader, Readers};
+use crate::registry::Found;
 use crate::request::{Execute, Fetch, Request};
 use crate::statement::{Classified, Kind};
 use crate::threads::Threads;
@@ -27,42 +29,65 @@ pub(crate) struct Shared {
     /// `None` when there are no readers (in-memory, `readers=0`, force-rollback).
     pub(crate) readers: Option<Readers>,
     threads: Arc<Threads>,
-    registry_key: Option<PathBuf>,
-    /// Open handles; the database shuts down when the last one closes.
+    /// Open handles: closing the last one shuts the database down. When the last one is
+    /// dropped instead, the database runs on while a transaction or snapshot holds it (a new
+    /// open joins it then), and shuts down when they end (see `Drop`).
     handles: Mutex<usize>,
+    /// No handle may be taken any more. Set under the `handles` lock when the last handle
+    /// closes, so an open either joins before that or waits for the shutdown.
     closed: AtomicBool,
+    /// Whether the shutdown (by `close` or by `Drop`) has begun: it runs once.
+    shutting_down: AtomicBool,
+    /// Dropped once every connection thread has ended; the registry's receiver then tells a
+    /// waiting open it may start a writer of its own.
+    stopped: Mutex<Option<watch::Sender<()>>>,
+    stopped_rx: watch::Receiver<()>,
 }
 
 impl Shared {
-    /// Opens the database `options` describes, or joins the one already open on that file.
+    /// Opens the database `options` describes, or joins the one already open on that file
+    /// (after waiting for it to finish shutting down, if it is).
     pub(crate) async fn open(options: Options) -> Result<Arc<Shared>> {
         options.check()?;
-        let open_error = |source| Error::Open {
+        if options.is_memory() {
+            let shared = Arc::new(Self::start(options).await?);
+            crate::health::spawn(&shared);
+            return Ok(shared);
+        }
+        let key = registry::key(&options.path).map_err(|source| Error::Open {
             path: options.path.clone(),
             source: Box::new(source),
-        };
-        let registry_key = if options.is_memory() {
-            None
-        } else {
-            let key = registry::key(&options.path).map_err(open_error)?;
-            if let Some(existing) = registry::find(&key) {
-                return existing.joined_by(&options);
+        })?;
+        loop {
+            match registry::find(&key) {
+                Found::Open(existing) => return existing.joined_by(&options),
+                Found::Closing(stopped) => {
+                    registry::stopped(stopped).await;
+                    continue;
+                }
+                Found::Vacant => {}
             }
-            Some(key)
-        };
-        let shared = Arc::new(Self::start(options.clone(), registry_key.clone()).await?);
-        if let Some(key) = registry_key
-            && let Some(winner) = registry::insert(key, &shared)
-        {
-            // Ours never served anyone; only its threads need stopping.
-            let _ = shared.shut_down().await;
-            return winner.joined_by(&options);
+            let shared = Arc::new(Self::start(options.clone()).await?);
+            match registry::insert(key.clone(), &shared, shared.stopped_rx.clone()) {
+                Found::Vacant => {
+                    crate::health::spawn(&shared);
+                    return Ok(shared);
+                }
+                // Another open won the race. Ours never served anyone; only its threads
+                // need stopping.
+                Found::Open(winner) => {
+                    let _ = shared.shut_down().await;
+                    return winner.joined_by(&options);
+                }
+                Found::Closing(stopped) => {
+                    let _ = shared.shut_down().await;
+                    registry::stopped(stopped).await;
+                }
+            }
         }
-        crate::health::spawn(&shared);
-        Ok(shared)
     }
 
-    async fn start(options: Options, registry_key: Option<PathBuf>) -> Result<Shared> {
+    async fn start(options: Options) -> Result<Shared> {
         let label = options.path.display().to_string();
         let options = Arc::new(options);
         let context = Arc::new(Context {
@@ -75,6 +100,7 @@ impl Shared {
             inline_budget: options.inline_budget,
         });
         let threads = Arc::new(Threads::default());
+        let (stopped, stopped_rx) = watch::channel(());
         let (worker, thread) = {
             let options = Arc::clone(&options);
             let context = Arc::clone(&context);
@@ -110,9 +136,11 @@ impl Shared {
             context,
             readers,
             threads,
-            registry_key,
             handles: Mutex::new(1),
             closed: AtomicBool::new(false),
+            shutting_down: AtomicBool::new(false),
+            stopped: Mutex::new(Some(stopped)),
+            stopped_rx,
         })
     }
 
@@ -128,21 +156,93 @@ impl Shared {
         }
     }
 
-    /// Takes one more handle, unless the database is shutting down.
+    /// Takes one more handle, unless the database is closing.
     pub(crate) fn try_acquire_handle(&self) -> bool {
-        let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
-        if *handles == 0 || self.is_closed() {
+        let mut handles = self.lock_handles();
+        if self.is_closed() {
             return false;
         }
         *handles += 1;
         true
     }
 
-    /// Gives a handle back; true when it was the last one.
-    pub(crate) fn release_handle(&self) -> bool {
-        let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+    /// Gives back a handle dropped without `close`. When it was the last, the database shuts
+    /// down as `close` would, on a thread of its own (nothing can be awaited in `Drop`, and
+    /// there may be no runtime). If the writer is free, closing is decided here, under the
+    /// lock that takes handles, so an open from now on waits for the shutdown. If a
+    /// transaction that outlived the handles holds it, the database runs on until that ends,
+    /// and an open meanwhile joins it and keeps it running.
+    pub(crate) fn release_handle(self: &Arc<Self>) {
+        let lease = {
+            let mut handles = self.lock_handles();
+            *handles = handles.saturating_sub(1);
+            if *handles > 0 || self.is_closed() {
+                return;
+            }
+            let lease = self.writer.try_lease();
+            if lease.is_some() {
+                self.closed.store(true, Ordering::Release);
+            }
+            lease
+        };
+        let shared = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("litemux-close".into())
+            .spawn(move || shared.shut_down_orphaned(lease));
+        if let Err(error) = spawned {
+            // Then `Drop` stops the threads, without the checkpoint or the history file.
+            tracing::error!(target: "litemux", %error, "no thread to shut the database down on");
+        }
+    }
+
+    /// The shutdown after the last handle was dropped, holding `lease` if closing was
+    /// decided already; blocks.
+    fn shut_down_orphaned(&self, lease: Option<Lease>) {
+        let lease = match lease {
+            Some(lease) => lease,
+            None => {
+                let lease = self.writer.blocking_lease();
+                let handles = self.lock_handles();
+                if *handles > 0 || self.is_closed() {
+                    // An open joined while the transaction ran, or it was closed since.
+                    return;
+                }
+                self.closed.store(true, Ordering::Release);
+                lease
+            }
+        };
+        if self.shutting_down.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // The anchor lets go of its snapshot first, so the checkpoint can truncate the WAL.
+        if let Some(anchor) = self.readers.as_ref().and_then(Readers::stop) {
+            let _ = anchor.join();
+        }
+        let _ = self.writer.worker.send(self.last_job());
+        self.writer.worker.stop();
+        drop(lease);
+        self.threads.join_all_blocking();
+        if let Err(error) = self.flush_history_file() {
+            tracing::error!(target: "litemux", %error, "history not written at shutdown");
+        }
+        drop(self.take_stopped());
+    }
+
+    /// Gives back a closed handle; true when it was the last one: the database is then
+    /// closed to new handles, decided under the same lock that takes them, and the caller
+    /// must [`shut_down`](Self::shut_down).
+    pub(crate) fn close_handle(&self) -> bool {
+        let mut handles = self.lock_handles();
         *handles = handles.saturating_sub(1);
-        *handles == 0
+        if *handles > 0 || self.is_closed() {
+            return false;
+        }
+        self.closed.store(true, Ordering::Release);
+        true
+    }
+
+    fn lock_handles(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.handles.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -151,38 +251,52 @@ impl Shared {
 
     /// Closes everything: waits for the running transaction (up to the writer timeout), rolls
     /// back a force-rollback database, checkpoints, flushes the history file, and waits for
-    /// every connection thread to end.
+    /// every connection thread to end. Opens of the same file wait until it has.
     pub(crate) async fn shut_down(&self) -> Result<()> {
-        if self.closed.swap(true, Ordering::AcqRel) {
+        if self.shutting_down.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        if let Some(key) = &self.registry_key {
-            registry::remove(key, self);
-        }
+        self.closed.store(true, Ordering::Release);
         let lease = self.writer.lease().await;
         if let Some(readers) = &self.readers {
             readers.shut_down().await;
         }
-        let force_rollback = self.options.force_rollback;
-        let wal = self.options.is_wal_file();
-        let _ = self
-            .writer
-            .worker
-            .call(move |conn| {
-                if force_rollback {
-                    conn.rollback_open_transaction();
-                } else if wal && conn.is_autocommit() {
-                    let _ = conn.control("PRAGMA wal_checkpoint(TRUNCATE)");
-                }
-            })
-            .await;
+        let _ = self.writer.worker.call(self.last_job()).await;
         self.writer.worker.stop();
         drop(lease);
         self.threads.join_all().await;
+        let flushed = self.flush_history_file();
+        drop(self.take_stopped());
+        flushed
+    }
+
+    /// Appends the history to the configured history file, if any.
+    fn flush_history_file(&self) -> Result<()> {
         match &self.options.history_file {
             Some(path) => self.context.history.flush(path).map(|_| ()),
             None => Ok(()),
         }
+    }
+
+    /// The writer's last job: roll back a force-rollback database, else checkpoint the WAL
+    /// and truncate it, unless a transaction is still open.
+    fn last_job(&self) -> impl FnOnce(&mut Connection) + Send + 'static {
+        let force_rollback = self.options.force_rollback;
+        let wal = self.options.is_wal_file();
+        move |conn| {
+            if force_rollback {
+                conn.rollback_open_transaction();
+            } else if wal && conn.is_autocommit() {
+                let _ = conn.control("PRAGMA wal_checkpoint(TRUNCATE)");
+            }
+        }
+    }
+
+    fn take_stopped(&self) -> Option<watch::Sender<()>> {
+        self.stopped
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     /// Runs a query where it belongs: on a reader when SQLite says it only reads, otherwise
@@ -530,15 +644,13 @@ impl Shared {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        // Every handle is gone without `close`: stop the threads without waiting for them.
-        if !self.closed.load(Ordering::Acquire) {
+        // Only when no shutdown could run (see `release_handle`): stop the threads without
+        // waiting for them.
+        if !self.shutting_down.load(Ordering::Acquire) {
             if let Some(readers) = &self.readers {
                 readers.close();
             }
             self.writer.worker.stop();
-            if let Some(key) = &self.registry_key {
-                registry::remove(key, self);
-            }
         }
     }
 }

@@ -23,17 +23,25 @@ impl Threads {
         if handles.is_empty() {
             return;
         }
-        let joined = tokio::task::spawn_blocking(move || {
-            for handle in handles {
-                let _ = handle.join();
-            }
-        });
+        let joined = tokio::task::spawn_blocking(move || join(handles));
         let _ = joined.await;
+    }
+
+    /// Blocks until every thread recorded so far has ended: for closing off the runtime.
+    pub(crate) fn join_all_blocking(&self) {
+        let handles: Vec<_> = self.lock().drain(..).collect();
+        join(handles);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
         self.handles
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn join(handles: Vec<JoinHandle<()>>) {
+    for handle in handles {
+        let _ = handle.join();
     }
 }

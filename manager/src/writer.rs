@@ -86,6 +86,16 @@ impl Writer {
         }
     }
 
+    /// Waits for the lease, blocking the thread, without a timeout: for shutting down off the
+    /// runtime once a transaction that outlived every handle ends. Must not be called on a
+    /// runtime's thread.
+    pub(crate) fn blocking_lease(&self) -> Lease {
+        Lease {
+            _guard: Arc::clone(&self.lease).blocking_lock_owned(),
+            contended: false,
+        }
+    }
+
     /// Takes the lease if it is free right now.
     pub(crate) fn try_lease(&self) -> Option<Lease> {
         Arc::clone(&self.lease)

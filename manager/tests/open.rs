@@ -1,5 +1,7 @@
 //! Opening: paths, URLs, `:memory:`, one writer per file, closing.
 
+use std::time::Duration;
+
 use litemux::{Database, Error, JournalMode, OpenMode, Options, Synchronous};
 
 use crate::TempDb;
@@ -164,4 +166,149 @@ async fn every_public_future_is_send(db: Database, m: litemux::Manager) -> litem
     let _ = send(r.with_connection(|_| ()));
     let _ = send(r.end());
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_that_outlives_every_handle_keeps_one_writer_for_a_new_open() {
+    let t = TempDb::new();
+    let options = t
+        .options()
+        .readers(1)
+        .busy_timeout(Duration::from_millis(100));
+    let db = Database::open_with(options.clone()).await.unwrap();
+    db.execute_batch("CREATE TABLE t(x)").await.unwrap();
+    let tx = db.begin().await.unwrap();
+    tx.execute("INSERT INTO t VALUES (1)", ()).await.unwrap();
+    drop(db);
+    // The transaction still holds the database: this open joins it.
+    let again = Database::open_with(options).await.unwrap();
+    let mut insert = tokio::spawn({
+        let again = again.clone();
+        async move { again.execute("INSERT INTO t VALUES (2)", ()).await }
+    });
+    // It waits for the transaction to end; a second writer would fail `database is locked`
+    // once its 100 ms busy timeout ran out.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut insert)
+            .await
+            .is_err(),
+        "the write did not wait for the transaction"
+    );
+    tx.commit().await.unwrap();
+    insert.await.unwrap().unwrap();
+    assert_eq!(
+        crate::ints(&again, "SELECT x FROM t ORDER BY x").await,
+        [1, 2]
+    );
+    again.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_while_the_last_handle_closes_waits_instead_of_starting_a_second_writer() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    let tx = db.begin().await.unwrap();
+    tx.execute("INSERT INTO t(x) VALUES (1)", ()).await.unwrap();
+    // Polled once, `close` has decided the database is closing and waits for the
+    // transaction to end.
+    let mut closing = Box::pin(db.close());
+    std::future::poll_fn(|cx| {
+        assert!(closing.as_mut().poll(cx).is_pending());
+        std::task::Poll::Ready(())
+    })
+    .await;
+    let mut reopen = tokio::spawn(Database::open_with(t.options().readers(2)));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut reopen)
+            .await
+            .is_err(),
+        "the open did not wait for the shutdown"
+    );
+    tx.commit().await.unwrap();
+    closing.await.unwrap();
+    let again = reopen.await.unwrap().unwrap();
+    assert!(!again.same_database(&db));
+    again
+        .execute("INSERT INTO t(x) VALUES (2)", ())
+        .await
+        .unwrap();
+    assert_eq!(crate::count(&again).await, 2);
+    again.close().await.unwrap();
+}
+
+/// The history file's lines, and the WAL's size (0 when absent).
+fn history_and_wal(t: &TempDb, history: &std::path::Path) -> (Vec<String>, u64) {
+    let lines = std::fs::read_to_string(history)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let wal = std::fs::metadata(t.dir.path().join("test.db-wal")).map_or(0, |m| m.len());
+    (lines, wal)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_handle_writes_the_history_file_and_checkpoints() {
+    let t = TempDb::new();
+    let history = t.dir.path().join("history.jsonl");
+    let options = t.options().readers(2).history_file(&history);
+    let a = Database::open_with(options.clone()).await.unwrap();
+    let b = Database::open_with(options.clone()).await.unwrap();
+    a.execute_batch("CREATE TABLE t(x)").await.unwrap();
+    a.execute("INSERT INTO t VALUES (1)", ()).await.unwrap();
+    // Closing one of two handles closes only it.
+    a.close().await.unwrap();
+    assert!(matches!(
+        a.fetch_all("SELECT x FROM t", ()).await,
+        Err(Error::Closed)
+    ));
+    assert!(a.status().closed && !b.status().closed);
+    b.execute("INSERT INTO t VALUES (2)", ()).await.unwrap();
+    assert_eq!(history_and_wal(&t, &history).0.len(), 0);
+    drop(b);
+    // An open of the file waits for the dropped database's shutdown to end.
+    let again = Database::open_with(options).await.unwrap();
+    let (lines, wal) = history_and_wal(&t, &history);
+    assert!(
+        lines.iter().any(|l| l.contains("INSERT INTO t VALUES (2)")),
+        "{lines:?}"
+    );
+    assert_eq!(wal, 0, "the WAL was checkpointed and truncated");
+    assert_eq!(crate::ints(&again, "SELECT x FROM t").await, [1, 2]);
+    again.close().await.unwrap();
+}
+
+#[test]
+fn dropping_the_last_handle_outside_any_runtime_still_shuts_down() {
+    let t = TempDb::new();
+    let history = t.dir.path().join("history.jsonl");
+    let options = t.options().readers(1).history_file(&history);
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let first = runtime();
+    let db = first.block_on(async {
+        let db = Database::open_with(options.clone()).await.unwrap();
+        db.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+            .await
+            .unwrap();
+        db
+    });
+    drop(first);
+    drop(db);
+    runtime().block_on(async {
+        let again = Database::open_with(options).await.unwrap();
+        let (lines, wal) = history_and_wal(&t, &history);
+        assert!(
+            lines.iter().any(|l| l.contains("INSERT INTO t VALUES (1)")),
+            "{lines:?}"
+        );
+        assert_eq!(wal, 0);
+        assert_eq!(crate::ints(&again, "SELECT x FROM t").await, [1]);
+        again.close().await.unwrap();
+    });
 }
