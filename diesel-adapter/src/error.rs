@@ -61,6 +61,18 @@ pub enum Error {
     /// A migration could not be found, read, applied or reverted.
     #[error(transparent)]
     Migration(Box<dyn std::error::Error + Send + Sync>),
+
+    /// A node of a [`replicated::Cluster`](crate::replicated::Cluster) gave no connection: it
+    /// refused, is down, or none was free in time (feature `postgres`).
+    #[cfg(feature = "postgres")]
+    #[error("cannot get a connection to `{url}`")]
+    Node {
+        /// The node's URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl Error {
@@ -69,6 +81,8 @@ impl Error {
         match self {
             Error::Diesel(e) => litemux_error(e),
             Error::Litemux(_) | Error::Connection(_) | Error::Migration(_) => None,
+            #[cfg(feature = "postgres")]
+            Error::Node { .. } => None,
         }
     }
 }
@@ -246,6 +260,19 @@ pub(crate) fn attach(
     }
 }
 
+/// This crate's error as the diesel error an `AsyncConnection` method returns: diesel's own
+/// unchanged, anything else a closed-connection error carrying the whole chain of causes.
+#[cfg(feature = "postgres")]
+pub(crate) fn to_diesel_error(error: Error) -> diesel::result::Error {
+    match error {
+        Error::Diesel(inner) => inner,
+        other => diesel::result::Error::DatabaseError(
+            DatabaseErrorKind::ClosedConnection,
+            Box::new(chain(&other)),
+        ),
+    }
+}
+
 /// Turns a litemux error met while opening into diesel's connection error.
 pub(crate) fn to_connection_error(error: litemux::Error) -> diesel::ConnectionError {
     match error {
@@ -257,7 +284,7 @@ pub(crate) fn to_connection_error(error: litemux::Error) -> diesel::ConnectionEr
 }
 
 /// `error: cause: cause ...`, for diesel error types that can only hold a string.
-fn chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

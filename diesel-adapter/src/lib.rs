@@ -76,6 +76,8 @@ mod error;
 mod migrations;
 mod query;
 mod raw;
+#[cfg(feature = "postgres")]
+pub mod replicated;
 mod routing;
 mod sync_connection;
 mod transaction;

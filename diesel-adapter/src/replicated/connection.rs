@@ -1,0 +1,317 @@
+//! [`ClusterConnection`]: diesel-async's connection traits over a [`Cluster`](super::Cluster).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use diesel::connection::{CacheSize, Instrumentation, InstrumentationEvent};
+use diesel::pg::Pg;
+use diesel::query_builder::{AsQuery, QueryFragment, QueryId};
+use diesel::{ConnectionResult, QueryResult};
+use diesel_async::{AsyncConnection, AsyncConnectionCore, SimpleAsyncConnection};
+use futures_util::stream::BoxStream;
+
+use super::cluster::Inner;
+use super::query::{PgQuery, PgRow};
+use super::routing::ReadRoute;
+use super::transaction_manager::{ClusterTransactionManager, ClusterTransactionState};
+use super::{Cluster, ClusterOptions, Consistency, WalPosition};
+use crate::query::QueryText;
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A diesel-async connection to a [`Cluster`]: loads that only read run on a replica, everything
+/// else on the primary, transactions on one primary connection.
+///
+/// It implements diesel-async's [`AsyncConnection`] with `Backend = Pg` (so
+/// `diesel_async::RunQueryDsl` works on it unchanged) and `PoolableConnection`. It is cheap:
+/// each statement takes a pooled connection of the node it runs on and gives it back;
+/// a transaction holds one until it ends.
+///
+/// ```no_run
+/// # async fn demo(cluster: litemux_diesel::replicated::Cluster) -> diesel::QueryResult<()> {
+/// use diesel::prelude::*;
+/// use diesel_async::RunQueryDsl;
+/// diesel::table! { users (id) { id -> Integer, name -> Text } }
+///
+/// let mut conn = cluster.get().await.unwrap();
+/// diesel::insert_into(users::table).values(users::name.eq("ada")).execute(&mut conn).await?;
+/// // Read-your-writes: a replica serves this once it has replayed the insert, else the primary.
+/// let names: Vec<String> = users::table.select(users::name).load(&mut conn).await?;
+/// // Carry the position to the next request (a cookie, a header)...
+/// let cookie = conn.position().map(|p| p.to_string());
+/// // ...where another connection reads at least that far.
+/// let mut next = cluster.get().await.unwrap();
+/// if let Some(position) = cookie.and_then(|c| c.parse().ok()) {
+///     next.require_position(position);
+/// }
+/// # Ok(()) }
+/// ```
+///
+/// # Routing
+/// Outside a transaction, a load whose SQL only reads (it starts with `SELECT`, `VALUES`,
+/// `TABLE`, `SHOW`, or a `WITH` without `INSERT`/`UPDATE`/`DELETE`/`MERGE`, and locks no rows)
+/// runs on a healthy replica, taken in turn. Everything else — `execute`, `batch_execute`,
+/// `INSERT ... RETURNING` — runs on the primary. Replica sessions are read-only
+/// (`default_transaction_read_only`), so a write that looks like a read (`SELECT nextval(..)`,
+/// a function that writes) is refused there with SQLSTATE 25006 before it does anything, and
+/// runs on the primary. With no healthy replica, reads run on the primary.
+///
+/// # Consistency
+/// [`Consistency::ReadYourWrites`] by default: after each commit on the primary the connection
+/// keeps the primary's WAL position (`pg_current_wal_lsn()`, read after the commit), and a
+/// replica serves a read only once its `pg_last_wal_replay_lsn()` has reached it, waiting at
+/// most [`read_your_writes_timeout`](ClusterOptions::read_your_writes_timeout) before the
+/// primary serves it instead. That costs one round trip after each write, and one before each
+/// replica read once the connection has written. [`position`](Self::position) and
+/// [`require_position`](Self::require_position) carry the position between connections.
+///
+/// # Transactions
+/// diesel's semantics (nested transactions are savepoints, `test_transaction`,
+/// `begin_test_transaction`); the transaction runs on one primary connection, reads included,
+/// and its commit sets the position. [`read_transaction`](Self::read_transaction) runs one on a
+/// replica instead (`REPEATABLE READ, READ ONLY`: one snapshot). **Dropping a
+/// [`transaction`](Self::transaction) future, or the connection while in a transaction, closes
+/// that transaction's connection, so the server rolls it back at once**; the connection stays
+/// usable. Call `transaction` as a method to get this; generic code calling
+/// [`AsyncConnection::transaction`] gets diesel-async's default, where a dropped future leaves
+/// the transaction open until the connection is dropped.
+///
+/// # Cancel safety
+/// A query future dropped after it was polled may still run its statement to completion on
+/// the server (outside a transaction a write then commits). Transactions are covered above.
+///
+/// # Limits
+/// - Values of user-defined PostgreSQL types (`#[diesel(postgres_type(name = ..))]`) cannot be
+///   bound: their OIDs differ per database. Bind them as text and cast in SQL.
+/// - Loads collect their rows before returning them (a replica's refusal arrives with the
+///   rows).
+/// - [`set_prepared_statement_cache_size`](AsyncConnection::set_prepared_statement_cache_size)
+///   has no effect: the pooled connections keep their own caches.
+pub struct ClusterConnection {
+    pub(super) cluster: Arc<Inner>,
+    pub(super) consistency: Consistency,
+    /// The WAL position this connection's reads must see: its last commit, or imported.
+    pub(super) position: Option<WalPosition>,
+    /// A commit whose position could not be read: until the next one, reads that must see
+    /// this connection's writes run on the primary.
+    pub(super) position_lost: bool,
+    pub(super) last_read: Option<ReadRoute>,
+    transaction_state: ClusterTransactionState,
+    instrumentation: Option<Box<dyn Instrumentation>>,
+}
+
+impl std::fmt::Debug for ClusterConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConnection")
+            .field("primary", &self.cluster.primary.url)
+            .field("consistency", &self.consistency)
+            .field("position", &self.position)
+            .field("transaction_state", &self.transaction_state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for ClusterConnection {
+    fn drop(&mut self) {
+        // A connection dropped in a (test) transaction: close it, the server rolls back.
+        self.transaction_state.abandon();
+    }
+}
+
+impl ClusterConnection {
+    pub(super) fn new(cluster: Arc<Inner>) -> Self {
+        ClusterConnection {
+            cluster,
+            consistency: Consistency::default(),
+            position: None,
+            position_lost: false,
+            last_read: None,
+            transaction_state: ClusterTransactionState::default(),
+            instrumentation: diesel::connection::get_default_instrumentation(),
+        }
+    }
+
+    /// Sets where this connection's reads may run (default [`Consistency::ReadYourWrites`]).
+    pub fn set_consistency(&mut self, consistency: Consistency) {
+        self.consistency = consistency;
+    }
+
+    /// Where this connection's reads may run.
+    pub fn consistency(&self) -> Consistency {
+        self.consistency
+    }
+
+    /// The WAL position this connection's reads wait for under read-your-writes: that of its
+    /// last commit on the primary, or a later one it was given. Its text form
+    /// ([`WalPosition`]'s `Display`) parses back, for a cookie or a header.
+    pub fn position(&self) -> Option<WalPosition> {
+        self.position
+    }
+
+    /// Makes this connection's reads see at least `position` (from
+    /// [`position`](Self::position) of another connection, maybe in an earlier request). A
+    /// position earlier than the one it has changes nothing.
+    pub fn require_position(&mut self, position: WalPosition) {
+        self.position = self.position.max(Some(position));
+    }
+
+    /// Forgets the position: reads under read-your-writes no longer wait for anything.
+    pub fn forget_position(&mut self) {
+        self.position = None;
+        self.position_lost = false;
+    }
+
+    /// Where the last read outside a transaction ran and how long it waited for a replica.
+    pub fn last_read(&self) -> Option<&ReadRoute> {
+        self.last_read.as_ref()
+    }
+
+    /// The cluster this connection belongs to.
+    pub fn cluster(&self) -> Cluster {
+        Cluster::from_inner(Arc::clone(&self.cluster))
+    }
+
+    pub(super) fn transaction_state_mut(&mut self) -> &mut ClusterTransactionState {
+        &mut self.transaction_state
+    }
+
+    fn query_started(&mut self, text: Option<&QueryText>) {
+        if let Some(text) = text {
+            self.instrumentation
+                .on_connection_event(InstrumentationEvent::start_query(text));
+        }
+    }
+
+    fn query_finished(&mut self, text: Option<&QueryText>, error: Option<&diesel::result::Error>) {
+        if let Some(text) = text {
+            self.instrumentation
+                .on_connection_event(InstrumentationEvent::finish_query(text, error));
+        }
+    }
+
+    /// The query as instrumentation shows it, rendered only when someone listens.
+    fn query_text<T: QueryFragment<Pg>>(&self, query: &T) -> Option<QueryText> {
+        self.instrumentation
+            .is_some()
+            .then(|| QueryText(diesel::debug_query::<Pg, _>(query).to_string()))
+    }
+}
+
+impl SimpleAsyncConnection for ClusterConnection {
+    /// Runs a script on the primary (inside a transaction, on the transaction's connection).
+    async fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
+        let text = self
+            .instrumentation
+            .is_some()
+            .then(|| QueryText(query.to_owned()));
+        self.query_started(text.as_ref());
+        let outcome = self.batch_on_primary(query).await;
+        self.query_finished(text.as_ref(), outcome.as_ref().err());
+        outcome
+    }
+}
+
+impl AsyncConnectionCore for ClusterConnection {
+    type ExecuteFuture<'conn, 'query> = BoxFuture<'conn, QueryResult<usize>>;
+    type LoadFuture<'conn, 'query> = BoxFuture<'conn, QueryResult<Self::Stream<'conn, 'query>>>;
+    type Stream<'conn, 'query> = BoxStream<'static, QueryResult<PgRow>>;
+    type Row<'conn, 'query> = PgRow;
+    type Backend = Pg;
+
+    fn load<'conn, 'query, T>(&'conn mut self, source: T) -> Self::LoadFuture<'conn, 'query>
+    where
+        T: AsQuery + 'query,
+        T::Query: QueryFragment<Self::Backend> + QueryId + 'query,
+    {
+        let query = source.as_query();
+        let text = self.query_text(&query);
+        let rendered = PgQuery::new(&query);
+        Box::pin(async move {
+            self.query_started(text.as_ref());
+            let outcome = match rendered {
+                Ok(query) => self.load_rows(query).await,
+                Err(e) => Err(e),
+            };
+            self.query_finished(text.as_ref(), outcome.as_ref().err());
+            let rows = outcome?;
+            let stream: Self::Stream<'conn, 'query> =
+                Box::pin(futures_util::stream::iter(rows.into_iter().map(Ok)));
+            Ok(stream)
+        })
+    }
+
+    fn execute_returning_count<'conn, 'query, T>(
+        &'conn mut self,
+        source: T,
+    ) -> Self::ExecuteFuture<'conn, 'query>
+    where
+        T: QueryFragment<Self::Backend> + QueryId + 'query,
+    {
+        let text = self.query_text(&source);
+        let rendered = PgQuery::new(&source);
+        Box::pin(async move {
+            self.query_started(text.as_ref());
+            let outcome = match rendered {
+                Ok(query) => self.execute_count(query).await,
+                Err(e) => Err(e),
+            };
+            self.query_finished(text.as_ref(), outcome.as_ref().err());
+            outcome
+        })
+    }
+}
+
+impl AsyncConnection for ClusterConnection {
+    type TransactionManager = ClusterTransactionManager;
+
+    /// Connects to a cluster of its own (not shared with other connections; use
+    /// [`Cluster::get`] for that): `url` is the primary's URL, then the replicas' URLs, separated
+    /// by whitespace — `"postgres://db1/app postgres://db2/app"`.
+    async fn establish(url: &str) -> ConnectionResult<Self> {
+        let mut instrumentation = diesel::connection::get_default_instrumentation();
+        instrumentation.on_connection_event(InstrumentationEvent::start_establish_connection(url));
+        let mut urls = url.split_whitespace();
+        let opened = match urls.next() {
+            Some(primary) => {
+                let options = urls.fold(ClusterOptions::new(primary), ClusterOptions::replica);
+                match Cluster::connect_with(options).await {
+                    Ok(cluster) => cluster.get().await.map_err(|e| {
+                        diesel::ConnectionError::BadConnection(crate::error::chain(&e))
+                    }),
+                    Err(e) => Err(diesel::ConnectionError::BadConnection(crate::error::chain(
+                        &e,
+                    ))),
+                }
+            }
+            None => Err(diesel::ConnectionError::InvalidConnectionUrl(
+                "no URL given: expected the primary's URL, then the replicas'".to_owned(),
+            )),
+        };
+        instrumentation.on_connection_event(InstrumentationEvent::finish_establish_connection(
+            url,
+            opened.as_ref().err(),
+        ));
+        let mut conn = opened?;
+        conn.instrumentation = instrumentation;
+        Ok(conn)
+    }
+
+    fn transaction_state(&mut self) -> &mut ClusterTransactionState {
+        &mut self.transaction_state
+    }
+
+    fn instrumentation(&mut self) -> &mut dyn Instrumentation {
+        &mut self.instrumentation
+    }
+
+    fn set_instrumentation(&mut self, instrumentation: impl Instrumentation) {
+        self.instrumentation = Some(Box::new(instrumentation));
+    }
+
+    fn set_prepared_statement_cache_size(&mut self, _size: CacheSize) {
+        // Pooled connections keep their own caches; see the type's docs.
+    }
+}
+
+impl diesel_async::pooled_connection::PoolableConnection for ClusterConnection {}

@@ -1,0 +1,67 @@
+//! diesel over a PostgreSQL primary and its streaming replicas, routed as litemux routes
+//! SQLite: reads to read-only copies, writes and transactions to the one primary (feature
+//! `postgres`).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use diesel::prelude::*;
+//! use diesel_async::RunQueryDsl;
+//! use litemux_diesel::replicated::{Cluster, ClusterConnection, Consistency};
+//!
+//! diesel::table! { users (id) { id -> Integer, name -> Text } }
+//!
+//! let cluster = Cluster::connect(
+//!     "postgres://app@127.0.0.1:5433/app",
+//!     &["postgres://app@127.0.0.1:5434/app", "postgres://app@127.0.0.1:5435/app"],
+//! )
+//! .await?;
+//! let mut conn: ClusterConnection = cluster.get().await?;
+//! diesel::insert_into(users::table).values(users::name.eq("ada")).execute(&mut conn).await?;
+//! // Runs on a replica that has replayed the insert (or, after a bounded wait, the primary).
+//! let names: Vec<String> = users::table.select(users::name).load(&mut conn).await?;
+//! conn.set_consistency(Consistency::Eventual); // any healthy replica, no waiting
+//! for node in cluster.status() {
+//!     println!("{} {:?} healthy={} lag={:?}", node.url, node.role, node.healthy, node.lag);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//! - [`Cluster`] (`cluster.rs`): the nodes and the health task; [`ClusterOptions`]
+//!   (`options.rs`); a node's pool and health, [`NodeStatus`] (`node.rs`).
+//! - [`ClusterConnection`] (`connection.rs`): the diesel-async traits; `routing.rs` decides where
+//!   each statement runs and runs it there; `query.rs` renders a diesel query once so it can.
+//! - `transaction.rs`, [`ClusterTransactionManager`] (`transaction_manager.rs`): transactions
+//!   pinned to one connection, cancel safe.
+//! - [`WalPosition`] (`position.rs`), [`Consistency`] (`consistency.rs`): read-your-writes.
+//!
+//! # Failover
+//! Promoting a replica when the primary fails is the job of external tooling (Patroni,
+//! pg_auto_failover, a manual `pg_promote()`). Give the primary as a multi-host URL with
+//! `target_session_attrs=read-write` — `postgres://app@db1:5432,db2:5432/app?target_session_attrs=read-write`
+//! — and new connections go to whichever host accepts writes now.
+//!
+//! # Migrations
+//! [`Cluster::run_pending_migrations`] runs diesel migrations on the primary; replicas get
+//! them by replication.
+
+mod cluster;
+mod connection;
+mod consistency;
+mod migrations;
+mod node;
+mod options;
+mod position;
+mod query;
+mod routing;
+mod transaction;
+mod transaction_manager;
+
+pub use cluster::Cluster;
+pub use connection::ClusterConnection;
+pub use consistency::Consistency;
+pub use node::{NodeError, NodeRole, NodeStatus};
+pub use options::ClusterOptions;
+pub use position::{ParsePositionError, WalPosition};
+pub use routing::ReadRoute;
+pub use transaction_manager::{ClusterTransactionManager, ClusterTransactionState};

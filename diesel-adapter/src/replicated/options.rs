@@ -1,0 +1,107 @@
+//! [`ClusterOptions`]: the primary, the replicas, and the limits of routing and health.
+
+use std::time::Duration;
+
+/// How to build a [`Cluster`](super::Cluster): node URLs (PostgreSQL connection URLs, as
+/// `tokio-postgres` takes them) and the limits routing and health checks work to.
+///
+/// ```
+/// use std::time::Duration;
+/// use litemux_diesel::replicated::ClusterOptions;
+/// let options = ClusterOptions::new("postgres://app@10.0.0.1/app")
+///     .replica("postgres://app@10.0.0.2/app")
+///     .replica("postgres://app@10.0.0.3/app")
+///     .max_replica_lag(Duration::from_secs(2))
+///     .read_your_writes_timeout(Duration::from_millis(50));
+/// assert_eq!(options.replicas().len(), 2);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterOptions {
+    pub(super) primary: String,
+    pub(super) replicas: Vec<String>,
+    pub(super) pool_size: usize,
+    pub(super) max_replica_lag: Duration,
+    pub(super) read_your_writes_timeout: Duration,
+    pub(super) health_interval: Duration,
+    pub(super) max_backoff: Duration,
+    pub(super) checkout_timeout: Duration,
+}
+
+impl ClusterOptions {
+    /// Options for a cluster whose primary is at `primary` (no replicas yet).
+    ///
+    /// For failover run by external tooling (Patroni, pg_auto_failover, ...), give every
+    /// candidate host in one multi-host URL with `target_session_attrs=read-write`:
+    /// `postgres://app@db1,db2,db3/app?target_session_attrs=read-write` always connects to
+    /// whichever host is the writable primary now.
+    pub fn new(primary: impl Into<String>) -> Self {
+        ClusterOptions {
+            primary: primary.into(),
+            replicas: Vec::new(),
+            pool_size: 16,
+            max_replica_lag: Duration::from_secs(5),
+            read_your_writes_timeout: Duration::from_millis(100),
+            health_interval: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+            checkout_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Adds a streaming replica (hot standby). Connections to it run with
+    /// `default_transaction_read_only = on`, so a write sent there by mistake is refused.
+    pub fn replica(mut self, url: impl Into<String>) -> Self {
+        self.replicas.push(url.into());
+        self
+    }
+
+    /// The most connections each node's pool opens (default 16).
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size.max(1);
+        self
+    }
+
+    /// A replica further behind the primary than this leaves the rotation until it catches up
+    /// (default 5 s).
+    pub fn max_replica_lag(mut self, lag: Duration) -> Self {
+        self.max_replica_lag = lag;
+        self
+    }
+
+    /// How long a read-your-writes read waits for a replica to replay the connection's last
+    /// commit before it runs on the primary instead (default 100 ms). Zero: never wait.
+    pub fn read_your_writes_timeout(mut self, timeout: Duration) -> Self {
+        self.read_your_writes_timeout = timeout;
+        self
+    }
+
+    /// How often replicas are checked: replay position, lag, and whether a replica that left
+    /// the rotation is back (default 1 s). It is also the first back-off after a failure.
+    pub fn health_interval(mut self, interval: Duration) -> Self {
+        self.health_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// The longest wait between two attempts on a replica that keeps failing (default 30 s):
+    /// the back-off doubles from [`health_interval`](Self::health_interval) up to this.
+    pub fn max_backoff(mut self, backoff: Duration) -> Self {
+        self.max_backoff = backoff;
+        self
+    }
+
+    /// How long getting a connection from a node's pool (opening one if needed) may take
+    /// (default 10 s).
+    pub fn checkout_timeout(mut self, timeout: Duration) -> Self {
+        self.checkout_timeout = timeout;
+        self
+    }
+
+    /// The primary's URL.
+    pub fn primary(&self) -> &str {
+        &self.primary
+    }
+
+    /// The replicas' URLs, in the order given.
+    pub fn replicas(&self) -> &[String] {
+        &self.replicas
+    }
+}

@@ -1,0 +1,314 @@
+//! Where a [`ClusterConnection`]'s statements run, and running them there.
+//!
+//! Inside a transaction: its pinned connection. Outside one: a load whose SQL
+//! [reads only](super::query::reads_only) goes to a healthy replica (round robin) — after that
+//! replica has replayed the connection's last commit, under
+//! [`Consistency::ReadYourWrites`] — and everything else to the primary. A replica that refuses
+//! a statement as a write (SQLSTATE 25006) hands it to the primary; one that fails leaves the
+//! rotation and the read tries the next; with none left, the primary serves the read.
+
+use std::time::{Duration, Instant};
+
+use diesel::QueryResult;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sql_types::{Nullable, Text};
+use diesel_async::{AsyncConnectionCore, RunQueryDsl};
+use futures_util::TryStreamExt;
+
+use super::cluster::current_position;
+use super::node::{NodeId, NodeRole, PgObject};
+use super::query::{PgQuery, PgRow, reads_only};
+use super::{ClusterConnection, Consistency, WalPosition};
+
+/// Where the last read outside a transaction ran, and what read-your-writes cost it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReadRoute {
+    /// The node that served it.
+    pub role: NodeRole,
+    /// That node's URL.
+    pub url: String,
+    /// How long it waited for a replica to replay this connection's position (zero when
+    /// there was nothing to wait for).
+    pub waited: Duration,
+    /// Read-your-writes gave up waiting for a replica and read from the primary.
+    pub waited_in_vain: bool,
+}
+
+/// Whether a replica refused a statement because it writes: it did nothing there.
+fn refused_write(error: &DieselError) -> bool {
+    matches!(
+        error,
+        DieselError::DatabaseError(DatabaseErrorKind::ReadOnlyTransaction, _)
+    )
+}
+
+/// Whether an error says the connection is gone rather than the statement failed.
+fn connection_lost(error: &DieselError, conn: &mut PgObject) -> bool {
+    matches!(
+        error,
+        DieselError::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _
+        )
+    ) || diesel_async::pooled_connection::PoolableConnection::is_broken(&mut **conn)
+}
+
+/// How a replica must be before it may serve a read.
+enum Replay {
+    /// Far enough: it has replayed the position (or none was needed).
+    Ready(Duration),
+    /// Not within the wait.
+    Behind(Duration),
+}
+
+impl ClusterConnection {
+    /// A connection to the primary, for a write or a transaction.
+    pub(super) async fn primary_connection(&mut self) -> QueryResult<PgObject> {
+        self.cluster
+            .checkout(NodeId::Primary)
+            .await
+            .map_err(crate::error::to_diesel_error)
+    }
+
+    /// Runs a load where it belongs; its rows, collected (a replica's refusal arrives with
+    /// the rows, so they must all be in before the read is known to have worked).
+    pub(super) async fn load_rows(&mut self, query: PgQuery) -> QueryResult<Vec<PgRow>> {
+        if let Some(mut lent) = self.transaction_state_mut().lend()? {
+            return load(&mut lent.pinned().conn, &query).await;
+        }
+        if reads_only(&query.sql) && self.consistency != Consistency::Primary {
+            match self.read_on_replica(&query).await {
+                Read::Done(outcome) => return outcome,
+                Read::Misjudged => return self.write_on_primary(&query, load).await,
+            }
+        }
+        if reads_only(&query.sql) {
+            return self.read_on_primary(&query, Duration::ZERO, false).await;
+        }
+        self.write_on_primary(&query, load).await
+    }
+
+    /// Runs a statement for its row count: always on the primary (or the transaction's
+    /// connection).
+    pub(super) async fn execute_count(&mut self, query: PgQuery) -> QueryResult<usize> {
+        if let Some(mut lent) = self.transaction_state_mut().lend()? {
+            return AsyncConnectionCore::execute_returning_count(&mut *lent.pinned().conn, &query)
+                .await;
+        }
+        self.write_on_primary(&query, execute).await
+    }
+
+    /// Runs a script on the primary (or the transaction's connection).
+    pub(super) async fn batch_on_primary(&mut self, sql: &str) -> QueryResult<()> {
+        use diesel_async::SimpleAsyncConnection;
+        if let Some(mut lent) = self.transaction_state_mut().lend()? {
+            return lent.pinned().conn.batch_execute(sql).await;
+        }
+        let mut conn = self.primary_connection().await?;
+        let outcome = conn.batch_execute(sql).await;
+        // Even a failed script may have committed its first statements.
+        self.note_commit(Some(&mut conn)).await;
+        outcome
+    }
+
+    async fn write_on_primary<R>(
+        &mut self,
+        query: &PgQuery,
+        run: impl AsyncFnOnce(&mut PgObject, &PgQuery) -> QueryResult<R>,
+    ) -> QueryResult<R> {
+        let mut conn = self.primary_connection().await?;
+        let outcome = run(&mut conn, query).await;
+        if outcome.is_ok() {
+            self.note_commit(Some(&mut conn)).await;
+        }
+        outcome
+    }
+
+    async fn read_on_primary(
+        &mut self,
+        query: &PgQuery,
+        waited: Duration,
+        waited_in_vain: bool,
+    ) -> QueryResult<Vec<PgRow>> {
+        let mut conn = self.primary_connection().await?;
+        let rows = load(&mut conn, query).await?;
+        self.served(NodeId::Primary, waited, waited_in_vain);
+        Ok(rows)
+    }
+
+    pub(super) fn served(&mut self, id: NodeId, waited: Duration, waited_in_vain: bool) {
+        let node = self.cluster.node(id);
+        node.served_read();
+        self.last_read = Some(ReadRoute {
+            role: node.role,
+            url: node.url.clone(),
+            waited,
+            waited_in_vain,
+        });
+    }
+
+    /// Remembers the primary's WAL position after a commit: reads must see at least that.
+    /// Any primary connection will do (the position is the server's); `conn` saves a checkout.
+    pub(super) async fn note_commit(&mut self, conn: Option<&mut PgObject>) {
+        let position = match conn {
+            Some(conn) => current_position(conn).await,
+            None => Err(crate::Error::Diesel(DieselError::NotFound)),
+        };
+        let position = match position {
+            Ok(position) => Ok(position),
+            Err(_) => match self.cluster.checkout(NodeId::Primary).await {
+                Ok(mut conn) => current_position(&mut conn).await,
+                Err(e) => Err(e),
+            },
+        };
+        match position {
+            Ok(position) => {
+                self.position = self.position.max(Some(position));
+                self.position_lost = false;
+            }
+            Err(e) => {
+                // Not knowing what to wait for, read from the primary until the next commit.
+                tracing::warn!(target: "litemux_diesel::replicated", error = %crate::error::chain(&e), "cannot read the primary's WAL position after a commit; reads go to the primary");
+                self.position_lost = true;
+            }
+        }
+    }
+
+    /// A connection for a read transaction: a replica that has replayed this connection's
+    /// position (under read-your-writes), else the primary.
+    pub(super) async fn connection_for_read_transaction(
+        &mut self,
+    ) -> QueryResult<(NodeId, PgObject)> {
+        if self.consistency != Consistency::Primary {
+            let mut tried = Vec::new();
+            while let Some(n) = self.cluster.pick_replica(&tried) {
+                tried.push(n);
+                let Some((conn, replay)) = self.ready_replica(n).await else {
+                    continue;
+                };
+                match replay {
+                    Replay::Ready(_) => return Ok((NodeId::Replica(n), conn)),
+                    Replay::Behind(_) => break,
+                }
+            }
+        }
+        Ok((NodeId::Primary, self.primary_connection().await?))
+    }
+
+    /// Tries the replicas in turn, then the primary.
+    async fn read_on_replica(&mut self, query: &PgQuery) -> Read {
+        let mut tried = Vec::new();
+        let mut waited = Duration::ZERO;
+        let mut waited_in_vain = false;
+        if !self.may_read_from_replica() {
+            return Read::Done(self.read_on_primary(query, waited, false).await);
+        }
+        while let Some(n) = self.cluster.pick_replica(&tried) {
+            tried.push(n);
+            let Some((mut conn, replay)) = self.ready_replica(n).await else {
+                continue;
+            };
+            match replay {
+                Replay::Ready(w) => waited += w,
+                Replay::Behind(w) => {
+                    waited += w;
+                    waited_in_vain = true;
+                    break;
+                }
+            }
+            match load(&mut conn, query).await {
+                Ok(rows) => {
+                    self.served(NodeId::Replica(n), waited, false);
+                    return Read::Done(Ok(rows));
+                }
+                Err(e) if refused_write(&e) => {
+                    tracing::debug!(target: "litemux_diesel::replicated", sql = %query.sql, "a replica refused a write; retrying on the primary");
+                    return Read::Misjudged;
+                }
+                Err(e) if connection_lost(&e, &mut conn) => {
+                    self.cluster.replicas[n].failed(&e, &self.cluster.options);
+                }
+                // A recovery conflict cancelled the read: the primary has none.
+                Err(DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _)) => {
+                    break;
+                }
+                Err(e) => return Read::Done(Err(e)),
+            }
+        }
+        Read::Done(self.read_on_primary(query, waited, waited_in_vain).await)
+    }
+
+    fn may_read_from_replica(&self) -> bool {
+        !(self.consistency == Consistency::ReadYourWrites && self.position_lost)
+    }
+
+    /// A connection to replica `n` and whether it may serve this connection's reads now,
+    /// waiting up to `read_your_writes_timeout` for it to replay this connection's position.
+    /// `None` if the replica failed (it has left the rotation).
+    async fn ready_replica(&mut self, n: usize) -> Option<(PgObject, Replay)> {
+        let id = NodeId::Replica(n);
+        let mut conn = self.cluster.checkout(id).await.ok()?;
+        let wanted = match (self.consistency, self.position) {
+            (Consistency::ReadYourWrites, Some(position)) => position,
+            _ => return Some((conn, Replay::Ready(Duration::ZERO))),
+        };
+        let started = Instant::now();
+        let deadline = started + self.cluster.options.read_your_writes_timeout;
+        let mut pause = Duration::from_micros(250);
+        loop {
+            match replayed(&mut conn).await {
+                Ok(Some(replayed)) if replayed >= wanted => {
+                    return Some((conn, Replay::Ready(started.elapsed())));
+                }
+                // Not a standby any more (promoted?): it cannot tell what it has seen.
+                Ok(None) => return Some((conn, Replay::Behind(started.elapsed()))),
+                Ok(Some(_)) => {}
+                Err(e) => {
+                    self.cluster.replicas[n].failed(&e, &self.cluster.options);
+                    return None;
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Some((conn, Replay::Behind(started.elapsed())));
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(5));
+        }
+    }
+}
+
+/// What trying a read on the replicas came to.
+enum Read {
+    /// The read ran (on a replica or, failing those, the primary), with this outcome.
+    Done(QueryResult<Vec<PgRow>>),
+    /// A replica refused the statement as a write, before doing anything: the primary must
+    /// run it as one.
+    Misjudged,
+}
+
+/// How far a standby has replayed; `None` on a server that is not a standby.
+async fn replayed(conn: &mut PgObject) -> QueryResult<Option<WalPosition>> {
+    let text: Option<String> = diesel::select(diesel::dsl::sql::<Nullable<Text>>(
+        "pg_last_wal_replay_lsn()::text",
+    ))
+    .get_result(&mut **conn)
+    .await?;
+    text.map(|t| {
+        t.parse()
+            .map_err(|e| DieselError::DeserializationError(Box::new(e)))
+    })
+    .transpose()
+}
+
+async fn load(conn: &mut PgObject, query: &PgQuery) -> QueryResult<Vec<PgRow>> {
+    AsyncConnectionCore::load(&mut **conn, query)
+        .await?
+        .try_collect()
+        .await
+}
+
+async fn execute(conn: &mut PgObject, query: &PgQuery) -> QueryResult<usize> {
+    AsyncConnectionCore::execute_returning_count(&mut **conn, query).await
+}
