@@ -14,6 +14,8 @@ mod instrumentation;
 mod migrations;
 mod pooling;
 mod raw_sql;
+#[cfg(feature = "postgres")]
+mod replicated;
 mod routing;
 mod test_transactions;
 mod transactions;

@@ -1,0 +1,138 @@
+//! Health: a stopped replica leaves the rotation and reads go on elsewhere; restarted, it
+//! comes back. A lagging replica leaves the rotation until it catches up.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use diesel::prelude::*;
+use diesel::sql_types::Integer;
+use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
+use litemux_diesel::replicated::{Cluster, ClusterConnection};
+
+use super::{ReplayPaused, Servers, Stopped, TestResult, servers};
+
+#[derive(QueryableByName)]
+struct Port {
+    #[diesel(sql_type = Integer)]
+    port: i32,
+}
+
+async fn reads(
+    servers: &Servers,
+    conn: &mut ClusterConnection,
+    n: usize,
+) -> TestResult<BTreeMap<&'static str, usize>> {
+    let mut ports = Vec::new();
+    for _ in 0..n {
+        let row: Port = diesel::sql_query("SELECT inet_server_port() AS port")
+            .get_result(conn)
+            .await?;
+        ports.push(row.port);
+    }
+    Ok(servers.tally(&ports))
+}
+
+/// Checks health until replica `n` is (or is not) healthy, for at most 60 s.
+async fn until_healthy(cluster: &Cluster, n: usize, healthy: bool) -> TestResult {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        cluster.check_health().await;
+        if cluster.status()[n].healthy == healthy {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "node {n} never became healthy={healthy}: {:?}",
+                cluster.status()
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_replica_leaves_the_rotation_and_returns_when_restarted() -> TestResult {
+    let servers = servers!(exclusive "health_stopped");
+    let cluster = Cluster::connect_with(
+        servers
+            .options()
+            .health_interval(Duration::from_millis(50))
+            .max_backoff(Duration::from_millis(200)),
+    )
+    .await?;
+    let mut conn = cluster.get().await?;
+    let before = reads(&servers, &mut conn, 10).await?;
+    assert_eq!(before.get("replica1"), Some(&5), "{before:?}");
+
+    let stopped = Stopped::new("replica1")?;
+    // Pooled connections to it are dead now: every read still succeeds, elsewhere.
+    let during = reads(&servers, &mut conn, 20).await?;
+    assert_eq!(during.get("replica1"), None, "{during:?}");
+    assert_eq!(during.values().sum::<usize>(), 20);
+    let status = cluster.status();
+    assert!(!status[1].healthy, "{status:?}");
+    assert!(status[1].problem.is_some(), "{status:?}");
+    assert!(status[2].healthy, "{status:?}");
+
+    stopped.start()?;
+    until_healthy(&cluster, 1, true).await?;
+    let after = reads(&servers, &mut conn, 10).await?;
+    assert!(after.get("replica1").copied().unwrap_or(0) > 0, "{after:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_replica_left_reads_run_on_the_primary() -> TestResult {
+    let servers = servers!(exclusive "health_none");
+    let cluster = servers.cluster().await?;
+    let mut conn = cluster.get().await?;
+    let stopped = (Stopped::new("replica1")?, Stopped::new("replica2")?);
+    let during = reads(&servers, &mut conn, 6).await?;
+    assert_eq!(during.get("primary"), Some(&6), "{during:?}");
+    let status = cluster.status();
+    assert!(!status[1].healthy && !status[2].healthy, "{status:?}");
+    stopped.0.start()?;
+    stopped.1.start()?;
+    until_healthy(&cluster, 1, true).await?;
+    until_healthy(&cluster, 2, true).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_replica_leaves_the_rotation_until_it_catches_up() -> TestResult {
+    let servers = servers!(exclusive "health_lag");
+    servers.on_primary("CREATE TABLE t (x INTEGER)").await?;
+    servers.settle().await?;
+    let max_lag = Duration::from_millis(200);
+    let cluster = Cluster::connect_with(
+        servers
+            .options()
+            .max_replica_lag(max_lag)
+            .health_interval(Duration::from_secs(3600)),
+    )
+    .await?;
+    let mut conn = cluster.get().await?;
+    conn.set_consistency(litemux_diesel::replicated::Consistency::Eventual);
+    let paused = ReplayPaused::new(&servers.replicas[0]).await?;
+    // The primary moves on; replica1 does not follow.
+    conn.batch_execute("INSERT INTO t VALUES (1)").await?;
+    cluster.check_health().await;
+    let started = tokio::time::Instant::now();
+    until_healthy(&cluster, 1, false).await?;
+    assert!(
+        started.elapsed() + Duration::from_millis(50)
+            >= max_lag.saturating_sub(Duration::from_millis(50))
+    );
+    let status = cluster.status();
+    assert!(status[1].lag.is_some_and(|lag| lag > max_lag), "{status:?}");
+    assert!(status[2].healthy, "{status:?}");
+    let during = reads(&servers, &mut conn, 6).await?;
+    assert_eq!(during.get("replica1"), None, "{during:?}");
+
+    drop(paused);
+    until_healthy(&cluster, 1, true).await?;
+    assert_eq!(cluster.status()[1].lag, Some(Duration::ZERO));
+    let after = reads(&servers, &mut conn, 6).await?;
+    assert!(after.get("replica1").copied().unwrap_or(0) > 0, "{after:?}");
+    Ok(())
+}
