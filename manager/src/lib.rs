@@ -38,9 +38,9 @@
 //! Refused with [`Error::InvalidOption`] naming the key: an unknown key, a bad value, a value
 //! out of range (see [`Options`]), a key given twice, SQLite URI parameters litemux cannot
 //! honour (`cache`, `vfs`, `immutable`, `nolock`, `psow`). Refused as a whole (`key` is
-//! `url`): a `#fragment`, a `file://` URI naming a host other than `localhost`, and a plain
-//! path holding `?` or `#` (a URL missing its scheme) — so no file is ever created with such
-//! a name by accident. Escape them (`%3F`, `%23`) in a `sqlite://` URL to name such a file.
+//! `url`): a `#fragment`, a `file://` URI naming a host other than `localhost`, another
+//! scheme (`postgres://...`), and a plain path holding `?` or `#` (a URL missing its
+//! scheme) — so no file is ever created with such a name by accident. Escape them (`%3F`, `%23`) in a `sqlite://` URL to name such a file.
 //!
 //! # Layout
 //! - [`Database`] (`database.rs`): the handle; [`Options`] (`options/`): configuration and URLs.

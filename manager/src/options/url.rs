@@ -18,6 +18,17 @@ pub(super) fn parse(input: &str) -> Result<Options, Error> {
     if let Some(rest) = input.strip_prefix("file:") {
         return parse_url(input, file_path(input, rest)?);
     }
+    if let Some((scheme, _)) = input.split_once("://")
+        && !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    {
+        return Err(Error::invalid(
+            "url",
+            format!("`{scheme}://` is not a database URL litemux opens; use `sqlite://`"),
+        ));
+    }
     // A plain path is taken as written, so a `?` or `#` in it would end up in the file's
     // name: almost always a URL missing its scheme.
     if let Some(c) = input.chars().find(|c| matches!(c, '?' | '#')) {
@@ -180,6 +191,7 @@ mod tests {
             "sqlite://x.db?readers",
             "sqlite://?readers=1",
             "sqlite://x%zz.db",
+            "postgres://localhost/app",
             "",
         ] {
             assert!(
