@@ -186,7 +186,11 @@ async fn text_that_is_not_utf8_is_a_type_mismatch_and_readable_as_bytes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_url_scheme_is_an_invalid_option_not_a_path() {
-    for url in ["postgres://localhost/app", "mysql://u@h/db", "sqlite3://x.db"] {
+    for url in [
+        "postgres://localhost/app",
+        "mysql://u@h/db",
+        "sqlite3://x.db",
+    ] {
         assert_invalid(Database::open(url).await, "url");
     }
 }

@@ -2,4 +2,5 @@
 //! input. Each module is one kind of check; soak variants are `#[ignore]`d and documented in
 //! the README with the command that runs them.
 
+mod bad_input;
 mod crash;
