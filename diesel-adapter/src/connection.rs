@@ -10,6 +10,7 @@ use diesel::{ConnectionResult, QueryResult};
 use diesel_async::{AsyncConnection, AsyncConnectionCore, SimpleAsyncConnection};
 
 use crate::error::{to_connection_error, to_diesel};
+use crate::instrumentation::{CacheLog, begin_statement};
 use crate::query::{OwnedRow, QueryText, RowStream, SerializedQuery};
 use crate::raw::Raw;
 use crate::routing::{self, Work};
@@ -88,6 +89,8 @@ pub struct LitemuxConnection {
     transaction_state: TransactionState,
     /// diesel's instrumentation, called on the caller's thread around every query.
     instrumentation: Option<Box<dyn Instrumentation>>,
+    /// What litemux begins transactions with, learnt when first needed.
+    begin_statement: Option<&'static str>,
 }
 
 impl std::fmt::Debug for LitemuxConnection {
@@ -116,6 +119,7 @@ impl LitemuxConnection {
             db,
             transaction_state: TransactionState::default(),
             instrumentation: diesel::connection::get_default_instrumentation(),
+            begin_statement: None,
         }
     }
 
@@ -165,26 +169,54 @@ impl LitemuxConnection {
         work: Work<R>,
     ) -> QueryResult<R> {
         self.query_started(text.as_ref());
+        let cache = text.is_some().then(CacheLog::default);
         let outcome = match query {
-            Ok(query) => routing::run(&self.db, &mut self.transaction_state, query, work).await,
+            Ok(query) => {
+                let state = &mut self.transaction_state;
+                routing::run(&self.db, state, query, work, cache.clone()).await
+            }
             Err(e) => Err(e),
         };
+        // diesel reports a statement it caches between the query's start and its finish.
+        for sql in cache.as_ref().map(CacheLog::take).unwrap_or_default() {
+            self.instrumentation
+                .on_connection_event(InstrumentationEvent::cache_query(&sql));
+        }
         self.query_finished(text.as_ref(), outcome.as_ref().err());
         outcome
     }
 
-    fn query_started(&mut self, text: Option<&QueryText>) {
+    /// The statement litemux begins this connection's transactions with, for
+    /// instrumentation (see `instrumentation::begin_statement`).
+    pub(crate) fn begin_statement(&mut self) -> &'static str {
+        *self
+            .begin_statement
+            .get_or_insert_with(|| begin_statement(self.db.options()))
+    }
+
+    pub(crate) fn query_started(&mut self, text: Option<&QueryText>) {
         if let Some(text) = text {
             self.instrumentation
                 .on_connection_event(InstrumentationEvent::start_query(text));
         }
     }
 
-    fn query_finished(&mut self, text: Option<&QueryText>, error: Option<&diesel::result::Error>) {
+    pub(crate) fn query_finished(
+        &mut self,
+        text: Option<&QueryText>,
+        error: Option<&diesel::result::Error>,
+    ) {
         if let Some(text) = text {
             self.instrumentation
                 .on_connection_event(InstrumentationEvent::finish_query(text, error));
         }
+    }
+
+    /// A statement given as text, as instrumentation shows it, when someone listens.
+    pub(crate) fn statement_text(&self, sql: &str) -> Option<QueryText> {
+        self.instrumentation
+            .is_some()
+            .then(|| QueryText(sql.to_owned()))
     }
 
     /// The query as instrumentation shows it, rendered only when someone listens.
@@ -203,10 +235,7 @@ impl SimpleAsyncConnection for LitemuxConnection {
     /// begin or end transactions), else on the writer (where it may, but must not leave one
     /// open). Each statement of it appears in the history.
     async fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
-        let text = self
-            .instrumentation
-            .is_some()
-            .then(|| QueryText(query.to_owned()));
+        let text = self.statement_text(query);
         self.query_started(text.as_ref());
         let outcome = match self.transaction_state.lend().await {
             Ok(Some(mut lent)) => lent.tx().execute_batch(query).await.map_err(to_diesel),

@@ -73,6 +73,7 @@
 
 mod connection;
 mod error;
+mod instrumentation;
 mod migrations;
 mod query;
 mod raw;

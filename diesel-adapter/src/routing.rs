@@ -9,6 +9,7 @@ use diesel::sqlite::SqliteConnection;
 use litemux::{ConnectionRef, Role};
 
 use crate::error::{attach, to_diesel};
+use crate::instrumentation::CacheLog;
 use crate::query::{self, OwnedRow, SerializedQuery};
 use crate::transaction_manager::TransactionState;
 
@@ -50,16 +51,19 @@ impl Work<usize> {
 }
 
 /// Runs `query` where it belongs (see the module docs).
+///
+/// With `cache`, what diesel newly caches while running it is logged there.
 pub(crate) async fn run<R: Send + 'static>(
     db: &litemux::Database,
     transaction: &mut TransactionState,
     query: SerializedQuery,
     work: Work<R>,
+    cache: Option<CacheLog>,
 ) -> QueryResult<R> {
     if let Some(mut lent) = transaction.lend().await? {
         return lent
             .tx()
-            .with_connection(move |conn| run_recorded(conn, &query, work))
+            .with_connection(move |conn| run_recorded(conn, &query, work, cache.as_ref()))
             .await
             .map_err(to_diesel)?;
     }
@@ -69,8 +73,11 @@ pub(crate) async fn run<R: Send + 'static>(
         // The reader may run the closure twice (inline, then on its thread if SQLite stops
         // it at the time budget), so the query is shared rather than moved in.
         let read = Arc::clone(&query);
+        let log = cache.clone();
         let attempt = db
-            .with_reader_for(&query.sql, move |conn| attempt_read(conn, &read, work))
+            .with_reader_for(&query.sql, move |conn| {
+                attempt_read(conn, &read, work, log.as_ref())
+            })
             .await
             .map_err(to_diesel)?;
         if let ReadAttempt::Done(outcome) = attempt {
@@ -80,18 +87,34 @@ pub(crate) async fn run<R: Send + 'static>(
     // One diesel query is one statement: it may run inline or in a group commit, and run
     // again if interrupted or rolled back with its group.
     let write = Arc::clone(&query);
-    db.with_writer_for(&query.sql, move |conn| run_recorded(conn, &write, work))
-        .await
-        .map_err(to_diesel)?
+    db.with_writer_for(&query.sql, move |conn| {
+        run_recorded(conn, &write, work, cache.as_ref())
+    })
+    .await
+    .map_err(to_diesel)?
+}
+
+/// Runs `work` on `conn`, under `cache`'s watch if given.
+fn run_work<R>(
+    conn: &mut ConnectionRef<'_>,
+    query: &SerializedQuery,
+    work: Work<R>,
+    cache: Option<&CacheLog>,
+) -> QueryResult<R> {
+    match cache {
+        Some(cache) => cache.watch(conn.diesel(), |conn| (work.run)(conn, query)),
+        None => (work.run)(conn.diesel(), query),
+    }
 }
 
 fn run_recorded<R>(
     conn: &mut ConnectionRef<'_>,
     query: &SerializedQuery,
     work: Work<R>,
+    cache: Option<&CacheLog>,
 ) -> QueryResult<R> {
     let started = Instant::now();
-    let mut outcome = (work.run)(conn.diesel(), query);
+    let mut outcome = run_work(conn, query, work, cache);
     if outcome.is_err() && conn.interrupted_after_commit() {
         outcome = Ok((work.finished)(conn));
     }
@@ -137,13 +160,19 @@ fn attempt_read<R>(
     conn: &mut ConnectionRef<'_>,
     query: &SerializedQuery,
     work: Work<R>,
+    cache: Option<&CacheLog>,
 ) -> ReadAttempt<R> {
     let started = Instant::now();
-    match (work.run)(conn.diesel(), query) {
+    let logged = cache.map(CacheLog::len);
+    match run_work(conn, query, work, cache) {
         Ok(out) => ReadAttempt::Done(Ok(succeeded(conn, query, started, out, work))),
         Err(e) => {
             let litemux = litemux_error(conn, &query.sql, &e);
             if let litemux::Error::ReadOnly { .. } = litemux {
+                // The writer prepares it again; diesel's one connection would have once.
+                if let (Some(cache), Some(logged)) = (cache, logged) {
+                    cache.truncate(logged);
+                }
                 tracing::debug!(target: "litemux_diesel", sql = %query.sql, "reader refused a write; retrying on the writer");
                 return ReadAttempt::Declined;
             }
@@ -187,14 +216,14 @@ mod tests {
         ))?);
         let read = Arc::clone(&insert);
         let attempt = db
-            .with_reader(move |conn| attempt_read(conn, &read, Work::EXECUTE))
+            .with_reader(move |conn| attempt_read(conn, &read, Work::EXECUTE, None))
             .await?;
         assert!(
             matches!(attempt, ReadAttempt::Declined),
             "a reader ran a write"
         );
         let changed = db
-            .with_writer(move |conn| run_recorded(conn, &insert, Work::EXECUTE))
+            .with_writer(move |conn| run_recorded(conn, &insert, Work::EXECUTE, None))
             .await??;
         assert_eq!(changed, 1);
         let inserts: Vec<Role> = db
@@ -218,7 +247,7 @@ mod tests {
         let db = litemux::Database::open(&url).await?;
         let select = SerializedQuery::new(&diesel::sql_query("SELECT * FROM missing"))?;
         let attempt = db
-            .with_reader(move |conn| attempt_read(conn, &select, Work::LOAD))
+            .with_reader(move |conn| attempt_read(conn, &select, Work::LOAD, None))
             .await?;
         assert!(matches!(attempt, ReadAttempt::Done(Err(_))));
         assert_eq!(db.history().last().map(|e| e.role), Some(Role::Reader));

@@ -19,8 +19,10 @@
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use diesel::QueryResult;
+use diesel::connection::SimpleConnection;
 use diesel::connection::{
     InstrumentationEvent, TransactionDepthChange, TransactionManagerStatus,
     ValidTransactionManagerStatus,
@@ -29,7 +31,8 @@ use diesel::result::Error as DieselError;
 use diesel_async::{AsyncConnection, TransactionManager};
 
 use crate::LitemuxConnection;
-use crate::error::to_diesel;
+use crate::error::{attach, to_diesel};
+use crate::routing::litemux_error;
 
 /// diesel-async's transaction manager for [`LitemuxConnection`]: diesel's semantics (nested
 /// transactions are savepoints, test transactions, `RollbackTransaction`) on a
@@ -274,6 +277,42 @@ impl Drop for LevelGuard {
 
 pub(crate) const ONE: NonZeroU32 = NonZeroU32::MIN;
 
+/// Runs one of diesel's savepoint statements (`sql`, as diesel's `AnsiTransactionManager` writes
+/// it) in the open transaction, after settling an abandoned savepoint; recorded in the history.
+async fn run_savepoint_statement(state: &mut TransactionState, sql: String) -> QueryResult<()> {
+    let mut lent = state.take_lent()?;
+    state.settle(lent.tx()).await;
+    let outcome = lent
+        .tx()
+        .with_connection(move |conn| {
+            let started = Instant::now();
+            let outcome = conn.diesel().batch_execute(&sql);
+            let outcome = outcome.map_err(|e| attach(e, |e| litemux_error(conn, &sql, e)));
+            let recorded = match &outcome {
+                Ok(()) => Ok(0),
+                Err(e) => Err(litemux_error(conn, &sql, e)),
+            };
+            conn.record(&sql, started.elapsed(), recorded.as_ref().copied());
+            outcome
+        })
+        .await;
+    drop(lent);
+    outcome.map_err(to_diesel)?
+}
+
+/// Runs `step`, reported to instrumentation as the statement `sql`: `StartQuery` before,
+/// `FinishQuery` with its error after, as diesel's connections report transaction statements.
+async fn reported<F>(conn: &mut LitemuxConnection, sql: &str, step: F) -> QueryResult<()>
+where
+    F: AsyncFnOnce(&mut LitemuxConnection) -> QueryResult<()>,
+{
+    let text = conn.statement_text(sql);
+    conn.query_started(text.as_ref());
+    let outcome = step(conn).await;
+    conn.query_finished(text.as_ref(), outcome.as_ref().err());
+    outcome
+}
+
 impl TransactionManager<LitemuxConnection> for LitemuxTransactionManager {
     type TransactionStateData = TransactionState;
 
@@ -284,77 +323,87 @@ impl TransactionManager<LitemuxConnection> for LitemuxTransactionManager {
             .on_connection_event(InstrumentationEvent::begin_transaction(level));
         match depth {
             None => {
-                // Cancel safe by itself: a dropped `begin` rolls back what it began.
-                let tx = conn.database().begin().await.map_err(to_diesel)?;
-                let state = conn.transaction_state();
-                lock(&state.slot).tx = Some(tx);
-                state.change_depth(TransactionDepthChange::IncreaseDepth)
+                let sql = conn.begin_statement();
+                reported(conn, sql, async |conn| {
+                    // Cancel safe by itself: a dropped `begin` rolls back what it began.
+                    let tx = conn.database().begin().await.map_err(to_diesel)?;
+                    let state = conn.transaction_state();
+                    lock(&state.slot).tx = Some(tx);
+                    state.change_depth(TransactionDepthChange::IncreaseDepth)
+                })
+                .await
             }
             Some(depth) => {
-                let state = conn.transaction_state();
-                let guard = state.guard(level);
-                let mut lent = state.take_lent()?;
-                state.settle(lent.tx()).await;
-                let outcome = lent.tx().savepoint(&savepoint_name(depth.get())).await;
-                drop(lent);
-                guard.disarm();
-                outcome.map_err(to_diesel)?;
-                state.change_depth(TransactionDepthChange::IncreaseDepth)
+                let sql = format!("SAVEPOINT {}", savepoint_name(depth.get()));
+                reported(conn, &sql.clone(), async |conn| {
+                    let state = conn.transaction_state();
+                    let guard = state.guard(level);
+                    let outcome = run_savepoint_statement(state, sql).await;
+                    guard.disarm();
+                    outcome?;
+                    state.change_depth(TransactionDepthChange::IncreaseDepth)
+                })
+                .await
             }
         }
     }
 
     async fn rollback_transaction(conn: &mut LitemuxConnection) -> QueryResult<()> {
         let depth = open_depth(conn, InstrumentationEvent::rollback_transaction)?;
-        let state = conn.transaction_state();
-        let guard = state.guard(depth);
-        let outcome = if depth == ONE {
-            let tx = lock(&state.slot).tx.take();
-            state.pending_savepoint = None;
-            match tx {
-                // litemux gives the writer back whether or not ROLLBACK succeeds.
-                Some(tx) => tx.rollback().await,
-                None => Ok(()),
-            }
+        let sql = if depth == ONE {
+            "ROLLBACK".to_owned()
         } else {
-            let name = savepoint_name(depth.get() - 1);
-            let mut lent = state.take_lent()?;
-            state.settle(lent.tx()).await;
-            let tx = lent.tx();
-            let outcome = match tx.rollback_to(&name).await {
-                Ok(()) => tx.release(&name).await,
-                Err(e) => Err(e),
-            };
-            drop(lent);
-            outcome
+            // As diesel: the savepoint is rolled back to, not released (the outer level's
+            // end removes it).
+            format!("ROLLBACK TO SAVEPOINT {}", savepoint_name(depth.get() - 1))
         };
-        guard.disarm();
-        state.change_depth(TransactionDepthChange::DecreaseDepth)?;
-        outcome.map_err(to_diesel)
+        reported(conn, &sql.clone(), async |conn| {
+            let state = conn.transaction_state();
+            let guard = state.guard(depth);
+            let outcome = if depth == ONE {
+                let tx = lock(&state.slot).tx.take();
+                state.pending_savepoint = None;
+                match tx {
+                    // litemux gives the writer back whether or not ROLLBACK succeeds.
+                    Some(tx) => tx.rollback().await.map_err(to_diesel),
+                    None => Ok(()),
+                }
+            } else {
+                run_savepoint_statement(state, sql).await
+            };
+            guard.disarm();
+            state.change_depth(TransactionDepthChange::DecreaseDepth)?;
+            outcome
+        })
+        .await
     }
 
     async fn commit_transaction(conn: &mut LitemuxConnection) -> QueryResult<()> {
         let depth = open_depth(conn, InstrumentationEvent::commit_transaction)?;
-        let state = conn.transaction_state();
-        let guard = state.guard(depth);
-        let outcome = if depth == ONE {
-            let mut tx = lock(&state.slot)
-                .tx
-                .take()
-                .ok_or(DieselError::BrokenTransactionManager)?;
-            state.settle(&mut tx).await;
-            // On failure litemux has rolled back: nothing of the transaction is kept.
-            tx.commit().await
+        let sql = if depth == ONE {
+            "COMMIT".to_owned()
         } else {
-            let mut lent = state.take_lent()?;
-            state.settle(lent.tx()).await;
-            let outcome = lent.tx().release(&savepoint_name(depth.get() - 1)).await;
-            drop(lent);
-            outcome
+            format!("RELEASE SAVEPOINT {}", savepoint_name(depth.get() - 1))
         };
-        guard.disarm();
-        state.change_depth(TransactionDepthChange::DecreaseDepth)?;
-        outcome.map_err(to_diesel)
+        reported(conn, &sql.clone(), async |conn| {
+            let state = conn.transaction_state();
+            let guard = state.guard(depth);
+            let outcome = if depth == ONE {
+                let mut tx = lock(&state.slot)
+                    .tx
+                    .take()
+                    .ok_or(DieselError::BrokenTransactionManager)?;
+                state.settle(&mut tx).await;
+                // On failure litemux has rolled back: nothing of the transaction is kept.
+                tx.commit().await.map_err(to_diesel)
+            } else {
+                run_savepoint_statement(state, sql).await
+            };
+            guard.disarm();
+            state.change_depth(TransactionDepthChange::DecreaseDepth)?;
+            outcome
+        })
+        .await
     }
 
     fn transaction_manager_status_mut(
