@@ -7,6 +7,7 @@ use diesel::connection::{CacheSize, Instrumentation, InstrumentationEvent};
 use diesel::query_builder::{AsQuery, QueryFragment, QueryId};
 use diesel::sqlite::Sqlite;
 use diesel::{ConnectionResult, QueryResult};
+use diesel_async::pooled_connection::RecyclingMethod;
 use diesel_async::{AsyncConnection, AsyncConnectionCore, SimpleAsyncConnection};
 
 use crate::error::{to_connection_error, to_diesel};
@@ -320,4 +321,31 @@ impl AsyncConnection for LitemuxConnection {
     }
 }
 
-impl diesel_async::pooled_connection::PoolableConnection for LitemuxConnection {}
+/// Pools check a connection without SQL: [`RecyclingMethod::Verified`] (the default of
+/// diesel-async's pool managers) would run `SELECT 1` per checkout, which here proves nothing a
+/// flag does not (the connection holds no socket; its database's threads are shared) and costs
+/// a statement and a history entry. `ping` answers from the database's state: closed or not.
+/// `CustomQuery` and `CustomFunction` still run what they were given.
+///
+/// `is_broken` is diesel-async's: a connection left inside a transaction (other than a test
+/// transaction) or with a broken transaction manager is discarded.
+impl diesel_async::pooled_connection::PoolableConnection for LitemuxConnection {
+    async fn ping(&mut self, config: &RecyclingMethod<Self>) -> QueryResult<()> {
+        match config {
+            RecyclingMethod::Fast => Ok(()),
+            RecyclingMethod::Verified => {
+                if self.db.status().closed {
+                    Err(to_diesel(litemux::Error::Closed))
+                } else {
+                    Ok(())
+                }
+            }
+            RecyclingMethod::CustomQuery(query) => {
+                diesel_async::RunQueryDsl::execute(diesel::sql_query(query.as_ref()), self)
+                    .await
+                    .map(drop)
+            }
+            RecyclingMethod::CustomFunction(check) => check(self).await,
+        }
+    }
+}

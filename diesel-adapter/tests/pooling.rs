@@ -119,3 +119,95 @@ async fn a_pool_of_one_in_a_test_transaction() -> TestResult {
     assert!(committed_names(&database).await?.is_empty());
     Ok(())
 }
+
+/// Every statement a connection reports to its instrumentation, or the history records.
+fn statements_seen(conn: &mut LitemuxConnection) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use diesel::connection::InstrumentationEvent;
+    use diesel_async::AsyncConnection;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&seen);
+    conn.set_instrumentation(move |event: InstrumentationEvent<'_>| {
+        if let InstrumentationEvent::StartQuery { query, .. } = event {
+            sink.lock().expect("not poisoned").push(query.to_string());
+        }
+    });
+    seen
+}
+
+#[tokio::test]
+async fn verified_recycling_runs_no_statement_and_notices_a_closed_database() -> TestResult {
+    use diesel_async::pooled_connection::deadpool::Pool;
+    let db = TestDb::new();
+    litemux_diesel::run_pending_migrations(db.connect().await?.database(), MIGRATIONS).await?;
+    // The managers' default recycling method is `Verified`.
+    let pool = Pool::builder(manager(&db)).max_size(1).build()?;
+    let (seen, history_before) = {
+        let mut conn = pool.get().await?;
+        let seen = statements_seen(&mut conn);
+        user_names(&mut conn).await?;
+        (seen, conn.database().history().len())
+    };
+    let conn = pool.get().await?;
+    assert_eq!(deadpool::managed::Object::metrics(&conn).recycle_count, 1);
+    assert_eq!(
+        conn.database().history().len(),
+        history_before,
+        "the check ran SQL"
+    );
+    assert_eq!(seen.lock().expect("not poisoned").len(), 1, "only the load");
+
+    // A connection whose database was closed fails the check and is replaced.
+    conn.database().close().await?;
+    drop(conn);
+    let mut conn = pool.get().await?;
+    assert_eq!(deadpool::managed::Object::metrics(&conn).recycle_count, 0);
+    assert!(user_names(&mut conn).await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn bb8_checks_out_without_a_statement() -> TestResult {
+    let db = TestDb::new();
+    litemux_diesel::run_pending_migrations(db.connect().await?.database(), MIGRATIONS).await?;
+    let pool = bb8::Pool::builder()
+        .max_size(1)
+        .test_on_check_out(true)
+        .build(manager(&db))
+        .await?;
+    let database = pool.get().await?.database().clone();
+    let history_before = database.history().len();
+    for _ in 0..3 {
+        drop(pool.get().await?);
+    }
+    assert_eq!(database.history().len(), history_before);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mobc_pool_runs_queries_and_transactions() -> TestResult {
+    use diesel_async::pooled_connection::mobc::Pool;
+    let db = TestDb::new();
+    litemux_diesel::run_pending_migrations(db.connect().await?.database(), MIGRATIONS).await?;
+    let pool = Pool::builder().max_open(3).build(manager(&db));
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = pool.get().await.expect("pooled connection");
+            conn.transaction::<_, Error, _>(async |conn| {
+                insert_user(conn, &format!("user {i}")).await
+            })
+            .await
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let mut conn = pool.get().await?;
+    assert_eq!(user_names(&mut conn).await?.len(), 8);
+    assert_eq!(
+        conn.database().history().last().map(|e| e.role),
+        Some(litemux::Role::Reader)
+    );
+    Ok(())
+}
