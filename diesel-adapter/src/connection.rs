@@ -190,8 +190,7 @@ impl LitemuxConnection {
     /// The statement litemux begins this connection's transactions with, for
     /// instrumentation (see `instrumentation::begin_statement`).
     pub(crate) fn begin_statement(&mut self) -> &'static str {
-        *self
-            .begin_statement
+        self.begin_statement
             .get_or_insert_with(|| begin_statement(self.db.options()))
     }
 

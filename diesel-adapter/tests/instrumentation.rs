@@ -9,6 +9,7 @@ use diesel::prelude::*;
 use diesel::result::Error;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use litemux::Role;
+use litemux_diesel::LitemuxConnection;
 
 use crate::common::*;
 
@@ -123,5 +124,40 @@ async fn every_finished_query_is_in_the_history_with_its_role() -> TestResult {
             &Seen::Commit(one)
         ]
     );
+    Ok(())
+}
+
+/// The BEGIN a transaction reports is the statement litemux ran, whichever behaviour the
+/// database was opened with.
+#[tokio::test]
+async fn begin_is_reported_as_litemux_ran_it() -> TestResult {
+    for (option, expected) in [
+        ("", "BEGIN IMMEDIATE"),
+        ("transaction=deferred", "BEGIN DEFERRED"),
+        ("transaction=immediate", "BEGIN IMMEDIATE"),
+        ("transaction=exclusive", "BEGIN EXCLUSIVE"),
+    ] {
+        let db = TestDb::new();
+        let mut conn = LitemuxConnection::establish(&db.url(option)).await?;
+        let started = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&started);
+        conn.set_instrumentation(move |event: InstrumentationEvent<'_>| {
+            if let InstrumentationEvent::StartQuery { query, .. } = event {
+                sink.lock().expect("not poisoned").push(query.to_string());
+            }
+        });
+        conn.transaction::<_, Error, _>(async |_| Ok(())).await?;
+        let history = conn.database().history();
+        let ran = history
+            .iter()
+            .find(|e| e.sql.starts_with("BEGIN"))
+            .map(|e| e.sql.clone());
+        assert_eq!(ran.as_deref(), Some(expected), "{option}");
+        assert_eq!(
+            *started.lock().expect("not poisoned"),
+            [expected, "COMMIT"],
+            "{option}"
+        );
+    }
     Ok(())
 }

@@ -8,6 +8,7 @@ mod cancellation;
 mod concurrency;
 mod crud;
 mod diesel_cli;
+mod differential;
 mod errors;
 mod group_commit;
 mod instrumentation;
