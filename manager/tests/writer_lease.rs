@@ -57,3 +57,65 @@ async fn a_write_with_others_waiting_behind_it_is_queued_not_run_inline() {
         "the write ran on {ran_on:?}, not on the writer's thread"
     );
 }
+
+/// Runs `with_writer_for(INSERT_X)` with a closure that reports the thread it ran on.
+async fn thread_of_a_write(db: &Database) -> Option<String> {
+    db.with_writer_for(INSERT_X, |_| {
+        std::thread::current().name().map(str::to_owned)
+    })
+    .await
+    .unwrap()
+}
+
+async fn writer_idle(db: &Database) {
+    while db.status().writer_queued > 0 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_nobody_waits_a_write_runs_inline_again() {
+    let t = TempDb::new();
+    let db = Database::open_with(t.options().readers(1)).await.unwrap();
+    db.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, x INTEGER)")
+        .await
+        .unwrap();
+    db.execute(INSERT_X, (0,)).await.unwrap();
+    writer_idle(&db).await;
+    let test_thread = std::thread::current().name().map(str::to_owned);
+    assert_eq!(
+        thread_of_a_write(&db).await,
+        test_thread,
+        "a lone write on an idle writer runs inline"
+    );
+
+    // Contention: two writes wait for a transaction's lease, a third gives up waiting.
+    let tx = db.begin().await.unwrap();
+    let first = db.execute(INSERT_X, (1,));
+    let second = db.execute(INSERT_X, (2,));
+    let (mut first, mut second) = (std::pin::pin!(first), std::pin::pin!(second));
+    assert!(!poll_once(first.as_mut()).await);
+    assert!(!poll_once(second.as_mut()).await);
+    {
+        let abandoned = std::pin::pin!(db.execute(INSERT_X, (3,)));
+        assert!(
+            !poll_once(abandoned).await,
+            "waits for the lease, then is dropped"
+        );
+    }
+    tx.commit().await.unwrap();
+    let (first, second) = tokio::join!(first, second);
+    first.unwrap();
+    second.unwrap();
+    writer_idle(&db).await;
+
+    assert_eq!(
+        thread_of_a_write(&db).await,
+        std::thread::current().name().map(str::to_owned),
+        "nobody waits any more, yet the write was queued as if others did"
+    );
+    assert_eq!(
+        crate::ints(&db, "SELECT x FROM t ORDER BY x").await,
+        [0, 1, 2]
+    );
+}
