@@ -17,6 +17,7 @@ mod open;
 mod options;
 mod pragmas;
 mod raw_sql;
+mod read_transactions;
 mod routing;
 mod tracing_events;
 mod transaction_handles;

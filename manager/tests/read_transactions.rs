@@ -1,0 +1,98 @@
+//! Read transactions: a snapshot that ends when the handle ends or is dropped; on a database
+//! without readers, one that pins the writer and refuses to write through it.
+
+use litemux::{Database, Error, Role};
+
+use crate::{TempDb, count};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_read_transaction_releases_its_snapshot() {
+    let t = TempDb::new();
+    let db = Database::open_with(t.options().readers(1)).await.unwrap();
+    db.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, x INTEGER)")
+        .await
+        .unwrap();
+    let snapshot = db.begin_read().await.unwrap();
+    assert!(
+        snapshot
+            .with_connection(|c| (c.role(), c.in_transaction()))
+            .await
+            .unwrap()
+            == (Role::Reader, true),
+        "a snapshot is a transaction on a reader"
+    );
+    assert_eq!(
+        snapshot
+            .fetch_one("SELECT count(*) FROM t", ())
+            .await
+            .unwrap()
+            .get::<i64>(0)
+            .unwrap(),
+        0
+    );
+    let debug = format!("{snapshot:?}");
+    assert!(
+        debug.contains("ReadTransaction") && debug.contains("open: true"),
+        "{debug}"
+    );
+    drop(snapshot);
+    db.execute("INSERT INTO t(x) VALUES (1)", ()).await.unwrap();
+    // The one reader served the snapshot: it must not be stuck in it.
+    assert_eq!(count(&db).await, 1);
+    let next = db.begin_read().await.unwrap();
+    assert_eq!(
+        next.fetch_one("SELECT count(*) FROM t", ())
+            .await
+            .unwrap()
+            .get::<i64>(0)
+            .unwrap(),
+        1
+    );
+    next.end().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_readers_a_read_transaction_pins_the_writer_and_refuses_writes() {
+    let db = Database::open(":memory:").await.unwrap();
+    db.execute_batch("CREATE TABLE t(x INTEGER); INSERT INTO t VALUES (1);")
+        .await
+        .unwrap();
+    let snapshot = db.begin_read().await.unwrap();
+    let (role, in_transaction) = snapshot
+        .with_connection(|c| (c.role(), c.in_transaction()))
+        .await
+        .unwrap();
+    assert_eq!(role, Role::Writer);
+    assert!(
+        in_transaction,
+        "the snapshot is a transaction on the writer"
+    );
+    let rows = snapshot.fetch_all("SELECT x FROM t", ()).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    let refused = snapshot
+        .fetch_all("INSERT INTO t VALUES (2) RETURNING x", ())
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, Error::ReadOnly { .. }), "{refused:?}");
+    assert!(
+        snapshot
+            .fetch_optional("SELECT x FROM t WHERE x = 1", ())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    snapshot.end().await.unwrap();
+    db.execute("INSERT INTO t VALUES (3)", ()).await.unwrap();
+    let xs: Vec<i64> = db
+        .fetch_all("SELECT x FROM t ORDER BY x", ())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0).unwrap())
+        .collect();
+    assert_eq!(xs, [1, 3], "the refused write left nothing");
+    assert!(
+        !db.with_writer(|c| c.in_transaction()).await.unwrap(),
+        "end() ended the snapshot on the writer"
+    );
+}
