@@ -1,11 +1,11 @@
-// The tables `migrations/` creates, as diesel sees them. Included (`include!`) by the
-// examples' `schema.rs` and the diesel adapter's tests, which add their own models.
+// @generated automatically by Diesel CLI.
 
 diesel::table! {
-    users (id) {
+    comments (id) {
         id -> Integer,
-        name -> Text,
-        email -> Nullable<Text>,
+        post_id -> Integer,
+        user_id -> Integer,
+        body -> Text,
     }
 }
 
@@ -20,14 +20,15 @@ diesel::table! {
 }
 
 diesel::table! {
-    comments (id) {
+    users (id) {
         id -> Integer,
-        post_id -> Integer,
-        user_id -> Integer,
-        body -> Text,
+        name -> Text,
+        email -> Nullable<Text>,
     }
 }
 
-diesel::joinable!(posts -> users (user_id));
 diesel::joinable!(comments -> posts (post_id));
-diesel::allow_tables_to_appear_in_same_query!(users, posts, comments);
+diesel::joinable!(comments -> users (user_id));
+diesel::joinable!(posts -> users (user_id));
+
+diesel::allow_tables_to_appear_in_same_query!(comments, posts, users,);

@@ -1,24 +1,24 @@
 //! Round trip with the real diesel CLI: what it migrates litemux-diesel sees as migrated, and
-//! the reverse. Skipped (with a message) when `diesel` is not on `PATH`; CI installs it.
+//! the reverse; and the shipped schema is what it prints. Skipped (with a message) when
+//! `diesel` is not on `PATH`, except under CI (`CI` set), where that is a failure;
+//! `scripts/test` installs it.
 
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Command;
 
 use crate::common::*;
 
-/// Runs `diesel migration <args>` on `db`, or `None` when the CLI is not installed.
-fn diesel_migration(db: &Path, args: &[&str]) -> Option<String> {
-    let output = match Command::new("diesel")
-        .arg("migration")
-        .args(args)
-        .arg("--database-url")
-        .arg(db)
-        .arg("--migration-dir")
-        .arg(migrations_dir())
-        .output()
-    {
+/// Runs `diesel <args>` in `dir` and returns its output, or `None` when the CLI is not
+/// installed (outside CI).
+fn diesel(dir: &Path, args: &[&OsStr]) -> Option<String> {
+    let output = match Command::new("diesel").args(args).current_dir(dir).output() {
         Ok(output) => output,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "the diesel CLI must be installed in CI (scripts/test installs it)"
+            );
             eprintln!(
                 "SKIPPED: the diesel CLI is not on PATH; install it with \
                  `cargo install diesel_cli --no-default-features --features sqlite-bundled`"
@@ -29,10 +29,24 @@ fn diesel_migration(db: &Path, args: &[&str]) -> Option<String> {
     };
     assert!(
         output.status.success(),
-        "diesel migration {args:?} failed: {}",
+        "diesel {args:?} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     Some(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Runs `diesel migration <args>` on `db` with the repository's migrations.
+fn diesel_migration(db: &Path, args: &[&str]) -> Option<String> {
+    let migrations = migrations_dir();
+    let mut all: Vec<&OsStr> = vec!["migration".as_ref()];
+    all.extend(args.iter().map(OsStr::new));
+    all.extend([
+        "--database-url".as_ref(),
+        db.as_os_str(),
+        "--migration-dir".as_ref(),
+        migrations.as_os_str(),
+    ]);
+    diesel(db.parent().expect("a directory"), &all)
 }
 
 #[tokio::test]
@@ -74,5 +88,35 @@ async fn a_database_migrated_by_litemux_is_migrated_for_the_cli() -> TestResult 
     assert!(litemux_diesel::has_pending_migration(&database, MIGRATIONS).await?);
     let ran = litemux_diesel::run_pending_migrations(&database, MIGRATIONS).await?;
     assert_eq!(ran.len(), 1);
+    Ok(())
+}
+
+/// `migrations/schema.rs` is exactly what `diesel print-schema`, with the shipped
+/// `diesel.toml`, prints for a database migrated from `migrations/`.
+#[test]
+fn the_shipped_schema_is_what_print_schema_prints() -> TestResult {
+    let db = TestDb::new();
+    let Some(_) = diesel_migration(&db.path(), &["run"]) else {
+        return Ok(());
+    };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let printed = diesel(
+        // Run from the temporary directory: from the repository root, `diesel` would
+        // also rewrite the shipped file.
+        db.path().parent().expect("a directory"),
+        &[
+            "print-schema".as_ref(),
+            "--config-file".as_ref(),
+            root.join("diesel.toml").as_os_str(),
+            "--database-url".as_ref(),
+            db.path().as_os_str(),
+        ],
+    )
+    .expect("the CLI ran just before");
+    let shipped = std::fs::read_to_string(root.join("migrations/schema.rs"))?;
+    assert_eq!(
+        shipped, printed,
+        "migrations/schema.rs is stale: run `diesel migration run` from the repository root"
+    );
     Ok(())
 }
