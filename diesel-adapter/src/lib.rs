@@ -49,7 +49,72 @@
 //! - `query.rs`: queries and rows as they cross to a connection thread.
 //! - `sync_connection.rs`: [`LitemuxConnection::with_sync_connection`], the sync escape hatch.
 //! - `migrations.rs`: [`run_pending_migrations`] and friends, on the writer's thread.
-//! - [`Error`] (`error.rs`): this crate's errors, and litemux errors as diesel reports them.
+//! - [`Error`] (`error.rs`): this crate's errors, and litemux errors as diesel reports them;
+//!   [`litemux_error`] gets the litemux error back from a diesel one.
+//! - `instrumentation.rs`: diesel's `Instrumentation` events, delivered as diesel delivers them.
+//!
+//! # Like diesel's own `SqliteConnection`
+//! The same diesel calls give the same results, the same errors (kind and SQLite's message)
+//! and the same `Instrumentation` events in the same order (`CacheQuery` included, and
+//! `StartQuery`/`FinishQuery` for `BEGIN`, `COMMIT`, `ROLLBACK`, `SAVEPOINT`, `RELEASE`), on the
+//! caller's task and so inside its span; a differential test runs one scenario on both. The
+//! differences: the outermost `BEGIN` is reported as litemux runs it (`BEGIN IMMEDIATE` by
+//! default); each of a file's connections (writer, readers) has its own statement cache, so a
+//! statement is cached, and reported by `CacheQuery`, once per connection it runs on. To tell
+//! litemux's failures apart (busy, a writer wait that timed out, a closed database, an
+//! interrupted statement), [`litemux_error`] returns the [`litemux::Error`] behind any diesel
+//! error this crate returns.
+//!
+//! # Sessions are shared
+//! **Every `LitemuxConnection` on a file shares that file's one writer connection** (and its
+//! readers): one SQLite session, not one per `LitemuxConnection`. What diesel users know as
+//! per-connection state is therefore seen by every other connection of the file and outlives
+//! the connection that made it:
+//! - `TEMP` tables, views and triggers (created on the writer; readers do not see them);
+//! - run-time PRAGMAs (`PRAGMA foreign_keys = OFF`, `PRAGMA temp_store`, `PRAGMA cache_size`,
+//!   ...), `ATTACH`, and SQL functions registered through
+//!   [`with_sync_connection`](LitemuxConnection::with_sync_connection);
+//! - `set_prepared_statement_cache_size`, which therefore does nothing.
+//!
+//! Instead: give settings every connection needs to the database, so each connection gets them
+//! when it opens (`sqlite://app.db?foreign_keys=off`, `litemux::Options::pragma`,
+//! `litemux::Options::on_connect`); keep work that needs private state inside one transaction
+//! (it holds the writer, so nobody else runs in between) and undo it before the transaction
+//! ends (`DROP TABLE temp.t`, or a PRAGMA SQLite resets at commit such as
+//! `defer_foreign_keys`); use ordinary tables keyed by request, or CTEs, instead of TEMP tables
+//! shared across requests.
+//!
+//! # Pooling
+//! A `LitemuxConnection` is a handle, not a SQLite connection: the SQLite connections are the
+//! database's writer and readers, fixed by its options (`readers=N`) and shared by every handle.
+//! Either create one per request with [`LitemuxConnection::from_database`] (a clone of the
+//! [`litemux::Database`], no I/O), or pool them with diesel-async's deadpool, bb8 or mobc pools
+//! through `AsyncDieselConnectionManager` (connections of one URL share one database). A
+//! pool's size then bounds how many tasks hold a connection at once, not how many statements
+//! SQLite runs at once; a connection inside a transaction holds the writer. Checkouts run no
+//! SQL: `ping` answers from the database's state, even with `RecyclingMethod::Verified`.
+//!
+//! ```
+//! use diesel_async::RunQueryDsl;
+//! use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+//! use diesel_async::pooled_connection::deadpool::Pool;
+//! use litemux_diesel::LitemuxConnection;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let url = format!("sqlite://{}?readers=4", dir.path().join("app.db").display());
+//! let manager = AsyncDieselConnectionManager::<LitemuxConnection>::new(url);
+//! let pool = Pool::builder(manager).max_size(16).build()?;
+//! let mut conn = pool.get().await?;
+//! diesel::sql_query("CREATE TABLE t(x INTEGER)").execute(&mut conn).await?;
+//!
+//! // Or, without a pool: one handle per request on an open database.
+//! let db = conn.database().clone();
+//! let mut conn = LitemuxConnection::from_database(db);
+//! diesel::sql_query("INSERT INTO t VALUES (1)").execute(&mut conn).await?;
+//! # Ok(()) }
+//! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+//! ```
 //!
 //! # Caveats
 //! - **A tokio runtime is required**, of either flavour, with or without its time driver:
@@ -68,7 +133,9 @@
 //!   connections only). Run them with [`LitemuxConnection::with_sync_connection`], which uses
 //!   diesel's own batch insert on the writer (or inside the connection's transaction).
 //! - diesel-async's `AsyncMigrationHarness` works with [`LitemuxConnection`] on a multi-thread
-//!   runtime only (it uses `block_in_place`); [`run_pending_migrations`] works on any.
+//!   runtime only (it uses `block_in_place`); [`run_pending_migrations`] works on any, and so
+//!   does diesel's `MigrationHarness` on `AsyncConnectionWrapper<LitemuxConnection>` outside
+//!   a runtime.
 #![forbid(unsafe_code)]
 
 mod connection;
