@@ -37,6 +37,21 @@ fn wal_len(t: &TempDb) -> u64 {
     std::fs::metadata(t.dir.path().join("test.db-wal")).map_or(0, |m| m.len())
 }
 
+/// Reads until the anchor holds. The anchor holds only while reads flow and lets go one
+/// `linger` after the last: a single read followed by polling can miss a short hold on a
+/// loaded machine, so keep reading until it is seen.
+async fn read_until_held(db: &Database) {
+    let reading = async {
+        while !db.status().lock_anchor_held {
+            count(db).await;
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), reading)
+        .await
+        .expect("the anchor never held while reads flowed");
+}
+
 async fn open(t: &TempDb, linger: Duration) -> Database {
     let db = Database::open_with(t.options().readers(2).lock_anchor(linger))
         .await
@@ -83,12 +98,12 @@ async fn it_lets_go_once_reads_stop() {
     let db = open(&t, Duration::from_millis(20)).await;
     db.execute("INSERT INTO t(x) VALUES (1)", ()).await.unwrap();
     assert_eq!(count(&db).await, 1);
-    until("the anchor holds", || db.status().lock_anchor_held).await;
+    read_until_held(&db).await;
     until("the anchor lets go", || !db.status().lock_anchor_held).await;
     assert_eq!(truncate_wal(&t), 0, "a WAL snapshot is still held");
     // And it comes back with the next read.
     assert_eq!(count(&db).await, 1);
-    until("the anchor holds again", || db.status().lock_anchor_held).await;
+    read_until_held(&db).await;
 }
 
 /// With the anchor holding a WAL snapshot through a stream of commits, SQLite could never
@@ -203,7 +218,7 @@ async fn its_connection_closes_when_idle() {
         .unwrap();
     let writer_and_reader = opened.load(Ordering::SeqCst);
     assert_eq!(count(&db).await, 0);
-    until("the anchor holds", || db.status().lock_anchor_held).await;
+    read_until_held(&db).await;
     assert_eq!(opened.load(Ordering::SeqCst), writer_and_reader + 1);
     until("the anchor lets go", || !db.status().lock_anchor_held).await;
     // A read that slips in just as it lets go keeps it going for another `linger`; reads
