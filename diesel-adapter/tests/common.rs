@@ -16,7 +16,7 @@ pub(crate) mod schema {
     include!("../../migrations/schema.rs");
 }
 
-pub(crate) use schema::{posts, users};
+pub(crate) use schema::{comments, posts, users};
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Identifiable)]
 #[diesel(table_name = users, check_for_backend(diesel::sqlite::Sqlite))]

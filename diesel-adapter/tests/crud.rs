@@ -79,6 +79,42 @@ async fn crud_on_a_multi_thread_runtime() -> TestResult {
 }
 
 #[tokio::test]
+async fn crud_in_memory() -> TestResult {
+    use diesel_async::AsyncConnection;
+    let mut conn = LitemuxConnection::establish(":memory:").await?;
+    litemux_diesel::run_pending_migrations(conn.database(), MIGRATIONS).await?;
+    crud_round_trip(&mut conn).await
+}
+
+/// `comments -> users` is joinable: the shipped schema is what `diesel print-schema` prints.
+#[tokio::test]
+async fn a_comment_joins_its_author() -> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    let ada = insert_user(&mut conn, "ada").await?;
+    let post: i32 = diesel::insert_into(posts::table)
+        .values((posts::user_id.eq(ada), posts::title.eq("notes")))
+        .returning(posts::id)
+        .get_result(&mut conn)
+        .await?;
+    diesel::insert_into(comments::table)
+        .values((
+            comments::post_id.eq(post),
+            comments::user_id.eq(ada),
+            comments::body.eq("first"),
+        ))
+        .execute(&mut conn)
+        .await?;
+    let authors: Vec<(String, String)> = comments::table
+        .inner_join(users::table)
+        .select((comments::body, users::name))
+        .load(&mut conn)
+        .await?;
+    assert_eq!(authors, [("first".to_owned(), "ada".to_owned())]);
+    Ok(())
+}
+
+#[tokio::test]
 async fn insert_returning_gives_back_the_row() -> TestResult {
     let db = TestDb::new();
     let mut conn = db.connect().await?;

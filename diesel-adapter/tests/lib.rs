@@ -20,4 +20,5 @@ mod replicated;
 mod routing;
 mod test_transactions;
 mod transactions;
+mod types;
 mod without_time_driver;

@@ -148,6 +148,22 @@ async fn diesel_async_migration_harness_works_on_a_multi_thread_runtime() -> Tes
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diesel_async_migration_harness_works_in_memory() -> TestResult {
+    let conn = LitemuxConnection::establish(":memory:").await?;
+    let mut harness = AsyncMigrationHarness::new(conn);
+    assert_eq!(
+        strings(&harness.run_pending_migrations(MIGRATIONS)?),
+        VERSIONS
+    );
+    let reverted = harness.revert_last_migration(MIGRATIONS)?.to_string();
+    assert_eq!(Some(reverted.as_str()), VERSIONS.last().copied());
+    let mut conn = harness.into_inner();
+    assert!(litemux_diesel::has_pending_migration(conn.database(), MIGRATIONS).await?);
+    insert_user(&mut conn, "ada").await?;
+    Ok(())
+}
+
 /// diesel-async's own limitation (its issue #266), and why `run_pending_migrations` exists:
 /// `AsyncMigrationHarness` uses `block_in_place`, which panics on a current-thread runtime.
 #[tokio::test]
