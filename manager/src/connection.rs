@@ -4,8 +4,10 @@
 //! A `Connection` lives on its own thread (see [`worker`](crate::worker)); every method here
 //! is blocking and is only called there.
 
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::connection_ref::ConnectionRef;
@@ -33,6 +35,24 @@ pub(crate) struct Context {
     pub(crate) classified: ClassificationCache,
     /// [`Options::inline_budget`], for judging runs on the connection's thread.
     pub(crate) inline_budget: Duration,
+    /// [`Options::statement_timeout`]: how long a job run for a caller may run.
+    pub(crate) statement_timeout: Option<Duration>,
+}
+
+/// The flag a caller's job carries: set (from any thread) when the caller stops waiting, so
+/// the connection stops the job's statement. Each job has its own, so setting it can never
+/// stop another job's statement, however the two race.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub(crate) fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// The time budget of one inline run, with what routing already knew of the statement, so the
@@ -109,6 +129,13 @@ pub(crate) struct ReadStart {
     pub(crate) wal: bool,
     /// `PRAGMA data_version`: it changes when another connection commits.
     pub(crate) data_version: i64,
+}
+
+/// What [`Connection::committed_despite`] compares.
+#[derive(Debug, Clone, Copy)]
+struct Before {
+    commits: u64,
+    autocommit: bool,
 }
 
 /// This connection's running count of changed rows: a DML statement that changed rows since
@@ -261,11 +288,67 @@ impl Connection {
     ) -> Result<ExecuteResult> {
         self.check(sql, params.len())?;
         let mark = self.commit_mark();
-        let failed = |f: Failure| Error::from_sqlite(sql, f.code, f.message);
+        let before = self.before();
         let mut running = self.start(sql, params)?;
-        while running.step().map_err(failed)? {}
+        let stepped = loop {
+            match running.step() {
+                Ok(true) => {}
+                Ok(false) => break Ok(()),
+                Err(f) => break Err(f),
+            }
+        };
         drop(running);
-        Ok(self.executed_since(mark))
+        match stepped {
+            Err(f) if !self.committed_despite(before, &f) => {
+                Err(Error::from_sqlite(sql, f.code, f.message))
+            }
+            _ => Ok(self.executed_since(mark)),
+        }
+    }
+
+    /// Where the connection stood before a statement, so an interruption can be judged.
+    fn before(&self) -> Before {
+        Before {
+            commits: self.commits(),
+            autocommit: self.is_autocommit(),
+        }
+    }
+
+    /// Whether `failure` is SQLite reporting a statement interrupted *after* it committed in
+    /// autocommit mode: it checks its progress handler once more as a statement ends. Such a
+    /// statement is done, and is reported so, never as failed.
+    fn committed_despite(&self, before: Before, failure: &Failure) -> bool {
+        failure.code & 0xff == libsqlite3_sys::SQLITE_INTERRUPT
+            && before.autocommit
+            && self.is_autocommit()
+            && self.commits() != before.commits
+    }
+
+    /// Arms the guards of a job run for a caller: `statement_timeout` from now, and the
+    /// caller's cancel flag. [`disarm`](Self::disarm) lifts them.
+    pub(crate) fn arm(&mut self, cancel: &Cancel) {
+        let timeout = self.context.statement_timeout.map(|t| Instant::now() + t);
+        self.raw.set_guard(timeout, Some(Arc::clone(&cancel.0)));
+    }
+
+    /// Gives the connection the flag that stops every statement it runs once set (see
+    /// [`Worker::interrupt`](crate::worker::Worker::interrupt)).
+    pub(crate) fn set_closing(&self, closing: Arc<AtomicBool>) {
+        self.raw.set_closing(closing);
+    }
+
+    /// Lifts what [`arm`](Self::arm) set.
+    pub(crate) fn disarm(&mut self) {
+        self.raw.set_guard(None, None);
+    }
+
+    /// Fails with [`Error::Interrupted`] once the running job's caller is gone: for jobs
+    /// of many short statements, which the progress handler alone may never stop.
+    pub(crate) fn check_cancelled(&self, sql: &str) -> Result<()> {
+        if self.raw.cancelled() {
+            return Err(Error::Interrupted { sql: sql.into() });
+        }
+        Ok(())
     }
 
     /// The cached statement for `sql`, with `params` bound, ready to step.
@@ -363,10 +446,13 @@ impl Connection {
         let mark = self.commit_mark();
         self.budget_mark = Some(mark);
         self.raw.set_deadline(Some(started + budget.time));
-        let out = run(self);
+        // `run` may be user code (`with_reader`); a panic must not leave the deadline armed
+        // for whatever runs next on this connection.
+        let out = catch_unwind(AssertUnwindSafe(|| run(self)));
         let interrupted = self.raw.deadline_fired();
         self.raw.set_deadline(None);
         self.budget_mark = None;
+        let out = out.unwrap_or_else(|panic| resume_unwind(panic));
         let overran = interrupted && !self.committed_since(mark);
         if let Some(sql) = sql {
             self.note_inline_run(sql, budget, overran);
@@ -453,6 +539,7 @@ impl Connection {
         limit: Limit,
     ) -> Result<Vec<Row>> {
         self.check(sql, params.len())?;
+        let before = self.before();
         let failed = |f: Failure| Error::from_sqlite(sql, f.code, f.message);
         let mut running = self.start(sql, params)?;
         // Columns are read after the first step: a schema change since the statement was
@@ -461,6 +548,7 @@ impl Connection {
         let columns = running.column_names();
         let width = columns.len();
         let mut rows = RowsBuilder::new(columns);
+        let mut last = Ok(());
         while row {
             for i in 0..width {
                 rows.push(running.column(i));
@@ -469,9 +557,20 @@ impl Connection {
             if limit == Limit::First {
                 break;
             }
-            row = running.step().map_err(failed)?;
+            match running.step() {
+                Ok(more) => row = more,
+                Err(f) => {
+                    last = Err(f);
+                    break;
+                }
+            }
         }
-        Ok(rows.finish())
+        drop(running);
+        match last {
+            // A write's RETURNING rows are all out before it commits at its last step.
+            Err(f) if !self.committed_despite(before, &f) => Err(failed(f)),
+            _ => Ok(rows.finish()),
+        }
     }
 
     /// Lends this connection to `f` under a time budget. `None` when SQLite interrupted a
@@ -485,10 +584,25 @@ impl Connection {
         sql: Option<&str>,
         f: &mut impl FnMut(&mut ConnectionRef<'_>) -> R,
     ) -> Option<R> {
-        let attempt = self.attempt(Instant::now(), budget, sql, |conn| {
-            f(&mut ConnectionRef::new(conn))
-        });
+        let attempt = self.attempt(Instant::now(), budget, sql, |conn| conn.lend(&mut *f));
         (!attempt.overran).then_some(attempt.out)
+    }
+
+    /// Lends the connection to user code (the escape hatch). If `f` panics after opening a
+    /// transaction on a connection that was outside one, the transaction is rolled back
+    /// before the panic goes on, so the connection never serves the next caller from inside
+    /// it. (When `f` returns, its caller checks the state it left.)
+    pub(crate) fn lend<R>(&mut self, f: impl FnOnce(&mut ConnectionRef<'_>) -> R) -> R {
+        let was_autocommit = self.is_autocommit();
+        match catch_unwind(AssertUnwindSafe(|| f(&mut ConnectionRef::new(self)))) {
+            Ok(out) => out,
+            Err(panic) => {
+                if was_autocommit {
+                    self.rollback_open_transaction();
+                }
+                resume_unwind(panic)
+            }
+        }
     }
 
     /// Overrides the cached classification of `sql` (a write SQLite called read-only).
@@ -505,6 +619,7 @@ impl Connection {
     ) -> Result<u64> {
         self.atomically(nested, |conn| {
             rows.iter().try_fold(0, |total, params| {
+                conn.check_cancelled(sql)?;
                 Ok(total + conn.execute(sql, params)?.rows_affected)
             })
         })
@@ -557,12 +672,18 @@ impl Connection {
             if classified.kind == Kind::TransactionControl && !allow_transaction_control {
                 return Err(Error::TransactionControl { sql: sql.into() });
             }
+            self.check_cancelled(sql)?;
             let started = Instant::now();
             let before = self.raw.total_changes();
-            let outcome = statement
-                .run_to_end(&[])
-                .map_err(|f| Error::from_sqlite(sql, f.code, f.message));
+            let judge = self.before();
+            let outcome = statement.run_to_end(&[]);
             drop(statement);
+            let outcome = match outcome {
+                Err(f) if !self.committed_despite(judge, &f) => {
+                    Err(Error::from_sqlite(sql, f.code, f.message))
+                }
+                _ => Ok(()),
+            };
             let changed = u64::try_from(self.raw.total_changes() - before).unwrap_or(0);
             self.record(sql, &[], started, outcome.as_ref().map(|()| changed));
             outcome?;

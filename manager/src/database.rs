@@ -130,8 +130,9 @@ impl Database {
     /// `BEGIN`/`COMMIT` (use [`begin`](Self::begin)), [`Error::Timeout`] waiting for the writer.
     ///
     /// # Cancel safety
-    /// If dropped before the writer is free, nothing runs; once the statement is queued it
-    /// runs (and commits) even if the future is dropped.
+    /// If dropped before the statement starts, nothing runs. If dropped while it runs, SQLite
+    /// stops it and undoes it as a whole; but if it had already finished, it stays committed.
+    /// Either way nothing is half-applied, and the next caller does not wait behind it.
     pub async fn execute(&self, sql: &str, params: impl Params) -> Result<ExecuteResult> {
         self.live()?.execute(sql, params.into_values()).await
     }
@@ -142,7 +143,8 @@ impl Database {
     /// SQL errors, [`Error::ParameterCount`], [`Error::Timeout`] waiting for a connection.
     ///
     /// # Cancel safety
-    /// Cancel safe for reads; a statement that writes behaves as [`execute`](Self::execute).
+    /// Cancel safe for reads: a dropped read is stopped and its reader freed for the next
+    /// caller. A statement that writes behaves as [`execute`](Self::execute).
     pub async fn fetch_all(&self, sql: &str, params: impl Params) -> Result<Vec<Row>> {
         self.live()?
             .fetch(sql, params.into_values(), Limit::All)
@@ -325,7 +327,8 @@ impl Database {
     /// [`Error::Timeout`] waiting for the writer.
     ///
     /// # Cancel safety
-    /// Once queued, `f` runs to completion even if the future is dropped.
+    /// If dropped before `f` starts, it never runs; if dropped while it runs, the SQLite
+    /// statement it is running (and any it starts later) is stopped; `f` itself runs on.
     pub async fn with_writer<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut ConnectionRef<'_>) -> R + Send + 'static,
@@ -355,7 +358,7 @@ impl Database {
     /// [`Error::Timeout`] waiting for the writer.
     ///
     /// # Cancel safety
-    /// Once queued, `f` runs to completion even if the future is dropped.
+    /// As [`with_writer`](Self::with_writer).
     pub async fn with_writer_for<R: Send + 'static>(
         &self,
         sql: &str,
@@ -376,7 +379,7 @@ impl Database {
     /// [`Error::Timeout`] waiting for a connection.
     ///
     /// # Cancel safety
-    /// Once queued, `f` runs to completion even if the future is dropped.
+    /// As [`with_writer`](Self::with_writer).
     pub async fn with_reader<R: Send + 'static>(
         &self,
         f: impl FnMut(&mut ConnectionRef<'_>) -> R + Send + 'static,
@@ -392,7 +395,7 @@ impl Database {
     /// [`Error::Timeout`] waiting for a connection.
     ///
     /// # Cancel safety
-    /// Once queued, `f` runs to completion even if the future is dropped.
+    /// As [`with_writer`](Self::with_writer).
     pub async fn with_reader_for<R: Send + 'static>(
         &self,
         sql: &str,
@@ -489,7 +492,8 @@ impl Database {
     /// transaction (up to the writer timeout), rolls back a force-rollback database,
     /// checkpoints the WAL, writes the history file if configured, and waits for every
     /// connection to close; an open of the same file meanwhile waits for that, then opens it
-    /// afresh. Closing twice is a no-op.
+    /// afresh. Statements still running a second after it began waiting are stopped: their
+    /// callers get [`Error::Interrupted`]. Closing twice is a no-op.
     ///
     /// # Errors
     /// [`Error::HistoryIo`] if the configured history file cannot be written.

@@ -148,6 +148,29 @@ pub enum Error {
         sql: String,
     },
 
+    /// SQLite stopped the statement before it finished: it ran longer than
+    /// [`Options::statement_timeout`](crate::Options::statement_timeout), or the database was
+    /// closing (see [`Database::close`](crate::Database::close)). (A statement whose caller
+    /// dropped its future is stopped the same way, with nobody left to tell.) Nothing of it is
+    /// kept: an autocommit statement is undone; inside a transaction a read leaves the
+    /// transaction as it was, while a write makes SQLite roll the whole transaction back, so
+    /// the transaction's later statements fail with [`Error::TransactionAborted`].
+    #[error("interrupted: `{sql}`")]
+    Interrupted {
+        /// The statement (or script) that was stopped.
+        sql: String,
+    },
+
+    /// The write transaction sat idle — no statement running — longer than
+    /// [`Options::idle_in_transaction_timeout`](crate::Options::idle_in_transaction_timeout):
+    /// litemux rolled it back and gave the writer to the next caller. Nothing of it was kept;
+    /// the handle can only be dropped.
+    #[error("the transaction was idle longer than {timeout:?} and was rolled back")]
+    IdleInTransaction {
+        /// The configured timeout.
+        timeout: Duration,
+    },
+
     /// `Row::get` found a value of another type than the one asked for (strict: text is not
     /// an integer, NULL is not a `String`).
     #[error("column `{column}` holds {found}, not {expected}")]
@@ -261,6 +284,7 @@ impl Error {
             },
             ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED => Error::Busy { sql, code, message },
             ffi::SQLITE_READONLY => Error::ReadOnly { sql, message },
+            ffi::SQLITE_INTERRUPT => Error::Interrupted { sql },
             _ => Error::Sql { sql, code, message },
         }
     }
@@ -278,11 +302,13 @@ impl Error {
             | Error::EmptyStatement { sql }
             | Error::TransactionControl { sql }
             | Error::UnfinishedTransaction { sql }
-            | Error::TransactionAborted { sql } => Some(sql),
+            | Error::TransactionAborted { sql }
+            | Error::Interrupted { sql } => Some(sql),
             Error::Open { source, .. } => source.sql(),
             Error::Io(_)
             | Error::Connect(_)
             | Error::Timeout { .. }
+            | Error::IdleInTransaction { .. }
             | Error::TypeMismatch { .. }
             | Error::ColumnNotFound { .. }
             | Error::Closed

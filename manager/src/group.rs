@@ -22,7 +22,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use tokio::sync::oneshot;
 
 use crate::Result;
-use crate::connection::Connection;
+use crate::connection::{Cancel, Connection};
 use crate::writer::restore_base;
 
 /// One queued autocommit write that may share a transaction with its neighbours.
@@ -33,21 +33,26 @@ pub(crate) trait Member: Send {
 
     /// Sends the caller the outcome of the last run.
     fn answer(self: Box<Self>);
+
+    /// Set when the caller stopped waiting: the member is then stopped, or skipped.
+    fn cancel(&self) -> &Cancel;
 }
 
 /// A member that runs `statement` (one DML statement, `sql`), and the receiver of its outcome.
 pub(crate) fn member<R: Send + 'static>(
     sql: String,
     statement: impl FnMut(&mut Connection, &str) -> Result<R> + Send + 'static,
-) -> (Box<dyn Member>, oneshot::Receiver<Result<R>>) {
+) -> (Box<dyn Member>, oneshot::Receiver<Result<R>>, Cancel) {
     let (reply, answer) = oneshot::channel();
+    let cancel = Cancel::default();
     let member = Pending {
         sql,
         statement,
         outcome: None,
         reply,
+        cancel: cancel.clone(),
     };
-    (Box::new(member), answer)
+    (Box::new(member), answer, cancel)
 }
 
 struct Pending<R, F> {
@@ -55,6 +60,7 @@ struct Pending<R, F> {
     statement: F,
     outcome: Option<Result<R>>,
     reply: oneshot::Sender<Result<R>>,
+    cancel: Cancel,
 }
 
 impl<R, F> Member for Pending<R, F>
@@ -82,6 +88,10 @@ where
             let _ = self.reply.send(outcome);
         }
     }
+
+    fn cancel(&self) -> &Cancel {
+        &self.cancel
+    }
 }
 
 /// Runs `members`, queued in this order on a writer in autocommit mode, and answers each.
@@ -97,6 +107,11 @@ pub(crate) fn commit(conn: &mut Connection, members: Vec<Box<dyn Member>>) {
         let mut ran = Vec::with_capacity(waiting.len());
         let mut ended_by = None;
         while let Some(mut member) = waiting.pop_front() {
+            // Nobody waits for it: it never runs (a stopped write would end the group's
+            // transaction and make the others run again).
+            if member.cancel().is_cancelled() {
+                continue;
+            }
             run_guarded(&mut *member, conn, true);
             if conn.is_autocommit() {
                 ended_by = Some(member);
@@ -131,17 +146,25 @@ pub(crate) fn commit(conn: &mut Connection, members: Vec<Box<dyn Member>>) {
         }
     }
     for mut member in waiting {
+        if member.cancel().is_cancelled() {
+            continue;
+        }
         run_guarded(&mut *member, conn, false);
         member.answer();
     }
 }
 
-/// Runs `member`, keeping a panic in it (user code, through the escape hatch) from taking
-/// the writer down; the member is then answered with `ConnectionLost`.
+/// Runs `member` under its caller's guards (its cancel flag, the statement timeout), keeping
+/// a panic in it (user code, through the escape hatch) from taking the writer down; the
+/// member is then answered with `ConnectionLost`. A member stopped by its guards fails with
+/// [`Error::Interrupted`](crate::Error::Interrupted); if it was writing, SQLite rolls the
+/// group's transaction back and the members before it run again.
 fn run_guarded(member: &mut dyn Member, conn: &mut Connection, grouped: bool) {
+    conn.arm(member.cancel());
     if catch_unwind(AssertUnwindSafe(|| member.run(conn, grouped))).is_err() {
         tracing::error!(target: "litemux", "a statement panicked on the writer thread");
     }
+    conn.disarm();
 }
 
 #[cfg(test)]
@@ -159,6 +182,7 @@ mod tests {
             history: History::new("test".into(), 100, false),
             classified: Default::default(),
             inline_budget: Duration::from_micros(100),
+            statement_timeout: None,
         });
         let mut conn = Connection::open(&Options::memory(), Role::Writer, context).unwrap();
         conn.batch("CREATE TABLE t(x INTEGER)", false).unwrap();
@@ -166,9 +190,10 @@ mod tests {
     }
 
     fn insert(x: i64) -> (Box<dyn Member>, oneshot::Receiver<Result<ExecuteResult>>) {
-        member(format!("INSERT INTO t(x) VALUES ({x})"), |conn, sql| {
+        let (member, answer, _) = member(format!("INSERT INTO t(x) VALUES ({x})"), |conn, sql| {
             conn.execute(sql, &[])
-        })
+        });
+        (member, answer)
     }
 
     fn xs(conn: &mut Connection) -> Vec<i64> {
@@ -186,7 +211,7 @@ mod tests {
         let (second, second_answer) = insert(2);
         let earlier = Arc::new(Mutex::new(vec![first_answer, second_answer]));
         let seen = Arc::new(Mutex::new(None));
-        let (last, last_answer) = member("INSERT INTO t(x) VALUES (3)".into(), {
+        let (last, last_answer, _) = member("INSERT INTO t(x) VALUES (3)".into(), {
             let earlier = Arc::clone(&earlier);
             let seen = Arc::clone(&seen);
             move |conn, sql| {
@@ -219,7 +244,7 @@ mod tests {
         let mut conn = writer();
         let (first, first_answer) = insert(1);
         // Breaks `with_writer_for`'s contract: it ends the transaction it runs in.
-        let (rogue, rogue_answer) = member("COMMIT".into(), |conn, sql| conn.control(sql));
+        let (rogue, rogue_answer, _) = member("COMMIT".into(), |conn, sql| conn.control(sql));
         let (last, last_answer) = insert(3);
         commit(&mut conn, vec![first, rogue, last]);
         assert!(first_answer.blocking_recv().unwrap().is_ok());

@@ -31,7 +31,8 @@
 //! `reader_timeout`, `max_idle_time`, `max_connection_age`, `health_interval` (milliseconds),
 //! `journal_mode`, `synchronous`, `foreign_keys`, `mode` (`rwc`, `rw`, `ro`, `memory`),
 //! `transaction` (`deferred`, `immediate`, `exclusive`), `history` (capacity),
-//! `record_params`, `force_rollback`, `group_commit`, `inline_budget_us`, `lock_anchor_us`.
+//! `record_params`, `force_rollback`, `group_commit`, `inline_budget_us`, `lock_anchor_us`,
+//! `statement_timeout`, `idle_in_transaction_timeout` (milliseconds).
 //! A plain path and `:memory:` work too, and so do SQLite's own `file:` URIs (`file:app.db`,
 //! `file:///abs/app.db?mode=ro`, `file::memory:`), which take the same options.
 //!
@@ -58,9 +59,14 @@
 //! - **A tokio runtime is required**, of either flavour; its time driver is not (waits for
 //!   the writer or a reader are timed by litemux's own `litemux-timer` thread, in real time:
 //!   `tokio::time::pause` does not shorten them).
-//! - **A statement queued on a connection runs to completion even if its future is
-//!   dropped**; transactions are rolled back when dropped, so cancellation never leaves
-//!   half a transaction behind.
+//! - **Dropping the future of a statement stops it**: if it has not started it never runs;
+//!   if it runs, SQLite interrupts it (an autocommit write is undone as a whole), and its
+//!   connection serves the next caller only once it is free. A dropped autocommit write may
+//!   still have committed if it finished before the drop: its outcome is unknown to you,
+//!   never half-applied. Inside a write transaction a statement whose future is dropped runs
+//!   on and stays part of the transaction; dropping the transaction handle stops what it
+//!   runs and rolls it back, so cancellation never leaves half a transaction behind. Rust
+//!   code in an escape-hatch closure cannot be interrupted; only its SQLite statements are.
 
 mod anchor;
 mod connection;

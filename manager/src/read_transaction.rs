@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::connection::{Connection, Limit};
+use crate::connection::{Cancel, Connection, Limit};
 use crate::connection_ref::ConnectionRef;
 use crate::readers::Reader;
 use crate::shared::Shared;
@@ -37,6 +37,8 @@ pub struct ReadTransaction {
     shared: Arc<Shared>,
     pinned: Pinned,
     open: bool,
+    /// Set when the handle is dropped: what it still runs is stopped.
+    abandoned: Cancel,
 }
 
 enum Pinned {
@@ -75,6 +77,7 @@ impl ReadTransaction {
             shared,
             pinned,
             open: !nested,
+            abandoned: Cancel::default(),
         };
         if tx.open {
             tx.pinned
@@ -98,7 +101,7 @@ impl ReadTransaction {
         let sql = sql.to_owned();
         self.pinned
             .worker()
-            .call_in_transaction(move |conn| {
+            .call_for(&self.abandoned, move |conn| {
                 // Readers refuse writes themselves; the writer, when pinned, must be told.
                 if conn.role() == crate::Role::Writer && conn.classify(&sql)?.kind != Kind::Read {
                     return Err(Error::ReadOnly {
@@ -117,7 +120,8 @@ impl ReadTransaction {
     /// SQL errors; [`Error::ReadOnly`] for a statement that writes.
     ///
     /// # Cancel safety
-    /// Cancel safe: a dropped query changes nothing.
+    /// Cancel safe: a dropped query changes nothing. Once polled it runs on, on the
+    /// transaction's connection; dropping the transaction stops it.
     pub async fn fetch_all(&self, sql: &str, params: impl Params) -> Result<Vec<Row>> {
         self.fetch(sql, params.into_values(), Limit::All).await
     }
@@ -157,14 +161,17 @@ impl ReadTransaction {
     /// [`Error::ConnectionLost`] if the connection thread stopped.
     ///
     /// # Cancel safety
-    /// Once polled, `f` runs to completion even if the future is dropped.
+    /// Once polled, `f` runs to completion even if the future is dropped, unless the
+    /// transaction is dropped too: then the SQLite statement `f` runs is stopped.
     pub async fn with_connection<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut ConnectionRef<'_>) -> R + Send + 'static,
     ) -> Result<R> {
         self.pinned
             .worker()
-            .call_in_transaction(move |conn| f(&mut ConnectionRef::new(conn)))
+            .call_for(&self.abandoned, move |conn| {
+                f(&mut ConnectionRef::new(conn))
+            })
             .await
     }
 
@@ -190,6 +197,7 @@ fn end_snapshot(conn: &mut Connection) {
 
 impl Drop for ReadTransaction {
     fn drop(&mut self) {
+        self.abandoned.cancel();
         if self.open {
             // Queued before the reader returns to the pool (fields drop after this body).
             let _ = self.pinned.worker().send(end_snapshot);

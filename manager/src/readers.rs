@@ -89,7 +89,7 @@ impl managed::Manager for ReaderManager {
                 Connection::open(&options, Role::Reader, context)
             })
             .await?;
-        self.threads.add(thread);
+        self.threads.add(thread, Some(&worker));
         let reader = Arc::new(PooledReader {
             worker,
             opened: Instant::now(),
@@ -117,23 +117,41 @@ impl managed::Manager for ReaderManager {
     }
 }
 
-/// A reader checked out of the pool: its holder's alone, returned to the pool when dropped.
+/// A reader checked out of the pool: its holder's alone, returned to the pool when dropped
+/// and its thread is free.
 pub(crate) struct Reader {
-    object: managed::Object<ReaderManager>,
+    worker: Worker,
+    /// `None` only while dropping.
+    object: Option<managed::Object<ReaderManager>>,
 }
 
 impl Deref for Reader {
     type Target = Worker;
 
     fn deref(&self) -> &Worker {
-        &self.object.worker
+        &self.worker
     }
 }
 
 impl Drop for Reader {
     fn drop(&mut self) {
-        // Before the object goes back to the pool (fields drop after this).
-        self.object.give_back();
+        let Some(object) = self.object.take() else {
+            return;
+        };
+        if self.worker.is_free() {
+            object.give_back();
+            return;
+        }
+        // Its thread still runs work of a holder that is gone (being stopped, see
+        // `worker`), or the connection was left in a transaction. It goes back to the pool
+        // only from its thread, once everything queued before has run and any transaction
+        // is rolled back: the next holder never waits behind, nor reads through, someone
+        // else's work. If the thread is gone, the object drops here and the pool discards it.
+        let _ = self.worker.send(move |conn| {
+            conn.rollback_open_transaction();
+            object.give_back();
+            drop(object);
+        });
     }
 }
 
@@ -214,7 +232,10 @@ impl Readers {
         while !object.take() {
             tokio::task::yield_now().await;
         }
-        Ok(Reader { object })
+        Ok(Reader {
+            worker: object.worker.clone(),
+            object: Some(object),
+        })
     }
 
     /// Runs `f` inline, here, on the first open reader nobody holds, without checking it out

@@ -18,6 +18,10 @@ use crate::worker::Worker;
 use crate::writer::{Lease, Writer, restore_base};
 use crate::{Error, Options, Result, Role, Row, Value, registry};
 
+/// How long closing lets running statements finish before it stops them (see
+/// [`Error::Interrupted`]).
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The savepoint `execute_many` and force-rollback transactions use under an outer transaction.
 pub(crate) const NESTED_SAVEPOINT: &str = "litemux_nested";
 
@@ -98,6 +102,7 @@ impl Shared {
             ),
             classified: Default::default(),
             inline_budget: options.inline_budget,
+            statement_timeout: options.statement_timeout,
         });
         let threads = Arc::new(Threads::default());
         let (stopped, stopped_rx) = watch::channel(());
@@ -109,7 +114,7 @@ impl Shared {
             })
             .await?
         };
-        threads.add(thread);
+        threads.add(thread, Some(&worker));
         if options.force_rollback {
             worker
                 .call(|conn| conn.control("BEGIN IMMEDIATE"))
@@ -221,7 +226,7 @@ impl Shared {
         let _ = self.writer.worker.send(self.last_job());
         self.writer.worker.stop();
         drop(lease);
-        self.threads.join_all_blocking();
+        self.threads.join_all_blocking(CLOSE_GRACE);
         if let Err(error) = self.flush_history_file() {
             tracing::error!(target: "litemux", %error, "history not written at shutdown");
         }
@@ -252,19 +257,28 @@ impl Shared {
     /// Closes everything: waits for the running transaction (up to the writer timeout), rolls
     /// back a force-rollback database, checkpoints, flushes the history file, and waits for
     /// every connection thread to end. Opens of the same file wait until it has.
+    /// Statements still running after [`CLOSE_GRACE`] are stopped.
     pub(crate) async fn shut_down(&self) -> Result<()> {
         if self.shutting_down.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
         self.closed.store(true, Ordering::Release);
-        let lease = self.writer.lease().await;
+        let lease = match crate::timer::timeout(CLOSE_GRACE, self.writer.lease()).await {
+            Ok(lease) => lease,
+            Err(_) => {
+                // A statement still runs for a transaction: stop it, then wait for its owner
+                // to end the transaction (up to the writer timeout).
+                self.writer.worker.interrupt();
+                self.writer.lease().await
+            }
+        };
         if let Some(readers) = &self.readers {
             readers.shut_down().await;
         }
         let _ = self.writer.worker.call(self.last_job()).await;
         self.writer.worker.stop();
         drop(lease);
-        self.threads.join_all().await;
+        self.threads.join_all(CLOSE_GRACE).await;
         let flushed = self.flush_history_file();
         drop(self.take_stopped());
         flushed
@@ -564,7 +578,7 @@ impl Shared {
         let base = self.writer.base_in_transaction;
         self.writer
             .autocommit(move |conn| {
-                let out = f(&mut ConnectionRef::new(conn));
+                let out = conn.lend(f);
                 restore_base(conn, base, "<with_writer>", Ok(out))
             })
             .await
@@ -593,7 +607,7 @@ impl Shared {
         }
         self.queue_write(lease, sql, known, move |conn, sql| {
             let started = std::time::Instant::now();
-            let out = f(&mut ConnectionRef::new(conn));
+            let out = conn.lend(&mut f);
             conn.ran_queued(sql, started.elapsed());
             Ok(out)
         })
@@ -611,14 +625,27 @@ impl Shared {
             return self.with_writer(move |conn| f(conn)).await;
         };
         let known = sql.and_then(|sql| self.context.classified.get(sql));
-        let inline = |conn: &mut Connection, budget| conn.lend_within(budget, sql, &mut f);
+        // A reader serves others next: a transaction `f` leaves open (a stale snapshot) is
+        // rolled back and reported.
+        const LABEL: &str = "<with_reader>";
+        let inline = |conn: &mut Connection, budget| {
+            let Some(out) = conn.lend_within(budget, sql, &mut f) else {
+                // Stopped at the budget, maybe inside a transaction it began: `f` runs again.
+                conn.rollback_open_transaction();
+                return None;
+            };
+            Some(restore_base(conn, false, LABEL, Ok(out)))
+        };
         let reader = match self.place(readers, known, inline).await? {
-            Placed::Ran(out) => return Ok(out),
+            Placed::Ran(out) => return out,
             Placed::Queue(reader) => reader,
         };
         reader
-            .call(move |conn| f(&mut ConnectionRef::new(conn)))
-            .await
+            .call(move |conn| {
+                let out = conn.lend(&mut f);
+                restore_base(conn, false, LABEL, Ok(out))
+            })
+            .await?
     }
 
     /// Where `sql` would run outside a transaction.

@@ -2,38 +2,71 @@
 
 use std::sync::Mutex;
 use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::worker::{Interrupter, Worker};
+
+/// A live connection thread, and what stops the statements it runs.
+type Entry = (JoinHandle<()>, Option<Interrupter>);
 
 /// Join handles of live connection threads.
 #[derive(Debug, Default)]
 pub(crate) struct Threads {
-    handles: Mutex<Vec<JoinHandle<()>>>,
+    handles: Mutex<Vec<Entry>>,
 }
 
 impl Threads {
-    pub(crate) fn add(&self, handle: JoinHandle<()>) {
+    /// Records `handle`, the thread of `worker` when it has one.
+    pub(crate) fn add(&self, handle: JoinHandle<()>, worker: Option<&Worker>) {
         let mut handles = self.lock();
         // Readers retired by the health task have exited; forget them so this stays small.
-        handles.retain(|h| !h.is_finished());
-        handles.push(handle);
+        handles.retain(|(h, _)| !h.is_finished());
+        handles.push((handle, worker.map(Worker::interrupter)));
     }
 
-    /// Waits (on a blocking thread) until every thread recorded so far has ended.
-    pub(crate) async fn join_all(&self) {
-        let handles: Vec<_> = self.lock().drain(..).collect();
-        if handles.is_empty() {
+    /// Waits (on a blocking thread) until every thread recorded so far has ended. Statements
+    /// still running after `grace` are stopped (they fail with
+    /// [`Error::Interrupted`](crate::Error::Interrupted)), so closing never waits on them.
+    pub(crate) async fn join_all(&self, grace: Duration) {
+        let entries: Vec<_> = self.lock().drain(..).collect();
+        if entries.is_empty() {
             return;
         }
-        let joined = tokio::task::spawn_blocking(move || join(handles));
-        let _ = joined.await;
+        let (handles, interrupters): (Vec<_>, Vec<_>) = entries.into_iter().unzip();
+        let mut joined = tokio::task::spawn_blocking(move || join(handles));
+        if crate::timer::timeout(grace, &mut joined).await.is_err() {
+            interrupters
+                .iter()
+                .flatten()
+                .for_each(Interrupter::interrupt);
+            let _ = joined.await;
+        }
     }
 
     /// Blocks until every thread recorded so far has ended: for closing off the runtime.
-    pub(crate) fn join_all_blocking(&self) {
-        let handles: Vec<_> = self.lock().drain(..).collect();
-        join(handles);
+    /// Statements still running after `grace` are stopped.
+    pub(crate) fn join_all_blocking(&self, grace: Duration) {
+        let entries: Vec<_> = self.lock().drain(..).collect();
+        let (handles, interrupters): (Vec<_>, Vec<_>) = entries.into_iter().unzip();
+        let until = std::time::Instant::now() + grace;
+        let mut interrupted = false;
+        for handle in handles {
+            while !interrupted && !handle.is_finished() {
+                if std::time::Instant::now() >= until {
+                    interrupters
+                        .iter()
+                        .flatten()
+                        .for_each(Interrupter::interrupt);
+                    interrupted = true;
+                } else {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            let _ = handle.join();
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
         self.handles
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -1,8 +1,11 @@
 //! [`Transaction`]: a write transaction holding the writer.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
-use crate::connection::{Connection, ExecuteResult, Limit};
+use tokio::sync::Notify;
+
+use crate::connection::{Cancel, Connection, ExecuteResult, Limit};
 use crate::connection_ref::ConnectionRef;
 use crate::shared::{NESTED_SAVEPOINT, Shared};
 use crate::statement::quote_identifier;
@@ -35,8 +38,10 @@ use crate::{Error, Params, Result, Row, Value};
 pub struct Transaction {
     shared: Arc<Shared>,
     worker: Worker,
-    /// `None` once committed or rolled back.
-    lease: Option<Lease>,
+    /// The writer lease and how the transaction is used, shared with its idle watchdog
+    /// when [`Options::idle_in_transaction_timeout`](crate::Options::idle_in_transaction_timeout)
+    /// is set: a handle that is forgotten still has its lease taken back.
+    state: Arc<State>,
     /// True when the transaction is itself a savepoint in force-rollback mode's outer
     /// transaction, so it must end with RELEASE / ROLLBACK TO instead of COMMIT / ROLLBACK.
     nested_in_base: bool,
@@ -48,7 +53,7 @@ impl std::fmt::Debug for Transaction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transaction")
             .field("database", &self.shared.label)
-            .field("open", &self.lease.is_some())
+            .field("open", &self.state.lock().lease.is_some())
             .field("depth", &self.depth)
             .finish()
     }
@@ -68,17 +73,53 @@ impl Transaction {
         } else {
             behavior.begin_sql().to_owned()
         };
+        let idle_timeout = shared.options.idle_in_transaction_timeout;
+        let state = Arc::new(State {
+            inner: Mutex::new(Inner {
+                lease: Some(lease),
+                busy: 0,
+                idle_since: Instant::now(),
+                expired: false,
+            }),
+            idle_timeout,
+            ended: Notify::new(),
+            abandoned: Cancel::default(),
+        });
         // Build the handle first: if this future is dropped while BEGIN runs, `Drop` still
         // queues the rollback behind it.
         let tx = Transaction {
             shared,
             worker,
-            lease: Some(lease),
+            state,
             nested_in_base,
             depth: 0,
         };
-        tx.worker.call(move |conn| conn.control(&begin)).await??;
+        {
+            let _busy = tx.enter()?;
+            tx.worker
+                .call_for(&tx.state.abandoned, move |conn| conn.control(&begin))
+                .await??;
+        }
+        if let Some(timeout) = idle_timeout {
+            let state = Arc::clone(&tx.state);
+            let worker = tx.worker.clone();
+            tokio::spawn(watch(state, worker, nested_in_base, timeout));
+        }
         Ok(tx)
+    }
+
+    /// Checks the transaction still holds the writer before a job is sent; it then counts as
+    /// busy, never idle, until the returned guard drops (the job answered or given up on).
+    fn enter(&self) -> Result<Busy<'_>> {
+        let mut inner = self.state.lock();
+        if inner.lease.is_none() {
+            return Err(match (inner.expired, self.state.idle_timeout) {
+                (true, Some(timeout)) => Error::IdleInTransaction { timeout },
+                _ => Error::Closed,
+            });
+        }
+        inner.busy += 1;
+        Ok(Busy(&self.state))
     }
 
     /// Runs `job` on the transaction's connection, after checking the transaction is still
@@ -88,12 +129,10 @@ impl Transaction {
         sql: &str,
         job: impl FnOnce(&mut Connection, &str) -> Result<R> + Send + 'static,
     ) -> Result<R> {
-        if self.lease.is_none() {
-            return Err(Error::Closed);
-        }
+        let _busy = self.enter()?;
         let sql = sql.to_owned();
         self.worker
-            .call_in_transaction(move |conn| {
+            .call_for(&self.state.abandoned, move |conn| {
                 if conn.is_autocommit() {
                     return Err(Error::TransactionAborted { sql });
                 }
@@ -106,11 +145,15 @@ impl Transaction {
     ///
     /// # Errors
     /// SQL errors, constraint violations, [`Error::ParameterCount`], [`Error::TransactionControl`]
-    /// for a raw `COMMIT`/`BEGIN`, [`Error::TransactionAborted`] if SQLite ended the transaction.
+    /// for a raw `COMMIT`/`BEGIN`, [`Error::TransactionAborted`] if SQLite ended the transaction,
+    /// [`Error::Interrupted`] past the statement timeout, [`Error::IdleInTransaction`] if the
+    /// transaction sat idle past its timeout and was rolled back.
     ///
     /// # Cancel safety
-    /// Once polled, the statement runs even if the future is dropped; it stays part of the
-    /// transaction, which rolls back if the handle is dropped uncommitted.
+    /// Once polled, the statement runs even if the future is dropped, and stays part of the
+    /// transaction (SQLite would roll the whole transaction back if a write were stopped
+    /// half-way). When the handle itself is dropped uncommitted, a statement it still runs is
+    /// stopped and the transaction rolled back.
     pub async fn execute(&self, sql: &str, params: impl Params) -> Result<ExecuteResult> {
         let params = params.into_values();
         self.run(sql, move |conn, sql| conn.execute(sql, &params))
@@ -241,6 +284,7 @@ impl Transaction {
         self.control(format!("SAVEPOINT {name}")).await?;
         let guard = SavepointGuard {
             worker: self.worker.clone(),
+            state: Arc::clone(&self.state),
             name: Some(name.clone()),
         };
         let outcome = f(self).await;
@@ -266,8 +310,10 @@ impl Transaction {
     /// and the error returned: nothing of it is kept.
     ///
     /// # Cancel safety
-    /// Once polled, the commit runs even if the future is dropped.
-    pub async fn commit(mut self) -> Result<()> {
+    /// If dropped before COMMIT starts, the transaction is rolled back (the handle is
+    /// dropped with the future); once COMMIT runs it completes. Whether it committed is then
+    /// unknown to the caller, but it is all or nothing.
+    pub async fn commit(self) -> Result<()> {
         let commit = if self.nested_in_base {
             format!("RELEASE {NESTED_SAVEPOINT}")
         } else {
@@ -275,7 +321,7 @@ impl Transaction {
         };
         let outcome = self.run(&commit, |conn, sql| conn.control(sql)).await;
         if outcome.is_ok() {
-            self.lease = None;
+            self.state.end();
         }
         // On failure `Drop` queues the rollback.
         outcome
@@ -287,14 +333,16 @@ impl Transaction {
     /// SQL errors from ROLLBACK (the writer is released either way).
     ///
     /// # Cancel safety
-    /// Once polled, the rollback runs even if the future is dropped.
-    pub async fn rollback(mut self) -> Result<()> {
+    /// Cancel safe: if dropped, the handle is dropped with it, which rolls back.
+    pub async fn rollback(self) -> Result<()> {
         let nested = self.nested_in_base;
-        let outcome = self
-            .worker
-            .call(move |conn| roll_back(conn, nested))
-            .await?;
-        self.lease = None;
+        let outcome = {
+            let _busy = self.enter()?;
+            self.worker
+                .call(move |conn| roll_back(conn, nested))
+                .await?
+        };
+        self.state.end();
         outcome
     }
 
@@ -305,7 +353,7 @@ impl Transaction {
     /// [`Error::TransactionAborted`] if SQLite already ended the transaction.
     ///
     /// # Cancel safety
-    /// Once polled, `f` runs to completion even if the future is dropped.
+    /// As [`Database::with_writer`](crate::Database::with_writer).
     pub async fn with_connection<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut ConnectionRef<'_>) -> R + Send + 'static,
@@ -368,22 +416,111 @@ fn roll_back(conn: &mut Connection, nested: bool) -> Result<()> {
 
 impl Drop for Transaction {
     fn drop(&mut self) {
-        if self.lease.is_some() {
-            let nested = self.nested_in_base;
-            // Queued while the lease is still held (fields drop after this body), so it runs
-            // before the next holder's first statement.
-            let _ = self.worker.send(move |conn| {
-                if let Err(e) = roll_back(conn, nested) {
-                    tracing::error!(target: "litemux", error = %e, "rollback of dropped transaction failed");
-                }
-            });
+        let mut inner = self.state.lock();
+        if let Some(lease) = inner.lease.take() {
+            // Whatever it still runs is stopped: nobody will see its outcome.
+            self.state.abandoned.cancel();
+            queue_rollback(&self.worker, self.nested_in_base);
+            // Released after the rollback is queued, so it runs before the next holder's
+            // first statement.
+            drop(lease);
+            drop(inner);
+            self.state.ended.notify_one();
         }
+    }
+}
+
+/// Queues the rollback of the transaction on `worker`; it runs after every job queued before.
+fn queue_rollback(worker: &Worker, nested: bool) {
+    let _ = worker.send(move |conn| {
+        if let Err(e) = roll_back(conn, nested) {
+            tracing::error!(target: "litemux", error = %e, "rollback of dropped transaction failed");
+        }
+    });
+}
+
+/// A transaction's hold on the writer, as its handle and its idle watchdog share it.
+struct State {
+    inner: Mutex<Inner>,
+    /// [`Options::idle_in_transaction_timeout`](crate::Options::idle_in_transaction_timeout).
+    idle_timeout: Option<Duration>,
+    /// Wakes the watchdog when the transaction ends.
+    ended: Notify,
+    /// Set when the handle is dropped uncommitted: its statements still queued or running
+    /// are stopped (see [`Worker::call_for`]).
+    abandoned: Cancel,
+}
+
+struct Inner {
+    /// `None` once committed, rolled back or expired.
+    lease: Option<Lease>,
+    /// Jobs sent and not yet answered (or given up on): the transaction is not idle.
+    busy: usize,
+    /// When the last job was answered.
+    idle_since: Instant,
+    /// The watchdog rolled the transaction back.
+    expired: bool,
+}
+
+impl State {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The transaction ended through its handle: the writer goes to the next caller.
+    fn end(&self) {
+        let lease = self.lock().lease.take();
+        drop(lease);
+        self.ended.notify_one();
+    }
+
+    /// Rolls the transaction back and frees the writer if it has been idle for `timeout`;
+    /// otherwise returns when to look again. `None` once the transaction is over.
+    fn expire_if_idle(&self, worker: &Worker, nested: bool, timeout: Duration) -> Option<Instant> {
+        let mut inner = self.lock();
+        inner.lease.as_ref()?;
+        let now = Instant::now();
+        if inner.busy > 0 {
+            // A statement runs: it is not idle. Its end moves `idle_since`.
+            return Some(now + timeout);
+        }
+        let due = inner.idle_since + timeout;
+        if now < due {
+            return Some(due);
+        }
+        inner.expired = true;
+        tracing::warn!(target: "litemux", ?timeout, "rolling back a write transaction idle past idle_in_transaction_timeout");
+        // The rollback is queued while the lease is held, so it runs before the next holder's
+        // first statement.
+        queue_rollback(worker, nested);
+        inner.lease = None;
+        None
+    }
+}
+
+/// The idle watchdog of one transaction (see [`State::expire_if_idle`]).
+async fn watch(state: Arc<State>, worker: Worker, nested: bool, timeout: Duration) {
+    while let Some(at) = state.expire_if_idle(&worker, nested, timeout) {
+        let wait = at.saturating_duration_since(Instant::now());
+        let _ = crate::timer::timeout(wait, state.ended.notified()).await;
+    }
+}
+
+/// A job of a transaction in flight: counted busy until done or dropped.
+struct Busy<'a>(&'a State);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        let mut inner = self.0.lock();
+        inner.busy -= 1;
+        inner.idle_since = Instant::now();
     }
 }
 
 /// Rolls a nested transaction's savepoint back if its future is dropped part-way.
 struct SavepointGuard {
     worker: Worker,
+    state: Arc<State>,
     name: Option<String>,
 }
 
@@ -395,7 +532,13 @@ impl SavepointGuard {
 
 impl Drop for SavepointGuard {
     fn drop(&mut self) {
-        if let Some(name) = self.name.take() {
+        // Only while the transaction holds the writer (checked under its lock, so the lease
+        // cannot go before the job is queued): the connection may serve another transaction
+        // by now.
+        let inner = self.state.lock();
+        if let Some(name) = self.name.take()
+            && inner.lease.is_some()
+        {
             let _ = self.worker.send(move |conn| {
                 if !conn.is_autocommit() {
                     let _ = conn.rollback_savepoint(&name);

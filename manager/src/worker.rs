@@ -13,6 +13,11 @@
 //! inside a transaction it stays awake a little after the queue runs dry, since the
 //! transaction's owner is about to send the next statement.
 //!
+//! A job sent for a caller carries the caller's [`Cancel`] flag: when the caller stops
+//! waiting (its future is dropped), the flag is set and the connection stops the job's
+//! statement at SQLite's next progress check, or skips the job if it has not started. The
+//! flag is the job's own, so no other job can be stopped by it, however the two race.
+//!
 //! The queue is unbounded on purpose: who may send is bounded elsewhere (the writer lease
 //! admits one holder, a pooled reader has one user), and the only other sends are rollbacks
 //! queued from `Drop`, which must never block or fail for lack of room.
@@ -25,14 +30,15 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::connection::Connection;
+use crate::connection::{Cancel, Connection};
 use crate::group::{self, Member};
 use crate::{Error, Result, Role};
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
 enum Command {
-    Run(Job),
+    /// A job, with its caller's cancel flag when someone waits for it.
+    Run(Job, Option<Cancel>),
     /// An autocommit write that may share a transaction with the members queued next to it.
     Join(Box<dyn Member>),
     /// Close the connection and end the thread.
@@ -46,6 +52,10 @@ struct Slot {
     /// Jobs sent and not yet finished.
     pending: AtomicUsize,
     alive: AtomicBool,
+    /// Whether the connection was left inside a transaction by the last job that ran.
+    in_transaction: AtomicBool,
+    /// Set to stop every statement the connection runs from now on (the database closes).
+    closing: Arc<AtomicBool>,
 }
 
 /// A handle to one connection thread. Cloning it shares the thread.
@@ -79,6 +89,8 @@ impl Worker {
             conn: Mutex::new(None),
             pending: AtomicUsize::new(0),
             alive: AtomicBool::new(true),
+            in_transaction: AtomicBool::new(false),
+            closing: Arc::default(),
         });
         let thread_slot = Arc::clone(&slot);
         let thread = std::thread::Builder::new()
@@ -86,6 +98,7 @@ impl Worker {
             .spawn(move || {
                 match open() {
                     Ok(conn) => {
+                        conn.set_closing(Arc::clone(&thread_slot.closing));
                         *thread_slot.lock() = Some(conn);
                         let _ = ready_tx.send(Ok(()));
                         serve(&thread_slot, &jobs);
@@ -112,55 +125,84 @@ impl Worker {
     /// Runs `f` on the connection and returns its result.
     ///
     /// # Cancel safety
-    /// Once this is first polled the job is queued and runs to completion even if the
-    /// returned future is dropped; its result is then discarded.
+    /// If the returned future is dropped before `f` starts, `f` never runs; if it is dropped
+    /// while `f` runs, the statement `f` is running is stopped (it fails with
+    /// [`Error::Interrupted`]) and so is any later one it starts; its result is discarded.
     pub(crate) async fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> R + Send + 'static,
     ) -> Result<R> {
-        let reply = self.submit(f)?;
-        reply.await.map_err(|_| self.lost())
+        self.submit(f)?.recv().await
     }
 
-    /// Runs `f` on a connection inside the caller's transaction and returns its result.
+    /// Runs `f` on a connection inside the caller's transaction (write or read) and returns
+    /// its result.
     ///
     /// The thread is awake (see [`TRANSACTION_SPIN`]) and `f` is one statement, so the answer
     /// is usually a few microseconds away: the caller looks for it for up to [`REPLY_SPIN`]
     /// before it parks its task, which saves a park and a wake-up of the runtime's thread per
     /// statement. Like an inline read this holds the runtime's thread, for a bounded time.
     ///
+    /// Its statements are stopped only when the whole transaction is abandoned (`cancel`
+    /// set): SQLite rolls a whole transaction back when it stops a write in it, so a
+    /// statement whose own future is dropped runs on, and stays part of the transaction.
+    ///
     /// # Cancel safety
-    /// As [`call`](Self::call).
-    pub(crate) async fn call_in_transaction<R: Send + 'static>(
+    /// Once sent, the job runs even if the future is dropped, unless `cancel` is set.
+    pub(crate) async fn call_for<R: Send + 'static>(
         &self,
+        cancel: &Cancel,
         f: impl FnOnce(&mut Connection) -> R + Send + 'static,
     ) -> Result<R> {
         // Statements answered while spinning never make the task wait on anything, so it
         // would never give other tasks a turn; tokio's budget makes it yield now and then.
         tokio::task::consume_budget().await;
-        let mut reply = self.submit(f)?;
-        let caught = spin_for(REPLY_SPIN, || match reply.try_recv() {
-            Ok(out) => Some(Ok(out)),
-            Err(oneshot::error::TryRecvError::Closed) => Some(Err(self.lost())),
-            Err(oneshot::error::TryRecvError::Empty) => None,
-        });
-        match caught {
+        let mut reply = self.submit_with(f, cancel.clone(), false)?;
+        match spin_for(REPLY_SPIN, || reply.try_recv()) {
             Some(out) => out,
-            None => reply.await.map_err(|_| self.lost()),
+            None => reply.recv().await,
         }
     }
 
-    /// Queues `f`; its result arrives on the returned channel, which closes unanswered if
-    /// the job panics or the thread is gone.
-    fn submit<R: Send + 'static>(
+    /// Queues `f` for a caller; its result arrives through the returned [`Reply`], which
+    /// stops `f` if dropped unanswered.
+    pub(crate) fn submit<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> R + Send + 'static,
-    ) -> Result<oneshot::Receiver<R>> {
+    ) -> Result<Reply<R>> {
+        self.submit_with(f, Cancel::default(), true)
+    }
+
+    /// Queues `f` under `cancel`; the returned [`Reply`] sets it if dropped unanswered when
+    /// `cancel_on_drop`.
+    fn submit_with<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> R + Send + 'static,
+        cancel: Cancel,
+        cancel_on_drop: bool,
+    ) -> Result<Reply<R>> {
         let (reply_tx, reply_rx) = oneshot::channel();
-        self.send(move |conn| {
-            let _ = reply_tx.send(f(conn));
-        })?;
-        Ok(reply_rx)
+        self.enqueue(Command::Run(
+            Box::new(move |conn| {
+                let _ = reply_tx.send(f(conn));
+            }),
+            Some(cancel.clone()),
+        ))?;
+        Ok(self.reply(reply_rx, cancel_on_drop.then_some(cancel)))
+    }
+
+    /// The caller's end of a job, which sets `cancel` if dropped unanswered.
+    pub(crate) fn reply<R>(
+        &self,
+        answer: oneshot::Receiver<R>,
+        cancel: Option<Cancel>,
+    ) -> Reply<R> {
+        Reply {
+            answer,
+            cancel,
+            role: self.role,
+            answered: false,
+        }
     }
 
     /// The error for a job that cannot be sent or will never answer.
@@ -168,9 +210,10 @@ impl Worker {
         Error::ConnectionLost { role: self.role }
     }
 
-    /// Queues `f` without waiting for it: used from `Drop` to roll back.
+    /// Queues `f` without waiting for it: used from `Drop` to roll back. Nobody can cancel
+    /// it, and no statement timeout applies.
     pub(crate) fn send(&self, f: impl FnOnce(&mut Connection) + Send + 'static) -> Result<()> {
-        self.enqueue(Command::Run(Box::new(f)))
+        self.enqueue(Command::Run(Box::new(f), None))
     }
 
     /// Queues an autocommit write that may be committed together with its neighbours; it
@@ -203,7 +246,12 @@ impl Worker {
             Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return None,
         };
-        guard.as_mut().map(f)
+        let conn = guard.as_mut()?;
+        let out = f(conn);
+        self.slot
+            .in_transaction
+            .store(!conn.is_autocommit(), Ordering::Release);
+        Some(out)
     }
 
     /// Asks the thread to close its connection once the jobs queued before have run.
@@ -218,6 +266,81 @@ impl Worker {
 
     pub(crate) fn is_alive(&self) -> bool {
         self.slot.alive.load(Ordering::Acquire)
+    }
+
+    /// Whether the thread has nothing left to do and its connection is outside any
+    /// transaction: the state in which a connection may serve someone else. A job's answer
+    /// arrives just before its thread counts it finished, so this looks for a moment.
+    pub(crate) fn is_free(&self) -> bool {
+        spin_for(FREE_SPIN, || (self.queued() == 0).then_some(())).is_some()
+            && !self.slot.in_transaction.load(Ordering::Acquire)
+    }
+
+    /// Stops the statement running on the connection now, and every one it runs after: for
+    /// a database that closes while statements still run.
+    pub(crate) fn interrupt(&self) {
+        self.interrupter().interrupt();
+    }
+
+    /// What [`interrupt`](Self::interrupt)s this connection without keeping its thread alive.
+    pub(crate) fn interrupter(&self) -> Interrupter {
+        Interrupter(Arc::clone(&self.slot.closing))
+    }
+}
+
+/// Stops every statement a connection runs from now on (see [`Worker::interrupt`]).
+#[derive(Debug)]
+pub(crate) struct Interrupter(Arc<AtomicBool>);
+
+impl Interrupter {
+    pub(crate) fn interrupt(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The caller's end of a job: its answer, and the job's cancel flag, set if this is dropped
+/// before the answer came.
+pub(crate) struct Reply<R> {
+    answer: oneshot::Receiver<R>,
+    cancel: Option<Cancel>,
+    role: Role,
+    answered: bool,
+}
+
+impl<R> Reply<R> {
+    /// Waits for the answer.
+    ///
+    /// # Cancel safety
+    /// Dropping the future stops the job (see [`Worker::call`]).
+    pub(crate) async fn recv(mut self) -> Result<R> {
+        let out = (&mut self.answer).await;
+        self.answered = true;
+        out.map_err(|_| Error::ConnectionLost { role: self.role })
+    }
+
+    /// The answer, if it is there already.
+    fn try_recv(&mut self) -> Option<Result<R>> {
+        match self.answer.try_recv() {
+            Ok(out) => {
+                self.answered = true;
+                Some(Ok(out))
+            }
+            Err(oneshot::error::TryRecvError::Closed) => {
+                self.answered = true;
+                Some(Err(Error::ConnectionLost { role: self.role }))
+            }
+            Err(oneshot::error::TryRecvError::Empty) => None,
+        }
+    }
+}
+
+impl<R> Drop for Reply<R> {
+    fn drop(&mut self) {
+        if !self.answered
+            && let Some(cancel) = &self.cancel
+        {
+            cancel.cancel();
+        }
     }
 }
 
@@ -239,8 +362,16 @@ fn serve(slot: &Slot, jobs: &mpsc::Receiver<Command>) {
             },
         };
         let finished = match command {
-            Command::Run(job) => {
-                in_transaction = run(slot, |conn| job(conn));
+            Command::Run(job, cancel) => {
+                in_transaction = run(slot, |conn| match cancel {
+                    // Nobody waits for it any more: it never starts.
+                    Some(cancel) if cancel.is_cancelled() => {}
+                    Some(cancel) => {
+                        conn.arm(&cancel);
+                        job(conn);
+                    }
+                    None => job(conn),
+                });
                 1
             }
             Command::Join(first) => {
@@ -276,10 +407,13 @@ fn serve(slot: &Slot, jobs: &mpsc::Receiver<Command>) {
 const TRANSACTION_SPIN: Duration = Duration::from_micros(50);
 
 /// How long a caller inside a transaction looks for its answer before parking its task
-/// (see [`Worker::call_in_transaction`]). Measured with the bench's row-by-row batch, with the
+/// (see [`Worker::call_for`]). Measured with the bench's row-by-row batch, with the
 /// thread awake: 5–10 µs catch few answers (ratio to sync diesel 0.56–0.58), 20–40 µs most
 /// (0.86–1.01).
 const REPLY_SPIN: Duration = Duration::from_micros(20);
+
+/// How long [`Worker::is_free`] looks for the thread to count its last job finished.
+const FREE_SPIN: Duration = Duration::from_micros(20);
 
 /// The next command, or `None` once every sender is gone. Outside a transaction nothing says
 /// another job is coming soon, so the thread parks at once rather than burn a core.
@@ -324,5 +458,9 @@ fn run(slot: &Slot, work: impl FnOnce(&mut Connection)) -> bool {
     if catch_unwind(AssertUnwindSafe(|| work(conn))).is_err() {
         tracing::error!(target: "litemux", role = ?conn.role(), "a job panicked on the connection thread");
     }
-    !conn.is_autocommit()
+    // Whatever the job armed is lifted here, on every exit path, panics included.
+    conn.disarm();
+    let in_transaction = !conn.is_autocommit();
+    slot.in_transaction.store(in_transaction, Ordering::Release);
+    in_transaction
 }

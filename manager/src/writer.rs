@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Mutex, OwnedMutexGuard, oneshot};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::connection::Connection;
 use crate::group;
@@ -111,8 +111,7 @@ impl Writer {
     /// state; [`restore_base`] puts it back and reports when it did not.
     ///
     /// # Cancel safety
-    /// If dropped while waiting for the lease, nothing runs. Once queued, the job runs to
-    /// completion even if this future is dropped.
+    /// If dropped while waiting for the lease, nothing runs; once queued, as [`Worker::call`].
     pub(crate) async fn autocommit<R: Send + 'static>(
         &self,
         job: impl FnOnce(&mut Connection) -> Result<R> + Send + 'static,
@@ -124,21 +123,16 @@ impl Writer {
     /// Queues `job` under `lease`, releases the lease once it is queued, and awaits the job.
     ///
     /// # Cancel safety
-    /// Once called, the job runs to completion even if this future is dropped.
+    /// As [`Worker::call`]: if dropped, the job is skipped or its statement stopped.
     pub(crate) async fn queue<R: Send + 'static>(
         &self,
         lease: Lease,
         job: impl FnOnce(&mut Connection) -> Result<R> + Send + 'static,
     ) -> Result<R> {
-        let (reply_tx, reply_rx) = oneshot::channel();
-        self.worker.send(move |conn| {
-            let _ = reply_tx.send(job(conn));
-        })?;
+        let reply = self.worker.submit(job)?;
         // The job is queued: later lease holders queue behind it, so the lease can go now.
         drop(lease);
-        reply_rx
-            .await
-            .map_err(|_| Error::ConnectionLost { role: Role::Writer })?
+        reply.recv().await?
     }
 
     /// Queues the one DML statement `sql`, run by `statement`, to be committed together with
@@ -146,7 +140,8 @@ impl Writer {
     /// queued and awaits the statement's own outcome, which arrives after COMMIT.
     ///
     /// # Cancel safety
-    /// Once called, the statement runs to completion even if this future is dropped.
+    /// As [`Worker::call`]: if dropped, the statement is skipped or stopped; a stopped write
+    /// fails alone (see [`group`]).
     pub(crate) async fn join<R: Send + 'static>(
         &self,
         lease: Lease,
@@ -154,12 +149,10 @@ impl Writer {
         statement: impl FnMut(&mut Connection, &str) -> Result<R> + Send + 'static,
     ) -> Result<R> {
         debug_assert!(!self.base_in_transaction, "a group needs autocommit");
-        let (member, answer) = group::member(sql, statement);
+        let (member, answer, cancel) = group::member(sql, statement);
         self.worker.join(member)?;
         drop(lease);
-        answer
-            .await
-            .map_err(|_| Error::ConnectionLost { role: Role::Writer })?
+        self.worker.reply(answer, Some(cancel)).recv().await?
     }
 }
 

@@ -10,6 +10,7 @@ mod group_commit;
 mod health;
 mod history;
 mod inline;
+mod interrupts;
 mod lock_anchor;
 mod manager;
 mod one_writer;

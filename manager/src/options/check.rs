@@ -32,6 +32,11 @@ impl Options {
             ("health_interval", Some(self.health_interval)),
             ("inline_budget_us", Some(self.inline_budget)),
             ("lock_anchor_us", Some(self.lock_anchor)),
+            ("statement_timeout", self.statement_timeout),
+            (
+                "idle_in_transaction_timeout",
+                self.idle_in_transaction_timeout,
+            ),
         ];
         for (key, duration) in durations {
             if duration.is_some_and(|d| d > MAX_DURATION) {
@@ -121,6 +126,8 @@ impl Options {
             "inline_budget_us" => micros(self.inline_budget),
             "lock_anchor_us" => micros(self.lock_anchor),
             "group_commit" => self.group_commit.to_string(),
+            "statement_timeout" => maybe(self.statement_timeout),
+            "idle_in_transaction_timeout" => maybe(self.idle_in_transaction_timeout),
             other => format!("<{other}>"),
         }
     }
@@ -182,6 +189,14 @@ mod tests {
                 "lock_anchor_us",
             ),
             (Options::new("a.db").readers(usize::MAX), "readers"),
+            (
+                Options::new("a.db").statement_timeout(Duration::MAX),
+                "statement_timeout",
+            ),
+            (
+                Options::new("a.db").idle_in_transaction_timeout(huge),
+                "idle_in_transaction_timeout",
+            ),
             (Options::new("a.db").history_capacity(usize::MAX), "history"),
             (
                 Options::new("a.db").pragma("cache_size; DROP TABLE t", "1"),

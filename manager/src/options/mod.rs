@@ -78,6 +78,8 @@ pub struct Options {
     /// The keys (as in the URL) of the options set explicitly, which a second open of a file
     /// already open must agree with (see [`Database::open`](crate::Database::open)).
     explicit: BTreeSet<&'static str>,
+    pub(crate) statement_timeout: Option<Duration>,
+    pub(crate) idle_in_transaction_timeout: Option<Duration>,
 }
 
 impl fmt::Debug for Options {
@@ -105,6 +107,11 @@ impl fmt::Debug for Options {
             .field("inline_budget", &self.inline_budget)
             .field("lock_anchor", &self.lock_anchor)
             .field("group_commit", &self.group_commit)
+            .field("statement_timeout", &self.statement_timeout)
+            .field(
+                "idle_in_transaction_timeout",
+                &self.idle_in_transaction_timeout,
+            )
             .finish_non_exhaustive()
     }
 }
@@ -146,6 +153,8 @@ impl Options {
             lock_anchor: Duration::from_millis(5),
             group_commit: true,
             explicit: BTreeSet::new(),
+            statement_timeout: None,
+            idle_in_transaction_timeout: None,
         }
     }
 
@@ -363,6 +372,53 @@ impl Options {
     pub fn group_commit(mut self, on: bool) -> Self {
         self.group_commit = on;
         self.explicit.insert("group_commit");
+        self
+    }
+
+    /// How long one statement may run on its connection before SQLite stops it and it fails
+    /// with [`Error::Interrupted`](crate::Error::Interrupted) (default: no limit; zero also
+    /// means no limit). The clock starts when the statement starts running, not while it waits
+    /// for a connection; `execute_many`, `execute_batch` and the escape hatch's closures count
+    /// as one statement. A stopped autocommit statement is undone as a whole; a write stopped
+    /// inside a transaction makes SQLite roll the whole transaction back.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let options = litemux::Options::new("app.db").statement_timeout(Duration::from_secs(5));
+    /// let same: litemux::Options = "sqlite://app.db?statement_timeout=5000".parse()?;
+    /// # let _ = (options, same);
+    /// # Ok::<(), litemux::Error>(())
+    /// ```
+    #[must_use]
+    pub fn statement_timeout(mut self, timeout: Duration) -> Self {
+        self.statement_timeout = (!timeout.is_zero()).then_some(timeout);
+        self.explicit.insert("statement_timeout");
+        self
+    }
+
+    /// How long a write transaction may sit idle — open, with no statement running — before
+    /// litemux rolls it back and gives the writer to the next caller (default: no limit; zero
+    /// also means no limit), as PostgreSQL's setting of the same name does. The handle's next
+    /// use then fails with [`Error::IdleInTransaction`](crate::Error::IdleInTransaction).
+    ///
+    /// A transaction holds the database's only writer, so one whose handle is forgotten
+    /// (`std::mem::forget`, a leaked task) blocks every write until the process ends. With
+    /// this set, the writer comes back after `timeout`. It is off by default, as in
+    /// PostgreSQL, because a transaction may legitimately wait on other work; set it when the
+    /// application should survive a leaked handle.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let options =
+    ///     litemux::Options::new("app.db").idle_in_transaction_timeout(Duration::from_secs(30));
+    /// let same: litemux::Options = "sqlite://app.db?idle_in_transaction_timeout=30000".parse()?;
+    /// # let _ = (options, same);
+    /// # Ok::<(), litemux::Error>(())
+    /// ```
+    #[must_use]
+    pub fn idle_in_transaction_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_in_transaction_timeout = (!timeout.is_zero()).then_some(timeout);
+        self.explicit.insert("idle_in_transaction_timeout");
         self
     }
 

@@ -126,6 +126,8 @@ fn apply(options: Options, key: &str, value: &str) -> Result<Options, Error> {
                 "an SQLite URI parameter litemux does not support",
             ));
         }
+        "statement_timeout" => options.statement_timeout(millis(key, value)?),
+        "idle_in_transaction_timeout" => options.idle_in_transaction_timeout(millis(key, value)?),
         _ => return Err(Error::invalid(key, "unknown option")),
     })
 }
@@ -178,6 +180,20 @@ mod tests {
         assert_eq!(parse("sqlite://x.db?mode=ro")?.mode, OpenMode::ReadOnly);
         let anchor = parse("sqlite://x.db?lock_anchor_us=250")?.lock_anchor;
         assert_eq!(anchor, Duration::from_micros(250));
+        let timeouts =
+            parse("sqlite://x.db?statement_timeout=1500&IDLE_IN_TRANSACTION_TIMEOUT=20")?;
+        assert_eq!(
+            timeouts.statement_timeout,
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            timeouts.idle_in_transaction_timeout,
+            Some(Duration::from_millis(20))
+        );
+        assert_eq!(
+            parse("sqlite://x.db?statement_timeout=0")?.statement_timeout,
+            None
+        );
         Ok(())
     }
 
@@ -187,6 +203,8 @@ mod tests {
             "sqlite://x.db?colour=blue",
             "sqlite://x.db?readers=many",
             "sqlite://x.db?lock_anchor_us=soon",
+            "sqlite://x.db?statement_timeout=-1",
+            "sqlite://x.db?idle_in_transaction_timeout=1s",
             "sqlite://x.db?foreign_keys=maybe",
             "sqlite://x.db?readers",
             "sqlite://?readers=1",

@@ -21,10 +21,11 @@ mod statement;
 use statement::StatementCache;
 pub(crate) use statement::{RawValue, Running, Statement};
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell, RefCell};
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::ptr::{self, NonNull};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use diesel::{Connection as _, ConnectionError, SqliteConnection};
@@ -62,28 +63,74 @@ fn install_capture() -> bool {
 /// microseconds of work, so a budget is overrun by little, and the check itself is noise.
 const PROGRESS_INSTRUCTIONS: c_int = 1000;
 
-/// A statement's time budget, read by the progress handler.
-#[derive(Default)]
-struct Deadline {
-    /// When the running statement must stop; `None` runs it to completion.
-    at: Cell<Option<Instant>>,
-    /// Set when the handler stopped a statement. SQLite's own error code cannot say so
-    /// reliably: resetting the statement afterwards may clear it.
-    fired: Cell<bool>,
+/// Why the progress handler stopped a statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The inline time budget ran out: the statement is run again elsewhere.
+    Budget,
+    /// The statement ran past its timeout.
+    Timeout,
+    /// Whoever was waiting for the statement is gone (or the database is closing).
+    Cancelled,
 }
 
-/// Progress handler: interrupts the running statement once the connection's deadline passed.
+/// What the progress handler checks: a statement's time budget, its timeout, and whether
+/// anyone still waits for it.
+#[derive(Default)]
+struct Deadline {
+    /// When the running statement must stop to be run again elsewhere; `None` lets it run.
+    at: Cell<Option<Instant>>,
+    /// When the running statement fails with `SQLITE_INTERRUPT` (`statement_timeout`).
+    timeout: Cell<Option<Instant>>,
+    /// Set from any thread when the statement's caller is gone. Each job brings its own flag,
+    /// so setting it can never stop another job's statement.
+    cancel: RefCell<Option<Arc<AtomicBool>>>,
+    /// Set from any thread when the database closes and its grace has passed: every
+    /// statement still running, whoever waits for it, stops.
+    closing: OnceCell<Arc<AtomicBool>>,
+    /// Set when the handler stopped a statement, and why. SQLite's own error code cannot say
+    /// so reliably: resetting the statement afterwards may clear it.
+    stopped: Cell<Option<Stop>>,
+}
+
+impl Deadline {
+    fn cancelled(&self) -> bool {
+        let set = |flag: &Arc<AtomicBool>| flag.load(Ordering::Relaxed);
+        self.cancel.borrow().as_ref().is_some_and(set) || self.closing.get().is_some_and(set)
+    }
+
+    fn check(&self) -> Option<Stop> {
+        if self.cancelled() {
+            return Some(Stop::Cancelled);
+        }
+        let (at, timeout) = (self.at.get(), self.timeout.get());
+        if at.is_none() && timeout.is_none() {
+            return None;
+        }
+        let now = Instant::now();
+        if at.is_some_and(|at| now >= at) {
+            Some(Stop::Budget)
+        } else if timeout.is_some_and(|at| now >= at) {
+            Some(Stop::Timeout)
+        } else {
+            None
+        }
+    }
+}
+
+/// Progress handler: interrupts the running statement once the connection's deadline passed
+/// or its caller is gone.
 unsafe extern "C" fn check_deadline(deadline: *mut c_void) -> c_int {
     // SAFETY: `deadline` is the `Deadline` boxed in the `RawConnection` that registered this
     // handler; the box outlives the SQLite connection (see the field order there), and the
     // handler runs on the thread currently using that connection.
     let deadline = unsafe { &*deadline.cast::<Deadline>() };
-    match deadline.at.get() {
-        Some(at) if Instant::now() >= at => {
-            deadline.fired.set(true);
+    match deadline.check() {
+        Some(stop) => {
+            deadline.stopped.set(Some(stop));
             1
         }
-        _ => 0,
+        None => 0,
     }
 }
 
@@ -185,15 +232,35 @@ impl RawConnection {
         })
     }
 
-    /// Sets when statements must stop (they then fail with `SQLITE_INTERRUPT`); `None` lifts it.
+    /// Sets when statements must stop to be run again elsewhere (they then fail with
+    /// `SQLITE_INTERRUPT`); `None` lifts it. Also forgets why the last statement stopped.
     pub(crate) fn set_deadline(&self, deadline: Option<Instant>) {
         self.deadline.at.set(deadline);
-        self.deadline.fired.set(false);
+        self.deadline.stopped.set(None);
     }
 
     /// Whether a statement was stopped by the deadline since it was last set.
     pub(crate) fn deadline_fired(&self) -> bool {
-        self.deadline.fired.get()
+        self.deadline.stopped.get() == Some(Stop::Budget)
+    }
+
+    /// Arms the statement timeout and the caller's cancel flag for the job about to run, or
+    /// (`None`, `None`) lifts both. Also forgets why the last statement stopped.
+    pub(crate) fn set_guard(&self, timeout: Option<Instant>, cancel: Option<Arc<AtomicBool>>) {
+        self.deadline.timeout.set(timeout);
+        *self.deadline.cancel.borrow_mut() = cancel;
+        self.deadline.stopped.set(None);
+    }
+
+    /// Whether the caller of the running job is gone, or the connection is closing.
+    pub(crate) fn cancelled(&self) -> bool {
+        self.deadline.cancelled()
+    }
+
+    /// Gives the connection the flag that, once set, stops every statement it runs. Only the
+    /// first call counts.
+    pub(crate) fn set_closing(&self, closing: Arc<AtomicBool>) {
+        let _ = self.deadline.closing.set(closing);
     }
 
     /// The diesel connection, for running queries.

@@ -1,0 +1,340 @@
+//! Statements that stop: when their caller is gone, when they pass `statement_timeout`, when
+//! the database closes; and connections that go back to service clean (no deadline left
+//! armed, no transaction left open, no forgotten transaction holding the writer).
+
+use std::time::Duration;
+
+use litemux::{Database, Error, Options};
+
+use crate::TempDb;
+
+/// Counts for a very long time (minutes at least): only an interruption ends it in a test.
+const ENDLESS_READ: &str = "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c \
+                            WHERE n < 10000000000) SELECT count(*) FROM c";
+/// A write that counts as long before it changes `t`.
+const ENDLESS_WRITE: &str = "UPDATE t SET x = (WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL \
+                             SELECT n + 1 FROM c WHERE n < 10000000000) SELECT count(*) FROM c)";
+/// A few milliseconds of work: many progress-handler checks, far past the inline budget.
+const SHORT_COUNT: &str = "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c \
+                           WHERE n < 100000) SELECT count(*) FROM c";
+
+const INSERT: &str = "INSERT INTO t(x) VALUES (?)";
+
+/// Far longer than anything here takes when it works, far shorter than the endless
+/// statements: a call that outlives it is stuck behind one.
+const STUCK: Duration = Duration::from_secs(20);
+
+async fn open(t: &TempDb, options: Options) -> Database {
+    let db = Database::open_with(options).await.expect("open");
+    db.execute_batch("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, x INTEGER)")
+        .await
+        .expect("schema");
+    let _ = t;
+    db
+}
+
+async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(STUCK, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} was stuck for {STUCK:?}"))
+}
+
+async fn count_to_100000(db: &Database) -> i64 {
+    let row = within("a short read", db.fetch_one(SHORT_COUNT, ()))
+        .await
+        .expect("short read");
+    row.get(0).expect("int")
+}
+
+/// Polls `ready` (a cheap status check) until it holds.
+async fn until(what: &str, mut ready: impl FnMut() -> bool) {
+    within(what, async {
+        while !ready() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_long_read_does_not_stall_the_next_read_on_its_reader() {
+    let t = TempDb::new();
+    let db = open(&t, t.options().readers(1)).await;
+    let dropped = tokio::time::timeout(Duration::from_millis(200), db.fetch_one(ENDLESS_READ, ()));
+    assert!(dropped.await.is_err(), "the endless read cannot finish");
+    // The only reader serves the next read at once, not after the endless one.
+    assert_eq!(count_to_100000(&db).await, 100_000);
+    // And goes back to the pool, to be counted idle, once its thread is free.
+    until("the reader to be idle", || db.status().readers_idle == 1).await;
+    assert_eq!(db.status().readers_open, 1);
+    within("close", db.close()).await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_long_write_does_not_stall_the_next_write_and_changes_nothing() {
+    let t = TempDb::new();
+    let db = open(&t, t.options().readers(1)).await;
+    db.execute("INSERT INTO t(x) VALUES (7)", ()).await.unwrap();
+    let dropped = tokio::time::timeout(Duration::from_millis(200), db.execute(ENDLESS_WRITE, ()));
+    assert!(dropped.await.is_err(), "the endless write cannot finish");
+    within(
+        "the next write",
+        db.execute("INSERT INTO t(x) VALUES (8)", ()),
+    )
+    .await
+    .expect("next write");
+    assert_eq!(
+        crate::ints(&db, "SELECT x FROM t ORDER BY id").await,
+        [7, 8]
+    );
+    within("close", db.close()).await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_past_statement_timeout_fails_with_interrupted_and_changes_nothing() {
+    let t = TempDb::new();
+    let url = t.url("?readers=1&statement_timeout=1000");
+    let db = Database::open(&url).await.unwrap();
+    db.execute_batch(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, x INTEGER); INSERT INTO t(x) VALUES (7)",
+    )
+    .await
+    .unwrap();
+    match within("a read past its timeout", db.fetch_one(ENDLESS_READ, ())).await {
+        Err(Error::Interrupted { sql }) => assert_eq!(sql, ENDLESS_READ),
+        other => panic!("expected Interrupted, got {other:?}"),
+    }
+    match within("a write past its timeout", db.execute(ENDLESS_WRITE, ())).await {
+        Err(e @ Error::Interrupted { .. }) => {
+            assert_eq!(e.sql(), Some(ENDLESS_WRITE));
+            assert!(e.to_string().contains("interrupted"), "{e}");
+        }
+        other => panic!("expected Interrupted, got {other:?}"),
+    }
+    assert_eq!(crate::ints(&db, "SELECT x FROM t").await, [7]);
+    // Short statements are untouched, and the connections serve on.
+    assert_eq!(count_to_100000(&db).await, 100_000);
+    db.execute("INSERT INTO t(x) VALUES (8)", ()).await.unwrap();
+    // In a transaction, a stopped read leaves the transaction as it was.
+    let tx = db.begin().await.unwrap();
+    tx.execute("INSERT INTO t(x) VALUES (9)", ()).await.unwrap();
+    let stopped = within("a read in a transaction", tx.fetch_one(ENDLESS_READ, ())).await;
+    assert!(
+        matches!(stopped, Err(Error::Interrupted { .. })),
+        "{stopped:?}"
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(
+        crate::ints(&db, "SELECT x FROM t ORDER BY id").await,
+        [7, 8, 9]
+    );
+    db.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_member_stopped_by_statement_timeout_fails_alone() {
+    let t = TempDb::new();
+    let db = open(
+        &t,
+        t.options()
+            .readers(1)
+            .statement_timeout(Duration::from_millis(1000)),
+    )
+    .await;
+    // Known as DML statements from now on, so they join groups.
+    db.execute(INSERT, (0,)).await.unwrap();
+    let first = db.execute(ENDLESS_WRITE, ()).await;
+    assert!(matches!(first, Err(Error::Interrupted { .. })), "{first:?}");
+    // Hold the writer's thread so the writes below queue up back to back and form a group.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let blocker = tokio::spawn({
+        let db = db.clone();
+        async move { db.with_writer(move |_| held.recv().is_ok()).await }
+    });
+    until("the writer to be held", || db.status().writer_queued == 1).await;
+    let mut writes = Vec::new();
+    for (i, (sql, x)) in [
+        (INSERT, Some(1)),
+        (INSERT, Some(2)),
+        (ENDLESS_WRITE, None),
+        (INSERT, Some(3)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let db2 = db.clone();
+        let params: Vec<litemux::Value> = x.map(litemux::Value::Integer).into_iter().collect();
+        writes.push(tokio::spawn(async move { db2.execute(sql, params).await }));
+        until("the write to queue", || db.status().writer_queued == i + 2).await;
+    }
+    release.send(()).unwrap();
+    assert!(blocker.await.unwrap().unwrap());
+    let mut outcomes = Vec::new();
+    for write in writes {
+        outcomes.push(within("a grouped write", write).await.unwrap());
+    }
+    assert!(
+        matches!(outcomes[2], Err(Error::Interrupted { .. })),
+        "{outcomes:?}"
+    );
+    for i in [0, 1, 3] {
+        assert_eq!(outcomes[i].as_ref().map(|d| d.rows_affected).ok(), Some(1));
+    }
+    // Each acknowledged insert exactly once; the stopped UPDATE left no trace.
+    assert_eq!(
+        crate::ints(&db, "SELECT x FROM t ORDER BY x").await,
+        [0, 1, 2, 3]
+    );
+    db.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_stops_a_statement_still_running_after_a_grace() {
+    let t = TempDb::new();
+    let db = open(&t, t.options().readers(1)).await;
+    let read = tokio::spawn({
+        let db = db.clone();
+        async move { db.fetch_one(ENDLESS_READ, ()).await }
+    });
+    // Checked out of the pool: running on the reader's thread.
+    until("the read to start", || db.status().readers_idle == 0).await;
+    within("close", db.close()).await.expect("close");
+    let outcome = within("the read", read).await.unwrap();
+    assert!(
+        matches!(outcome, Err(Error::Interrupted { .. })),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_an_inline_run_leaves_no_deadline_armed() {
+    let t = TempDb::new();
+    let db = open(&t, t.options().readers(1)).await;
+    let panicked = tokio::spawn({
+        let db = db.clone();
+        async move {
+            db.with_reader(|_| -> () { panic!("user code fails") })
+                .await
+        }
+    })
+    .await;
+    assert!(panicked.unwrap_err().is_panic());
+    // The same (only) reader, on its own thread: a stale budget would stop this at once.
+    let n = db
+        .read_transaction(async |r| r.fetch_one(SHORT_COUNT, ()).await?.get::<i64>(0))
+        .await
+        .expect("the read is not interrupted");
+    assert_eq!(n, 100_000);
+    db.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_with_reader_closure_that_begins_leaves_no_stale_snapshot() {
+    use litemux::diesel::connection::SimpleConnection;
+    let t = TempDb::new();
+    let db = open(&t, t.options().readers(1)).await;
+    db.execute("INSERT INTO t(x) VALUES (1)", ()).await.unwrap();
+    let left_open = db
+        .with_reader(|c| {
+            c.diesel()
+                .batch_execute("BEGIN; SELECT count(*) FROM t")
+                .is_ok()
+        })
+        .await;
+    assert!(
+        matches!(left_open, Err(Error::UnfinishedTransaction { .. })),
+        "{left_open:?}"
+    );
+    db.execute("INSERT INTO t(x) VALUES (2)", ()).await.unwrap();
+    assert_eq!(crate::count(&db).await, 2, "the reader sees the new row");
+    // The same when the closure panics inside its transaction.
+    let panicked = tokio::spawn({
+        let db = db.clone();
+        async move {
+            db.with_reader(|c| -> () {
+                let _ = c.diesel().batch_execute("BEGIN; SELECT count(*) FROM t");
+                panic!("user code fails")
+            })
+            .await
+        }
+    })
+    .await;
+    assert!(panicked.unwrap_err().is_panic());
+    db.execute("INSERT INTO t(x) VALUES (3)", ()).await.unwrap();
+    assert_eq!(crate::count(&db).await, 3, "the reader sees the new row");
+    db.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_with_writer_closure_that_begins_and_panics_leaves_no_transaction_behind() {
+    use litemux::diesel::connection::SimpleConnection;
+    let t = TempDb::new();
+    let db = open(&t, t.options().readers(1)).await;
+    let lost = db
+        .with_writer(|c| -> () {
+            let _ = c
+                .diesel()
+                .batch_execute("BEGIN; INSERT INTO t(x) VALUES (1)");
+            panic!("user code fails")
+        })
+        .await;
+    assert!(
+        matches!(lost, Err(Error::ConnectionLost { .. })),
+        "{lost:?}"
+    );
+    // The next, innocent caller finds the writer in autocommit mode.
+    db.execute("INSERT INTO t(x) VALUES (2)", ())
+        .await
+        .expect("the next write");
+    assert_eq!(crate::ints(&db, "SELECT x FROM t").await, [2]);
+    db.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forgotten_transaction_gives_the_writer_back_after_idle_in_transaction_timeout() {
+    let t = TempDb::new();
+    let url = t.url("?readers=1&idle_in_transaction_timeout=200");
+    let db = Database::open(&url).await.unwrap();
+    db.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, x INTEGER)")
+        .await
+        .unwrap();
+    let forgotten = db.begin().await.unwrap();
+    forgotten
+        .execute("INSERT INTO t(x) VALUES (1)", ())
+        .await
+        .unwrap();
+    std::mem::forget(forgotten);
+    within(
+        "a write after a forgotten transaction",
+        db.execute("INSERT INTO t(x) VALUES (2)", ()),
+    )
+    .await
+    .expect("the writer came back");
+    assert_eq!(
+        crate::ints(&db, "SELECT x FROM t").await,
+        [2],
+        "rolled back"
+    );
+    // A handle kept but left idle is told, with a typed error, once its writer was taken back.
+    let idle = db.begin().await.unwrap();
+    idle.execute("INSERT INTO t(x) VALUES (3)", ())
+        .await
+        .unwrap();
+    within(
+        "a write after an idle transaction",
+        db.execute("INSERT INTO t(x) VALUES (4)", ()),
+    )
+    .await
+    .expect("the writer came back");
+    let late = idle.execute("INSERT INTO t(x) VALUES (5)", ()).await;
+    assert!(
+        matches!(late, Err(Error::IdleInTransaction { timeout }) if timeout == Duration::from_millis(200)),
+        "{late:?}"
+    );
+    assert!(matches!(
+        idle.commit().await,
+        Err(Error::IdleInTransaction { .. })
+    ));
+    assert_eq!(crate::ints(&db, "SELECT x FROM t ORDER BY x").await, [2, 4]);
+    db.close().await.unwrap();
+}
