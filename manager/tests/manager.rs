@@ -59,3 +59,27 @@ async fn a_mistyped_alias_is_an_error_and_creates_nothing() {
     assert!(matches!(m.close("mian").await, Err(Error::UnknownAlias(_))));
     assert!(!typo.exists() && !std::path::Path::new("mian").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_one_database_by_path_leaves_the_others_reachable_by_path() {
+    let (a, b, c) = (TempDb::new(), TempDb::new(), TempDb::new());
+    let m = Manager::new();
+    let paths = [&a, &b, &c].map(|t| t.path.to_str().unwrap().to_owned());
+    for (path, alias) in paths.iter().zip(["main", "logs", "cache"]) {
+        m.open(path, alias).await.unwrap();
+    }
+    m.close(&paths[1]).await.unwrap();
+    assert!(matches!(m.get(&paths[1]), Err(Error::UnknownAlias(_))));
+    assert!(matches!(m.get("logs"), Err(Error::UnknownAlias(_))));
+    for (path, alias) in [(&paths[0], "main"), (&paths[2], "cache")] {
+        let by_path = m.get(path).unwrap();
+        assert!(by_path.same_database(&m.get(alias).unwrap()), "{alias}");
+        by_path.execute_batch("CREATE TABLE t(x)").await.unwrap();
+    }
+    let debug = format!("{m:?}");
+    assert!(
+        debug.starts_with("Manager") && debug.contains("\"main\"") && !debug.contains("\"logs\""),
+        "{debug}"
+    );
+    m.shutdown().await.unwrap();
+}
