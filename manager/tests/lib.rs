@@ -23,6 +23,7 @@ mod routing;
 mod tracing_events;
 mod transaction_handles;
 mod transactions;
+mod values;
 mod writer_lease;
 
 use litemux::{Database, Options, Role};
