@@ -111,3 +111,29 @@ pub(crate) async fn stopped(mut stopped: watch::Receiver<()>) {
     // Nothing is ever sent: this ends when the sender is dropped.
     while stopped.changed().await.is_ok() {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_file_name_not_created_yet_is_keyed_in_the_current_directory() -> Result<()> {
+        let name = "litemux-registry-key-never-created.db";
+        let here = std::fs::canonicalize(".").map_err(Error::Io)?;
+        assert_eq!(key(Path::new(name))?, here.join(name));
+        assert!(!Path::new(name).exists(), "computing a key creates nothing");
+        Ok(())
+    }
+
+    #[test]
+    fn one_file_has_one_key_however_it_is_spelled() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(Error::Io)?;
+        let file = dir.path().join("a.db");
+        let before = key(&dir.path().join("sub/../a.db"));
+        assert!(before.is_err(), "a missing directory cannot be canonicalised");
+        std::fs::write(&file, b"").map_err(Error::Io)?;
+        let spelled = dir.path().join(".").join("a.db");
+        assert_eq!(key(&file)?, key(&spelled)?);
+        Ok(())
+    }
+}
