@@ -130,7 +130,10 @@ mod tests {
         let dir = tempfile::tempdir().map_err(Error::Io)?;
         let file = dir.path().join("a.db");
         let before = key(&dir.path().join("sub/../a.db"));
-        assert!(before.is_err(), "a missing directory cannot be canonicalised");
+        assert!(
+            before.is_err(),
+            "a missing directory cannot be canonicalised"
+        );
         std::fs::write(&file, b"").map_err(Error::Io)?;
         let spelled = dir.path().join(".").join("a.db");
         assert_eq!(key(&file)?, key(&spelled)?);
