@@ -161,3 +161,58 @@ async fn begin_is_reported_as_litemux_ran_it() -> TestResult {
     }
     Ok(())
 }
+
+/// Every event, `CacheQuery` and the transaction statements included, is delivered on the
+/// caller's task, inside the caller's span, also when the statement ran on a connection
+/// thread or a reader.
+#[tokio::test]
+async fn events_run_inside_the_callers_span() -> TestResult {
+    use tracing::Instrument;
+    // A registry gives spans identities; set for this thread, which polls every future here.
+    let _subscriber = tracing::subscriber::set_default(tracing_subscriber::registry());
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    let spans = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&spans);
+    conn.set_instrumentation(move |event: InstrumentationEvent<'_>| {
+        let span = tracing::Span::current()
+            .metadata()
+            .map_or("none", |m| m.name());
+        sink.lock()
+            .expect("not poisoned")
+            .push(format!("{span}: {}", kind(&event)));
+    });
+    let request = tracing::info_span!("request");
+    async {
+        insert_user(&mut conn, "ada").await?;
+        user_names(&mut conn).await?;
+        conn.transaction::<_, Error, _>(async |conn| {
+            conn.transaction::<_, Error, _>(async |conn| insert_user(conn, "grace").await)
+                .await
+        })
+        .await?;
+        Ok::<_, Error>(())
+    }
+    .instrument(request)
+    .await?;
+    let spans = spans.lock().expect("not poisoned").clone();
+    assert!(spans.iter().any(|s| s.ends_with("cache")), "{spans:?}");
+    assert!(spans.iter().any(|s| s.ends_with("begin")), "{spans:?}");
+    assert!(
+        spans.iter().all(|s| s.starts_with("request: ")),
+        "{spans:?}"
+    );
+    Ok(())
+}
+
+fn kind(event: &InstrumentationEvent<'_>) -> &'static str {
+    match event {
+        InstrumentationEvent::StartQuery { .. } => "start",
+        InstrumentationEvent::CacheQuery { .. } => "cache",
+        InstrumentationEvent::FinishQuery { .. } => "finish",
+        InstrumentationEvent::BeginTransaction { .. } => "begin",
+        InstrumentationEvent::CommitTransaction { .. } => "commit",
+        InstrumentationEvent::RollbackTransaction { .. } => "rollback",
+        _ => "other",
+    }
+}
