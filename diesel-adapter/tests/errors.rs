@@ -232,3 +232,39 @@ async fn the_crate_error_says_what_failed() -> TestResult {
     assert!(error.to_string().contains("readers"), "{error}");
     Ok(())
 }
+
+/// A statement stopped by `statement_timeout` is recognisable as interrupted, on a reader and
+/// inside a transaction on the writer, and the connection goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_statement_is_recognisable() -> TestResult {
+    const ENDLESS: &str =
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT max(x) FROM c";
+    let db = TestDb::new();
+    db.connect().await?;
+    let mut conn = LitemuxConnection::establish(&db.url("readers=1&statement_timeout=100")).await?;
+    let interrupted = |error: &Error| {
+        matches!(
+            litemux_error(error).as_deref(),
+            Some(litemux::Error::Interrupted { .. })
+        )
+    };
+    // Bounded so a timeout that does not fire fails the test instead of hanging it.
+    let on_reader = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        diesel::sql_query(ENDLESS).execute(&mut conn),
+    )
+    .await?
+    .expect_err("stopped");
+    assert!(interrupted(&on_reader), "{on_reader:?}");
+    let in_transaction = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        conn.transaction::<_, Error, _>(async |conn| {
+            diesel::sql_query(ENDLESS).execute(conn).await
+        }),
+    )
+    .await?
+    .expect_err("stopped");
+    assert!(interrupted(&in_transaction), "{in_transaction:?}");
+    insert_user(&mut conn, "after").await?;
+    Ok(())
+}
