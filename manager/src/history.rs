@@ -253,6 +253,80 @@ mod tests {
     }
 
     #[test]
+    fn time_formats_as_rfc3339_across_leap_days_centuries_and_year_ends() {
+        // Expected values from Python's datetime (an independent civil calendar).
+        let cases: [(u64, &str); 31] = [
+            (0, "1970-01-01T00:00:00"),
+            (59, "1970-01-01T00:00:59"),
+            (86399, "1970-01-01T23:59:59"),
+            (86400, "1970-01-02T00:00:00"),
+            (951782399, "2000-02-28T23:59:59"),
+            (951782400, "2000-02-29T00:00:00"),
+            (951868800, "2000-03-01T00:00:00"),
+            (978307199, "2000-12-31T23:59:59"),
+            (1709210096, "2024-02-29T12:34:56"),
+            (4107542400, "2100-03-01T00:00:00"),
+            (4107542399, "2100-02-28T23:59:59"),
+            (4102444800, "2100-01-01T00:00:00"),
+            (253402300799, "9999-12-31T23:59:59"),
+            (68169600, "1972-02-29T00:00:00"),
+            (1234567890, "2009-02-13T23:31:30"),
+            (2678400, "1970-02-01T00:00:00"),
+            (5097600, "1970-03-01T00:00:00"),
+            (31535999, "1970-12-31T23:59:59"),
+            (31536000, "1971-01-01T00:00:00"),
+            (108022074679, "5393-01-30T11:51:19"),
+            (15680644176, "2466-11-24T22:29:36"),
+            (223649410867, "9057-03-02T20:21:07"),
+            (28071399467, "2859-07-19T10:57:47"),
+            (160484411896, "7055-07-20T11:18:16"),
+            (249357206645, "9871-10-25T18:44:05"),
+            (58013994741, "3808-05-23T06:32:21"),
+            (21635879128, "2655-08-13T06:25:28"),
+            (113531643738, "5567-09-04T15:42:18"),
+            (64724536207, "4021-01-14T13:50:07"),
+            (150713464793, "6745-12-02T19:19:53"),
+            (14708197926, "2436-01-31T18:32:06"),
+        ];
+        for (secs, want) in cases {
+            let t = UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(250_001);
+            assert_eq!(rfc3339(t), format!("{want}.250001Z"), "{secs}");
+        }
+    }
+
+    #[test]
+    fn params_are_written_as_json_values() {
+        let history = History::new("d\\b".into(), 4, true);
+        let params = [
+            Value::Null,
+            Value::Integer(-3),
+            Value::Real(0.5),
+            Value::Real(f64::NAN),
+            Value::Real(f64::INFINITY),
+            Value::Text("a\u{1}b\u{1f} \t\r".into()),
+            Value::Blob(vec![1, 2, 3]),
+        ];
+        history.record("q", &params, Role::Reader, Duration::from_millis(2), Ok(0));
+        let entries = history.snapshot();
+        assert_eq!(entries.len(), 1);
+        let mut line = String::new();
+        write_json_line(&mut line, &entries[0]);
+        assert!(
+            line.starts_with(r#"{"database":"d\\b","sql":"q","role":"reader","duration":2000,"rows":0,"error":null,"time":""#),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(concat!(
+                r#"Z","params":[null,-3,0.5,null,null,"a\u0001b\u001f \t\r",{"blob_len":3}]}"#,
+                "\n"
+            )),
+            "{line}"
+        );
+        assert_eq!(Role::Reader.as_str(), "reader");
+        assert_eq!(Role::Writer.as_str(), "writer");
+    }
+
+    #[test]
     fn ring_is_bounded_and_json_is_escaped() {
         let history = History::new("db".into(), 2, true);
         for sql in ["a", "b\n\"c\""] {
