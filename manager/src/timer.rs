@@ -40,11 +40,8 @@ pub(crate) async fn timeout<F: Future>(limit: Duration, future: F) -> Result<F::
             return Poll::Pending;
         };
         match &alarm {
-            Some(alarm) if alarm.rang() => Poll::Ready(Err(Elapsed)),
-            Some(alarm) => {
-                alarm.set_waker(cx.waker());
-                Poll::Pending
-            }
+            Some(alarm) if alarm.rang_or_rearm(cx.waker()) => Poll::Ready(Err(Elapsed)),
+            Some(_) => Poll::Pending,
             None if Instant::now() >= deadline => Poll::Ready(Err(Elapsed)),
             None => {
                 alarm = Some(Alarm::set(deadline, cx.waker()));
@@ -83,15 +80,17 @@ impl Alarm {
         Alarm { entry }
     }
 
-    fn rang(&self) -> bool {
-        lock(&self.entry.waker).is_none()
-    }
-
-    fn set_waker(&self, waker: &Waker) {
-        if let Some(old) = lock(&self.entry.waker).as_mut()
-            && !old.will_wake(waker)
-        {
-            old.clone_from(waker);
+    /// Whether the alarm has rung; if not, it will wake `waker` (the task polling now) when
+    /// it does. One lock for both, so a ring in between cannot be missed.
+    fn rang_or_rearm(&self, waker: &Waker) -> bool {
+        match lock(&self.entry.waker).as_mut() {
+            None => true,
+            Some(old) => {
+                if !old.will_wake(waker) {
+                    old.clone_from(waker);
+                }
+                false
+            }
         }
     }
 }
