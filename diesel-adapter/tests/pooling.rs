@@ -211,3 +211,31 @@ async fn mobc_pool_runs_queries_and_transactions() -> TestResult {
     );
     Ok(())
 }
+
+/// `is_broken` stays exact: a connection returned inside a transaction it began itself (not a
+/// test transaction) is discarded, its transaction rolled back and the writer freed.
+#[tokio::test]
+async fn a_connection_returned_inside_a_transaction_is_discarded() -> TestResult {
+    use diesel_async::TransactionManager;
+    use diesel_async::pooled_connection::deadpool::Pool;
+    use litemux_diesel::LitemuxTransactionManager;
+    let db = TestDb::new();
+    litemux_diesel::run_pending_migrations(db.connect().await?.database(), MIGRATIONS).await?;
+    let pool = Pool::builder(manager(&db)).max_size(1).build()?;
+    let database = {
+        let mut conn = pool.get().await?;
+        LitemuxTransactionManager::begin_transaction(&mut *conn).await?;
+        insert_user(&mut conn, "uncommitted").await?;
+        conn.database().clone()
+    };
+    let mut conn = pool.get().await?;
+    assert_eq!(
+        deadpool::managed::Object::metrics(&conn).recycle_count,
+        0,
+        "a new connection, not the broken one"
+    );
+    assert!(user_names(&mut conn).await?.is_empty());
+    drop(conn);
+    assert!(writer_is_free(&database).await);
+    Ok(())
+}
