@@ -3,4 +3,5 @@
 //! the README with the command that runs them.
 
 mod bad_input;
+mod cancellation;
 mod crash;
