@@ -106,3 +106,61 @@ async fn read_transaction_end_returns_after_the_snapshot_is_released() {
     let seen = db.fetch_one("SELECT count(*) FROM t", ()).await.unwrap();
     assert_eq!(seen.get::<i64>(0).unwrap(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_savepoint_is_gone_and_its_work_joins_the_enclosing_one() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    let mut tx = db.begin().await.unwrap();
+    tx.savepoint("a").await.unwrap();
+    tx.execute("INSERT INTO t(x) VALUES (1)", ()).await.unwrap();
+    tx.savepoint("b").await.unwrap();
+    tx.execute("INSERT INTO t(x) VALUES (2)", ()).await.unwrap();
+    tx.release("b").await.unwrap();
+    let gone = tx.rollback_to("b").await;
+    assert!(gone.is_err(), "b was released: {gone:?}");
+    assert!(tx.release("never-set").await.is_err());
+    // Rolling back to `a` undoes what was done under `b` too.
+    tx.rollback_to("a").await.unwrap();
+    tx.execute("INSERT INTO t(x) VALUES (3)", ()).await.unwrap();
+    tx.release("a").await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(crate::ints(&db, "SELECT x FROM t").await, [3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_shows_whether_it_is_open_and_how_deep_it_is_nested() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    let mut tx = db.begin().await.unwrap();
+    let outer = format!("{tx:?}");
+    assert!(
+        outer.starts_with("Transaction")
+            && outer.contains("open: true")
+            && outer.contains("depth: 0"),
+        "{outer}"
+    );
+    let inner = tx
+        .transaction(async |inner| {
+            let nested = format!("{inner:?}");
+            inner
+                .transaction(async |deeper| {
+                    Ok::<_, litemux::Error>((nested, format!("{deeper:?}")))
+                })
+                .await
+        })
+        .await
+        .unwrap();
+    assert!(inner.0.contains("depth: 1"), "{}", inner.0);
+    assert!(inner.1.contains("depth: 2"), "{}", inner.1);
+    assert!(
+        format!("{tx:?}").contains("depth: 0"),
+        "back out of both levels"
+    );
+    // The next level reuses depth 1's savepoint name: it must still work.
+    tx.transaction(async |inner| inner.execute("INSERT INTO t(x) VALUES (1)", ()).await)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(count(&db).await, 1);
+}
