@@ -338,3 +338,23 @@ async fn a_forgotten_transaction_gives_the_writer_back_after_idle_in_transaction
     assert_eq!(crate::ints(&db, "SELECT x FROM t ORDER BY x").await, [2, 4]);
     db.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_running_a_statement_longer_than_its_idle_timeout_keeps_the_writer() {
+    let t = TempDb::new();
+    let url = t.url("?readers=1&idle_in_transaction_timeout=300");
+    let db = Database::open(&url).await.unwrap();
+    db.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, x INTEGER)")
+        .await
+        .unwrap();
+    let tx = db.begin().await.unwrap();
+    tx.execute("INSERT INTO t(x) VALUES (1)", ()).await.unwrap();
+    // Busy, not idle: a job that holds the connection four times the idle timeout.
+    tx.with_connection(|_| std::thread::sleep(Duration::from_millis(1200)))
+        .await
+        .unwrap();
+    tx.execute("INSERT INTO t(x) VALUES (2)", ()).await.unwrap();
+    tx.commit().await.expect("still its writer");
+    assert_eq!(crate::ints(&db, "SELECT x FROM t ORDER BY x").await, [1, 2]);
+    db.close().await.unwrap();
+}
