@@ -163,15 +163,39 @@ impl Connection {
             context,
             budget_mark: None,
         };
-        conn.configure(options, role).map_err(open_error)?;
+        conn.configure(options, role).map_err(|e| match e {
+            // Says what failed, with the path: no need for another layer.
+            Error::WrongKey { .. } => e,
+            e => open_error(e),
+        })?;
         Ok(conn)
     }
 
     fn configure(&mut self, options: &Options, role: Role) -> Result<()> {
+        // SQLCipher reads nothing of the file before the key, and a statement run before it
+        // would take the file for plaintext.
+        if let Some(key) = &options.key {
+            // Not `setup`'s error, whose SQL text would carry the key into logs.
+            self.setup(&format!("PRAGMA key = '{}'", key.replace('\'', "''")))
+                .map_err(|_| Error::invalid("key", "SQLCipher refused the key"))?;
+        }
         self.setup(&format!(
             "PRAGMA busy_timeout = {}",
             options.busy_timeout.as_millis()
         ))?;
+        if options.key.is_some() {
+            // With a wrong key every page decrypts to noise: SQLite calls that "not a
+            // database", here it means the key.
+            self.fetch_unrecorded("SELECT count(*) FROM sqlite_schema", &[], Limit::First)
+                .map_err(|e| match e {
+                    Error::Sql { code, .. } if code & 0xff == libsqlite3_sys::SQLITE_NOTADB => {
+                        Error::WrongKey {
+                            path: options.path.clone(),
+                        }
+                    }
+                    e => e,
+                })?;
+        }
         let file = !options.is_memory();
         if file && role == Role::Writer && options.mode != OpenMode::ReadOnly {
             let mode = options.journal_mode.as_str();

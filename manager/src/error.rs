@@ -26,6 +26,16 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// The database was opened with a SQLCipher key (feature `sqlcipher`) that does not
+    /// decrypt the file: it was encrypted with another key, or is not encrypted at all, or is
+    /// not a database. Nothing was read or written. A file encrypted with a key and opened
+    /// without one fails as any file that is not a database: [`Error::Open`].
+    #[error("cannot decrypt database `{}` with the key given: wrong key, or not an encrypted database", path.display())]
+    WrongKey {
+        /// The path as given to `open`.
+        path: PathBuf,
+    },
+
     /// SQLite could not open the connection (diesel's report; the cause of [`Error::Open`]).
     #[error("cannot connect")]
     Connect(#[source] diesel::ConnectionError),
@@ -306,6 +316,7 @@ impl Error {
             | Error::Interrupted { sql } => Some(sql),
             Error::Open { source, .. } => source.sql(),
             Error::Io(_)
+            | Error::WrongKey { .. }
             | Error::Connect(_)
             | Error::Timeout { .. }
             | Error::IdleInTransaction { .. }

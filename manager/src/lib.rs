@@ -26,22 +26,45 @@
 //! ```
 //!
 //! # URLs
-//! `sqlite://` then the path as written (`sqlite:///abs/app.db`, `sqlite://rel/app.db`), then
-//! options, case-insensitive: `readers` (count), `busy_timeout`, `writer_timeout`,
-//! `reader_timeout`, `max_idle_time`, `max_connection_age`, `health_interval` (milliseconds),
-//! `journal_mode`, `synchronous`, `foreign_keys`, `mode` (`rwc`, `rw`, `ro`, `memory`),
-//! `transaction` (`deferred`, `immediate`, `exclusive`), `history` (capacity),
-//! `record_params`, `force_rollback`, `group_commit`, `inline_budget_us`, `lock_anchor_us`,
-//! `statement_timeout`, `idle_in_transaction_timeout` (milliseconds).
+//! `sqlite://` then the path as written (`sqlite:///abs/app.db`, `sqlite://rel/app.db`),
+//! percent-encoded where needed, then options, keys case-insensitive:
+//!
+//! | key | value |
+//! |---|---|
+//! | `readers` | count |
+//! | `busy_timeout`, `writer_timeout`, `reader_timeout`, `health_interval` | milliseconds |
+//! | `max_idle_time`, `max_connection_age` | milliseconds, or `never` |
+//! | `inline_budget_us`, `lock_anchor_us` | microseconds |
+//! | `journal_mode`, `synchronous` | SQLite's keywords (`wal`, `normal`, ...) |
+//! | `foreign_keys`, `record_params`, `force_rollback`, `group_commit` | `true`/`false`/`on`/`off` |
+//! | `mode` | `rwc`, `rw`, `ro`, `memory` |
+//! | `transaction` | `deferred`, `immediate`, `exclusive` |
+//! | `statement_timeout`, `idle_in_transaction_timeout` | milliseconds (0: no limit) |
+//! | `history` | capacity (entries) |
+//! | `history_file` | a path |
+//! | `pragma` | `name:value`, e.g. `pragma=cache_size:-16000`; **repeatable**, run in order |
+//! | `key` | the SQLCipher key (feature `sqlcipher`; without it, an error saying so) |
+//!
+//! Every option of [`Options`] but the [`on_connect`](Options::on_connect) hook has a key, so
+//! a pool configured by URL alone (diesel-async's managers) lacks nothing else. `Options`
+//! prints as such a URL ([`Display`](std::fmt::Display)), which parses back to equal options.
 //! A plain path and `:memory:` work too, and so do SQLite's own `file:` URIs (`file:app.db`,
 //! `file:///abs/app.db?mode=ro`, `file::memory:`), which take the same options.
 //!
 //! Refused with [`Error::InvalidOption`] naming the key: an unknown key, a bad value, a value
-//! out of range (see [`Options`]), a key given twice, SQLite URI parameters litemux cannot
+//! out of range (see [`Options`]), a key given twice (but `pragma`), SQLite URI parameters litemux cannot
 //! honour (`cache`, `vfs`, `immutable`, `nolock`, `psow`). Refused as a whole (`key` is
 //! `url`): a `#fragment`, a `file://` URI naming a host other than `localhost`, another
 //! scheme (`postgres://...`), and a plain path holding `?` or `#` (a URL missing its
 //! scheme) — so no file is ever created with such a name by accident. Escape them (`%3F`, `%23`) in a `sqlite://` URL to name such a file.
+//!
+//! # Features
+//! - `serde`: `Options: Serialize + Deserialize`, with the URL's keys and `path`, so options
+//!   can come from a config file (see [`Options`]'s `Deserialize` impl).
+//! - `sqlcipher`: SQLite built as [SQLCipher](https://www.zetetic.net/sqlcipher/), with
+//!   OpenSSL, both compiled from vendored sources (nothing from the system; the first build
+//!   takes minutes), and `Options::key` to encrypt the database at rest. Every crate linking
+//!   `libsqlite3-sys` in the build then gets SQLCipher, a superset of SQLite.
 //!
 //! # Layout
 //! - [`Database`] (`database.rs`): the handle; [`Options`] (`options/`): configuration and URLs.

@@ -20,9 +20,14 @@ mod pragmas;
 mod raw_sql;
 mod read_transactions;
 mod routing;
+#[cfg(feature = "serde")]
+mod serde_config;
+#[cfg(feature = "sqlcipher")]
+mod sqlcipher;
 mod tracing_events;
 mod transaction_handles;
 mod transactions;
+mod url_round_trip;
 mod values;
 mod writer_lease;
 

@@ -67,6 +67,9 @@ impl Options {
         for (name, value) in &self.pragmas {
             check_pragma(name, value)?;
         }
+        if let Some(key) = &self.key {
+            check_key(key)?;
+        }
         if self.path.as_os_str().as_encoded_bytes().contains(&0) {
             return Err(Error::invalid("path", "holds a NUL byte"));
         }
@@ -80,7 +83,12 @@ impl Options {
     pub(crate) fn check_joins(&self, running: &Options) -> Result<(), Error> {
         for &key in &self.explicit {
             let (asked, runs) = (self.setting(key), running.setting(key));
-            if asked != runs {
+            // The key is compared itself, and never shown.
+            let differ = match key {
+                "key" => self.key != running.key,
+                _ => asked != runs,
+            };
+            if differ {
                 return Err(Error::OptionConflict {
                     key: key.to_owned(),
                     running: runs,
@@ -128,6 +136,10 @@ impl Options {
             "group_commit" => self.group_commit.to_string(),
             "statement_timeout" => maybe(self.statement_timeout),
             "idle_in_transaction_timeout" => maybe(self.idle_in_transaction_timeout),
+            "key" => match &self.key {
+                Some(_) => format!("{} (a key)", super::display::REDACTED),
+                None => "none".to_owned(),
+            },
             other => format!("<{other}>"),
         }
     }
@@ -157,6 +169,23 @@ fn check_pragma(name: &str, value: &str) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+/// SQLCipher's key runs as `PRAGMA key = '<key>'`: an empty one would mean no encryption
+/// at all, a NUL would cut it short, and `***` is what `Display` prints in place of a key, so
+/// taking it for one would encrypt a file with a placeholder.
+fn check_key(key: &str) -> Result<(), Error> {
+    let reason = if key.is_empty() {
+        "is empty, which would leave the file unencrypted"
+    } else if key.contains('\0') {
+        "holds a NUL byte"
+    } else if key == super::display::REDACTED {
+        "is `***`, the placeholder litemux prints in place of a key, not a key; \
+         `Options::to_url_revealing_key` prints the key itself"
+    } else {
+        return Ok(());
+    };
+    Err(Error::invalid("key", reason))
 }
 
 #[cfg(test)]

@@ -1,7 +1,10 @@
 //! [`Options`]: everything [`Database::open_with`](crate::Database::open_with) can be told.
 
 mod check;
+mod display;
 mod pragmas;
+#[cfg(feature = "serde")]
+mod serde;
 mod url;
 
 use std::collections::BTreeSet;
@@ -75,6 +78,9 @@ pub struct Options {
     pub(crate) inline_budget: Duration,
     pub(crate) lock_anchor: Duration,
     pub(crate) group_commit: bool,
+    /// SQLCipher's key, run as `PRAGMA key` before anything else on every connection. Only the
+    /// `sqlcipher` feature can set it.
+    pub(crate) key: Option<String>,
     /// The keys (as in the URL) of the options set explicitly, which a second open of a file
     /// already open must agree with (see [`Database::open`](crate::Database::open)).
     explicit: BTreeSet<&'static str>,
@@ -112,6 +118,7 @@ impl fmt::Debug for Options {
                 "idle_in_transaction_timeout",
                 &self.idle_in_transaction_timeout,
             )
+            .field("key", &self.key.as_ref().map(|_| display::REDACTED))
             .finish_non_exhaustive()
     }
 }
@@ -152,6 +159,7 @@ impl Options {
             inline_budget: Duration::from_micros(100),
             lock_anchor: Duration::from_millis(5),
             group_commit: true,
+            key: None,
             explicit: BTreeSet::new(),
             statement_timeout: None,
             idle_in_transaction_timeout: None,
@@ -422,6 +430,27 @@ impl Options {
         self
     }
 
+    /// Encrypts the database with SQLCipher: `PRAGMA key = '<key>'` runs first on every
+    /// connection (writer, readers, lock anchor), before any other statement. A passphrase
+    /// is stretched by SQLCipher's key derivation; a raw 256-bit key is written as
+    /// `x'<64 hex digits>'` (SQLCipher's own syntax, inside the key text).
+    ///
+    /// A new file is created encrypted. An existing file must have been encrypted with this
+    /// key: otherwise opening fails with [`Error::WrongKey`](crate::Error::WrongKey). The key
+    /// must not be empty, hold a NUL byte, or be `***` (what [`Display`](std::fmt::Display)
+    /// prints in its place).
+    ///
+    /// [`Display`](std::fmt::Display) and [`Debug`](std::fmt::Debug) never print the key;
+    /// [`to_url_revealing_key`](Self::to_url_revealing_key) and `Serialize` (feature `serde`)
+    /// do, since they must read back to the same database.
+    #[cfg(feature = "sqlcipher")]
+    #[must_use]
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self.explicit.insert("key");
+        self
+    }
+
     /// The number of readers this configuration opens.
     pub fn reader_count(&self) -> usize {
         if self.is_memory() || self.force_rollback {
@@ -444,6 +473,77 @@ impl Options {
     /// A file in WAL mode: one whose WAL needs checkpointing.
     pub(crate) fn is_wal_file(&self) -> bool {
         !self.is_memory() && self.journal_mode == JournalMode::Wal
+    }
+}
+
+/// Options are equal when every setting is, and so is which of them were set explicitly
+/// (a second open of a file compares exactly those, see [`Database::open`](crate::Database::open)).
+/// [`on_connect`](Options::on_connect) hooks are equal only when they are the same `Arc`:
+/// one closure cloned along with the options, not two closures with the same code.
+impl PartialEq for Options {
+    fn eq(&self, other: &Options) -> bool {
+        let hooks_equal = match (&self.init, &other.init) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        // Destructured so that a new field cannot be forgotten here.
+        let Options {
+            path,
+            mode,
+            readers,
+            busy_timeout,
+            journal_mode,
+            synchronous,
+            foreign_keys,
+            pragmas,
+            init: _,
+            transaction_behavior,
+            writer_timeout,
+            reader_timeout,
+            history_capacity,
+            record_params,
+            history_file,
+            max_idle_time,
+            max_connection_age,
+            health_interval,
+            journal_size_limit,
+            force_rollback,
+            inline_budget,
+            lock_anchor,
+            group_commit,
+            key,
+            explicit,
+            statement_timeout,
+            idle_in_transaction_timeout,
+        } = self;
+        hooks_equal
+            && *path == other.path
+            && *mode == other.mode
+            && *readers == other.readers
+            && *busy_timeout == other.busy_timeout
+            && *journal_mode == other.journal_mode
+            && *synchronous == other.synchronous
+            && *foreign_keys == other.foreign_keys
+            && *pragmas == other.pragmas
+            && *transaction_behavior == other.transaction_behavior
+            && *writer_timeout == other.writer_timeout
+            && *reader_timeout == other.reader_timeout
+            && *history_capacity == other.history_capacity
+            && *record_params == other.record_params
+            && *history_file == other.history_file
+            && *max_idle_time == other.max_idle_time
+            && *max_connection_age == other.max_connection_age
+            && *health_interval == other.health_interval
+            && *journal_size_limit == other.journal_size_limit
+            && *force_rollback == other.force_rollback
+            && *inline_budget == other.inline_budget
+            && *lock_anchor == other.lock_anchor
+            && *group_commit == other.group_commit
+            && *key == other.key
+            && *explicit == other.explicit
+            && *statement_timeout == other.statement_timeout
+            && *idle_in_transaction_timeout == other.idle_in_transaction_timeout
     }
 }
 

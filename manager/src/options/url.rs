@@ -1,5 +1,6 @@
 //! Parsing `sqlite://path?key=value&...` URLs into [`Options`].
 
+use std::ffi::OsString;
 use std::time::Duration;
 
 use super::pragmas::parse_bool;
@@ -71,7 +72,7 @@ fn parse_url(input: &str, rest: &str) -> Result<Options, Error> {
         ));
     }
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let path = percent_decode(path)?;
+    let path = percent_decode_os(path)?;
     let mut options = if path == ":memory:" {
         Options::memory()
     } else if path.is_empty() {
@@ -85,18 +86,31 @@ fn parse_url(input: &str, rest: &str) -> Result<Options, Error> {
             .split_once('=')
             .ok_or_else(|| Error::invalid(pair, "expected key=value"))?;
         let key = percent_decode(key)?.to_ascii_lowercase();
-        if seen.contains(&key) {
+        if seen.contains(&key) && !REPEATABLE.contains(&key.as_str()) {
             return Err(Error::invalid(key, "given more than once"));
         }
-        options = apply(options, &key, &percent_decode(value)?)?;
+        options = match key.as_str() {
+            // Split before decoding: an escaped `:` belongs to the name.
+            "pragma" => {
+                let (name, value) = value.split_once(':').ok_or_else(|| {
+                    Error::invalid("pragma", format!("`{value}` is not name:value"))
+                })?;
+                options.pragma(percent_decode(name)?, percent_decode(value)?)
+            }
+            "history_file" => options.history_file(percent_decode_os(value)?),
+            _ => apply(options, &key, &percent_decode(value)?)?,
+        };
         seen.push(key);
     }
     options.check()?;
     Ok(options)
 }
 
-/// Applies one option; `key` is lower case.
-fn apply(options: Options, key: &str, value: &str) -> Result<Options, Error> {
+/// The keys that may be given more than once, each adding to the others.
+const REPEATABLE: &[&str] = &["pragma"];
+
+/// Applies one option, its value already decoded; `key` is lower case.
+pub(super) fn apply(options: Options, key: &str, value: &str) -> Result<Options, Error> {
     Ok(match key {
         "readers" => options.readers(parse_number(key, value)?),
         "busy_timeout" => options.busy_timeout(millis(key, value)?),
@@ -111,13 +125,29 @@ fn apply(options: Options, key: &str, value: &str) -> Result<Options, Error> {
         "record_params" => options.record_params(parse_bool(key, value)?),
         "force_rollback" => options.force_rollback(parse_bool(key, value)?),
         "group_commit" => options.group_commit(parse_bool(key, value)?),
-        "max_idle_time" => options.max_idle_time(Some(millis(key, value)?)),
+        "max_idle_time" => options.max_idle_time(millis_or_never(key, value)?),
         "inline_budget_us" => {
             options.inline_budget(Duration::from_micros(parse_number(key, value)?))
         }
         "lock_anchor_us" => options.lock_anchor(Duration::from_micros(parse_number(key, value)?)),
-        "max_connection_age" => options.max_connection_age(Some(millis(key, value)?)),
+        "max_connection_age" => options.max_connection_age(millis_or_never(key, value)?),
         "health_interval" => options.health_interval(millis(key, value)?),
+        "history_file" => options.history_file(value),
+        "pragma" => {
+            let (name, value) = value
+                .split_once(':')
+                .ok_or_else(|| Error::invalid(key, format!("`{value}` is not name:value")))?;
+            options.pragma(name, value)
+        }
+        #[cfg(feature = "sqlcipher")]
+        "key" => options.key(value),
+        #[cfg(not(feature = "sqlcipher"))]
+        "key" => {
+            return Err(Error::invalid(
+                key,
+                "encryption needs litemux built with the `sqlcipher` feature",
+            ));
+        }
         // SQLite's own URI parameters that litemux cannot honour: its connections are its
         // own (no shared cache), on the default VFS, with locking on.
         "cache" | "vfs" | "immutable" | "nolock" | "psow" | "modeof" => {
@@ -142,7 +172,33 @@ fn millis(key: &str, value: &str) -> Result<Duration, Error> {
     parse_number(key, value).map(Duration::from_millis)
 }
 
+/// `never`, or milliseconds.
+fn millis_or_never(key: &str, value: &str) -> Result<Option<Duration>, Error> {
+    if value.eq_ignore_ascii_case("never") {
+        return Ok(None);
+    }
+    millis(key, value).map(Some)
+}
+
 fn percent_decode(s: &str) -> Result<String, Error> {
+    String::from_utf8(percent_decode_bytes(s)?)
+        .map_err(|_| Error::invalid("url", format!("`{s}` is not UTF-8")))
+}
+
+/// Decodes a path: any bytes on Unix, where a file name is any bytes; UTF-8 elsewhere.
+fn percent_decode_os(s: &str) -> Result<OsString, Error> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStringExt;
+        percent_decode_bytes(s).map(OsString::from_vec)
+    }
+    #[cfg(not(unix))]
+    {
+        percent_decode(s).map(OsString::from)
+    }
+}
+
+fn percent_decode_bytes(s: &str) -> Result<Vec<u8>, Error> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -159,7 +215,7 @@ fn percent_decode(s: &str) -> Result<String, Error> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| Error::invalid("url", format!("`{s}` is not UTF-8")))
+    Ok(out)
 }
 
 #[cfg(test)]
