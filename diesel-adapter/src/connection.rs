@@ -15,7 +15,7 @@ use crate::instrumentation::{CacheLog, begin_statement};
 use crate::query::{OwnedRow, QueryText, RowStream, SerializedQuery};
 use crate::raw::Raw;
 use crate::routing::{self, Work};
-use crate::transaction_manager::{LitemuxTransactionManager, TransactionState};
+use crate::transaction_state::{LitemuxTransactionManager, TransactionState};
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -155,7 +155,7 @@ impl LitemuxConnection {
     /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
     /// ```
     pub fn raw(&mut self) -> Raw<'_> {
-        Raw::new(self)
+        Raw::new(&self.db, &mut self.transaction_state)
     }
 
     pub(crate) fn transaction_state_mut(&mut self) -> &mut TransactionState {

@@ -273,6 +273,23 @@ pub(crate) fn to_diesel_error(error: Error) -> diesel::result::Error {
     }
 }
 
+/// The litemux view of a diesel error just returned by `conn` (SQLite's extended code is read
+/// off the connection), for the history and for telling a refused write.
+pub(crate) fn litemux_view(
+    conn: &litemux::ConnectionRef<'_>,
+    sql: &str,
+    error: &diesel::result::Error,
+) -> litemux::Error {
+    use diesel::result::Error;
+    let copy = match error {
+        Error::DatabaseError(kind, info) => {
+            Error::DatabaseError(*kind, Box::new(info.message().to_owned()))
+        }
+        other => Error::QueryBuilderError(other.to_string().into()),
+    };
+    conn.error_from_diesel(sql, copy)
+}
+
 /// Turns a litemux error met while opening into diesel's connection error.
 pub(crate) fn to_connection_error(error: litemux::Error) -> diesel::ConnectionError {
     match error {

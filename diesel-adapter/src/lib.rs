@@ -43,8 +43,9 @@
 //! - [`LitemuxConnection`] (`connection.rs`): the diesel-async connection traits;
 //!   `routing.rs` decides where each query runs and runs it there.
 //! - `transaction.rs`: the cancel-safe [`LitemuxConnection::transaction`];
-//!   [`LitemuxTransactionManager`] (`transaction_manager.rs`): diesel's transaction semantics
-//!   on a [`litemux::Transaction`], and what a dropped future leaves behind.
+//!   [`LitemuxTransactionManager`] and its [`TransactionState`] (`transaction_state.rs`): one
+//!   connection's transaction, and what a dropped future leaves behind;
+//!   `transaction_manager.rs`: diesel's transaction semantics on a [`litemux::Transaction`].
 //! - [`Raw`] (`raw.rs`): litemux's raw SQL inside the connection's transaction.
 //! - `query.rs`: queries and rows as they cross to a connection thread.
 //! - `sync_connection.rs`: [`LitemuxConnection::with_sync_connection`], the sync escape hatch.
@@ -150,6 +151,7 @@ mod routing;
 mod sync_connection;
 mod transaction;
 mod transaction_manager;
+mod transaction_state;
 
 pub use connection::LitemuxConnection;
 pub use error::{Error, Result, litemux_error};
@@ -160,4 +162,4 @@ pub use migrations::{
 pub use query::{OwnedRow, RowStream};
 pub use raw::Raw;
 pub use transaction::TransactionCallback;
-pub use transaction_manager::{LitemuxTransactionManager, TransactionState};
+pub use transaction_state::{LitemuxTransactionManager, TransactionState};

@@ -1,13 +1,14 @@
-//! [`Raw`]: litemux's raw SQL on a [`LitemuxConnection`], inside its transaction if one is open.
+//! [`Raw`]: litemux's raw SQL on a [`LitemuxConnection`](crate::LitemuxConnection), inside its transaction if one is open.
 
 use diesel::QueryResult;
 use litemux::{ExecuteResult, Params, Row};
 
 use crate::error::to_diesel;
 
-use crate::LitemuxConnection;
+use crate::transaction_state::TransactionState;
 
-/// litemux's raw SQL API on a [`LitemuxConnection`], from [`LitemuxConnection::raw`].
+/// litemux's raw SQL API on a [`LitemuxConnection`](crate::LitemuxConnection), from
+/// [`LitemuxConnection::raw`](crate::LitemuxConnection::raw).
 ///
 /// Inside a transaction of the connection (`conn.transaction(...)`, `begin_test_transaction`)
 /// every method runs in that transaction, so raw and ORM statements commit or roll back
@@ -41,12 +42,14 @@ use crate::LitemuxConnection;
 /// ```
 #[derive(Debug)]
 pub struct Raw<'a> {
-    conn: &'a mut LitemuxConnection,
+    db: &'a litemux::Database,
+    /// The connection's transaction, which every method joins when one is open.
+    state: &'a mut TransactionState,
 }
 
 impl<'a> Raw<'a> {
-    pub(crate) fn new(conn: &'a mut LitemuxConnection) -> Self {
-        Raw { conn }
+    pub(crate) fn new(db: &'a litemux::Database, state: &'a mut TransactionState) -> Self {
+        Raw { db, state }
     }
 
     /// Runs one statement for its effect.
@@ -61,15 +64,9 @@ impl<'a> Raw<'a> {
     /// stays part of it (and the transaction goes on).
     pub async fn execute(self, sql: &str, params: impl Params) -> QueryResult<ExecuteResult> {
         let params = params.into_values();
-        let state = self.conn.transaction_state_mut();
-        match state.lend().await? {
+        match self.state.lend().await? {
             Some(mut lent) => lent.tx().execute(sql, params).await.map_err(to_diesel),
-            None => self
-                .conn
-                .database()
-                .execute(sql, params)
-                .await
-                .map_err(to_diesel),
+            None => self.db.execute(sql, params).await.map_err(to_diesel),
         }
     }
 
@@ -83,15 +80,9 @@ impl<'a> Raw<'a> {
     /// As [`execute`](Self::execute); a read outside a transaction is cancel safe.
     pub async fn fetch_all(self, sql: &str, params: impl Params) -> QueryResult<Vec<Row>> {
         let params = params.into_values();
-        let state = self.conn.transaction_state_mut();
-        match state.lend().await? {
+        match self.state.lend().await? {
             Some(mut lent) => lent.tx().fetch_all(sql, params).await.map_err(to_diesel),
-            None => self
-                .conn
-                .database()
-                .fetch_all(sql, params)
-                .await
-                .map_err(to_diesel),
+            None => self.db.fetch_all(sql, params).await.map_err(to_diesel),
         }
     }
 
@@ -105,15 +96,9 @@ impl<'a> Raw<'a> {
     /// As [`fetch_all`](Self::fetch_all).
     pub async fn fetch_one(self, sql: &str, params: impl Params) -> QueryResult<Row> {
         let params = params.into_values();
-        let state = self.conn.transaction_state_mut();
-        match state.lend().await? {
+        match self.state.lend().await? {
             Some(mut lent) => lent.tx().fetch_one(sql, params).await.map_err(to_diesel),
-            None => self
-                .conn
-                .database()
-                .fetch_one(sql, params)
-                .await
-                .map_err(to_diesel),
+            None => self.db.fetch_one(sql, params).await.map_err(to_diesel),
         }
     }
 
@@ -126,19 +111,13 @@ impl<'a> Raw<'a> {
     /// As [`fetch_all`](Self::fetch_all).
     pub async fn fetch_optional(self, sql: &str, params: impl Params) -> QueryResult<Option<Row>> {
         let params = params.into_values();
-        let state = self.conn.transaction_state_mut();
-        match state.lend().await? {
+        match self.state.lend().await? {
             Some(mut lent) => lent
                 .tx()
                 .fetch_optional(sql, params)
                 .await
                 .map_err(to_diesel),
-            None => self
-                .conn
-                .database()
-                .fetch_optional(sql, params)
-                .await
-                .map_err(to_diesel),
+            None => self.db.fetch_optional(sql, params).await.map_err(to_diesel),
         }
     }
 
@@ -152,15 +131,9 @@ impl<'a> Raw<'a> {
     /// # Cancel safety
     /// As [`execute`](Self::execute).
     pub async fn execute_batch(self, script: &str) -> QueryResult<()> {
-        let state = self.conn.transaction_state_mut();
-        match state.lend().await? {
+        match self.state.lend().await? {
             Some(mut lent) => lent.tx().execute_batch(script).await.map_err(to_diesel),
-            None => self
-                .conn
-                .database()
-                .execute_batch(script)
-                .await
-                .map_err(to_diesel),
+            None => self.db.execute_batch(script).await.map_err(to_diesel),
         }
     }
 }

@@ -8,10 +8,10 @@ use diesel::QueryResult;
 use diesel::sqlite::SqliteConnection;
 use litemux::{ConnectionRef, Role};
 
-use crate::error::{attach, to_diesel};
+use crate::error::{attach, litemux_view, to_diesel};
 use crate::instrumentation::CacheLog;
 use crate::query::{self, OwnedRow, SerializedQuery};
-use crate::transaction_manager::TransactionState;
+use crate::transaction_state::TransactionState;
 
 /// What to do with a query on its connection thread, and how many rows the history counts.
 pub(crate) struct Work<R> {
@@ -121,7 +121,7 @@ fn run_recorded<R>(
     match outcome {
         Ok(out) => Ok(succeeded(conn, query, started, out, work)),
         Err(e) => {
-            let litemux = litemux_error(conn, &query.sql, &e);
+            let litemux = litemux_view(conn, &query.sql, &e);
             Err(failed(conn, query, started, e, litemux))
         }
     }
@@ -167,7 +167,7 @@ fn attempt_read<R>(
     match run_work(conn, query, work, cache) {
         Ok(out) => ReadAttempt::Done(Ok(succeeded(conn, query, started, out, work))),
         Err(e) => {
-            let litemux = litemux_error(conn, &query.sql, &e);
+            let litemux = litemux_view(conn, &query.sql, &e);
             if let litemux::Error::ReadOnly { .. } = litemux {
                 // The writer prepares it again; diesel's one connection would have once.
                 if let (Some(cache), Some(logged)) = (cache, logged) {
@@ -179,23 +179,6 @@ fn attempt_read<R>(
             ReadAttempt::Done(Err(failed(conn, query, started, e, litemux)))
         }
     }
-}
-
-/// The litemux view of a diesel error just returned by `conn` (SQLite's extended code is read
-/// off the connection), for the history and for telling a refused write.
-pub(crate) fn litemux_error(
-    conn: &ConnectionRef<'_>,
-    sql: &str,
-    error: &diesel::result::Error,
-) -> litemux::Error {
-    use diesel::result::Error;
-    let copy = match error {
-        Error::DatabaseError(kind, info) => {
-            Error::DatabaseError(*kind, Box::new(info.message().to_owned()))
-        }
-        other => Error::QueryBuilderError(other.to_string().into()),
-    };
-    conn.error_from_diesel(sql, copy)
 }
 
 #[cfg(test)]

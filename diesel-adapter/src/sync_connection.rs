@@ -15,8 +15,7 @@ use diesel::sqlite::SqliteConnection;
 use litemux::ConnectionRef;
 
 use crate::LitemuxConnection;
-use crate::error::{attach, to_diesel};
-use crate::routing::litemux_error;
+use crate::error::{attach, litemux_view, to_diesel};
 
 /// The statement text litemux errors from `f` carry: litemux does not see `f`'s SQL.
 const SYNC_SQL: &str = "-- with_sync_connection";
@@ -106,7 +105,7 @@ impl LitemuxConnection {
     {
         let job = move |conn: &mut ConnectionRef<'_>| {
             within_open_transaction(conn, |conn| {
-                f(conn.diesel()).map_err(|e| attach(e, |e| litemux_error(conn, SYNC_SQL, e)))
+                f(conn.diesel()).map_err(|e| attach(e, |e| litemux_view(conn, SYNC_SQL, e)))
             })
         };
         match self.transaction_state_mut().lend().await? {

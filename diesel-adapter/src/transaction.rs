@@ -14,7 +14,7 @@ use diesel::result::Error as DieselError;
 use diesel_async::TransactionManager;
 
 use crate::LitemuxConnection;
-use crate::transaction_manager::{LitemuxTransactionManager, ONE};
+use crate::transaction_state::{LitemuxTransactionManager, ONE};
 
 /// A closure a transaction runs: any `async |conn| ...` (or function returning a future) that
 /// takes the connection and whose future is `Send`.

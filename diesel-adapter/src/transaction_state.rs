@@ -1,0 +1,279 @@
+//! [`LitemuxTransactionManager`] and its [`TransactionState`]: one connection's transaction, as diesel counts it and as litemux holds
+//! it, and what a dropped future leaves behind.
+//!
+//! The outermost level is a litemux transaction (`BEGIN IMMEDIATE` by default, holding the
+//! writer); nested levels are savepoints named as diesel names them (`diesel_savepoint_N`).
+//!
+//! # Cancellation
+//! The litemux transaction lives in a [`Slot`] shared with *level guards*: every future that
+//! opens or ends a level (`begin_transaction`, `commit_transaction`, `rollback_transaction` of
+//! [`LitemuxTransactionManager`](crate::LitemuxTransactionManager)) or runs one
+//! ([`LitemuxConnection::transaction`](crate::LitemuxConnection::transaction)) arms a guard
+//! for it, and disarms it when done. A guard dropped armed (its future was cancelled) marks
+//! the level *abandoned*; for the outermost level it also drops the litemux transaction on the
+//! spot, which queues `ROLLBACK` on the writer and frees it — no waiting, no `block_in_place`,
+//! any runtime. The connection notices the mark the next time it is used
+//! ([`TransactionState::reconcile`]): it brings diesel's depth back in line and, for an
+//! abandoned savepoint, rolls it back before the transaction's next statement.
+//!
+//! A statement borrows the transaction out of the slot for as long as it runs ([`Lent`]) and
+//! puts it back when done or dropped, so a cancelled *statement* does not end the transaction.
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use diesel::QueryResult;
+use diesel::connection::{
+    TransactionDepthChange, TransactionManagerStatus, ValidTransactionManagerStatus,
+};
+use diesel::result::Error as DieselError;
+
+/// diesel-async's transaction manager for [`LitemuxConnection`](crate::LitemuxConnection): diesel's semantics (nested
+/// transactions are savepoints, test transactions, `RollbackTransaction`) on a
+/// [`litemux::Transaction`], cancel safe.
+///
+/// You do not use it directly; `AsyncConnection::transaction`,
+/// `begin_test_transaction` and `test_transaction` do.
+///
+/// ```
+/// # async fn demo() -> diesel::QueryResult<()> {
+/// use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let url = format!("sqlite://{}", dir.path().join("app.db").display());
+/// let mut conn = litemux_diesel::LitemuxConnection::establish(&url).await.unwrap();
+/// conn.batch_execute("CREATE TABLE t(x INTEGER)").await?;
+/// conn.transaction(async |conn| {
+///     conn.batch_execute("INSERT INTO t VALUES (1)").await?;
+///     // A nested transaction is a savepoint: its failure does not end the outer one.
+///     let inner = conn
+///         .transaction::<(), _, _>(async |conn| {
+///             conn.batch_execute("INSERT INTO t VALUES (2)").await?;
+///             Err(diesel::result::Error::RollbackTransaction)
+///         })
+///         .await;
+///     assert!(inner.is_err());
+///     Ok::<_, diesel::result::Error>(())
+/// })
+/// .await?;
+/// let db = conn.database();
+/// assert_eq!(db.fetch_all("SELECT x FROM t", ()).await.unwrap().len(), 1);
+/// # Ok(()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+/// ```
+#[derive(Debug, Default, Clone, Copy)]
+#[non_exhaustive]
+pub struct LitemuxTransactionManager;
+
+/// The transaction state of one [`LitemuxConnection`](crate::LitemuxConnection): diesel's depth bookkeeping and the
+/// litemux transaction it stands for.
+#[derive(Default)]
+pub struct TransactionState {
+    status: TransactionManagerStatus,
+    slot: Arc<Mutex<Slot>>,
+    /// The savepoint to roll back and release before the transaction's next statement: a
+    /// nested transaction whose future was dropped.
+    pending_savepoint: Option<u32>,
+}
+
+impl std::fmt::Debug for TransactionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransactionState")
+            .field("status", &self.status)
+            .field("pending_savepoint", &self.pending_savepoint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the level guards share with the connection.
+#[derive(Default)]
+struct Slot {
+    /// The open litemux transaction, unless a statement has borrowed it.
+    tx: Option<litemux::Transaction>,
+    /// The outermost level whose future was dropped, until the connection reconciles.
+    abandoned: Option<NonZeroU32>,
+}
+
+fn lock(slot: &Mutex<Slot>) -> MutexGuard<'_, Slot> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The savepoint level `depth + 1` opens, named as diesel names it.
+pub(crate) fn savepoint_name(depth: u32) -> String {
+    format!("diesel_savepoint_{depth}")
+}
+
+impl TransactionState {
+    /// Applies what guards of dropped futures recorded: diesel's depth goes back to the level
+    /// below the abandoned one; an abandoned outermost level has already dropped (rolled back)
+    /// the litemux transaction, an abandoned savepoint is rolled back before the next statement.
+    pub(crate) fn reconcile(&mut self) {
+        let (abandoned, orphan) = {
+            let mut slot = lock(&self.slot);
+            let Some(level) = slot.abandoned.take() else {
+                return;
+            };
+            let orphan = if level.get() == 1 {
+                slot.tx.take()
+            } else {
+                None
+            };
+            (level, orphan)
+        };
+        drop(orphan);
+        let keep = abandoned.get() - 1;
+        if let TransactionManagerStatus::Valid(valid) = &mut self.status {
+            while valid.transaction_depth().is_some_and(|d| d.get() > keep) {
+                let _ = valid.change_transaction_depth(TransactionDepthChange::DecreaseDepth);
+            }
+        }
+        self.pending_savepoint = match (keep, self.pending_savepoint) {
+            (0, _) => None,
+            (keep, Some(pending)) => Some(pending.min(keep)),
+            (keep, None) => Some(keep),
+        };
+    }
+
+    /// The current depth, after reconciling.
+    pub(crate) fn depth(&mut self) -> QueryResult<Option<NonZeroU32>> {
+        self.reconcile();
+        self.status.transaction_depth()
+    }
+
+    pub(crate) fn valid(&mut self) -> QueryResult<&mut ValidTransactionManagerStatus> {
+        match &mut self.status {
+            TransactionManagerStatus::Valid(valid) => Ok(valid),
+            TransactionManagerStatus::InError => Err(DieselError::BrokenTransactionManager),
+        }
+    }
+
+    pub(crate) fn change_depth(&mut self, change: TransactionDepthChange) -> QueryResult<()> {
+        self.valid()?.change_transaction_depth(change)
+    }
+
+    /// Borrows the open transaction for one statement, first rolling back an abandoned
+    /// savepoint. `None` when no transaction is open.
+    pub(crate) async fn lend(&mut self) -> QueryResult<Option<Lent>> {
+        if self.depth()?.is_none() {
+            return Ok(None);
+        }
+        let mut lent = self.take_lent()?;
+        self.settle(lent.tx()).await;
+        Ok(Some(lent))
+    }
+
+    pub(crate) fn take_lent(&mut self) -> QueryResult<Lent> {
+        let tx = lock(&self.slot).tx.take();
+        match tx {
+            Some(tx) => Ok(Lent {
+                slot: Arc::clone(&self.slot),
+                tx: Some(tx),
+            }),
+            // diesel says a transaction is open, yet there is none: only reachable if a lent
+            // transaction was leaked (`mem::forget` of a query future).
+            None => Err(DieselError::BrokenTransactionManager),
+        }
+    }
+
+    /// Rolls back and releases the savepoint of an abandoned nested transaction.
+    pub(crate) async fn settle(&mut self, tx: &mut litemux::Transaction) {
+        let Some(depth) = self.pending_savepoint else {
+            return;
+        };
+        let name = savepoint_name(depth);
+        // The savepoint may be gone already (its RELEASE was queued before its future was
+        // dropped, or its SAVEPOINT never was): then there is nothing to undo.
+        if tx.rollback_to(&name).await.is_ok()
+            && let Err(e) = tx.release(&name).await
+        {
+            tracing::warn!(target: "litemux_diesel", error = %e, "releasing an abandoned savepoint failed");
+        }
+        self.pending_savepoint = None;
+    }
+
+    /// Installs the outermost litemux transaction, just begun.
+    pub(crate) fn install(&mut self, tx: litemux::Transaction) {
+        lock(&self.slot).tx = Some(tx);
+    }
+
+    /// Takes the outermost litemux transaction out, to end it.
+    pub(crate) fn take_tx(&mut self) -> Option<litemux::Transaction> {
+        lock(&self.slot).tx.take()
+    }
+
+    /// Forgets an abandoned savepoint: the whole transaction is ending.
+    pub(crate) fn forget_pending_savepoint(&mut self) {
+        self.pending_savepoint = None;
+    }
+
+    /// diesel's bookkeeping, after reconciling.
+    pub(crate) fn status_mut(&mut self) -> &mut TransactionManagerStatus {
+        self.reconcile();
+        &mut self.status
+    }
+
+    pub(crate) fn guard(&self, level: NonZeroU32) -> LevelGuard {
+        LevelGuard {
+            slot: Arc::clone(&self.slot),
+            level: Some(level),
+        }
+    }
+}
+
+/// The open transaction, borrowed by one statement; put back when dropped.
+pub(crate) struct Lent {
+    slot: Arc<Mutex<Slot>>,
+    tx: Option<litemux::Transaction>,
+}
+
+impl Lent {
+    pub(crate) fn tx(&mut self) -> &mut litemux::Transaction {
+        self.tx
+            .as_mut()
+            .expect("a Lent holds its transaction until dropped")
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        let Some(tx) = self.tx.take() else { return };
+        let mut slot = lock(&self.slot);
+        if slot.abandoned.is_some_and(|level| level.get() == 1) {
+            // The whole transaction was abandoned while this statement had it: end it now.
+            drop(slot);
+            drop(tx);
+        } else {
+            slot.tx = Some(tx);
+        }
+    }
+}
+
+/// Marks a transaction level abandoned if dropped before [`disarm`](Self::disarm); for the
+/// outermost level it drops the litemux transaction at once (rollback queued, writer freed).
+pub(crate) struct LevelGuard {
+    slot: Arc<Mutex<Slot>>,
+    level: Option<NonZeroU32>,
+}
+
+impl LevelGuard {
+    pub(crate) fn disarm(mut self) {
+        self.level = None;
+    }
+}
+
+impl Drop for LevelGuard {
+    fn drop(&mut self) {
+        let Some(level) = self.level else { return };
+        let orphan = {
+            let mut slot = lock(&self.slot);
+            slot.abandoned = Some(slot.abandoned.map_or(level, |old| old.min(level)));
+            if level.get() == 1 {
+                slot.tx.take()
+            } else {
+                None
+            }
+        };
+        drop(orphan);
+    }
+}
+
+pub(crate) const ONE: NonZeroU32 = NonZeroU32::MIN;
