@@ -20,6 +20,7 @@ mod pragmas;
 mod raw_sql;
 mod read_transactions;
 mod routing;
+mod rows;
 #[cfg(feature = "serde")]
 mod serde_config;
 #[cfg(feature = "sqlcipher")]
