@@ -121,6 +121,11 @@
 //! - **A tokio runtime is required**, of either flavour, with or without its time driver:
 //!   `AsyncConnectionWrapper<LitemuxConnection>` (diesel-async's way to use it from sync code,
 //!   e.g. to run diesel's `MigrationHarness` at start-up) works.
+//! - **Every connection of a file shares the one writer's session**: TEMP tables, `ATTACH`ed
+//!   databases and run-time PRAGMAs set through any [`LitemuxConnection`] (or raw litemux
+//!   handle) of that file live on its writer and apply to all of them. Queries that name the
+//!   temp schema or an attached database run on the writer; run-time `journal_mode`,
+//!   `locking_mode` and `query_only` changes are refused (see litemux's crate docs).
 //! - **Call `transaction` as a method** (`conn.transaction(...)`): it resolves to the
 //!   cancel-safe inherent method. diesel-async's trait method cannot be overridden outside
 //!   diesel-async (its bounds name a trait private to diesel-async): generic code calling

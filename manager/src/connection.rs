@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::connection_ref::ConnectionRef;
 use crate::history::History;
 use crate::options::OpenMode;
-use crate::raw::{Failure, RawConnection, Running, StatementShape};
+use crate::raw::{Access, Facts, Failure, RawConnection, Running, StatementShape};
 use crate::row::RowsBuilder;
 use crate::statement::{ClassificationCache, Classified, Kind};
 use crate::{Error, Options, Result, Role, Row, Value};
@@ -33,6 +33,9 @@ pub struct ExecuteResult {
 pub(crate) struct Context {
     pub(crate) history: History,
     pub(crate) classified: ClassificationCache,
+    /// Row changes and commits SQLite's own hooks saw on readers: always 0, since their
+    /// authorizer denies every write (see [`Status::reader_writes`](crate::Status)).
+    pub(crate) reader_writes: Arc<std::sync::atomic::AtomicU64>,
     /// [`Options::inline_budget`], for judging runs on the connection's thread.
     pub(crate) inline_budget: Duration,
     /// [`Options::statement_timeout`]: how long a job run for a caller may run.
@@ -120,6 +123,10 @@ pub(crate) struct Connection {
 /// Opens a read transaction with its snapshot taken: SQLite starts one at its first read,
 /// not at BEGIN.
 const BEGIN_SNAPSHOT: [&str; 2] = ["BEGIN DEFERRED", "SELECT 1 FROM sqlite_schema LIMIT 1"];
+
+/// Counts the temp objects and attached databases of a connection.
+const SESSION_OBJECTS: &str = "SELECT (SELECT count(*) FROM temp.sqlite_schema) \
+     + (SELECT count(*) FROM pragma_database_list WHERE name NOT IN ('main', 'temp'))";
 
 /// What a read transaction found as it began.
 #[derive(Debug, Clone, Copy)]
@@ -225,8 +232,27 @@ impl Connection {
             hook(self.raw.diesel()).map_err(|e| self.diesel_error("<on_connect hook>", e))?;
         }
         // Last, so the hook may still create temporary objects on readers.
-        if role == Role::Reader {
-            self.setup("PRAGMA query_only = ON")?;
+        match role {
+            Role::Reader => {
+                self.setup("PRAGMA query_only = ON")?;
+                self.raw.guard(Access::Reader {
+                    witness: Arc::clone(&self.context.reader_writes),
+                });
+            }
+            Role::Writer => {
+                // The hook may have made the writer's session differ from the readers' before
+                // the authorizer watched for it.
+                let session = self.fetch_unrecorded(SESSION_OBJECTS, &[], Limit::First)?;
+                if session
+                    .first()
+                    .is_some_and(|row| row.get::<i64>(0).is_ok_and(|n| n > 0))
+                {
+                    self.context.classified.namespace_changed();
+                }
+                self.raw.guard(Access::Writer {
+                    namespace: self.context.classified.namespace(),
+                });
+            }
         }
         Ok(())
     }
@@ -240,6 +266,12 @@ impl Connection {
 
     pub(crate) fn role(&self) -> Role {
         self.role
+    }
+
+    /// Whether the writer's namespace (temp objects, attachments) may differ from this
+    /// connection's.
+    pub(crate) fn namespace_differs(&self) -> bool {
+        self.context.classified.epoch() != 0
     }
 
     pub(crate) fn is_autocommit(&self) -> bool {
@@ -256,25 +288,35 @@ impl Connection {
         self.raw.diesel()
     }
 
-    /// Classifies `sql`, from the shared cache or by preparing it here (the prepared
-    /// statement stays in this connection's cache, ready to run).
+    /// Classifies `sql`, from the shared cache or by preparing it here (on the writer the
+    /// prepared statement stays in its cache, ready to run).
+    ///
+    /// # Errors
+    /// On a reader, [`Error::ReadOnly`] for a PRAGMA that sets a value, which a reader may not
+    /// even prepare: the writer must run (and classify) it.
     pub(crate) fn classify(&mut self, sql: &str) -> Result<Classified> {
         if let Some(found) = self.context.classified.get(sql) {
             return Ok(found);
         }
-        let shape = match self.raw.statement(sql) {
-            Ok(Some(statement)) => statement.shape(),
+        let epoch = self.context.classified.epoch();
+        let shape = match self.raw.shape_of(sql) {
+            Ok(Some(shape)) => shape,
             Ok(None) => StatementShape {
                 readonly: true,
                 parameters: 0,
                 returns_rows: false,
                 has_tail: false,
                 empty: true,
+                facts: Facts::default(),
             },
             Err(f) => return Err(Error::from_sqlite(sql, f.code, f.message)),
         };
-        let classified = Classified::new(sql, shape);
-        self.context.classified.insert(sql, classified);
+        let classified = Classified::new(sql, shape, epoch);
+        // A reader resolves names without the writer's temp objects and attachments, so what
+        // it says holds only while the writer has none.
+        if self.role == Role::Writer || epoch == 0 {
+            self.context.classified.insert(sql, classified);
+        }
         Ok(classified)
     }
 
@@ -692,7 +734,7 @@ impl Connection {
             let Some(mut statement) = statement else {
                 continue;
             };
-            let classified = Classified::new(sql, statement.shape());
+            let classified = Classified::new(sql, statement.shape(), 0);
             if classified.kind == Kind::TransactionControl && !allow_transaction_control {
                 return Err(Error::TransactionControl { sql: sql.into() });
             }
@@ -828,7 +870,10 @@ impl Connection {
             diesel::result::Error::DatabaseError(kind, info) => {
                 let message = info.message().to_owned();
                 let failure = self.raw.last_failure();
-                if failure.code != libsqlite3_sys::SQLITE_OK && failure.message == message {
+                // A failure the authorizer explained keeps SQLite's message as its start.
+                if failure.code != libsqlite3_sys::SQLITE_OK
+                    && failure.message.starts_with(message.as_str())
+                {
                     return Error::from_sqlite(sql, failure.code, message);
                 }
                 let code = match kind {

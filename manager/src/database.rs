@@ -472,6 +472,7 @@ impl Database {
                 .readers
                 .as_ref()
                 .is_some_and(crate::readers::Readers::anchor_held),
+            reader_writes: shared.context.reader_writes.load(Ordering::Relaxed),
             closed: shared.is_closed() || self.handle.closed.load(Ordering::Relaxed),
         }
     }
@@ -531,4 +532,9 @@ pub struct Status {
     pub lock_anchor_held: bool,
     /// Whether this handle (or the database) is closed.
     pub closed: bool,
+    /// Rows changed and transactions committed on reader connections (the lock anchor's
+    /// included), as SQLite's own update and commit hooks saw them. Always 0: readers refuse
+    /// every write in their authorizer, which no statement can switch off. It is here so that
+    /// tests can check that, with a count no statement can fool.
+    pub reader_writes: u64,
 }

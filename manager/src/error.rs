@@ -90,6 +90,18 @@ pub enum Error {
         message: String,
     },
 
+    /// litemux refused a statement that would break its model: changing `journal_mode` or
+    /// `locking_mode` at run time needs the file to itself, which litemux's own readers never
+    /// give it (the writer would wait out its busy timeout), and `query_only` on the shared
+    /// writer would stop every write. `reason` says what to do instead.
+    #[error("statement refused: {reason} in `{sql}`")]
+    Refused {
+        /// The statement text.
+        sql: String,
+        /// Why, with SQLite's message first.
+        reason: String,
+    },
+
     /// Waiting for a connection took longer than the configured timeout: the writer is held by
     /// a long transaction, or every reader is checked out.
     #[error("timed out after {waited:?} waiting for the {role:?} connection")]
@@ -295,6 +307,10 @@ impl Error {
             ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED => Error::Busy { sql, code, message },
             ffi::SQLITE_READONLY => Error::ReadOnly { sql, message },
             ffi::SQLITE_INTERRUPT => Error::Interrupted { sql },
+            ffi::SQLITE_AUTH => Error::Refused {
+                sql,
+                reason: message,
+            },
             _ => Error::Sql { sql, code, message },
         }
     }
@@ -306,6 +322,7 @@ impl Error {
             | Error::Constraint { sql, .. }
             | Error::Busy { sql, .. }
             | Error::ReadOnly { sql, .. }
+            | Error::Refused { sql, .. }
             | Error::NoRows { sql }
             | Error::ParameterCount { sql, .. }
             | Error::MultipleStatements { sql }

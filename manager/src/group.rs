@@ -181,6 +181,7 @@ mod tests {
         let context = Arc::new(Context {
             history: History::new("test".into(), 100, false),
             classified: Default::default(),
+            reader_writes: Default::default(),
             inline_budget: Duration::from_micros(100),
             statement_timeout: None,
         });

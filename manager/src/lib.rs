@@ -2,8 +2,9 @@
 //!
 //! Each [`Database`] has one writer connection and a pool of reader connections (WAL). Reads
 //! outside a transaction run on a reader, anything that can write runs on the writer — SQLite
-//! itself decides which (`sqlite3_stmt_readonly`), so comments and CTEs cannot fool it, and
-//! readers are `query_only` so a misjudged write is refused there and retried on the writer.
+//! itself decides which (`sqlite3_stmt_readonly` and its authorizer), so comments, CTEs and
+//! PRAGMA spellings cannot fool it, and readers refuse every write, so a misjudged one is
+//! refused there and retried on the writer.
 //! Opening the same file twice in one process shares one writer, so the process never fights
 //! itself for SQLite's write lock (`database is locked`).
 //!
@@ -74,9 +75,24 @@
 //! - Internals: `shared.rs` (per-file state and routing), `writer.rs` (the FIFO writer lease),
 //!   `group.rs` (group commit), `readers.rs` (the reader pool), `anchor.rs` (the lock anchor
 //!   that spares readers SQLite's lock system calls), `worker.rs` (a connection's
-//!   thread), `connection.rs` (running SQL), `statement.rs` (classification), `raw.rs` (the
-//!   only `unsafe`: SQLite's C API), `registry.rs` (one writer per file), `health.rs` (the
-//!   health task), `timer.rs` (deadlines without tokio's time driver).
+//!   thread), `connection.rs` (running SQL), `statement.rs` (classification), `raw/` (the
+//!   only `unsafe`: SQLite's C API; `raw/guard.rs` the authorizer), `registry.rs` (one
+//!   writer per file), `health.rs` (the health task), `timer.rs` (deadlines without tokio's
+//!   time driver).
+//!
+//! # One writer session
+//! Every handle and connection of a file shares **the one writer's session**: TEMP tables and
+//! views, `ATTACH`ed databases and run-time PRAGMAs (`PRAGMA cache_size(..)`, ...) live on the
+//! writer, whichever handle created them. Statements that name the temp schema or an attached
+//! database run on the writer, so they read the same inside and outside a transaction; reads
+//! of the file alone still run on readers. A [`ReadTransaction`] runs on a reader: it sees the
+//! file, not the writer's TEMP objects or attachments. Run-time `journal_mode`, `locking_mode`
+//! and `query_only` changes are refused with [`Error::Refused`]: the first two need the file to
+//! themselves, which litemux's own readers never give them (the writer would wait out its busy
+//! timeout), and `query_only` would stop every write; set them with [`Options`].
+//!
+//! Readers refuse every write in an SQLite authorizer that no statement can switch off;
+//! [`Status::reader_writes`] counts what SQLite's own hooks saw them change (always 0).
 //!
 //! # Caveats
 //! - **A tokio runtime is required**, of either flavour; its time driver is not (waits for

@@ -101,6 +101,7 @@ impl Shared {
                 options.record_params,
             ),
             classified: Default::default(),
+            reader_writes: Default::default(),
             inline_budget: options.inline_budget,
             statement_timeout: options.statement_timeout,
         });
@@ -329,8 +330,8 @@ impl Shared {
         self.route_request(sql, params, Execute, false).await
     }
 
-    /// Sends `request` to a reader if it is known to only read (or, when `unknown_reads`, not
-    /// known at all), else to the writer.
+    /// Sends `request` to a reader if it is known to only read the file (or, when
+    /// `unknown_reads`, not known at all and readers can tell), else to the writer.
     async fn route_request<R: Request>(
         &self,
         sql: &str,
@@ -339,7 +340,10 @@ impl Shared {
         unknown_reads: bool,
     ) -> Result<R::Output> {
         let known = self.context.classified.get(sql);
-        let to_reader = known.map_or(unknown_reads, |c| c.kind == Kind::Read);
+        let to_reader = match known {
+            Some(known) => known.reads_the_file(),
+            None => unknown_reads && self.readers_can_classify(),
+        };
         let params = match &self.readers {
             Some(readers) if to_reader => {
                 match self.read(readers, sql, params, request, known).await? {
@@ -350,6 +354,12 @@ impl Shared {
             _ => params,
         };
         self.write(sql, params, request).await
+    }
+
+    /// Whether a reader can tell what an unknown statement does: not once the writer has
+    /// temp objects or attachments, which change what names mean there.
+    fn readers_can_classify(&self) -> bool {
+        self.context.classified.epoch() == 0
     }
 
     /// The inline budget for `sql`, unless inline runs are off or it overran too often.
@@ -650,18 +660,25 @@ impl Shared {
 
     /// Where `sql` would run outside a transaction.
     pub(crate) async fn route(&self, sql: &str) -> Result<Role> {
-        let kind = match self.context.classified.get(sql) {
-            Some(known) => known.kind,
+        let on_reader = match self.context.classified.get(sql) {
+            Some(known) => known.reads_the_file(),
             None => {
                 let sql = sql.to_owned();
-                let classify = move |conn: &mut Connection| conn.classify(&sql).map(|c| c.kind);
+                let classify = move |conn: &mut Connection| match conn.classify(&sql) {
+                    Ok(c) => Ok(c.reads_the_file()),
+                    // A reader may not even prepare it: a PRAGMA that sets a value.
+                    Err(Error::ReadOnly { .. }) if conn.role() == Role::Reader => Ok(false),
+                    Err(e) => Err(e),
+                };
                 match &self.readers {
-                    Some(readers) => readers.get().await?.call(classify).await??,
-                    None => self.writer.worker.call(classify).await??,
+                    Some(readers) if self.readers_can_classify() => {
+                        readers.get().await?.call(classify).await??
+                    }
+                    _ => self.writer.worker.call(classify).await??,
                 }
             }
         };
-        Ok(if kind == Kind::Read && self.readers.is_some() {
+        Ok(if on_reader && self.readers.is_some() {
             Role::Reader
         } else {
             Role::Writer
@@ -714,12 +731,15 @@ fn read_here<R: Request>(
 ) -> Option<ReadOutcome<R::Output>> {
     let classified = match known.map_or_else(|| conn.classify(sql), Ok) {
         Ok(c) => c,
+        // A reader may not even prepare it (a PRAGMA that sets a value): the writer will
+        // classify it.
+        Err(Error::ReadOnly { .. }) => return Some(ReadOutcome::NotARead),
         Err(e) => {
             conn.record_failure(sql, params, &e);
             return Some(ReadOutcome::Done(Err(e)));
         }
     };
-    if classified.kind != Kind::Read {
+    if !classified.reads_the_file() {
         return Some(ReadOutcome::NotARead);
     }
     let outcome = match budget {
@@ -730,6 +750,20 @@ fn read_here<R: Request>(
         None => request.run(conn, sql, params),
     };
     match outcome {
+        // A name the reader does not know, while the writer has objects readers lack: the
+        // statement reads the writer's session after all. Remember, and let the writer run it.
+        Err(Error::Sql { message, .. })
+            if message.starts_with("no such ") && conn.namespace_differs() =>
+        {
+            conn.remember(
+                sql,
+                Classified {
+                    session: true,
+                    ..classified
+                },
+            );
+            Some(ReadOutcome::NotARead)
+        }
         // SQLite refused a write on this `query_only` reader: its own classification missed
         // it. Remember, and let the writer run it.
         Err(Error::ReadOnly { .. }) => {
@@ -769,6 +803,8 @@ mod tests {
             dml: false,
             returns_rows: true,
             overruns: 0,
+            session: false,
+            epoch: 0,
         };
         shared.context.classified.insert(sql, wrong);
         let rows = shared.fetch(sql, Vec::new(), Limit::All).await?;

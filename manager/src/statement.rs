@@ -1,12 +1,21 @@
 //! What a statement is (read, write, transaction control) and how it is handed to diesel.
 //!
-//! Routing asks SQLite itself: `sqlite3_stmt_readonly` on the prepared statement, which no
-//! comment or CTE can fool. SQLite calls a few statements read-only that must still go to the
-//! writer, because they change the connection rather than the file: transaction control
-//! (`BEGIN`, `COMMIT`, ...), `ATTACH`/`DETACH`, and PRAGMAs that set a value. Those are
-//! recognised by their first keyword, found by skipping white space and comments.
+//! Routing asks SQLite itself. `sqlite3_stmt_readonly` on the prepared statement, which no
+//! comment or CTE can fool, and the authorizer's report of every action the statement takes
+//! ([`Facts`]): a PRAGMA that sets a value is a write in every spelling (`PRAGMA x = y`,
+//! `PRAGMA x(y)`, `PRAGMA s.x(y)`), and a statement that names the temp schema or an attached
+//! database needs the writer's session, which readers do not share. A few statements SQLite
+//! calls read-only must still go to the writer because they change the connection rather
+//! than the file: transaction control (`BEGIN`, `COMMIT`, ...), `ATTACH`/`DETACH`; those are
+//! also recognised by their first keyword, found by skipping white space and comments.
+//!
+//! What a name means depends on the writer's namespace: once it has a temp object or an
+//! attached database, `t` may be `temp.t` there and `main.t` on a reader. So classifications
+//! are stamped with the namespace epoch the writer's authorizer bumps on every such change,
+//! and one made under another epoch is not used.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::raw::StatementShape;
@@ -42,6 +51,11 @@ pub(crate) struct Classified {
     /// Consecutive inline overruns. One alone proves little: the thread may simply have been
     /// preempted mid-statement on a loaded machine.
     pub(crate) overruns: u8,
+    /// It names the temp schema or an attached database: it must run on the writer, where
+    /// that session lives, even if it only reads.
+    pub(crate) session: bool,
+    /// The writer's namespace epoch it was classified under (see the module docs).
+    pub(crate) epoch: u64,
 }
 
 /// Consecutive overruns after which a statement is always queued to its connection's thread.
@@ -60,14 +74,15 @@ impl Classified {
 }
 
 impl Classified {
-    pub(crate) fn new(sql: &str, shape: StatementShape) -> Self {
+    /// Classifies `sql`, prepared with `shape`, under namespace `epoch`.
+    pub(crate) fn new(sql: &str, shape: StatementShape, epoch: u64) -> Self {
         let keyword = first_keyword(sql);
         let kind = match keyword.as_deref() {
             Some("BEGIN" | "COMMIT" | "END" | "ROLLBACK" | "SAVEPOINT" | "RELEASE") => {
                 Kind::TransactionControl
             }
             Some("ATTACH" | "DETACH" | "VACUUM" | "REINDEX" | "ANALYZE") => Kind::Write,
-            Some("PRAGMA") if sets_value(sql) => Kind::Write,
+            _ if shape.facts.writes => Kind::Write,
             _ if shape.readonly => Kind::Read,
             _ => Kind::Write,
         };
@@ -84,29 +99,61 @@ impl Classified {
                     Some("INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "WITH")
                 ),
             overruns: 0,
+            // Names resolve alike on every connection until the writer's namespace first
+            // differs (epoch 0); after that a table of unknown schema may be the writer's.
+            session: shape.facts.session || (shape.facts.unresolved && epoch != 0),
+            epoch,
         }
+    }
+
+    /// Whether a reader may run it: it only reads, and only the file all connections share.
+    pub(crate) fn reads_the_file(&self) -> bool {
+        self.kind == Kind::Read && !self.session
     }
 }
 
 /// SQL text to classification, shared by every connection of one database.
 ///
-/// Whether a statement reads or writes does not depend on the schema, so entries never go
-/// stale; the map is bounded by clearing it when full, since real programs use a fixed set of
-/// statements and anything else is a program building SQL with literals.
+/// Whether a statement reads or writes does not depend on the schema; which schema a name
+/// resolves to does, and entries of an older namespace epoch are ignored. The map is bounded
+/// by clearing it when full, since real programs use a fixed set of statements and anything
+/// else is a program building SQL with literals.
 #[derive(Debug, Default)]
 pub(crate) struct ClassificationCache {
     entries: RwLock<HashMap<Arc<str>, Classified, foldhash::fast::RandomState>>,
+    /// Bumped by the writer's authorizer each time it prepares a statement that creates a
+    /// temp object, attaches or detaches.
+    namespace: Arc<AtomicU64>,
 }
 
 const CLASSIFICATION_CACHE_LIMIT: usize = 4096;
 
 impl ClassificationCache {
+    /// What is known of `sql` under the current namespace epoch.
     pub(crate) fn get(&self, sql: &str) -> Option<Classified> {
+        let epoch = self.epoch();
         self.entries
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(sql)
             .copied()
+            .filter(|c| c.epoch == epoch)
+    }
+
+    /// The writer's namespace epoch now: 0 until its session first differs from the readers'.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.namespace.load(Ordering::Acquire)
+    }
+
+    /// The counter the writer's authorizer bumps.
+    pub(crate) fn namespace(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.namespace)
+    }
+
+    /// Notes a namespace change the authorizer could not see (made while the writer was
+    /// being set up).
+    pub(crate) fn namespace_changed(&self) {
+        self.namespace.fetch_add(1, Ordering::AcqRel);
     }
 
     pub(crate) fn insert(&self, sql: &str, classified: Classified) {
@@ -157,21 +204,6 @@ fn skip_trivia(mut sql: &str) -> &str {
     }
 }
 
-/// Whether a PRAGMA statement assigns (`PRAGMA x = y`), ignoring `=` inside quotes.
-fn sets_value(sql: &str) -> bool {
-    let mut quote = None;
-    for c in sql.chars() {
-        match (quote, c) {
-            (None, '\'' | '"' | '`') => quote = Some(c),
-            (None, '[') => quote = Some(']'),
-            (Some(q), c) if c == q => quote = None,
-            (None, '=') => return true,
-            _ => {}
-        }
-    }
-    false
-}
-
 /// Quotes `name` as an SQL identifier (for savepoint names given by callers).
 pub(crate) fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -180,6 +212,7 @@ pub(crate) fn quote_identifier(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::raw::Facts;
 
     fn shape(readonly: bool) -> StatementShape {
         StatementShape {
@@ -188,6 +221,7 @@ mod tests {
             returns_rows: readonly,
             has_tail: false,
             empty: false,
+            facts: Facts::default(),
         }
     }
 
@@ -204,16 +238,56 @@ mod tests {
 
     #[test]
     fn connection_changing_statements_go_to_the_writer() {
-        let k = |sql| Classified::new(sql, shape(true)).kind;
+        let k = |sql| Classified::new(sql, shape(true), 0).kind;
         assert_eq!(k("/**/COMMIT"), Kind::TransactionControl);
         assert_eq!(k("ATTACH 'x.db' AS x"), Kind::Write);
-        assert_eq!(k("PRAGMA foreign_keys = OFF"), Kind::Write);
-        assert_eq!(k("PRAGMA table_info('a=b')"), Kind::Read);
         assert_eq!(k("SELECT 1"), Kind::Read);
-        assert_eq!(Classified::new("INSERT", shape(false)).kind, Kind::Write);
-        assert!(Classified::new("/* x */ with v as (select 1) delete from t", shape(false)).dml);
-        assert!(!Classified::new("CREATE TABLE t(x)", shape(false)).dml);
-        assert!(!Classified::new("WITH v AS (SELECT 1) SELECT * FROM v", shape(true)).dml);
+        let new = |sql, readonly| Classified::new(sql, shape(readonly), 0);
+        assert_eq!(new("INSERT", false).kind, Kind::Write);
+        assert!(new("/* x */ with v as (select 1) delete from t", false).dml);
+        assert!(!new("CREATE TABLE t(x)", false).dml);
+        assert!(!new("WITH v AS (SELECT 1) SELECT * FROM v", true).dml);
+    }
+
+    #[test]
+    fn what_the_authorizer_saw_decides() {
+        let with = |facts| StatementShape {
+            facts,
+            ..shape(true)
+        };
+        let sets = Facts {
+            writes: true,
+            ..Facts::default()
+        };
+        let pragma = Classified::new("PRAGMA query_only(0)", with(sets), 0);
+        assert_eq!(pragma.kind, Kind::Write);
+        let session = Facts {
+            session: true,
+            ..Facts::default()
+        };
+        let temp = Classified::new("SELECT * FROM t", with(session), 3);
+        assert_eq!((temp.kind, temp.epoch), (Kind::Read, 3));
+        assert!(!temp.reads_the_file());
+        let unresolved = Facts {
+            unresolved: true,
+            ..Facts::default()
+        };
+        let count = |epoch| Classified::new("SELECT count(*) FROM t", with(unresolved), epoch);
+        assert!(count(0).reads_the_file());
+        assert!(!count(1).reads_the_file());
+        assert!(Classified::new("SELECT 1", shape(true), 0).reads_the_file());
+    }
+
+    #[test]
+    fn entries_of_another_namespace_epoch_are_not_used() {
+        let cache = ClassificationCache::default();
+        cache.insert("SELECT 1", Classified::new("SELECT 1", shape(true), 0));
+        assert!(cache.get("SELECT 1").is_some());
+        cache.namespace().fetch_add(1, Ordering::AcqRel);
+        assert_eq!(cache.epoch(), 1);
+        assert!(cache.get("SELECT 1").is_none());
+        cache.insert("SELECT 1", Classified::new("SELECT 1", shape(true), 1));
+        assert!(cache.get("SELECT 1").is_some());
     }
 
     #[test]

@@ -7,18 +7,21 @@ mod constraints;
 mod error_kinds;
 mod force_rollback;
 mod group_commit;
+mod handle_identity;
 mod health;
 mod history;
 mod inline;
 mod interrupts;
 mod lock_anchor;
 mod manager;
+mod never_blocks_itself;
 mod one_writer;
 mod open;
 mod options;
 mod pragmas;
 mod raw_sql;
 mod read_transactions;
+mod readers_cannot_write;
 mod routing;
 mod rows;
 #[cfg(feature = "serde")]
@@ -31,6 +34,7 @@ mod transactions;
 mod url_round_trip;
 mod values;
 mod writer_lease;
+mod writer_session;
 
 use litemux::{Database, Options, Role};
 

@@ -7,24 +7,35 @@
 //! `sqlite3_progress_handler` (abort a statement that overruns its time budget) and
 //! `sqlite3_commit_hook` (did a transaction that ended under litemux commit, or roll back?).
 //!
-//! The handle is captured with `sqlite3_auto_extension`: SQLite calls every registered
-//! auto-extension with the new `sqlite3*`, synchronously, on the thread that opens the
-//! connection. [`RawConnection::establish`] records it in a thread-local around diesel's
-//! `establish` and keeps it next to the connection it belongs to, so it can never outlive it.
+//! The handle is found with `sqlite3_auto_extension`: SQLite calls every registered
+//! auto-extension with each new `sqlite3*`, synchronously, on the thread that opens the
+//! connection. While [`RawConnection::establish`] runs diesel's `establish`, the extension
+//! gives every connection opened on that thread an authorizer that knows its own handle.
+//! litemux then sends a marker statement *through diesel's own connection*; the authorizer
+//! that sees it reports its handle and denies it (so it never runs, and touches no file). The
+//! handle is thus diesel's by construction, even if something else (a process-wide diesel
+//! instrumentation, say) opened connections on the thread meanwhile, and no other
+//! connection's pointer is ever used. litemux's own authorizer then replaces it.
+//!
+//! Every connection also gets an authorizer ([`guard`]): readers cannot write, and routing
+//! learns what each statement touches.
 //!
 //! Raw SQL runs through litemux's own prepared statements on that handle ([`statement`]);
 //! diesel's ORM queries run through diesel's, on the same connection.
 #![allow(unsafe_code)]
 
+mod guard;
 mod statement;
 
+pub(crate) use guard::{Access, Facts};
+use guard::{Guard, Trust};
 use statement::StatementCache;
 pub(crate) use statement::{RawValue, Running, Statement};
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -32,31 +43,92 @@ use diesel::{Connection as _, ConnectionError, SqliteConnection};
 use libsqlite3_sys as ffi;
 
 thread_local! {
-    /// The last connection opened on this thread, written by [`capture_handle`].
-    static OPENED: Cell<*mut ffi::sqlite3> = const { Cell::new(ptr::null_mut()) };
+    /// Whether this thread is inside [`RawConnection::establish`].
+    static ESTABLISHING: Cell<bool> = const { Cell::new(false) };
+    /// The handle whose authorizer saw [`MARKER`].
+    static IDENTIFIED: Cell<*mut ffi::sqlite3> = const { Cell::new(ptr::null_mut()) };
 }
 
-/// Auto-extension entry point: remembers the connection being opened on this thread.
+/// The savepoint name of the statement that identifies diesel's handle.
+const MARKER: &str = "litemux_identify_handle";
+
+/// Auto-extension entry point: while this thread establishes a litemux connection, gives the
+/// new connection [`identify`] as its authorizer.
 ///
 /// It runs for every SQLite connection opened anywhere in the process (other libraries
-/// linking the same SQLite included); recording a pointer in a thread-local is harmless there.
-unsafe extern "C" fn capture_handle(
+/// linking the same SQLite included); outside `establish` it does nothing.
+unsafe extern "C" fn offer_identity(
     db: *mut ffi::sqlite3,
     _error_message: *mut *mut c_char,
     _api: *const ffi::sqlite3_api_routines,
 ) -> c_int {
-    OPENED.with(|opened| opened.set(db));
+    if ESTABLISHING.with(Cell::get) {
+        // SAFETY: `db` is the connection being opened, live for this call; the user data is
+        // that same handle, only ever compared and reported, never dereferenced by `identify`.
+        unsafe { ffi::sqlite3_set_authorizer(db, Some(identify), db.cast()) };
+    }
     ffi::SQLITE_OK
+}
+
+/// Authorizer of connections opened during `establish`: allows everything but [`MARKER`],
+/// which it denies after reporting its own handle.
+unsafe extern "C" fn identify(
+    db: *mut c_void,
+    action: c_int,
+    _name: *const c_char,
+    argument: *const c_char,
+    _schema: *const c_char,
+    _trigger: *const c_char,
+) -> c_int {
+    if action != ffi::SQLITE_SAVEPOINT || argument.is_null() {
+        return ffi::SQLITE_OK;
+    }
+    // SAFETY: SQLite passes a NUL-terminated string that lives for the callback.
+    if unsafe { CStr::from_ptr(argument) }.to_bytes() != MARKER.as_bytes() {
+        return ffi::SQLITE_OK;
+    }
+    IDENTIFIED.with(|identified| identified.set(db.cast()));
+    ffi::SQLITE_DENY
 }
 
 fn install_capture() -> bool {
     static INSTALLED: OnceLock<bool> = OnceLock::new();
     *INSTALLED.get_or_init(|| {
-        // SAFETY: `capture_handle` has the signature SQLite expects of an auto-extension and
-        // touches only a thread-local; registering it is allowed from any thread.
-        let rc = unsafe { ffi::sqlite3_auto_extension(Some(capture_handle)) };
+        // SAFETY: `offer_identity` has the signature SQLite expects of an auto-extension and
+        // only sets an authorizer on the connection it is given; registering it is allowed
+        // from any thread.
+        let rc = unsafe { ffi::sqlite3_auto_extension(Some(offer_identity)) };
         rc == ffi::SQLITE_OK
     })
+}
+
+/// Opens diesel's connection and learns its handle from the authorizer that sees a marker
+/// statement sent through diesel (see the module docs).
+fn establish_with_handle(
+    url: &str,
+) -> Result<(SqliteConnection, NonNull<ffi::sqlite3>), ConnectionError> {
+    struct Establishing;
+    impl Drop for Establishing {
+        fn drop(&mut self) {
+            ESTABLISHING.with(|on| on.set(false));
+        }
+    }
+    let mut diesel = {
+        ESTABLISHING.with(|on| on.set(true));
+        let _establishing = Establishing;
+        SqliteConnection::establish(url)?
+    };
+    IDENTIFIED.with(|identified| identified.set(ptr::null_mut()));
+    // Denied by `identify` as it is prepared: it fails, having run nothing.
+    let _ = diesel::connection::SimpleConnection::batch_execute(
+        &mut diesel,
+        &format!("SAVEPOINT {MARKER}"),
+    );
+    let identified = IDENTIFIED.with(|identified| identified.replace(ptr::null_mut()));
+    let handle = NonNull::new(identified).ok_or_else(|| {
+        ConnectionError::BadConnection("cannot identify the SQLite connection diesel opened".into())
+    })?;
+    Ok((diesel, handle))
 }
 
 /// How many virtual-machine instructions SQLite runs between deadline checks: a few
@@ -134,13 +206,24 @@ unsafe extern "C" fn check_deadline(deadline: *mut c_void) -> c_int {
     }
 }
 
+/// The transactions a connection committed.
+#[derive(Default)]
+struct Commits {
+    count: Cell<u64>,
+    /// On a read-only connection: where a commit, which must never happen, is counted.
+    witness: Option<Arc<AtomicU64>>,
+}
+
 /// Commit hook: counts the transactions this connection committed.
 unsafe extern "C" fn count_commit(commits: *mut c_void) -> c_int {
     // SAFETY: `commits` is the counter boxed in the `RawConnection` that registered this hook;
     // the box outlives the SQLite connection (see the field order there), and the hook runs on
     // the thread currently using that connection.
-    let commits = unsafe { &*commits.cast::<Cell<u64>>() };
-    commits.set(commits.get().wrapping_add(1));
+    let commits = unsafe { &*commits.cast::<Commits>() };
+    commits.count.set(commits.count.get().wrapping_add(1));
+    if let Some(witness) = &commits.witness {
+        witness.fetch_add(1, Ordering::Relaxed);
+    }
     // Zero lets the commit go ahead.
     0
 }
@@ -158,6 +241,8 @@ pub(crate) struct StatementShape {
     pub(crate) has_tail: bool,
     /// The text had no statement at all (only white space or comments).
     pub(crate) empty: bool,
+    /// What the authorizer saw while it was prepared.
+    pub(crate) facts: Facts,
 }
 
 /// An SQLite failure read off the connection: extended code and message.
@@ -176,12 +261,14 @@ pub(crate) struct Failure {
 pub(crate) struct RawConnection {
     /// litemux's prepared statements; emptied in `Drop`, before diesel closes the handle.
     statements: StatementCache,
-    // Declared before `deadline` and `commits` so it is dropped (and the connection closed)
-    // first: the progress handler reads `deadline`, the commit hook writes `commits`.
+    // Declared before `deadline`, `commits` and `guard` so it is dropped (and the connection
+    // closed) first: the progress handler reads `deadline`, the commit hook writes `commits`,
+    // the authorizer and update hook use `guard`.
     diesel: SqliteConnection,
     handle: NonNull<ffi::sqlite3>,
     deadline: Box<Deadline>,
-    commits: Box<Cell<u64>>,
+    commits: Box<Commits>,
+    guard: Box<Guard>,
 }
 
 // SAFETY: `SqliteConnection` is `Send`; the handle is the same connection's and moves with
@@ -196,12 +283,7 @@ impl RawConnection {
                 "could not register SQLite auto-extension".into(),
             ));
         }
-        OPENED.with(|opened| opened.set(ptr::null_mut()));
-        let diesel = SqliteConnection::establish(url)?;
-        let captured = OPENED.with(|opened| opened.replace(ptr::null_mut()));
-        let handle = NonNull::new(captured).ok_or_else(|| {
-            ConnectionError::BadConnection("SQLite did not report the new connection".into())
-        })?;
+        let (diesel, handle) = establish_with_handle(url)?;
         let deadline = Box::<Deadline>::default();
         // SAFETY: the handle is live; the argument points into a box this value owns and that
         // is freed only after the connection is closed.
@@ -213,14 +295,24 @@ impl RawConnection {
                 std::ptr::from_ref::<Deadline>(&deadline).cast_mut().cast(),
             );
         }
-        let commits = Box::new(Cell::new(0));
+        let commits = Box::<Commits>::default();
         // SAFETY: as for the progress handler: a live handle, and a box freed only after the
         // connection is closed. The hook replaced (none) belongs to nobody.
         unsafe {
             ffi::sqlite3_commit_hook(
                 handle.as_ptr(),
                 Some(count_commit),
-                std::ptr::from_ref::<Cell<u64>>(&commits).cast_mut().cast(),
+                std::ptr::from_ref::<Commits>(&commits).cast_mut().cast(),
+            );
+        }
+        let guard = Box::new(Guard::new());
+        // SAFETY: as for the progress handler. It replaces `identify`; until `guard` is
+        // called it allows everything and only takes note.
+        unsafe {
+            ffi::sqlite3_set_authorizer(
+                handle.as_ptr(),
+                Some(guard::authorize),
+                std::ptr::from_ref::<Guard>(&guard).cast_mut().cast(),
             );
         }
         Ok(RawConnection {
@@ -229,7 +321,25 @@ impl RawConnection {
             handle,
             deadline,
             commits,
+            guard,
         })
+    }
+
+    /// Ends set-up: from now on the authorizer enforces `access` (see [`guard`]).
+    pub(crate) fn guard(&mut self, access: Access) {
+        if let Access::Reader { witness } = &access {
+            self.commits.witness = Some(Arc::clone(witness));
+            // SAFETY: as for the authorizer in `establish`: a live handle, and the box the
+            // hook reads is freed only after the connection is closed.
+            unsafe {
+                ffi::sqlite3_update_hook(
+                    self.handle.as_ptr(),
+                    Some(guard::count_change),
+                    std::ptr::from_ref::<Guard>(&self.guard).cast_mut().cast(),
+                );
+            }
+        }
+        self.guard.install(access);
     }
 
     /// Sets when statements must stop to be run again elsewhere (they then fail with
@@ -271,7 +381,28 @@ impl RawConnection {
     /// The cached prepared statement for `sql` (one statement), preparing it if needed.
     /// `None` when the text holds no statement.
     pub(crate) fn statement(&mut self, sql: &str) -> Result<Option<&mut Statement>, Failure> {
-        self.statements.get(self.handle, sql)
+        self.statements.get(self.handle, &self.guard, sql)
+    }
+
+    /// What `sql` does (`None` when it holds no statement), for classification: prepared
+    /// anew, since the names of a statement prepared earlier may mean other objects now.
+    ///
+    /// On a connection that may write, the statement stays cached, ready to run. On a
+    /// read-only one it is prepared with the authorizer trusting it to classify it (a write
+    /// is classified, and sent to the writer, rather than denied) and finalized at once: it
+    /// is never stepped, and a cached statement, which could be, is always checked. A PRAGMA
+    /// that sets a value is still denied there, SQLite may apply it while preparing it.
+    pub(crate) fn shape_of(&mut self, sql: &str) -> Result<Option<StatementShape>, Failure> {
+        if self.guard.is_read_only() {
+            let (statement, _) = self.guard.trusting(Trust::Classify, || {
+                Statement::prepare(self.handle, &self.guard, sql, false)
+            })?;
+            return Ok(statement.map(|s| s.shape()));
+        }
+        Ok(self
+            .statements
+            .get_fresh(self.handle, &self.guard, sql)?
+            .map(|s| s.shape()))
     }
 
     /// Prepares the first statement of `sql` without caching it; also returns how many bytes
@@ -280,13 +411,15 @@ impl RawConnection {
         &mut self,
         sql: &str,
     ) -> Result<(Option<Statement>, usize), Failure> {
-        Statement::prepare(self.handle, sql, false)
+        Statement::prepare(self.handle, &self.guard, sql, false)
     }
 
-    /// Prepares, runs to completion and finalizes one statement that is not worth caching
-    /// (connection setup, one statement of a script).
+    /// Prepares, runs to completion and finalizes one statement of litemux's own (connection
+    /// set-up), which the authorizer lets through whatever the connection's access.
     pub(crate) fn run_once(&mut self, sql: &str) -> Result<(), Failure> {
-        let (statement, _) = Statement::prepare(self.handle, sql, false)?;
+        let (statement, _) = self.guard.trusting(Trust::Full, || {
+            Statement::prepare(self.handle, &self.guard, sql, false)
+        })?;
         match statement {
             Some(mut statement) => statement.run_to_end(&[]),
             None => Ok(()),
@@ -302,7 +435,7 @@ impl RawConnection {
     /// Transactions committed on this connection since it opened, autocommit statements that
     /// wrote included.
     pub(crate) fn commits(&self) -> u64 {
-        self.commits.get()
+        self.commits.count.get()
     }
 
     /// Rows changed by all statements since the connection opened (monotonic).
@@ -323,9 +456,10 @@ impl RawConnection {
         unsafe { ffi::sqlite3_last_insert_rowid(self.handle.as_ptr()) }
     }
 
-    /// The extended code and message of the most recent failure on this connection.
+    /// The extended code and message of the most recent failure on this connection (a
+    /// denial by the authorizer explained).
     pub(crate) fn last_failure(&self) -> Failure {
-        failure_of(self.handle)
+        failure_of(self.handle, &self.guard)
     }
 }
 
@@ -340,16 +474,21 @@ impl Drop for RawConnection {
 /// How many prepared statements each connection keeps.
 const STATEMENT_CACHE_CAPACITY: usize = 256;
 
-/// The extended code and message of the most recent failure on `db`.
-fn failure_of(db: NonNull<ffi::sqlite3>) -> Failure {
+/// The extended code and message of the most recent failure on `db`, explained by `guard`
+/// when its authorizer denied the statement.
+fn failure_of(db: NonNull<ffi::sqlite3>, guard: &Guard) -> Failure {
     // SAFETY: callers pass a live handle; `sqlite3_errmsg` returns a NUL-terminated string
     // owned by the connection, copied here before any other call can overwrite it.
-    unsafe {
+    let (code, message) = unsafe {
         let code = ffi::sqlite3_extended_errcode(db.as_ptr());
         let message = CStr::from_ptr(ffi::sqlite3_errmsg(db.as_ptr()))
             .to_string_lossy()
             .into_owned();
-        Failure { code, message }
+        (code, message)
+    };
+    match guard.explain(code, &message) {
+        Some((code, message)) => Failure { code, message },
+        None => Failure { code, message },
     }
 }
 
@@ -370,6 +509,7 @@ mod tests {
                         returns_rows: false,
                         has_tail: false,
                         empty: true,
+                        facts: Facts::default(),
                     },
                     |s| s.shape(),
                 )

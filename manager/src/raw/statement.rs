@@ -12,16 +12,19 @@ use std::ptr::{self, NonNull};
 
 use libsqlite3_sys as ffi;
 
+use super::guard::Guard;
 use super::{Failure, StatementShape, failure_of};
 use crate::Value;
 
 /// A prepared statement, finalized on drop.
 ///
 /// Invariant: `stmt` was prepared on `db`, which outlives it (the cache holding statements is
-/// emptied before the connection closes; see `RawConnection`'s `Drop`).
+/// emptied before the connection closes; see `RawConnection`'s `Drop`), and so does `guard`,
+/// the authorizer state boxed next to `db`.
 pub(crate) struct Statement {
     stmt: NonNull<ffi::sqlite3_stmt>,
     db: NonNull<ffi::sqlite3>,
+    guard: NonNull<Guard>,
     shape: StatementShape,
     /// Column names, with the re-prepare count they were read at (a schema change may
     /// re-prepare the statement and change them).
@@ -33,6 +36,7 @@ impl Statement {
     /// when the text holds no statement.
     pub(super) fn prepare(
         db: NonNull<ffi::sqlite3>,
+        guard: &Guard,
         sql: &str,
         persistent: bool,
     ) -> Result<(Option<Statement>, usize), Failure> {
@@ -49,6 +53,7 @@ impl Statement {
         };
         let mut stmt = ptr::null_mut();
         let mut tail: *const c_char = ptr::null();
+        guard.start();
         // SAFETY: `db` is live (caller's invariant); `sql` is valid for `len` bytes, which
         // SQLite reads without needing a NUL terminator; both out-pointers are valid.
         let rc = unsafe {
@@ -64,7 +69,7 @@ impl Statement {
         if rc != ffi::SQLITE_OK {
             // SAFETY: on failure `stmt` is NULL, and finalizing NULL is a no-op.
             unsafe { ffi::sqlite3_finalize(stmt) };
-            return Err(failure_of(db));
+            return Err(failure_of(db, guard));
         }
         let consumed = if tail.is_null() {
             sql.len()
@@ -93,11 +98,13 @@ impl Statement {
             returns_rows: columns > 0,
             has_tail,
             empty: false,
+            facts: guard.facts(),
         };
         Ok((
             Some(Statement {
                 stmt,
                 db,
+                guard: NonNull::from(guard),
                 shape,
                 columns: None,
             }),
@@ -107,6 +114,11 @@ impl Statement {
 
     pub(crate) fn shape(&self) -> StatementShape {
         self.shape
+    }
+
+    fn failure(&self) -> Failure {
+        // SAFETY: the guard outlives the statement (struct invariant).
+        failure_of(self.db, unsafe { self.guard.as_ref() })
     }
 
     /// Binds `params` (as many as the statement has placeholders; the caller checks counts)
@@ -194,7 +206,7 @@ impl Running<'_> {
         if rc == ffi::SQLITE_OK {
             Ok(())
         } else {
-            Err(failure_of(self.statement.db))
+            Err(self.statement.failure())
         }
     }
 
@@ -205,7 +217,7 @@ impl Running<'_> {
             ffi::SQLITE_ROW => Ok(true),
             ffi::SQLITE_DONE => Ok(false),
             // Read now: resetting the statement or rebinding may clear the connection's error.
-            _ => Err(failure_of(self.statement.db)),
+            _ => Err(self.statement.failure()),
         }
     }
 
@@ -316,12 +328,13 @@ impl StatementCache {
     pub(super) fn get(
         &mut self,
         db: NonNull<ffi::sqlite3>,
+        guard: &Guard,
         sql: &str,
     ) -> Result<Option<&mut Statement>, Failure> {
         self.clock += 1;
         let clock = self.clock;
         if !self.entries.contains_key(sql) {
-            let (Some(statement), _) = Statement::prepare(db, sql, true)? else {
+            let (Some(statement), _) = Statement::prepare(db, guard, sql, true)? else {
                 return Ok(None);
             };
             if self.entries.len() >= self.capacity {
@@ -333,6 +346,19 @@ impl StatementCache {
             *used = clock;
             statement
         }))
+    }
+
+    /// [`get`](Self::get), but prepared anew even if cached: what the authorizer reports is
+    /// gathered as a statement is prepared, and the names of a statement prepared earlier may
+    /// mean other objects now (a temp table created since shadows a main one).
+    pub(super) fn get_fresh(
+        &mut self,
+        db: NonNull<ffi::sqlite3>,
+        guard: &Guard,
+        sql: &str,
+    ) -> Result<Option<&mut Statement>, Failure> {
+        self.entries.remove(sql);
+        self.get(db, guard, sql)
     }
 
     fn evict_oldest(&mut self) {
