@@ -732,6 +732,15 @@ impl Connection {
             let sql = sql.trim();
             rest = tail;
             let Some(mut statement) = statement else {
+                // SQLite read nothing: the text goes on past a NUL, where SQLite stops
+                // reading. Going round again would never end.
+                if consumed == 0 {
+                    return Err(Error::from_sqlite(
+                        rest,
+                        libsqlite3_sys::SQLITE_ERROR,
+                        "unrecognized token: a NUL character ends SQL text".into(),
+                    ));
+                }
                 continue;
             };
             let classified = Classified::new(sql, statement.shape(), 0);

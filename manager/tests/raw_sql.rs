@@ -240,3 +240,16 @@ async fn a_cached_query_sees_columns_added_after_it_was_prepared() {
     assert_eq!(after.len(), 2);
     assert_eq!(after.get::<String>("b").unwrap(), "x");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_character_in_a_script_is_an_error_not_an_endless_loop() {
+    let t = crate::TempDb::new();
+    let db = t.open().await;
+    let script = "INSERT INTO t(x) VALUES (1); -- c\0mment\nINSERT INTO t(x) VALUES (2)";
+    let outcome =
+        tokio::time::timeout(std::time::Duration::from_secs(20), db.execute_batch(script))
+            .await
+            .expect("execute_batch never returned");
+    let e = outcome.unwrap_err();
+    assert!(e.to_string().contains("NUL"), "{e}");
+}
