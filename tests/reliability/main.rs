@@ -5,3 +5,4 @@
 mod bad_input;
 mod cancellation;
 mod crash;
+mod fuzz;
