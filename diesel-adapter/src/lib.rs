@@ -71,11 +71,17 @@
 //! readers): one SQLite session, not one per `LitemuxConnection`. What diesel users know as
 //! per-connection state is therefore seen by every other connection of the file and outlives
 //! the connection that made it:
-//! - `TEMP` tables, views and triggers (created on the writer; readers do not see them);
+//! - `TEMP` tables, views and triggers (created on the writer; queries that name them, or an
+//!   attached database, run on the writer, so they read the same inside and outside a
+//!   transaction);
 //! - run-time PRAGMAs (`PRAGMA foreign_keys = OFF`, `PRAGMA temp_store`, `PRAGMA cache_size`,
 //!   ...), `ATTACH`, and SQL functions registered through
 //!   [`with_sync_connection`](LitemuxConnection::with_sync_connection);
 //! - `set_prepared_statement_cache_size`, which therefore does nothing.
+//!
+//! Run-time `journal_mode`, `locking_mode` and `query_only` changes are refused
+//! (`litemux::Error::Refused`): they would make the writer wait on its own readers, or stop
+//! every write.
 //!
 //! Instead: give settings every connection needs to the database, so each connection gets them
 //! when it opens (`sqlite://app.db?foreign_keys=off`, `litemux::Options::pragma`,
@@ -121,11 +127,6 @@
 //! - **A tokio runtime is required**, of either flavour, with or without its time driver:
 //!   `AsyncConnectionWrapper<LitemuxConnection>` (diesel-async's way to use it from sync code,
 //!   e.g. to run diesel's `MigrationHarness` at start-up) works.
-//! - **Every connection of a file shares the one writer's session**: TEMP tables, `ATTACH`ed
-//!   databases and run-time PRAGMAs set through any [`LitemuxConnection`] (or raw litemux
-//!   handle) of that file live on its writer and apply to all of them. Queries that name the
-//!   temp schema or an attached database run on the writer; run-time `journal_mode`,
-//!   `locking_mode` and `query_only` changes are refused (see litemux's crate docs).
 //! - **Call `transaction` as a method** (`conn.transaction(...)`): it resolves to the
 //!   cancel-safe inherent method. diesel-async's trait method cannot be overridden outside
 //!   diesel-async (its bounds name a trait private to diesel-async): generic code calling
