@@ -965,3 +965,96 @@ fn check_path(path: &Path, mode: OpenMode) -> Result<()> {
         Err(e) => Err(Error::Io(e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::History;
+
+    /// A writer whose statement timeout is spent the moment a job is armed.
+    fn spent_writer() -> Result<Connection> {
+        let context = Arc::new(Context {
+            history: History::new("test".into(), 10, false),
+            classified: Default::default(),
+            inline_budget: Duration::from_micros(100),
+            statement_timeout: Some(Duration::from_nanos(1)),
+        });
+        let mut conn = Connection::open(&Options::memory(), Role::Writer, context)?;
+        conn.batch("CREATE TABLE t(x INTEGER)", false)?;
+        Ok(conn)
+    }
+
+    /// SQLite checks the progress handler at jumps and once more as a statement finishes,
+    /// after an autocommit write committed, whenever the statement's cumulative step count
+    /// crossed the handler's interval. Short inserts repeated under a spent timeout are
+    /// stopped by either check every few dozen runs: before they commit (then they fail
+    /// with `Interrupted` and keep nothing) or after (then they are done, and reported so).
+    /// What each caller is told must match what the file holds.
+    #[test]
+    fn a_write_stopped_after_it_committed_is_reported_done() -> Result<()> {
+        let mut conn = spent_writer()?;
+        let cancel = Cancel::default();
+        let mut told = Vec::new();
+        for i in 1..=300_i64 {
+            conn.arm(&cancel);
+            let done = conn.execute("INSERT INTO t(x) VALUES (?)", &[Value::Integer(i)]);
+            let returned = conn.fetch(
+                "INSERT INTO t(x) VALUES (?) RETURNING x",
+                &[Value::Integer(-i)],
+                Limit::All,
+            );
+            conn.disarm();
+            for (x, kept) in [
+                (i, done.map(|d| d.rows_affected == 1)),
+                (-i, returned.map(|rows| rows.len() == 1)),
+            ] {
+                match kept {
+                    Ok(true) => told.push(x),
+                    Err(Error::Interrupted { .. }) => {}
+                    other => panic!("insert {x}: {other:?}"),
+                }
+            }
+        }
+        let held: Vec<i64> = conn
+            .fetch("SELECT x FROM t ORDER BY rowid", &[], Limit::All)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect::<Result<_>>()?;
+        let kept_untold: Vec<_> = held.iter().filter(|x| !told.contains(x)).collect();
+        let told_lost: Vec<_> = told.iter().filter(|x| !held.contains(x)).collect();
+        assert_eq!(
+            (kept_untold, told_lost),
+            (vec![], vec![]),
+            "kept although reported failed, and reported done although not kept"
+        );
+        assert!(
+            told.len() < 600,
+            "the spent timeout stopped nothing: the test tests nothing"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_cancelled_job_stops_between_the_statements_of_a_batch() -> Result<()> {
+        let mut conn = spent_writer()?;
+        let cancel = Cancel::default();
+        cancel.cancel();
+        conn.arm(&cancel);
+        let outcome = conn.batch("INSERT INTO t VALUES (1); INSERT INTO t VALUES (2)", true);
+        let many = conn.execute_many(
+            "INSERT INTO t VALUES (?)",
+            &[vec![Value::Integer(3)]],
+            false,
+        );
+        conn.disarm();
+        assert!(
+            matches!(outcome, Err(Error::Interrupted { .. })),
+            "{outcome:?}"
+        );
+        assert!(matches!(many, Err(Error::Interrupted { .. })), "{many:?}");
+        let count = conn.fetch("SELECT count(*) FROM t", &[], Limit::First)?;
+        assert_eq!(count[0].get::<i64>(0)?, 0);
+        assert!(conn.is_autocommit());
+        Ok(())
+    }
+}
