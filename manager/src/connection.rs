@@ -104,6 +104,25 @@ impl Counted for ExecuteResult {
     }
 }
 
+/// Rows a streamed fetch handed over (see [`Connection::fetch_chunks`]).
+impl Counted for u64 {
+    fn count(&self) -> u64 {
+        *self
+    }
+}
+
+/// How [`Connection::fetch_chunks`] cuts a result into chunks: small at first, so the first
+/// rows reach the caller soon, then larger, so each hand-over carries many rows.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Chunks {
+    /// Rows in the first chunk; each next one holds twice as many, up to `rows`.
+    pub(crate) first: usize,
+    pub(crate) rows: usize,
+    /// A chunk is handed over early once its rows take this many bytes, so wide rows do not
+    /// make chunks large.
+    pub(crate) bytes: usize,
+}
+
 /// How many rows a fetch wants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Limit {
@@ -637,6 +656,83 @@ impl Connection {
             Err(f) if !self.committed_despite(before, &f) => Err(failed(f)),
             _ => Ok(rows.finish()),
         }
+    }
+
+    /// Runs one statement and hands its rows to `sink` chunk by chunk, as they are stepped,
+    /// so no more than a chunk is held here. When `sink` returns false (nobody takes the
+    /// rows any more, or they are to stop) the statement ends there, as
+    /// [`Error::Interrupted`]. Records the statement once, with the rows handed over;
+    /// returns that count.
+    pub(crate) fn fetch_chunks(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        chunks: Chunks,
+        sink: &mut dyn FnMut(Vec<Row>) -> bool,
+    ) -> Result<u64> {
+        self.recorded(sql, params, |conn| {
+            conn.fetch_chunks_unrecorded(sql, params, chunks, sink)
+        })
+    }
+
+    fn fetch_chunks_unrecorded(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        chunks: Chunks,
+        sink: &mut dyn FnMut(Vec<Row>) -> bool,
+    ) -> Result<u64> {
+        self.check(sql, params.len())?;
+        let before = self.before();
+        let mut running = self.start(sql, params)?;
+        let mut handed = 0;
+        let mut limit = chunks.first.max(1);
+        let mut chunk: Option<RowsBuilder> = None;
+        let mut hand = |chunk: RowsBuilder, handed: &mut u64| {
+            *handed += chunk.len() as u64;
+            sink(chunk.finish())
+        };
+        let stepped = loop {
+            match running.step() {
+                Ok(true) => {}
+                Ok(false) => break Ok(()),
+                Err(f) => break Err(f),
+            }
+            // Columns are read after a step: a schema change since the statement was cached
+            // makes SQLite prepare it again there (see `fetch_unrecorded`).
+            let rows = chunk.get_or_insert_with(|| RowsBuilder::new(running.column_names()));
+            for i in 0..rows.width() {
+                rows.push(running.column(i));
+            }
+            rows.end_row();
+            if rows.len() >= limit || rows.size() >= chunks.bytes {
+                limit = (limit * 2).min(chunks.rows.max(1));
+                if let Some(full) = chunk.take()
+                    && !hand(full, &mut handed)
+                {
+                    return Err(Error::Interrupted { sql: sql.into() });
+                }
+            }
+        };
+        drop(running);
+        // Rows stepped before a failure reach the caller before it.
+        if let Some(rest) = chunk.take()
+            && !hand(rest, &mut handed)
+        {
+            return Err(Error::Interrupted { sql: sql.into() });
+        }
+        match stepped {
+            // A write's RETURNING rows are all out before it commits at its last step.
+            Err(f) if !self.committed_despite(before, &f) => {
+                Err(Error::from_sqlite(sql, f.code, f.message))
+            }
+            _ => Ok(handed),
+        }
+    }
+
+    /// The flag that stops every statement of this connection once the database closes.
+    pub(crate) fn closing(&self) -> Option<Arc<AtomicBool>> {
+        self.raw.closing()
     }
 
     /// Lends this connection to `f` under a time budget. `None` when SQLite interrupted a

@@ -10,7 +10,9 @@ use crate::health::HealthReport;
 use crate::read_transaction::ReadTransaction;
 use crate::shared::Shared;
 use crate::transaction::{Transaction, first_row};
-use crate::{Error, HistoryEntry, Options, Params, Result, Role, Row, TransactionBehavior};
+use crate::{
+    Error, HistoryEntry, Options, Params, Result, Role, Row, RowStream, TransactionBehavior,
+};
 
 /// An open SQLite database: one writer connection, a pool of readers, a history.
 ///
@@ -149,6 +151,38 @@ impl Database {
         self.live()?
             .fetch(sql, params.into_values(), Limit::All)
             .await
+    }
+
+    /// Runs a query and returns its rows as a stream, stepped as they are read, in bounded
+    /// memory (see [`RowStream`]). Routed as [`fetch_all`](Self::fetch_all): a read runs on a
+    /// reader, a statement that writes on the writer.
+    ///
+    /// ```
+    /// # async fn demo() -> litemux::Result<()> {
+    /// use futures_util::StreamExt as _;
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let db = litemux::Database::open(dir.path().join("app.db").to_str().unwrap()).await?;
+    /// db.execute_batch("CREATE TABLE t(x INTEGER); INSERT INTO t VALUES (1), (2);").await?;
+    /// let mut rows = db.fetch("SELECT x FROM t ORDER BY x", ());
+    /// while let Some(row) = rows.next().await {
+    ///     let x: i64 = row?.get(0)?;
+    ///     assert!(x > 0);
+    /// }
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// Arrive as the stream's last item: as [`fetch_all`](Self::fetch_all)'s, and
+    /// [`Error::Interrupted`] if the database closes while the stream is open.
+    ///
+    /// # Cancel safety
+    /// See [`RowStream`]: dropping the stream stops the statement and frees its connection.
+    pub fn fetch(&self, sql: &str, params: impl Params) -> RowStream {
+        match self.live() {
+            Ok(shared) => RowStream::routed(Arc::clone(shared), sql, params.into_values()),
+            Err(e) => RowStream::failed(e),
+        }
     }
 
     /// Fetches the first row, or [`Error::NoRows`].

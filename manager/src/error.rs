@@ -193,6 +193,17 @@ pub enum Error {
         timeout: Duration,
     },
 
+    /// A statement was sent to a transaction while a [`RowStream`](crate::RowStream) of that
+    /// transaction was still open. The stream holds the transaction's connection until it
+    /// ends or is dropped, so the statement could only wait for it: read the stream to its
+    /// end, or drop it, first. (Committing or rolling back ends an open stream instead: it
+    /// then ends with [`Error::Interrupted`].)
+    #[error("a stream of the transaction is still open; `{sql}` would wait for it")]
+    StreamOpen {
+        /// The statement that was refused.
+        sql: String,
+    },
+
     /// `Row::get` found a value of another type than the one asked for (strict: text is not
     /// an integer, NULL is not a `String`).
     #[error("column `{column}` holds {found}, not {expected}")]
@@ -330,6 +341,7 @@ impl Error {
             | Error::TransactionControl { sql }
             | Error::UnfinishedTransaction { sql }
             | Error::TransactionAborted { sql }
+            | Error::StreamOpen { sql }
             | Error::Interrupted { sql } => Some(sql),
             Error::Open { source, .. } => source.sql(),
             Error::Io(_)

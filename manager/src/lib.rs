@@ -125,6 +125,7 @@ mod request;
 mod row;
 mod shared;
 mod statement;
+mod stream;
 mod threads;
 mod timer;
 mod transaction;
@@ -142,6 +143,7 @@ pub use manager::Manager;
 pub use options::{InitHook, JournalMode, OpenMode, Options, Synchronous, TransactionBehavior};
 pub use read_transaction::ReadTransaction;
 pub use row::{ColumnIndex, FromValue, Row, ValueRef};
+pub use stream::RowStream;
 pub use transaction::Transaction;
 pub use value::{Params, Value};
 

@@ -1,16 +1,17 @@
 //! [`ReadTransaction`]: one reader pinned for a consistent snapshot.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::connection::{Cancel, Connection, Limit};
 use crate::connection_ref::ConnectionRef;
 use crate::readers::Reader;
 use crate::shared::Shared;
 use crate::statement::Kind;
+use crate::stream::{self, Stopper};
 use crate::transaction::first_row;
 use crate::worker::Worker;
 use crate::writer::Lease;
-use crate::{Error, Params, Result, Row, Value};
+use crate::{Error, Params, Result, Row, RowStream, Value};
 
 /// A read transaction: every query in it sees the database as of its start, whatever is
 /// committed meanwhile. It holds one reader, never the writer (in-memory and force-rollback
@@ -39,6 +40,8 @@ pub struct ReadTransaction {
     open: bool,
     /// Set when the handle is dropped: what it still runs is stopped.
     abandoned: Cancel,
+    /// What stops the transaction's open stream, while one is open.
+    stream: Arc<Mutex<Option<Stopper>>>,
 }
 
 enum Pinned {
@@ -78,6 +81,7 @@ impl ReadTransaction {
             pinned,
             open: !nested,
             abandoned: Cancel::default(),
+            stream: Arc::default(),
         };
         if tx.open {
             tx.pinned
@@ -88,7 +92,24 @@ impl ReadTransaction {
         Ok(tx)
     }
 
-    async fn fetch(&self, sql: &str, params: Vec<Value>, limit: Limit) -> Result<Vec<Row>> {
+    /// Refuses a statement while a stream of the transaction is open: it would wait for
+    /// the stream, which may be waiting for its caller.
+    fn no_stream(&self, sql: &str) -> Result<()> {
+        if lock(&self.stream).is_some() {
+            return Err(Error::StreamOpen { sql: sql.into() });
+        }
+        Ok(())
+    }
+
+    /// Ends the open stream, if any: the snapshot it reads is going away.
+    fn end_stream(&self) {
+        if let Some(stream) = lock(&self.stream).take() {
+            stream.stop();
+        }
+    }
+
+    async fn fetch_limited(&self, sql: &str, params: Vec<Value>, limit: Limit) -> Result<Vec<Row>> {
+        self.no_stream(sql)?;
         // Reads answered inline never wait on anything, so a loop of them would never give
         // other tasks a turn; tokio's budget makes it yield now and then.
         tokio::task::consume_budget().await;
@@ -123,7 +144,40 @@ impl ReadTransaction {
     /// Cancel safe: a dropped query changes nothing. Once polled it runs on, on the
     /// transaction's connection; dropping the transaction stops it.
     pub async fn fetch_all(&self, sql: &str, params: impl Params) -> Result<Vec<Row>> {
-        self.fetch(sql, params.into_values(), Limit::All).await
+        self.fetch_limited(sql, params.into_values(), Limit::All)
+            .await
+    }
+
+    /// Runs a query on the snapshot and returns its rows as a stream, stepped as they are
+    /// read, in bounded memory (see [`RowStream`]).
+    ///
+    /// **While the stream is open it holds the transaction's connection**: the transaction's
+    /// other queries fail with [`Error::StreamOpen`] until it ends or is dropped.
+    /// [`end`](Self::end), or dropping the transaction, ends it (with [`Error::Interrupted`]).
+    ///
+    /// # Errors
+    /// Arrive as the stream's last item: as [`fetch_all`](Self::fetch_all)'s, and
+    /// [`Error::StreamOpen`] if another stream of the transaction is open.
+    ///
+    /// # Cancel safety
+    /// Dropping the stream stops the query at once.
+    pub fn fetch(&self, sql: &str, params: impl Params) -> RowStream {
+        let stopper = Stopper::default();
+        {
+            let mut open = lock(&self.stream);
+            if open.is_some() {
+                return RowStream::failed(Error::StreamOpen { sql: sql.into() });
+            }
+            *open = Some(stopper.clone());
+        }
+        RowStream::pinned(
+            self.pinned.worker().clone(),
+            stream::Pinned::Read,
+            sql,
+            params.into_values(),
+            stopper,
+            Box::new(Streaming(Arc::clone(&self.stream))),
+        )
     }
 
     /// Fetches the first row, or [`Error::NoRows`].
@@ -136,7 +190,8 @@ impl ReadTransaction {
     pub async fn fetch_one(&self, sql: &str, params: impl Params) -> Result<Row> {
         first_row(
             sql,
-            self.fetch(sql, params.into_values(), Limit::First).await?,
+            self.fetch_limited(sql, params.into_values(), Limit::First)
+                .await?,
         )
     }
 
@@ -149,7 +204,7 @@ impl ReadTransaction {
     /// Cancel safe.
     pub async fn fetch_optional(&self, sql: &str, params: impl Params) -> Result<Option<Row>> {
         Ok(self
-            .fetch(sql, params.into_values(), Limit::First)
+            .fetch_limited(sql, params.into_values(), Limit::First)
             .await?
             .into_iter()
             .next())
@@ -167,6 +222,7 @@ impl ReadTransaction {
         &self,
         f: impl FnOnce(&mut ConnectionRef<'_>) -> R + Send + 'static,
     ) -> Result<R> {
+        self.no_stream("<with_connection>")?;
         self.pinned
             .worker()
             .call_for(&self.abandoned, move |conn| {
@@ -183,12 +239,26 @@ impl ReadTransaction {
     /// # Cancel safety
     /// Cancel safe: if dropped, `Drop` ends the snapshot instead.
     pub async fn end(mut self) -> Result<()> {
+        self.end_stream();
         if !self.open {
             return Ok(());
         }
         self.open = false;
         self.pinned.worker().call(end_snapshot).await
     }
+}
+
+/// An open stream of a read transaction, until it ends or is dropped.
+struct Streaming(Arc<Mutex<Option<Stopper>>>);
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        *lock(&self.0) = None;
+    }
+}
+
+fn lock(stream: &Mutex<Option<Stopper>>) -> MutexGuard<'_, Option<Stopper>> {
+    stream.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn end_snapshot(conn: &mut Connection) {
@@ -198,6 +268,7 @@ fn end_snapshot(conn: &mut Connection) {
 impl Drop for ReadTransaction {
     fn drop(&mut self) {
         self.abandoned.cancel();
+        self.end_stream();
         if self.open {
             // Queued before the reader returns to the pool (fields drop after this body).
             let _ = self.pinned.worker().send(end_snapshot);

@@ -241,6 +241,21 @@ impl RowsBuilder {
         self.rows += 1;
     }
 
+    /// Columns per row.
+    pub(crate) fn width(&self) -> usize {
+        self.columns.len()
+    }
+
+    /// Rows collected.
+    pub(crate) fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// Bytes the collected values take, about.
+    pub(crate) fn size(&self) -> usize {
+        self.bytes.len() + self.cells.len() * std::mem::size_of::<Cell>()
+    }
+
     pub(crate) fn finish(self) -> Vec<Row> {
         let rows = self.rows;
         let set = Arc::new(ResultSet {

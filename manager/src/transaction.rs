@@ -9,9 +9,10 @@ use crate::connection::{Cancel, Connection, ExecuteResult, Limit};
 use crate::connection_ref::ConnectionRef;
 use crate::shared::{NESTED_SAVEPOINT, Shared};
 use crate::statement::quote_identifier;
+use crate::stream::{Pinned, Stopper};
 use crate::worker::Worker;
 use crate::writer::Lease;
-use crate::{Error, Params, Result, Row, Value};
+use crate::{Error, Params, Result, Row, RowStream, Value};
 
 /// A write transaction: it holds the database's writer from `BEGIN` until it ends, so every
 /// statement in it, reads included, sees its own writes.
@@ -80,6 +81,7 @@ impl Transaction {
                 busy: 0,
                 idle_since: Instant::now(),
                 expired: false,
+                stream: None,
             }),
             idle_timeout,
             ended: Notify::new(),
@@ -95,7 +97,7 @@ impl Transaction {
             depth: 0,
         };
         {
-            let _busy = tx.enter()?;
+            let _busy = tx.enter(&begin)?;
             tx.worker
                 .call_for(&tx.state.abandoned, move |conn| conn.control(&begin))
                 .await??;
@@ -108,18 +110,20 @@ impl Transaction {
         Ok(tx)
     }
 
-    /// Checks the transaction still holds the writer before a job is sent; it then counts as
-    /// busy, never idle, until the returned guard drops (the job answered or given up on).
-    fn enter(&self) -> Result<Busy<'_>> {
-        let mut inner = self.state.lock();
-        if inner.lease.is_none() {
-            return Err(match (inner.expired, self.state.idle_timeout) {
-                (true, Some(timeout)) => Error::IdleInTransaction { timeout },
-                _ => Error::Closed,
-            });
-        }
-        inner.busy += 1;
+    /// Checks the transaction still holds the writer, and no stream of it is open, before
+    /// the job of `sql` is sent; it then counts as busy, never idle, until the returned guard
+    /// drops (the job answered or given up on).
+    fn enter(&self, sql: &str) -> Result<Busy<'_>> {
+        self.state.lock().enter(self.state.idle_timeout, sql)?;
         Ok(Busy(&self.state))
+    }
+
+    /// Ends the transaction's open stream, if any, before the transaction ends: its rows
+    /// would have nowhere to come from.
+    fn end_stream(&self) {
+        if let Some(stream) = self.state.lock().stream.take() {
+            stream.stop();
+        }
     }
 
     /// Runs `job` on the transaction's connection, after checking the transaction is still
@@ -129,7 +133,7 @@ impl Transaction {
         sql: &str,
         job: impl FnOnce(&mut Connection, &str) -> Result<R> + Send + 'static,
     ) -> Result<R> {
-        let _busy = self.enter()?;
+        let _busy = self.enter(sql)?;
         let sql = sql.to_owned();
         self.worker
             .call_for(&self.state.abandoned, move |conn| {
@@ -168,10 +172,51 @@ impl Transaction {
     /// # Cancel safety
     /// As [`execute`](Self::execute).
     pub async fn fetch_all(&self, sql: &str, params: impl Params) -> Result<Vec<Row>> {
-        self.fetch(sql, params.into_values(), Limit::All).await
+        self.fetch_limited(sql, params.into_values(), Limit::All)
+            .await
     }
 
-    async fn fetch(&self, sql: &str, params: Vec<Value>, limit: Limit) -> Result<Vec<Row>> {
+    /// Runs a query in the transaction and returns its rows as a stream, stepped as they are
+    /// read, in bounded memory (see [`RowStream`]); it sees the transaction's writes.
+    ///
+    /// **While the stream is open it holds the transaction's connection**: the transaction's
+    /// other statements fail with [`Error::StreamOpen`] until it ends or is dropped.
+    /// [`commit`](Self::commit) and [`rollback`](Self::rollback) end it (it then ends with
+    /// [`Error::Interrupted`]); so does dropping the transaction.
+    ///
+    /// # Errors
+    /// Arrive as the stream's last item: as [`execute`](Self::execute)'s, and
+    /// [`Error::StreamOpen`] if another stream of the transaction is open.
+    ///
+    /// # Cancel safety
+    /// Dropping the stream stops a read at once; a write (`... RETURNING`) is never stopped
+    /// half-way and stays part of the transaction (see [`RowStream`]).
+    pub fn fetch(&self, sql: &str, params: impl Params) -> RowStream {
+        let stopper = Stopper::default();
+        let streaming = {
+            let mut inner = self.state.lock();
+            match inner.enter(self.state.idle_timeout, sql) {
+                Ok(()) => {
+                    inner.stream = Some(stopper.clone());
+                    Streaming(Arc::clone(&self.state))
+                }
+                Err(e) => return RowStream::failed(e),
+            }
+        };
+        let place = Pinned::Write {
+            abandoned: self.state.abandoned.clone(),
+        };
+        RowStream::pinned(
+            self.worker.clone(),
+            place,
+            sql,
+            params.into_values(),
+            stopper,
+            Box::new(streaming),
+        )
+    }
+
+    async fn fetch_limited(&self, sql: &str, params: Vec<Value>, limit: Limit) -> Result<Vec<Row>> {
         self.run(sql, move |conn, sql| conn.fetch(sql, &params, limit))
             .await
     }
@@ -319,6 +364,7 @@ impl Transaction {
         } else {
             "COMMIT".to_owned()
         };
+        self.end_stream();
         let outcome = self.run(&commit, |conn, sql| conn.control(sql)).await;
         if outcome.is_ok() {
             self.state.end();
@@ -336,8 +382,9 @@ impl Transaction {
     /// Cancel safe: if dropped, the handle is dropped with it, which rolls back.
     pub async fn rollback(self) -> Result<()> {
         let nested = self.nested_in_base;
+        self.end_stream();
         let outcome = {
-            let _busy = self.enter()?;
+            let _busy = self.enter("ROLLBACK")?;
             self.worker
                 .call(move |conn| roll_back(conn, nested))
                 .await?
@@ -376,7 +423,8 @@ impl Transaction {
     pub async fn fetch_one(&self, sql: &str, params: impl Params) -> Result<Row> {
         first_row(
             sql,
-            self.fetch(sql, params.into_values(), Limit::First).await?,
+            self.fetch_limited(sql, params.into_values(), Limit::First)
+                .await?,
         )
     }
 
@@ -389,7 +437,7 @@ impl Transaction {
     /// As [`execute`](Self::execute).
     pub async fn fetch_optional(&self, sql: &str, params: impl Params) -> Result<Option<Row>> {
         Ok(self
-            .fetch(sql, params.into_values(), Limit::First)
+            .fetch_limited(sql, params.into_values(), Limit::First)
             .await?
             .into_iter()
             .next())
@@ -420,6 +468,9 @@ impl Drop for Transaction {
         if let Some(lease) = inner.lease.take() {
             // Whatever it still runs is stopped: nobody will see its outcome.
             self.state.abandoned.cancel();
+            if let Some(stream) = inner.stream.take() {
+                stream.stop();
+            }
             queue_rollback(&self.worker, self.nested_in_base);
             // Released after the rollback is queued, so it runs before the next holder's
             // first statement.
@@ -460,6 +511,25 @@ struct Inner {
     idle_since: Instant,
     /// The watchdog rolled the transaction back.
     expired: bool,
+    /// What stops the transaction's open stream, while one is open.
+    stream: Option<Stopper>,
+}
+
+impl Inner {
+    /// Checks a job of `sql` may be sent (see [`Transaction::enter`]), and counts it busy.
+    fn enter(&mut self, idle_timeout: Option<Duration>, sql: &str) -> Result<()> {
+        if self.lease.is_none() {
+            return Err(match (self.expired, idle_timeout) {
+                (true, Some(timeout)) => Error::IdleInTransaction { timeout },
+                _ => Error::Closed,
+            });
+        }
+        if self.stream.is_some() {
+            return Err(Error::StreamOpen { sql: sql.into() });
+        }
+        self.busy += 1;
+        Ok(())
+    }
 }
 
 impl State {
@@ -512,6 +582,18 @@ struct Busy<'a>(&'a State);
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
         let mut inner = self.0.lock();
+        inner.busy -= 1;
+        inner.idle_since = Instant::now();
+    }
+}
+
+/// An open stream of a transaction: busy, never idle, until the stream ends or is dropped.
+struct Streaming(Arc<State>);
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        let mut inner = self.0.lock();
+        inner.stream = None;
         inner.busy -= 1;
         inner.idle_since = Instant::now();
     }

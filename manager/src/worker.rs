@@ -210,6 +210,16 @@ impl Worker {
         Error::ConnectionLost { role: self.role }
     }
 
+    /// Queues `f` under `cancel` without a reply: for a job that answers through a channel
+    /// of its own (a stream's rows). It never starts if `cancel` is set before it would.
+    pub(crate) fn start(
+        &self,
+        cancel: &Cancel,
+        f: impl FnOnce(&mut Connection) + Send + 'static,
+    ) -> Result<()> {
+        self.enqueue(Command::Run(Box::new(f), Some(cancel.clone())))
+    }
+
     /// Queues `f` without waiting for it: used from `Drop` to roll back. Nobody can cancel
     /// it, and no statement timeout applies.
     pub(crate) fn send(&self, f: impl FnOnce(&mut Connection) + Send + 'static) -> Result<()> {

@@ -28,6 +28,7 @@ mod rows;
 mod serde_config;
 #[cfg(feature = "sqlcipher")]
 mod sqlcipher;
+mod streaming;
 mod tracing_events;
 mod transaction_handles;
 mod transactions;

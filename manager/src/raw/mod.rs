@@ -373,6 +373,11 @@ impl RawConnection {
         let _ = self.deadline.closing.set(closing);
     }
 
+    /// The flag [`set_closing`](Self::set_closing) gave, if any.
+    pub(crate) fn closing(&self) -> Option<Arc<AtomicBool>> {
+        self.deadline.closing.get().cloned()
+    }
+
     /// The diesel connection, for running queries.
     pub(crate) fn diesel(&mut self) -> &mut SqliteConnection {
         &mut self.diesel
