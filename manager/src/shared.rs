@@ -358,7 +358,7 @@ impl Shared {
 
     /// Whether a reader can tell what an unknown statement does: not once the writer has
     /// temp objects or attachments, which change what names mean there.
-    fn readers_can_classify(&self) -> bool {
+    pub(crate) fn readers_can_classify(&self) -> bool {
         self.context.classified.epoch() == 0
     }
 

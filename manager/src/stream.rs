@@ -272,10 +272,13 @@ impl Drop for Stop {
 
 /// Starts the statement on a reader or the writer (see [`RowStream::routed`]).
 async fn open_routed(shared: &Shared, sql: String, params: Vec<Value>) -> Result<Open> {
-    let known = shared.context.classified.get(&sql);
+    let to_reader = match shared.context.classified.get(&sql) {
+        Some(known) => known.reads_the_file(),
+        None => shared.readers_can_classify(),
+    };
     let mut params = params;
     if let Some(readers) = &shared.readers
-        && known.is_none_or(|c: Classified| c.kind == Kind::Read)
+        && to_reader
     {
         let reader = readers.get().await?;
         let worker = Worker::clone(&reader);
@@ -351,16 +354,23 @@ fn produce(
         // The stream is gone already: nothing runs.
         return;
     }
-    let kind = match conn.classify(sql) {
-        Ok(classified) => classified.kind,
+    let on_reader = matches!(place, Place::Reader { .. });
+    let classified = match conn.classify(sql) {
+        Ok(classified) => classified,
+        // A reader may not even prepare it (a PRAGMA that sets a value): the writer will.
+        Err(Error::ReadOnly { .. }) if on_reader => {
+            out.push_last(Chunk::NotARead(params));
+            return;
+        }
         Err(e) => {
             conn.record_failure(sql, &params, &e);
             out.push_last(Chunk::Failed(e));
             return;
         }
     };
+    let kind = classified.kind;
     match &place {
-        Place::Reader { .. } if kind != Kind::Read => {
+        Place::Reader { .. } if !classified.reads_the_file() => {
             out.push_last(Chunk::NotARead(params));
             return;
         }
@@ -398,23 +408,35 @@ fn produce(
     {
         outcome = restore_base(conn, base_in_transaction, sql, outcome);
     }
-    match outcome {
-        Ok(_) => {}
-        // SQLite refused a write on this `query_only` reader (its own classification missed
-        // it) before any row: remember, and let the writer run it.
-        Err(Error::ReadOnly { .. }) if matches!(place, Place::Reader { .. }) && handed == 0 => {
-            if let Ok(known) = conn.classify(sql) {
-                conn.remember(
-                    sql,
-                    Classified {
-                        kind: Kind::Write,
-                        ..known
-                    },
-                );
-            }
+    let declined = match &outcome {
+        // Before any row, as `fetch_all` does on a reader (see `shared::read_here`).
+        _ if !on_reader || handed > 0 => None,
+        // SQLite refused a write on this `query_only` reader: its own classification
+        // missed it.
+        Err(Error::ReadOnly { .. }) => Some(Classified {
+            kind: Kind::Write,
+            ..classified
+        }),
+        // A name the reader does not know, while the writer has objects readers lack: the
+        // statement reads the writer's session after all.
+        Err(Error::Sql { message, .. })
+            if message.starts_with("no such ") && conn.namespace_differs() =>
+        {
+            Some(Classified {
+                session: true,
+                ..classified
+            })
+        }
+        _ => None,
+    };
+    match (declined, outcome) {
+        // Remembered, and the writer runs it.
+        (Some(known), _) => {
+            conn.remember(sql, known);
             out.push_last(Chunk::NotARead(params));
         }
-        Err(e) => out.push_last(Chunk::Failed(e)),
+        (None, Ok(_)) => {}
+        (None, Err(e)) => out.push_last(Chunk::Failed(e)),
     }
 }
 

@@ -254,6 +254,23 @@ async fn a_stream_of_a_write_runs_on_the_writer() -> litemux::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_the_writers_temp_table_runs_on_the_writer() -> litemux::Result<()> {
+    let temp = TempDb::new();
+    let db = temp.open().await;
+    db.execute_batch("CREATE TEMP TABLE scratch(x); INSERT INTO scratch VALUES (7), (8);")
+        .await?;
+    let sql = "SELECT x FROM scratch ORDER BY x";
+    let rows: Vec<i64> = collect(db.fetch(sql, ()))
+        .await
+        .into_iter()
+        .map(|row| row.and_then(|r| r.get(0)))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(rows, [7, 8]);
+    assert_eq!(role_of(&db, sql), Some(Role::Writer));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_in_a_write_transaction_sees_its_writes_and_holds_it() -> litemux::Result<()> {
     let temp = TempDb::new();
     let db = temp.open().await;
