@@ -4,17 +4,14 @@
 //! cancellation are in `transaction_state.rs`, which does not need the connection.
 
 use std::num::NonZeroU32;
-use std::time::Instant;
 
 use diesel::QueryResult;
-use diesel::connection::{
-    InstrumentationEvent, SimpleConnection, TransactionDepthChange, TransactionManagerStatus,
-};
+use diesel::connection::{InstrumentationEvent, TransactionDepthChange, TransactionManagerStatus};
 use diesel::result::Error as DieselError;
 use diesel_async::{AsyncConnection, TransactionManager};
 
 use crate::LitemuxConnection;
-use crate::error::{attach, litemux_view, to_diesel};
+use crate::error::to_diesel;
 use crate::transaction_state::{LitemuxTransactionManager, ONE, TransactionState, savepoint_name};
 
 /// The depth of the open transaction that is about to end, reported to diesel's
@@ -29,29 +26,6 @@ fn open_depth(
         .ok_or(DieselError::NotInTransaction)?;
     conn.instrumentation().on_connection_event(event(depth));
     Ok(depth)
-}
-
-/// Runs one of diesel's savepoint statements (`sql`, as diesel's `AnsiTransactionManager` writes
-/// it) in the open transaction, after settling an abandoned savepoint; recorded in the history.
-async fn run_savepoint_statement(state: &mut TransactionState, sql: String) -> QueryResult<()> {
-    let mut lent = state.take_lent()?;
-    state.settle(lent.tx()).await;
-    let outcome = lent
-        .tx()
-        .with_connection(move |conn| {
-            let started = Instant::now();
-            let outcome = conn.diesel().batch_execute(&sql);
-            let outcome = outcome.map_err(|e| attach(e, |e| litemux_view(conn, &sql, e)));
-            let recorded = match &outcome {
-                Ok(()) => Ok(0),
-                Err(e) => Err(litemux_view(conn, &sql, e)),
-            };
-            conn.record(&sql, started.elapsed(), recorded.as_ref().copied());
-            outcome
-        })
-        .await;
-    drop(lent);
-    outcome.map_err(to_diesel)?
 }
 
 /// Runs `step`, reported to instrumentation as the statement `sql`: `StartQuery` before,
@@ -92,7 +66,7 @@ impl TransactionManager<LitemuxConnection> for LitemuxTransactionManager {
                 reported(conn, &sql.clone(), async |conn| {
                     let state = conn.transaction_state();
                     let guard = state.guard(level);
-                    let outcome = run_savepoint_statement(state, sql).await;
+                    let outcome = state.run_savepoint(sql, depth.get()).await;
                     guard.disarm();
                     outcome?;
                     state.change_depth(TransactionDepthChange::IncreaseDepth)
@@ -123,7 +97,7 @@ impl TransactionManager<LitemuxConnection> for LitemuxTransactionManager {
                     None => Ok(()),
                 }
             } else {
-                run_savepoint_statement(state, sql).await
+                state.run_savepoint(sql, depth.get() - 2).await
             };
             guard.disarm();
             state.change_depth(TransactionDepthChange::DecreaseDepth)?;
@@ -150,7 +124,7 @@ impl TransactionManager<LitemuxConnection> for LitemuxTransactionManager {
                 // On failure litemux has rolled back: nothing of the transaction is kept.
                 tx.commit().await.map_err(to_diesel)
             } else {
-                run_savepoint_statement(state, sql).await
+                state.run_savepoint(sql, depth.get() - 2).await
             };
             guard.disarm();
             state.change_depth(TransactionDepthChange::DecreaseDepth)?;

@@ -20,13 +20,19 @@
 //! puts it back when done or dropped, so a cancelled *statement* does not end the transaction.
 
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use diesel::QueryResult;
+use diesel::connection::SimpleConnection;
 use diesel::connection::{
     TransactionDepthChange, TransactionManagerStatus, ValidTransactionManagerStatus,
 };
 use diesel::result::Error as DieselError;
+use litemux::ConnectionRef;
+
+use crate::error::{attach, litemux_view, to_diesel};
 
 /// diesel-async's transaction manager for [`LitemuxConnection`](crate::LitemuxConnection): diesel's semantics (nested
 /// transactions are savepoints, test transactions, `RollbackTransaction`) on a
@@ -73,6 +79,9 @@ pub struct TransactionState {
     /// The savepoint to roll back and release before the transaction's next statement: a
     /// nested transaction whose future was dropped.
     pending_savepoint: Option<u32>,
+    /// How many savepoint levels are open, as the connection thread has run the statements:
+    /// jobs update it there, in order, even when their future was dropped.
+    open_savepoints: Arc<AtomicU32>,
 }
 
 impl std::fmt::Debug for TransactionState {
@@ -180,18 +189,52 @@ impl TransactionState {
             return;
         };
         let name = savepoint_name(depth);
-        // The savepoint may be gone already (its RELEASE was queued before its future was
-        // dropped, or its SAVEPOINT never was): then there is nothing to undo.
-        if tx.rollback_to(&name).await.is_ok()
-            && let Err(e) = tx.release(&name).await
-        {
-            tracing::warn!(target: "litemux_diesel", error = %e, "releasing an abandoned savepoint failed");
+        let open = Arc::clone(&self.open_savepoints);
+        // Decided on the connection thread, after every savepoint statement queued before:
+        // the level's SAVEPOINT may never have run, or its RELEASE may have, and then an older
+        // savepoint of the same name (left by diesel's ROLLBACK TO, which does not release)
+        // must not be rolled back to.
+        let settled = tx
+            .with_connection(move |conn| {
+                if open.load(Ordering::Acquire) < depth {
+                    return Ok(());
+                }
+                run_statement(conn, &format!("ROLLBACK TO SAVEPOINT {name}"))?;
+                run_statement(conn, &format!("RELEASE SAVEPOINT {name}"))?;
+                open.store(depth - 1, Ordering::Release);
+                Ok(())
+            })
+            .await
+            .map_err(to_diesel)
+            .and_then(|outcome| outcome);
+        if let Err(e) = settled {
+            tracing::warn!(target: "litemux_diesel", error = %e, "undoing an abandoned savepoint failed");
         }
         self.pending_savepoint = None;
     }
 
-    /// Installs the outermost litemux transaction, just begun.
+    /// Runs one of diesel's savepoint statements (`sql`, as diesel's `AnsiTransactionManager`
+    /// writes it) in the open transaction, after settling an abandoned savepoint; on success
+    /// `open_after` savepoint levels are open.
+    pub(crate) async fn run_savepoint(&mut self, sql: String, open_after: u32) -> QueryResult<()> {
+        let mut lent = self.take_lent()?;
+        self.settle(lent.tx()).await;
+        let open = Arc::clone(&self.open_savepoints);
+        let outcome = lent
+            .tx()
+            .with_connection(move |conn| {
+                run_statement(conn, &sql)?;
+                open.store(open_after, Ordering::Release);
+                Ok(())
+            })
+            .await;
+        drop(lent);
+        outcome.map_err(to_diesel)?
+    }
+
+    /// Installs the outermost litemux transaction, just begun (no savepoint open yet).
     pub(crate) fn install(&mut self, tx: litemux::Transaction) {
+        self.open_savepoints.store(0, Ordering::Release);
         lock(&self.slot).tx = Some(tx);
     }
 
@@ -277,3 +320,16 @@ impl Drop for LevelGuard {
 }
 
 pub(crate) const ONE: NonZeroU32 = NonZeroU32::MIN;
+
+/// Runs a transaction statement with diesel on the transaction's connection, recorded in the
+/// history; a failure carries litemux's view of it.
+fn run_statement(conn: &mut ConnectionRef<'_>, sql: &str) -> QueryResult<()> {
+    let started = Instant::now();
+    let outcome = conn.diesel().batch_execute(sql);
+    let recorded = match &outcome {
+        Ok(()) => Ok(0),
+        Err(e) => Err(litemux_view(conn, sql, e)),
+    };
+    conn.record(sql, started.elapsed(), recorded.as_ref().copied());
+    outcome.map_err(|e| attach(e, |e| litemux_view(conn, sql, e)))
+}

@@ -214,3 +214,81 @@ async fn a_dropped_generic_transaction_stays_open_until_the_connection_is_droppe
     assert!(committed_names(&database).await?.is_empty());
     Ok(())
 }
+
+/// Wakes a `Notify` when the future it is given to can make progress.
+struct NotifyWaker(tokio::sync::Notify);
+
+impl std::task::Wake for NotifyWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.notify_one();
+    }
+}
+
+/// Polls `future` up to `polls` times, each time waiting until it can make progress, and
+/// stops early once it reached its body (`reached`) or finished.
+async fn poll_up_to<F: Future>(
+    mut future: std::pin::Pin<&mut F>,
+    polls: usize,
+    reached: &mut oneshot::Receiver<()>,
+) {
+    let waker = std::sync::Arc::new(NotifyWaker(tokio::sync::Notify::new()));
+    for _ in 0..polls {
+        let ready = {
+            let std_waker = std::task::Waker::from(std::sync::Arc::clone(&waker));
+            let mut cx = std::task::Context::from_waker(&std_waker);
+            future.as_mut().poll(&mut cx).is_ready()
+        };
+        if ready {
+            return;
+        }
+        tokio::select! {
+            _ = waker.0.notified() => {}
+            _ = &mut *reached => return,
+        }
+    }
+}
+
+/// diesel's `ROLLBACK TO SAVEPOINT` leaves the savepoint on SQLite's stack. A nested
+/// transaction abandoned at any point — before its SAVEPOINT ran, while an earlier abandoned
+/// savepoint was being undone, in its body — must never make litemux roll back to that older
+/// savepoint of the same name, which would silently undo the outer transaction's work.
+#[tokio::test]
+async fn an_abandoned_savepoint_never_rolls_back_to_an_older_one_of_the_same_name() -> TestResult {
+    for polls in 1..=8 {
+        let db = TestDb::new();
+        let mut conn = db.connect().await?;
+        let names = conn
+            .transaction::<_, Error, _>(async |conn| {
+                let rolled_back = conn
+                    .transaction::<(), Error, _>(async |conn| {
+                        insert_user(conn, "rolled back").await?;
+                        Err(Error::RollbackTransaction)
+                    })
+                    .await;
+                assert_eq!(rolled_back, Err(Error::RollbackTransaction));
+                insert_user(conn, "kept").await?;
+                // Two nested levels abandoned in turn: the second begins while the first's
+                // savepoint is still to be undone, and is dropped after `polls` steps.
+                for _ in 0..2 {
+                    let (body, mut reached) = oneshot::channel();
+                    let nested = conn.transaction::<(), Error, _>(async move |conn| {
+                        insert_user(conn, "abandoned").await?;
+                        let _ = body.send(());
+                        std::future::pending().await
+                    });
+                    let mut nested = std::pin::pin!(nested);
+                    poll_up_to(nested.as_mut(), polls, &mut reached).await;
+                }
+                insert_user(conn, "after").await?;
+                user_names(conn).await
+            })
+            .await?;
+        assert_eq!(names, ["kept", "after"], "dropped after {polls} polls");
+        assert_eq!(
+            committed_names(conn.database()).await?,
+            ["kept", "after"],
+            "dropped after {polls} polls"
+        );
+    }
+    Ok(())
+}
