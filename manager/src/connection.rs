@@ -1074,6 +1074,7 @@ mod tests {
             classified: Default::default(),
             inline_budget: Duration::from_micros(100),
             statement_timeout: Some(Duration::from_nanos(1)),
+            reader_writes: Arc::default(),
         });
         let mut conn = Connection::open(&Options::memory(), Role::Writer, context)?;
         conn.batch("CREATE TABLE t(x INTEGER)", false)?;
