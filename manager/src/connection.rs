@@ -1072,7 +1072,6 @@ mod tests {
         let context = Arc::new(Context {
             history: History::new("test".into(), 10, false),
             classified: Default::default(),
-            reader_writes: Default::default(),
             inline_budget: Duration::from_micros(100),
             statement_timeout: Some(Duration::from_nanos(1)),
             reader_writes: Arc::default(),
