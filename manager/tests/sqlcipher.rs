@@ -198,3 +198,28 @@ fn serde_writes_the_key_so_the_config_reopens_the_file() {
     assert!(json.contains("s3cret"), "{json}");
     assert_eq!(serde_json::from_str::<Options>(&json).unwrap(), options);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lock_anchor_opens_with_the_key_too() {
+    // An anchor connection without the key could not read the file, so it would never hold.
+    let t = TempDb::new();
+    let options = t
+        .options()
+        .readers(2)
+        .key("anchor key")
+        .lock_anchor(std::time::Duration::from_secs(1));
+    write_marker(options.clone()).await;
+    let db = Database::open_with(options).await.unwrap();
+    let reading = async {
+        while !db.status().lock_anchor_held {
+            db.fetch_one("SELECT count(*) FROM secrets", ())
+                .await
+                .unwrap();
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), reading)
+        .await
+        .expect("the anchor never held on the encrypted file");
+    db.close().await.unwrap();
+}
