@@ -164,8 +164,8 @@ impl Options {
 ///
 /// Two things do not survive the round trip: an [`on_connect`](Options::on_connect) hook,
 /// which is code and is not printed, and the SQLCipher key, printed as `key=***` (which the
-/// parser refuses rather than take it for the key); see
-/// [`to_url_revealing_key`](Options::to_url_revealing_key).
+/// parser refuses rather than take it for the key); see `Options::to_url_revealing_key`
+/// (feature `sqlcipher`).
 ///
 /// ```
 /// let options = litemux::Options::new("/srv/my app.db").readers(4).pragma("cache_size", "-16000");
