@@ -701,8 +701,8 @@ fn cases() -> Vec<Case> {
             open(&fx.url("a%zz.db", "")).await
         }),
         case!(
-            "a %-escape that is not UTF-8",
-            Fails("InvalidOption(url)"),
+            "a %-escape that decodes to a path that is not UTF-8",
+            Fails("Open(InvalidOption(path))"),
             |fx| { open(&fx.url("a%ff.db", "")).await }
         ),
         case!("no path in the URL", Fails("InvalidOption(url)"), |_fx| {
