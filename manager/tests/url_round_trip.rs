@@ -178,6 +178,31 @@ fn printed_options_parse_back_equal_over_many_seeded_combinations() -> Result<()
     Ok(())
 }
 
+#[cfg(feature = "sqlcipher")]
+#[test]
+fn keys_round_trip_through_the_revealing_url_and_never_show_in_display() -> Result<(), Error> {
+    for seed in 1..=500u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let key = format!("k{}", rng.text());
+        let options = random_options(&mut rng).key(key);
+        let url = options.to_url_revealing_key();
+        let parsed: Options = url
+            .parse()
+            .unwrap_or_else(|e| panic!("seed {seed}: `{url}` does not parse: {e}"));
+        assert_eq!(parsed, options, "seed {seed}: `{url}`");
+        // Display is the same URL with the key's value, and only it, replaced by `***`
+        // (a literal `key=` occurs nowhere else: `=` in a path or value is escaped).
+        let (head, tail) = url.split_once("key=").expect("the key is printed");
+        let rest = tail.find('&').map_or("", |i| &tail[i..]);
+        assert_eq!(
+            options.to_string(),
+            format!("{head}key=***{rest}"),
+            "seed {seed}"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn explicit_round_trips() -> Result<(), Error> {
     let cases = [
