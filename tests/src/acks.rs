@@ -28,7 +28,7 @@ diesel::table! {
         grp -> BigInt,
         /// How many rows the group has.
         k -> Integer,
-        /// Which write path wrote it ([`Path`]).
+        /// Which write path wrote it ([`Path`](crate::acks::Path)).
         path -> Text,
         /// Filler, so that groups span pages.
         payload -> Binary,
