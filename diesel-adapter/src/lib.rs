@@ -123,6 +123,10 @@
 //! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
 //! ```
 //!
+//! # Feature flags
+//! - `postgres`: `replicated`, the same routing over a PostgreSQL primary and its streaming
+//!   replicas (`replicated::ClusterConnection`, a diesel-async connection with `Backend = Pg`).
+//!
 //! # Caveats
 //! - **A tokio runtime is required**, of either flavour, with or without its time driver:
 //!   `AsyncConnectionWrapper<LitemuxConnection>` (diesel-async's way to use it from sync code,

@@ -41,6 +41,12 @@
 //! `target_session_attrs=read-write` — `postgres://app@db1:5432,db2:5432/app?target_session_attrs=read-write`
 //! — and new connections go to whichever host accepts writes now.
 //!
+//! # Runtime
+//! **A tokio runtime with the time driver is required** (`#[tokio::main]`, `#[tokio::test]`,
+//! or a `Builder` with `enable_all()`): read-your-writes waits, checkout timeouts and the health
+//! task use tokio's timers, and [`Cluster::connect`] spawns the health task on the current
+//! runtime.
+//!
 //! # Migrations
 //! [`Cluster::run_pending_migrations`] runs diesel migrations on the primary; replicas get
 //! them by replication.
