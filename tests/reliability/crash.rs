@@ -11,6 +11,8 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use litemux::{Database, Options};
 use litemux_tests::acks::{Ack, UNDONE};
@@ -28,6 +30,9 @@ struct Round {
     present_rows: i64,
 }
 
+/// How long the child may go without acknowledging anything before it counts as hung.
+const SILENCE: Duration = Duration::from_secs(60);
+
 /// Runs the child on `db` until it has acknowledged `wanted` writes, kills it, and returns
 /// every acknowledgement it printed, also those already in the pipe when it died.
 fn run_child(db: &Path, round: u64, seed: u64, wanted: usize) -> Vec<Ack> {
@@ -40,31 +45,54 @@ fn run_child(db: &Path, round: u64, seed: u64, wanted: usize) -> Vec<Ack> {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start crash_writer");
-    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    // Lines are read on their own thread, so that a child that stops acknowledging (a hang)
+    // fails the test instead of blocking it.
+    let (lines_tx, lines) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut stdout = BufReader::new(stdout);
+        loop {
+            let mut line = String::new();
+            match stdout.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                // A line cut short by the kill was never fully acknowledged.
+                Ok(_) => match line.strip_suffix('\n') {
+                    Some(complete) => {
+                        let ack = complete.parse::<Ack>().expect("an acknowledgement");
+                        if lines_tx.send(ack).is_err() {
+                            break;
+                        }
+                    }
+                    None => break,
+                },
+            }
+        }
+    });
     let mut acks = Vec::new();
-    let mut killed = false;
-    let mut line = String::new();
-    loop {
-        if !killed && acks.len() >= wanted {
-            // SIGKILL on Unix: no destructor, no flush, no checkpoint runs in the child.
-            child.kill().expect("kill crash_writer");
-            killed = true;
-        }
-        line.clear();
-        if lines.read_line(&mut line).expect("read the child's stdout") == 0 {
-            break;
-        }
-        // A line cut short by the kill was never fully acknowledged.
-        if let Some(complete) = line.strip_suffix('\n') {
-            acks.push(complete.parse::<Ack>().expect("an acknowledgement"));
+    while acks.len() < wanted {
+        match lines.recv_timeout(SILENCE) {
+            Ok(ack) => acks.push(ack),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait().expect("wait for crash_writer");
+                panic!(
+                    "round {round}: crash_writer ended on its own ({status}) after {} acknowledgements",
+                    acks.len()
+                );
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                panic!(
+                    "round {round}: crash_writer acknowledged nothing for {SILENCE:?} after {} (hung)",
+                    acks.len()
+                );
+            }
         }
     }
-    let status = child.wait().expect("wait for crash_writer");
-    assert!(
-        killed,
-        "round {round}: crash_writer ended on its own ({status}) after {} acknowledgements",
-        acks.len()
-    );
+    // SIGKILL on Unix: no destructor, no flush, no checkpoint runs in the child.
+    child.kill().expect("kill crash_writer");
+    child.wait().expect("wait for crash_writer");
+    reader.join().expect("the reader thread");
+    acks.extend(lines.try_iter());
     acks
 }
 
