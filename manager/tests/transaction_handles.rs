@@ -164,3 +164,61 @@ async fn a_transaction_shows_whether_it_is_open_and_how_deep_it_is_nested() {
     tx.commit().await.unwrap();
     assert_eq!(count(&db).await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_returns_after_the_rollback_ran() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    let tx = db.begin().await.unwrap();
+    tx.execute("INSERT INTO t(x) VALUES (1)", ()).await.unwrap();
+    // Occupy the writer's thread: the rollback queues behind this job and must wait for it.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let finished = Arc::new(AtomicBool::new(false));
+    {
+        let busy = std::pin::pin!(tx.with_connection({
+            let finished = Arc::clone(&finished);
+            move |_| {
+                let _ = released.recv_timeout(Duration::from_secs(20));
+                finished.store(true, Ordering::SeqCst);
+            }
+        }));
+        assert!(!poll_once(busy).await, "the job waits for release");
+    }
+    let rollback = async {
+        tx.rollback().await.unwrap();
+        finished.load(Ordering::SeqCst)
+    };
+    let let_go = async {
+        release.send(()).unwrap();
+    };
+    let (after_the_job, ()) = tokio::join!(rollback, let_go);
+    assert!(after_the_job, "rollback() returned before the rollback ran");
+    assert_eq!(count(&db).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_force_rollback_mode_ending_a_transaction_leaves_nothing_to_undo() {
+    let t = TempDb::new();
+    let db = Database::open_with(t.options().force_rollback(true))
+        .await
+        .unwrap();
+    db.execute_batch("CREATE TABLE t(x INTEGER)").await.unwrap();
+    let tx = db.begin().await.unwrap();
+    tx.execute("INSERT INTO t(x) VALUES (1)", ()).await.unwrap();
+    tx.commit().await.unwrap();
+    let tx = db.begin().await.unwrap();
+    tx.execute("INSERT INTO t(x) VALUES (2)", ()).await.unwrap();
+    tx.rollback().await.unwrap();
+    // Runs after anything the ended transactions left queued on the writer.
+    assert_eq!(crate::ints(&db, "SELECT x FROM t").await, [1]);
+    let failed: Vec<_> = db
+        .history()
+        .into_iter()
+        .filter(|e| e.error.is_some())
+        .map(|e| (e.sql, e.error))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "ending the transactions failed: {failed:?}"
+    );
+}
