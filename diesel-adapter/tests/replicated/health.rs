@@ -115,14 +115,11 @@ async fn a_lagging_replica_leaves_the_rotation_until_it_catches_up() -> TestResu
     conn.set_consistency(litemux_diesel::replicated::Consistency::Eventual);
     let paused = ReplayPaused::new(&servers.replicas[0]).await?;
     // The primary moves on; replica1 does not follow.
+    let moved_on = tokio::time::Instant::now();
     conn.batch_execute("INSERT INTO t VALUES (1)").await?;
-    cluster.check_health().await;
-    let started = tokio::time::Instant::now();
     until_healthy(&cluster, 1, false).await?;
-    assert!(
-        started.elapsed() + Duration::from_millis(50)
-            >= max_lag.saturating_sub(Duration::from_millis(50))
-    );
+    // Not before the WAL it misses is max_lag old.
+    assert!(moved_on.elapsed() > max_lag, "{:?}", moved_on.elapsed());
     let status = cluster.status();
     assert!(status[1].lag.is_some_and(|lag| lag > max_lag), "{status:?}");
     assert!(status[2].healthy, "{status:?}");
