@@ -15,7 +15,9 @@
 //! that sees it reports its handle and denies it (so it never runs, and touches no file). The
 //! handle is thus diesel's by construction, even if something else (a process-wide diesel
 //! instrumentation, say) opened connections on the thread meanwhile, and no other
-//! connection's pointer is ever used. litemux's own authorizer then replaces it.
+//! connection's pointer is ever used. litemux's own authorizer then replaces it. (A foreign
+//! connection opened during that window keeps the identifying authorizer, which allows
+//! everything but the marker: it costs that connection one comparison per authorization.)
 //!
 //! Every connection also gets an authorizer ([`guard`]): readers cannot write, and routing
 //! learns what each statement touches.
