@@ -12,10 +12,12 @@ use std::time::{Duration, Instant};
 
 use crate::connection_ref::ConnectionRef;
 use crate::history::History;
+use crate::metrics::Meters;
 use crate::options::OpenMode;
 use crate::raw::{Access, Facts, Failure, RawConnection, Running, StatementShape};
 use crate::row::RowsBuilder;
 use crate::statement::{ClassificationCache, Classified, Kind};
+use crate::telemetry::{self, Rows, Run};
 use crate::{Error, Options, Result, Role, Row, Value};
 
 /// What an `execute` did.
@@ -40,6 +42,10 @@ pub(crate) struct Context {
     pub(crate) inline_budget: Duration,
     /// [`Options::statement_timeout`]: how long a job run for a caller may run.
     pub(crate) statement_timeout: Option<Duration>,
+    /// [`Options::slow_statement_threshold`]: statements longer than this are logged at WARN.
+    pub(crate) slow_statement_threshold: Option<Duration>,
+    /// The database's counters, shared with its writer lease and reader pool.
+    pub(crate) meters: Arc<Meters>,
 }
 
 /// The flag a caller's job carries: set (from any thread) when the caller stops waiting, so
@@ -89,16 +95,23 @@ pub(crate) enum Inline<T> {
 
 /// What a statement's outcome counts for the history's `rows`.
 pub(crate) trait Counted {
+    /// Whether the count is of rows returned or rows changed (for the statement's span).
+    const ROWS: Rows;
+
     fn count(&self) -> u64;
 }
 
 impl Counted for Vec<Row> {
+    const ROWS: Rows = Rows::Returned;
+
     fn count(&self) -> u64 {
         self.len() as u64
     }
 }
 
 impl Counted for ExecuteResult {
+    const ROWS: Rows = Rows::Affected;
+
     fn count(&self) -> u64 {
         self.rows_affected
     }
@@ -106,6 +119,8 @@ impl Counted for ExecuteResult {
 
 /// Rows a streamed fetch handed over (see [`Connection::fetch_chunks`]).
 impl Counted for u64 {
+    const ROWS: Rows = Rows::Returned;
+
     fn count(&self) -> u64 {
         *self
     }
@@ -123,6 +138,15 @@ pub(crate) struct Chunks {
     pub(crate) bytes: usize,
 }
 
+/// How hard a WAL checkpoint tries (SQLite's modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Checkpoint {
+    /// Copies what it can without waiting for anyone.
+    Passive,
+    /// Waits for readers, copies everything and truncates the WAL file (at close).
+    Truncate,
+}
+
 /// How many rows a fetch wants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Limit {
@@ -137,6 +161,8 @@ pub(crate) struct Connection {
     context: Arc<Context>,
     /// Set while a statement runs under a time budget: where the file stood before it.
     budget_mark: Option<CommitMark>,
+    /// How the job running now reached the connection, for its statements' spans.
+    run: Run,
 }
 
 /// Opens a read transaction with its snapshot taken: SQLite starts one at its first read,
@@ -188,6 +214,7 @@ impl Connection {
             role,
             context,
             budget_mark: None,
+            run: Run::default(),
         };
         conn.configure(options, role).map_err(|e| match e {
             // Says what failed, with the path: no need for another layer.
@@ -291,6 +318,22 @@ impl Connection {
     /// connection's.
     pub(crate) fn namespace_differs(&self) -> bool {
         self.context.classified.epoch() != 0
+    }
+
+    /// Says how the job about to run reached the connection (see [`Run`]).
+    pub(crate) fn set_run(&mut self, run: Run) {
+        self.run = run;
+    }
+
+    pub(crate) fn meters(&self) -> &Meters {
+        &self.context.meters
+    }
+
+    /// The span of a statement about to run here, child of the current span.
+    fn span(&self, sql: &str, params: &[Value]) -> tracing::Span {
+        let history = &self.context.history;
+        let params = history.records_params().then_some(params);
+        telemetry::statement(history.database(), sql, params, self.role, self.run)
     }
 
     pub(crate) fn is_autocommit(&self) -> bool {
@@ -461,10 +504,13 @@ impl Connection {
         params: &[Value],
         run: impl FnOnce(&mut Self) -> Result<T>,
     ) -> Result<T> {
+        let span = self.span(sql, params);
+        let _entered = span.enter();
         let started = Instant::now();
         let outcome = run(self);
         self.ran_queued(sql, started.elapsed());
-        self.record(sql, params, started, outcome.as_ref().map(Counted::count));
+        let counted = outcome.as_ref().map(Counted::count);
+        self.record(&span, sql, params, started, T::ROWS, counted);
         outcome
     }
 
@@ -503,9 +549,12 @@ impl Connection {
         run: impl FnOnce(&mut Self) -> Result<T>,
         finished: impl FnOnce(&Self, CommitMark) -> Option<T>,
     ) -> Inline<T> {
+        let span = self.span(sql, params);
+        let _entered = span.enter();
         let started = Instant::now();
         let attempt = self.attempt(started, budget, Some(sql), run);
         if attempt.overran {
+            telemetry::overran(&span);
             return Inline::Overran;
         }
         let mut outcome = attempt.out;
@@ -514,7 +563,8 @@ impl Connection {
         {
             outcome = Ok(done);
         }
-        self.record(sql, params, started, outcome.as_ref().map(Counted::count));
+        let counted = outcome.as_ref().map(Counted::count);
+        self.record(&span, sql, params, started, T::ROWS, counted);
         Inline::Done(outcome)
     }
 
@@ -539,6 +589,7 @@ impl Connection {
         self.budget_mark = None;
         let out = out.unwrap_or_else(|panic| resume_unwind(panic));
         let overran = interrupted && !self.committed_since(mark);
+        self.context.meters.inline_run(overran);
         if let Some(sql) = sql {
             self.note_inline_run(sql, budget, overran);
         }
@@ -844,6 +895,8 @@ impl Connection {
                 return Err(Error::TransactionControl { sql: sql.into() });
             }
             self.check_cancelled(sql)?;
+            let span = self.span(sql, &[]);
+            let _entered = span.enter();
             let started = Instant::now();
             let before = self.raw.total_changes();
             let judge = self.before();
@@ -856,7 +909,8 @@ impl Connection {
                 _ => Ok(()),
             };
             let changed = u64::try_from(self.raw.total_changes() - before).unwrap_or(0);
-            self.record(sql, &[], started, outcome.as_ref().map(|()| changed));
+            let counted = outcome.as_ref().map(|()| changed);
+            self.record(&span, sql, &[], started, Rows::Affected, counted);
             outcome?;
         }
         Ok(())
@@ -903,12 +957,38 @@ impl Connection {
         }
     }
 
+    /// Runs a WAL checkpoint, recorded as a statement, and counts what it did (see
+    /// [`Counters`](crate::Counters)).
+    pub(crate) fn checkpoint(&mut self, mode: Checkpoint) -> Result<()> {
+        let sql = match mode {
+            Checkpoint::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
+            Checkpoint::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
+        };
+        let started = Instant::now();
+        let rows = self.fetch(sql, &[], Limit::First)?;
+        let took = started.elapsed();
+        // One row: (busy, pages in the WAL, pages checkpointed); -1 when not in WAL mode.
+        let column = |i: usize| {
+            rows.first()
+                .and_then(|row| row.get::<i64>(i).ok())
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(0)
+        };
+        let (wal_pages, copied) = (column(1), column(2));
+        self.context.meters.checkpoint(copied, wal_pages, took);
+        tracing::debug!(target: "litemux::health", database = self.context.history.database(), wal_pages, copied, duration_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX), "checkpoint");
+        Ok(())
+    }
+
     /// Runs a statement litemux itself issues (BEGIN, COMMIT, SAVEPOINT ...): one statement,
     /// cached, recorded.
     pub(crate) fn control(&mut self, sql: &str) -> Result<()> {
+        let span = self.span(sql, &[]);
+        let _entered = span.enter();
         let started = Instant::now();
         let outcome = self.run_to_end(sql);
-        self.record(sql, &[], started, outcome.as_ref().map(|()| 0));
+        let counted = outcome.as_ref().map(|()| 0);
+        self.record(&span, sql, &[], started, Rows::Affected, counted);
         outcome
     }
 
@@ -937,30 +1017,68 @@ impl Connection {
 
     /// Records a statement that failed before it could run (it did not prepare).
     pub(crate) fn record_failure(&self, sql: &str, params: &[Value], error: &Error) {
-        self.context.history.record(
-            sql,
-            params,
-            self.role,
-            std::time::Duration::ZERO,
-            Err(error),
-        );
+        let span = self.span(sql, params);
+        span.in_scope(|| {
+            self.note(
+                &span,
+                sql,
+                params,
+                Duration::ZERO,
+                Rows::Returned,
+                Err(error),
+            );
+        });
     }
 
+    /// Records a statement run through diesel on a lent connection (see
+    /// [`ConnectionRef::record`]); its span is opened only now, so it has no duration of its
+    /// own, but carries `duration`.
     pub(crate) fn record_external(
         &self,
         sql: &str,
-        duration: std::time::Duration,
+        duration: Duration,
         outcome: Result<u64, &Error>,
     ) {
-        self.context
-            .history
-            .record(sql, &[], self.role, duration, outcome);
+        let span = self.span(sql, &[]);
+        span.in_scope(|| self.note(&span, sql, &[], duration, Rows::Returned, outcome));
     }
 
-    fn record(&self, sql: &str, params: &[Value], started: Instant, outcome: Result<u64, &Error>) {
-        self.context
+    fn record(
+        &self,
+        span: &tracing::Span,
+        sql: &str,
+        params: &[Value],
+        started: Instant,
+        rows: Rows,
+        outcome: Result<u64, &Error>,
+    ) {
+        self.note(span, sql, params, started.elapsed(), rows, outcome);
+    }
+
+    /// Counts a statement that ran for `took`, records its outcome on its span, warns if it
+    /// was slow, and adds it to the history. Called inside the statement's span.
+    fn note(
+        &self,
+        span: &tracing::Span,
+        sql: &str,
+        params: &[Value],
+        took: Duration,
+        rows: Rows,
+        outcome: Result<u64, &Error>,
+    ) {
+        let context = &self.context;
+        telemetry::finish(span, rows, outcome);
+        context.meters.statement(self.role, took, outcome.err());
+        if let Some(threshold) = context.slow_statement_threshold
+            && took > threshold
+        {
+            context.meters.slow_statement();
+            let database = context.history.database();
+            telemetry::slow(database, sql, self.role, took, threshold);
+        }
+        context
             .history
-            .record(sql, params, self.role, started.elapsed(), outcome);
+            .record(sql, params, self.role, took, outcome);
     }
 
     /// Turns a diesel error into ours, with SQLite's extended code when it can be had.
@@ -1075,6 +1193,8 @@ mod tests {
             inline_budget: Duration::from_micros(100),
             statement_timeout: Some(Duration::from_nanos(1)),
             reader_writes: Arc::default(),
+            slow_statement_threshold: None,
+            meters: Arc::new(crate::metrics::Meters::new("test")),
         });
         let mut conn = Connection::open(&Options::memory(), Role::Writer, context)?;
         conn.batch("CREATE TABLE t(x INTEGER)", false)?;

@@ -310,7 +310,9 @@ impl Database {
         E: From<Error>,
     {
         let mut tx = self.begin().await?;
-        match f(&mut tx).await {
+        // The closure's statements run inside the transaction's span.
+        let span = tx.span().clone();
+        match tracing::Instrument::instrument(f(&mut tx), span).await {
             Ok(value) => {
                 tx.commit().await?;
                 Ok(value)
@@ -502,6 +504,7 @@ impl Database {
             readers_open: readers.map_or(0, |s| s.size),
             readers_idle: readers.map_or(0, |s| s.available),
             writer_queued: shared.writer.worker.queued(),
+            counters: shared.context.meters.snapshot(),
             lock_anchor_held: shared
                 .readers
                 .as_ref()
@@ -549,7 +552,7 @@ impl Database {
     }
 }
 
-/// Connection and queue counts, from [`Database::status`].
+/// Connection and queue gauges, and the database's counters, from [`Database::status`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Status {
@@ -571,4 +574,6 @@ pub struct Status {
     /// every write in their authorizer, which no statement can switch off. It is here so that
     /// tests can check that, with a count no statement can fool.
     pub reader_writes: u64,
+    /// What the database did since it opened (shared by every handle on the file).
+    pub counters: crate::Counters,
 }

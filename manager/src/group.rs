@@ -23,6 +23,7 @@ use tokio::sync::oneshot;
 
 use crate::Result;
 use crate::connection::{Cancel, Connection};
+use crate::telemetry::{Caller, Run};
 use crate::writer::restore_base;
 
 /// One queued autocommit write that may share a transaction with its neighbours.
@@ -36,6 +37,9 @@ pub(crate) trait Member: Send {
 
     /// Set when the caller stopped waiting: the member is then stopped, or skipped.
     fn cancel(&self) -> &Cancel;
+
+    /// Who queued it: it runs inside that caller's span.
+    fn caller(&self) -> &Caller;
 }
 
 /// A member that runs `statement` (one DML statement, `sql`), and the receiver of its outcome.
@@ -51,6 +55,7 @@ pub(crate) fn member<R: Send + 'static>(
         outcome: None,
         reply,
         cancel: cancel.clone(),
+        caller: Caller::here(),
     };
     (Box::new(member), answer, cancel)
 }
@@ -61,6 +66,7 @@ struct Pending<R, F> {
     outcome: Option<Result<R>>,
     reply: oneshot::Sender<Result<R>>,
     cancel: Cancel,
+    caller: Caller,
 }
 
 impl<R, F> Member for Pending<R, F>
@@ -92,13 +98,32 @@ where
     fn cancel(&self) -> &Cancel {
         &self.cancel
     }
+
+    fn caller(&self) -> &Caller {
+        &self.caller
+    }
 }
 
 /// Runs `members`, queued in this order on a writer in autocommit mode, and answers each.
 pub(crate) fn commit(conn: &mut Connection, members: Vec<Box<dyn Member>>) {
     let mut waiting = VecDeque::from(members);
     while waiting.len() > 1 {
-        if conn.control("BEGIN IMMEDIATE").is_err() {
+        let size = waiting.len();
+        // The group's own BEGIN and COMMIT belong to no one caller: they are traced in the
+        // first member's span, so they are not orphans.
+        let lead = waiting.front().map(|m| m.caller().clone());
+        let control = |conn: &mut Connection, sql: &str| match &lead {
+            Some(lead) => lead.enter(|waited| {
+                conn.set_run(Run {
+                    inline: false,
+                    waited,
+                    group: size,
+                });
+                conn.control(sql)
+            }),
+            None => conn.control(sql),
+        };
+        if control(conn, "BEGIN IMMEDIATE").is_err() {
             // The write lock is not to be had (another process holds it past the busy
             // timeout): each statement meets that on its own.
             break;
@@ -112,7 +137,7 @@ pub(crate) fn commit(conn: &mut Connection, members: Vec<Box<dyn Member>>) {
             if member.cancel().is_cancelled() {
                 continue;
             }
-            run_guarded(&mut *member, conn, true);
+            run_guarded(&mut *member, conn, size);
             if conn.is_autocommit() {
                 ended_by = Some(member);
                 break;
@@ -134,8 +159,11 @@ pub(crate) fn commit(conn: &mut Connection, members: Vec<Box<dyn Member>>) {
                 ran.into_iter().for_each(|m| m.answer());
                 member.answer();
             }
-            None => match conn.control("COMMIT") {
-                Ok(()) => ran.into_iter().for_each(|m| m.answer()),
+            None => match control(conn, "COMMIT") {
+                Ok(()) => {
+                    conn.meters().group_commit(ran.len());
+                    ran.into_iter().for_each(|m| m.answer());
+                }
                 Err(e) => {
                     tracing::debug!(target: "litemux", error = %e, members = ran.len(), "group commit failed; running its members alone");
                     conn.rollback_open_transaction();
@@ -149,7 +177,7 @@ pub(crate) fn commit(conn: &mut Connection, members: Vec<Box<dyn Member>>) {
         if member.cancel().is_cancelled() {
             continue;
         }
-        run_guarded(&mut *member, conn, false);
+        run_guarded(&mut *member, conn, 0);
         member.answer();
     }
 }
@@ -159,12 +187,20 @@ pub(crate) fn commit(conn: &mut Connection, members: Vec<Box<dyn Member>>) {
 /// member is then answered with `ConnectionLost`. A member stopped by its guards fails with
 /// [`Error::Interrupted`](crate::Error::Interrupted); if it was writing, SQLite rolls the
 /// group's transaction back and the members before it run again.
-fn run_guarded(member: &mut dyn Member, conn: &mut Connection, grouped: bool) {
-    conn.arm(member.cancel());
-    if catch_unwind(AssertUnwindSafe(|| member.run(conn, grouped))).is_err() {
-        tracing::error!(target: "litemux", "a statement panicked on the writer thread");
-    }
-    conn.disarm();
+fn run_guarded(member: &mut dyn Member, conn: &mut Connection, group: usize) {
+    let caller = member.caller().clone();
+    caller.enter(|waited| {
+        conn.set_run(Run {
+            inline: false,
+            waited,
+            group,
+        });
+        conn.arm(member.cancel());
+        if catch_unwind(AssertUnwindSafe(|| member.run(conn, group > 0))).is_err() {
+            tracing::error!(target: "litemux", "a statement panicked on the writer thread");
+        }
+        conn.disarm();
+    });
 }
 
 #[cfg(test)]
@@ -184,6 +220,8 @@ mod tests {
             reader_writes: Default::default(),
             inline_budget: Duration::from_micros(100),
             statement_timeout: None,
+            slow_statement_threshold: None,
+            meters: Arc::new(crate::metrics::Meters::new("test")),
         });
         let mut conn = Connection::open(&Options::memory(), Role::Writer, context).unwrap();
         conn.batch("CREATE TABLE t(x INTEGER)", false).unwrap();

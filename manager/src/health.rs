@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, Weak};
 
+use crate::connection::Checkpoint;
 use crate::shared::Shared;
 
 /// What one health pass did.
@@ -50,9 +51,7 @@ pub(crate) async fn pass(shared: &Shared) -> HealthReport {
         let ran = shared
             .writer
             .worker
-            .call(|conn| {
-                conn.is_autocommit() && conn.control("PRAGMA wal_checkpoint(PASSIVE)").is_ok()
-            })
+            .call(|conn| conn.is_autocommit() && conn.checkpoint(Checkpoint::Passive).is_ok())
             .await;
         drop(lease);
         checkpointed = ran.unwrap_or(false);

@@ -69,7 +69,18 @@ impl History {
         }
     }
 
-    /// Records one statement and emits it as a `tracing` event.
+    /// The database's path (or `:memory:`): the statements' `db.namespace`.
+    pub(crate) fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// Whether statements' parameters are kept ([`Options::record_params`](crate::Options::record_params)).
+    pub(crate) fn records_params(&self) -> bool {
+        self.record_params
+    }
+
+    /// Records one statement and emits it as a `tracing` DEBUG event (inside the statement's
+    /// span, see [`telemetry`](crate::telemetry)).
     pub(crate) fn record(
         &self,
         sql: &str,

@@ -41,6 +41,7 @@
 //! | `mode` | `rwc`, `rw`, `ro`, `memory` |
 //! | `transaction` | `deferred`, `immediate`, `exclusive` |
 //! | `statement_timeout`, `idle_in_transaction_timeout` | milliseconds (0: no limit) |
+//! | `slow_statement_threshold` | milliseconds (0: off) |
 //! | `history` | capacity (entries) |
 //! | `history_file` | a path |
 //! | `pragma` | `name:value`, e.g. `pragma=cache_size:-16000`; **repeatable**, run in order |
@@ -59,6 +60,48 @@
 //! scheme (`postgres://...`), and a plain path holding `?` or `#` (a URL missing its
 //! scheme) — so no file is ever created with such a name by accident. Escape them (`%3F`, `%23`) in a `sqlite://` URL to name such a file.
 //!
+//! # Observability
+//! Every statement runs inside a `tracing` span whose parent is the caller's current span,
+//! also when it runs on a connection thread (the job carries the caller's span and
+//! subscriber there) or in a group commit (each member under its own caller's span; the
+//! group's BEGIN and COMMIT under the first member's). A write transaction is a span from
+//! BEGIN to COMMIT or ROLLBACK; statements sent from the span it began in, and those of a
+//! [`Database::transaction`] closure, nest under it. Spans cost next to nothing when no
+//! subscriber wants them: `tracing` checks the callsite's interest before it builds one.
+//!
+//! | target | level | what |
+//! | --- | --- | --- |
+//! | `litemux::statement` | DEBUG | span `litemux.statement` per statement, and at its end an event with the history's fields (`database`, `sql`, `role`, `rows`, `duration_us`, `error`) |
+//! | `litemux::transaction` | DEBUG | span `litemux.transaction` per write transaction; `litemux.outcome` is `commit`, `rollback` or `dropped` |
+//! | `litemux::slow` | WARN | a statement that ran longer than [`Options::slow_statement_threshold`], inside its span |
+//! | `litemux::health` | DEBUG / TRACE | each WAL checkpoint (pages, duration) / each health pass |
+//! | `litemux` | ERROR / WARN / DEBUG | failed rollbacks, panics in jobs, a journal mode not applied, a failed group commit |
+//!
+//! Statement span fields, after OpenTelemetry's database conventions: `db.system.name`
+//! (`sqlite`), `db.namespace` (the path), `db.query.text`, `db.operation.name` (the first
+//! keyword, also `otel.name`), `db.response.returned_rows` (queries) or
+//! `litemux.rows_affected` (writes), and on failure `error.type` (a short name of the
+//! [`Error`] variant) and `db.response.status_code` (SQLite's extended code);
+//! `db.query.parameters` only with [`Options::record_params`]. litemux's own: `litemux.role`
+//! (`reader`/`writer`), `litemux.inline` (ran on the caller's thread), `litemux.queue_wait_us`
+//! (time queued on the connection's thread), `litemux.group_size` (0 outside a group commit),
+//! and `litemux.overran` on an inline attempt stopped at its time budget (it had no effect;
+//! the statement runs again in a span of its own).
+//!
+//! [`Database::status`] carries [`Counters`] next to its gauges: statements by role, failed
+//! and slow ones, inline runs and overruns, group commits and their sizes, waits for a
+//! reader and for the writer (count, total time), busy errors, interrupts, checkpoints
+//! (count, pages, duration, WAL size). With the `metrics` feature they are also published
+//! through the [`metrics`](https://docs.rs/metrics) facade, labelled `db.system.name`,
+//! `db.namespace` and, where it applies, `litemux.role`: counters `litemux.statements`,
+//! `litemux.statements.failed`, `litemux.statements.slow`, `litemux.inline.runs`,
+//! `litemux.inline.overruns`, `litemux.group_commits`, `litemux.group_commits.statements`,
+//! `litemux.connection.waits`, `litemux.busy`, `litemux.interrupts`, `litemux.checkpoints`,
+//! `litemux.checkpoint.pages`; histograms (seconds) `db.client.operation.duration`,
+//! `db.client.connection.wait_time`, `litemux.checkpoint.duration`, and
+//! `litemux.group_commit.size`; gauge `litemux.wal.pages`. **Install the recorder before
+//! opening the database**: handles are registered at open.
+//!
 //! # Features
 //! - `serde`: `Options: Serialize + Deserialize`, with the URL's keys and `path`, so options
 //!   can come from a config file (see [`Options`]'s `Deserialize` impl).
@@ -66,12 +109,15 @@
 //!   OpenSSL, both compiled from vendored sources (nothing from the system; the first build
 //!   takes minutes), and `Options::key` to encrypt the database at rest. Every crate linking
 //!   `libsqlite3-sys` in the build then gets SQLCipher, a superset of SQLite.
+//! - `metrics`: publishes [`Status`]'s counters through the `metrics` facade (see
+//!   Observability above).
 //!
 //! # Layout
 //! - [`Database`] (`database.rs`): the handle; [`Options`] (`options/`): configuration and URLs.
 //! - [`Transaction`], [`ReadTransaction`]: write and snapshot transactions.
 //! - [`Row`], [`Value`], [`Params`]: results and parameters.
 //! - [`HistoryEntry`], [`Role`]: the query history. [`Manager`]: databases by alias.
+//! - [`Status`], [`Counters`] (`metrics.rs`): gauges and counters; `telemetry.rs`: spans.
 //! - Internals: `shared.rs` (per-file state and routing), `writer.rs` (the FIFO writer lease),
 //!   `group.rs` (group commit), `readers.rs` (the reader pool), `anchor.rs` (the lock anchor
 //!   that spares readers SQLite's lock system calls), `worker.rs` (a connection's
@@ -116,6 +162,7 @@ mod group;
 mod health;
 mod history;
 mod manager;
+mod metrics;
 mod options;
 mod raw;
 mod read_transaction;
@@ -126,6 +173,7 @@ mod row;
 mod shared;
 mod statement;
 mod stream;
+mod telemetry;
 mod threads;
 mod timer;
 mod transaction;
@@ -140,6 +188,7 @@ pub use error::{ConstraintKind, Error, Result};
 pub use health::HealthReport;
 pub use history::{HistoryEntry, Role};
 pub use manager::Manager;
+pub use metrics::Counters;
 pub use options::{InitHook, JournalMode, OpenMode, Options, Synchronous, TransactionBehavior};
 pub use read_transaction::ReadTransaction;
 pub use row::{ColumnIndex, FromValue, Row, ValueRef};

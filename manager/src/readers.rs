@@ -18,6 +18,7 @@ use deadpool::managed::{self, Metrics, PoolError, RecycleError, RecycleResult, T
 
 use crate::anchor::{Anchor, Timing};
 use crate::connection::{Connection, Context};
+use crate::metrics::Meters;
 use crate::threads::Threads;
 use crate::worker::Worker;
 use crate::{Error, Options, Result, Role};
@@ -167,6 +168,7 @@ pub(crate) struct Readers {
     max_age: Option<Duration>,
     /// `None` unless the file is in WAL mode and the anchor is on.
     anchor: Option<Anchor>,
+    meters: Arc<Meters>,
 }
 
 impl Readers {
@@ -179,6 +181,7 @@ impl Readers {
         let timeout = options.reader_timeout;
         let max_age = options.max_connection_age;
         let anchor = Self::anchor(&options, &context)?;
+        let meters = Arc::clone(&context.meters);
         let open = OpenReaders::default();
         let manager = ReaderManager {
             options,
@@ -199,6 +202,7 @@ impl Readers {
             timeout,
             max_age,
             anchor,
+            meters,
         })
     }
 
@@ -227,7 +231,9 @@ impl Readers {
     /// Cancel safe: a dropped wait takes no reader.
     pub(crate) async fn get(&self) -> Result<Reader> {
         self.touch_anchor();
+        let started = Instant::now();
         let object = self.checkout().await?;
+        self.meters.waited(Role::Reader, started.elapsed());
         // An inline run may hold it without the pool, for at most its time budget.
         while !object.take() {
             tokio::task::yield_now().await;

@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::watch;
 
-use crate::connection::{Budget, Connection, Context, ExecuteResult, Inline, Limit};
+use crate::connection::{Budget, Checkpoint, Connection, Context, ExecuteResult, Inline, Limit};
 use crate::connection_ref::ConnectionRef;
 use crate::history::History;
+use crate::metrics::Meters;
 use crate::readers::{Reader, Readers};
 use crate::registry::Found;
 use crate::request::{Execute, Fetch, Request};
@@ -104,6 +105,8 @@ impl Shared {
             reader_writes: Default::default(),
             inline_budget: options.inline_budget,
             statement_timeout: options.statement_timeout,
+            slow_statement_threshold: options.slow_statement_threshold,
+            meters: Arc::new(Meters::new(&label)),
         });
         let threads = Arc::new(Threads::default());
         let (stopped, stopped_rx) = watch::channel(());
@@ -137,7 +140,12 @@ impl Shared {
         };
         Ok(Shared {
             label,
-            writer: Writer::new(worker, options.writer_timeout, options.force_rollback),
+            writer: Writer::new(
+                worker,
+                options.writer_timeout,
+                options.force_rollback,
+                Arc::clone(&context.meters),
+            ),
             options,
             context,
             readers,
@@ -302,7 +310,7 @@ impl Shared {
             if force_rollback {
                 conn.rollback_open_transaction();
             } else if wal && conn.is_autocommit() {
-                let _ = conn.control("PRAGMA wal_checkpoint(TRUNCATE)");
+                let _ = conn.checkpoint(Checkpoint::Truncate);
             }
         }
     }

@@ -4,12 +4,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
+use tracing::{Instrument, Span};
 
 use crate::connection::{Cancel, Connection, ExecuteResult, Limit};
 use crate::connection_ref::ConnectionRef;
 use crate::shared::{NESTED_SAVEPOINT, Shared};
 use crate::statement::quote_identifier;
 use crate::stream::{Pinned, Stopper};
+use crate::telemetry;
 use crate::worker::Worker;
 use crate::writer::Lease;
 use crate::{Error, Params, Result, Row, RowStream, Value};
@@ -48,6 +50,11 @@ pub struct Transaction {
     nested_in_base: bool,
     /// Depth of `tx.transaction(...)` nesting, naming each level's savepoint.
     depth: usize,
+    /// The transaction's span, from BEGIN to its end.
+    span: Span,
+    /// The span current when it began: statements sent from there run inside `span`, those
+    /// sent from a span the caller entered since run inside that one.
+    parent: Option<tracing::Id>,
 }
 
 impl std::fmt::Debug for Transaction {
@@ -87,6 +94,7 @@ impl Transaction {
             ended: Notify::new(),
             abandoned: Cancel::default(),
         });
+        let span = telemetry::transaction(&shared.label, crate::Role::Writer, &begin);
         // Build the handle first: if this future is dropped while BEGIN runs, `Drop` still
         // queues the rollback behind it.
         let tx = Transaction {
@@ -95,11 +103,14 @@ impl Transaction {
             state,
             nested_in_base,
             depth: 0,
+            parent: Span::current().id(),
+            span,
         };
         {
             let _busy = tx.enter(&begin)?;
             tx.worker
                 .call_for(&tx.state.abandoned, move |conn| conn.control(&begin))
+                .instrument(tx.span.clone())
                 .await??;
         }
         if let Some(timeout) = idle_timeout {
@@ -116,6 +127,21 @@ impl Transaction {
     fn enter(&self, sql: &str) -> Result<Busy<'_>> {
         self.state.lock().enter(self.state.idle_timeout, sql)?;
         Ok(Busy(&self.state))
+    }
+
+    /// The transaction's span (see [`telemetry`]).
+    pub(crate) fn span(&self) -> &Span {
+        &self.span
+    }
+
+    /// The span work sent now runs in: the transaction's, unless the caller entered a span
+    /// of its own since BEGIN (then [`Span::none`], which leaves the caller's current).
+    fn scope(&self) -> Span {
+        if Span::current().id() == self.parent {
+            self.span.clone()
+        } else {
+            Span::none()
+        }
     }
 
     /// Ends the transaction's open stream, if any, before the transaction ends: its rows
@@ -142,6 +168,7 @@ impl Transaction {
                 }
                 job(conn, &sql)
             })
+            .instrument(self.scope())
             .await?
     }
 
@@ -367,6 +394,7 @@ impl Transaction {
         self.end_stream();
         let outcome = self.run(&commit, |conn, sql| conn.control(sql)).await;
         if outcome.is_ok() {
+            telemetry::ended(&self.span, "commit");
             self.state.end();
         }
         // On failure `Drop` queues the rollback.
@@ -387,8 +415,10 @@ impl Transaction {
             let _busy = self.enter("ROLLBACK")?;
             self.worker
                 .call(move |conn| roll_back(conn, nested))
+                .instrument(self.scope())
                 .await?
         };
+        telemetry::ended(&self.span, "rollback");
         self.state.end();
         outcome
     }
@@ -471,7 +501,9 @@ impl Drop for Transaction {
             if let Some(stream) = inner.stream.take() {
                 stream.stop();
             }
-            queue_rollback(&self.worker, self.nested_in_base);
+            telemetry::ended(&self.span, "dropped");
+            self.span
+                .in_scope(|| queue_rollback(&self.worker, self.nested_in_base));
             // Released after the rollback is queued, so it runs before the next holder's
             // first statement.
             drop(lease);

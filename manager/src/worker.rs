@@ -32,13 +32,15 @@ use tokio::sync::oneshot;
 
 use crate::connection::{Cancel, Connection};
 use crate::group::{self, Member};
+use crate::telemetry::{Caller, Run};
 use crate::{Error, Result, Role};
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
 enum Command {
-    /// A job, with its caller's cancel flag when someone waits for it.
-    Run(Job, Option<Cancel>),
+    /// A job, with its caller's cancel flag when someone waits for it, and where it came
+    /// from: it runs inside the caller's span.
+    Run(Job, Option<Cancel>, Caller),
     /// An autocommit write that may share a transaction with the members queued next to it.
     Join(Box<dyn Member>),
     /// Close the connection and end the thread.
@@ -187,6 +189,7 @@ impl Worker {
                 let _ = reply_tx.send(f(conn));
             }),
             Some(cancel.clone()),
+            Caller::here(),
         ))?;
         Ok(self.reply(reply_rx, cancel_on_drop.then_some(cancel)))
     }
@@ -217,13 +220,17 @@ impl Worker {
         cancel: &Cancel,
         f: impl FnOnce(&mut Connection) + Send + 'static,
     ) -> Result<()> {
-        self.enqueue(Command::Run(Box::new(f), Some(cancel.clone())))
+        self.enqueue(Command::Run(
+            Box::new(f),
+            Some(cancel.clone()),
+            Caller::here(),
+        ))
     }
 
     /// Queues `f` without waiting for it: used from `Drop` to roll back. Nobody can cancel
     /// it, and no statement timeout applies.
     pub(crate) fn send(&self, f: impl FnOnce(&mut Connection) + Send + 'static) -> Result<()> {
-        self.enqueue(Command::Run(Box::new(f), None))
+        self.enqueue(Command::Run(Box::new(f), None, Caller::here()))
     }
 
     /// Queues an autocommit write that may be committed together with its neighbours; it
@@ -257,6 +264,10 @@ impl Worker {
             Err(std::sync::TryLockError::WouldBlock) => return None,
         };
         let conn = guard.as_mut()?;
+        conn.set_run(Run {
+            inline: true,
+            ..Run::default()
+        });
         let out = f(conn);
         self.slot
             .in_transaction
@@ -372,15 +383,23 @@ fn serve(slot: &Slot, jobs: &mpsc::Receiver<Command>) {
             },
         };
         let finished = match command {
-            Command::Run(job, cancel) => {
-                in_transaction = run(slot, |conn| match cancel {
-                    // Nobody waits for it any more: it never starts.
-                    Some(cancel) if cancel.is_cancelled() => {}
-                    Some(cancel) => {
-                        conn.arm(&cancel);
-                        job(conn);
-                    }
-                    None => job(conn),
+            Command::Run(job, cancel, caller) => {
+                in_transaction = caller.enter(|waited| {
+                    run(slot, |conn| {
+                        conn.set_run(Run {
+                            waited,
+                            ..Run::default()
+                        });
+                        match cancel {
+                            // Nobody waits for it any more: it never starts.
+                            Some(cancel) if cancel.is_cancelled() => {}
+                            Some(cancel) => {
+                                conn.arm(&cancel);
+                                job(conn);
+                            }
+                            None => job(conn),
+                        }
+                    })
                 });
                 1
             }

@@ -8,12 +8,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::connection::Connection;
 use crate::group;
+use crate::metrics::Meters;
 use crate::worker::Worker;
 use crate::{Error, Result, Role};
 
@@ -27,6 +28,7 @@ pub(crate) struct Writer {
     /// In `force_rollback` mode an outer transaction stays open for the database's life:
     /// outside a transaction handle the writer is then *in* a transaction, not in autocommit.
     pub(crate) base_in_transaction: bool,
+    meters: Arc<Meters>,
 }
 
 /// The right to queue work on the writer; released on drop.
@@ -54,13 +56,19 @@ impl Drop for Waiting {
 }
 
 impl Writer {
-    pub(crate) fn new(worker: Worker, timeout: Duration, base_in_transaction: bool) -> Self {
+    pub(crate) fn new(
+        worker: Worker,
+        timeout: Duration,
+        base_in_transaction: bool,
+        meters: Arc<Meters>,
+    ) -> Self {
         Writer {
             worker,
             lease: Arc::new(Mutex::new(())),
             waiting: Arc::default(),
             timeout,
             base_in_transaction,
+            meters,
         }
     }
 
@@ -70,10 +78,12 @@ impl Writer {
     /// Cancel safe: a dropped wait holds nothing.
     pub(crate) async fn lease(&self) -> Result<Lease> {
         let waiting = Waiting::new(&self.waiting);
+        let started = Instant::now();
         let wait = Arc::clone(&self.lease).lock_owned();
         match crate::timer::timeout(self.timeout, wait).await {
             Ok(guard) => {
                 drop(waiting);
+                self.meters.waited(Role::Writer, started.elapsed());
                 Ok(Lease {
                     _guard: guard,
                     contended: self.waiting.load(Ordering::Acquire) > 0,

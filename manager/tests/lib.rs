@@ -15,6 +15,7 @@ mod interrupts;
 mod lock_anchor;
 mod manager;
 mod never_blocks_itself;
+mod observability;
 mod one_writer;
 mod open;
 mod options;

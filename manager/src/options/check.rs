@@ -33,6 +33,7 @@ impl Options {
             ("inline_budget_us", Some(self.inline_budget)),
             ("lock_anchor_us", Some(self.lock_anchor)),
             ("statement_timeout", self.statement_timeout),
+            ("slow_statement_threshold", self.slow_statement_threshold),
             (
                 "idle_in_transaction_timeout",
                 self.idle_in_transaction_timeout,
@@ -135,6 +136,7 @@ impl Options {
             "lock_anchor_us" => micros(self.lock_anchor),
             "group_commit" => self.group_commit.to_string(),
             "statement_timeout" => maybe(self.statement_timeout),
+            "slow_statement_threshold" => maybe(self.slow_statement_threshold),
             "idle_in_transaction_timeout" => maybe(self.idle_in_transaction_timeout),
             "key" => match &self.key {
                 Some(_) => format!("{} (a key)", super::display::REDACTED),

@@ -51,6 +51,7 @@ pub(super) const KEYS: &[(&str, Kind)] = &[
     ("group_commit", Kind::Bool),
     ("statement_timeout", Kind::Number),
     ("idle_in_transaction_timeout", Kind::Number),
+    ("slow_statement_threshold", Kind::Number),
 ];
 
 impl Options {
@@ -100,6 +101,11 @@ impl Options {
                 .to_string(),
             "idle_in_transaction_timeout" => self
                 .idle_in_transaction_timeout
+                .map_or(0, |d| d.as_millis())
+                .to_string(),
+            // Off is 0 in the URL.
+            "slow_statement_threshold" => self
+                .slow_statement_threshold
                 .map_or(0, |d| d.as_millis())
                 .to_string(),
             _ => return Vec::new(),

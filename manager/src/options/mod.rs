@@ -86,6 +86,7 @@ pub struct Options {
     explicit: BTreeSet<&'static str>,
     pub(crate) statement_timeout: Option<Duration>,
     pub(crate) idle_in_transaction_timeout: Option<Duration>,
+    pub(crate) slow_statement_threshold: Option<Duration>,
 }
 
 impl fmt::Debug for Options {
@@ -119,6 +120,7 @@ impl fmt::Debug for Options {
                 &self.idle_in_transaction_timeout,
             )
             .field("key", &self.key.as_ref().map(|_| display::REDACTED))
+            .field("slow_statement_threshold", &self.slow_statement_threshold)
             .finish_non_exhaustive()
     }
 }
@@ -163,6 +165,7 @@ impl Options {
             explicit: BTreeSet::new(),
             statement_timeout: None,
             idle_in_transaction_timeout: None,
+            slow_statement_threshold: None,
         }
     }
 
@@ -404,6 +407,27 @@ impl Options {
         self
     }
 
+    /// Statements that run longer than `threshold` are logged at WARN (target
+    /// `litemux::slow`, inside the statement's span) and counted in
+    /// [`Counters::slow_statements`](crate::Counters::slow_statements) (default: off; zero
+    /// also means off). The time is the statement's own, from its start on its connection to
+    /// its last row, not its wait for a connection.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let options =
+    ///     litemux::Options::new("app.db").slow_statement_threshold(Duration::from_millis(100));
+    /// let same: litemux::Options = "sqlite://app.db?slow_statement_threshold=100".parse()?;
+    /// # let _ = (options, same);
+    /// # Ok::<(), litemux::Error>(())
+    /// ```
+    #[must_use]
+    pub fn slow_statement_threshold(mut self, threshold: Duration) -> Self {
+        self.slow_statement_threshold = (!threshold.is_zero()).then_some(threshold);
+        self.explicit.insert("slow_statement_threshold");
+        self
+    }
+
     /// How long a write transaction may sit idle — open, with no statement running — before
     /// litemux rolls it back and gives the writer to the next caller (default: no limit; zero
     /// also means no limit), as PostgreSQL's setting of the same name does. The handle's next
@@ -516,6 +540,7 @@ impl PartialEq for Options {
             explicit,
             statement_timeout,
             idle_in_transaction_timeout,
+            slow_statement_threshold,
         } = self;
         hooks_equal
             && *path == other.path
@@ -544,6 +569,7 @@ impl PartialEq for Options {
             && *explicit == other.explicit
             && *statement_timeout == other.statement_timeout
             && *idle_in_transaction_timeout == other.idle_in_transaction_timeout
+            && *slow_statement_threshold == other.slow_statement_threshold
     }
 }
 

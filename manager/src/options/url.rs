@@ -157,6 +157,7 @@ pub(super) fn apply(options: Options, key: &str, value: &str) -> Result<Options,
             ));
         }
         "statement_timeout" => options.statement_timeout(millis(key, value)?),
+        "slow_statement_threshold" => options.slow_statement_threshold(millis(key, value)?),
         "idle_in_transaction_timeout" => options.idle_in_transaction_timeout(millis(key, value)?),
         _ => return Err(Error::invalid(key, "unknown option")),
     })
