@@ -14,6 +14,8 @@ mod inline;
 mod interrupts;
 mod lock_anchor;
 mod manager;
+#[cfg(feature = "metrics")]
+mod metrics_facade;
 mod never_blocks_itself;
 mod observability;
 mod one_writer;

@@ -154,6 +154,7 @@ fn random_options(rng: &mut Rng) -> Options {
         |o, r| o.group_commit(r.coin()),
         |o, r| o.statement_timeout(r.duration()),
         |o, r| o.idle_in_transaction_timeout(r.duration()),
+        |o, r| o.slow_statement_threshold(r.duration()),
     ];
     for setter in setters {
         if rng.coin() {
