@@ -187,6 +187,30 @@ impl LitemuxConnection {
         outcome
     }
 
+    /// Loads one serialized query's rows (see [`routing::load`]), reporting it to diesel's
+    /// instrumentation once its first row (or its end) is there.
+    async fn load_instrumented(
+        &mut self,
+        text: Option<QueryText>,
+        query: QueryResult<SerializedQuery>,
+    ) -> QueryResult<RowStream> {
+        self.query_started(text.as_ref());
+        let cache = text.is_some().then(CacheLog::default);
+        let outcome = match query {
+            Ok(query) => {
+                let state = &mut self.transaction_state;
+                routing::load(&self.db, state, query, cache.clone()).await
+            }
+            Err(e) => Err(e),
+        };
+        for sql in cache.as_ref().map(CacheLog::take).unwrap_or_default() {
+            self.instrumentation
+                .on_connection_event(InstrumentationEvent::cache_query(&sql));
+        }
+        self.query_finished(text.as_ref(), outcome.as_ref().err());
+        outcome
+    }
+
     /// The statement litemux begins this connection's transactions with, for
     /// instrumentation (see `instrumentation::begin_statement`).
     pub(crate) fn begin_statement(&mut self) -> &'static str {
@@ -262,11 +286,7 @@ impl AsyncConnectionCore for LitemuxConnection {
         let query = source.as_query();
         let text = self.query_text(&query);
         let serialized = SerializedQuery::new(&query);
-        Box::pin(async move {
-            self.run_instrumented(text, serialized, Work::LOAD)
-                .await
-                .map(RowStream::new)
-        })
+        Box::pin(async move { self.load_instrumented(text, serialized).await })
     }
 
     fn execute_returning_count<'conn, 'query, T>(

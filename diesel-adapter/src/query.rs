@@ -90,34 +90,150 @@ pub(crate) fn load_rows(
     Ok(rows)
 }
 
+/// Rows a read loads in one piece, inline when it can: a query that returns more is read
+/// again as a stream (see [`Capped::More`]).
+pub(crate) const LOAD_AT_ONCE: usize = 256;
+
+/// A read's rows, up to [`LOAD_AT_ONCE`].
+pub(crate) enum Capped {
+    All(Vec<OwnedRow>),
+    /// There are more: the query is to be streamed instead (readers only read, so running
+    /// it again has no effect).
+    More,
+}
+
+/// Runs `query` and copies its rows out, unless there are more than [`LOAD_AT_ONCE`].
+pub(crate) fn load_capped(
+    conn: &mut SqliteConnection,
+    query: &SerializedQuery,
+) -> QueryResult<Capped> {
+    let mut column_names = Default::default();
+    let cursor = conn.load(query)?;
+    let mut rows = Vec::new();
+    for row in cursor {
+        if rows.len() == LOAD_AT_ONCE {
+            return Ok(Capped::More);
+        }
+        rows.push(row?.into_owned(&mut column_names));
+    }
+    Ok(Capped::All(rows))
+}
+
+/// What a streamed load hands over.
+pub(crate) enum Loaded {
+    Row(OwnedRow),
+    /// The query failed; nothing follows.
+    Failed(diesel::result::Error),
+}
+
+/// Runs `query` and hands its rows to `sink` one by one as diesel steps them. `None` when
+/// the sink stopped taking them.
+pub(crate) fn load_into(
+    conn: &mut SqliteConnection,
+    query: &SerializedQuery,
+    sink: &mut litemux::Sink<Loaded>,
+) -> QueryResult<Option<u64>> {
+    let mut column_names = Default::default();
+    let cursor = conn.load(query)?;
+    let mut sent = 0;
+    for row in cursor {
+        if !sink.send(Loaded::Row(row?.into_owned(&mut column_names))) {
+            return Ok(None);
+        }
+        sent += 1;
+    }
+    Ok(Some(sent))
+}
+
 /// Runs `query` for its effect (on a connection thread) and returns the rows it changed.
 pub(crate) fn execute(conn: &mut SqliteConnection, query: &SerializedQuery) -> QueryResult<usize> {
     diesel::connection::Connection::execute_returning_count(conn, query)
 }
 
-/// The rows of a finished query, as the `Stream` diesel-async expects.
-#[derive(Debug)]
+/// A query's rows, as the `Stream` diesel-async expects (`load`, `load_stream`): a result of
+/// up to a few hundred rows read at once, a longer one stepped on its connection's thread as
+/// the stream is read, in bounded memory (see [`litemux::Streamed`]). Dropping it stops the
+/// query.
 pub struct RowStream {
-    rows: std::vec::IntoIter<OwnedRow>,
+    rows: Rows,
+}
+
+enum Rows {
+    Loaded(std::vec::IntoIter<OwnedRow>),
+    Streaming {
+        /// The row that arrived while the load started.
+        first: Option<OwnedRow>,
+        stream: litemux::Streamed<Loaded>,
+        /// What must live as long as the stream: the transaction it runs in.
+        _hold: Option<Box<dyn Send>>,
+    },
+}
+
+impl std::fmt::Debug for RowStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.rows {
+            Rows::Loaded(_) => "loaded",
+            Rows::Streaming { .. } => "streaming",
+        };
+        f.debug_struct("RowStream").field("rows", &kind).finish()
+    }
 }
 
 impl RowStream {
     pub(crate) fn new(rows: Vec<OwnedRow>) -> Self {
         RowStream {
-            rows: rows.into_iter(),
+            rows: Rows::Loaded(rows.into_iter()),
         }
+    }
+
+    /// Waits for the first row of `stream` (so a query that fails at once fails the load),
+    /// keeping `hold` alive as long as the stream.
+    pub(crate) async fn streaming(
+        mut stream: litemux::Streamed<Loaded>,
+        hold: Option<Box<dyn Send>>,
+    ) -> QueryResult<Self> {
+        use futures_core::Stream as _;
+        let first = std::future::poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await;
+        let first = match first {
+            Some(Loaded::Failed(e)) => return Err(e),
+            Some(Loaded::Row(row)) => Some(row),
+            None => None,
+        };
+        Ok(RowStream {
+            rows: Rows::Streaming {
+                first,
+                stream,
+                _hold: hold,
+            },
+        })
     }
 }
 
 impl futures_core::Stream for RowStream {
     type Item = QueryResult<OwnedRow>;
 
-    fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Poll::Ready(self.rows.next().map(Ok))
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match &mut self.rows {
+            Rows::Loaded(rows) => Poll::Ready(rows.next().map(Ok)),
+            Rows::Streaming { first, stream, .. } => {
+                if let Some(row) = first.take() {
+                    return Poll::Ready(Some(Ok(row)));
+                }
+                Pin::new(stream).poll_next(cx).map(|next| {
+                    next.map(|loaded| match loaded {
+                        Loaded::Row(row) => Ok(row),
+                        Loaded::Failed(e) => Err(e),
+                    })
+                })
+            }
+        }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        self.rows.size_hint()
+        match &self.rows {
+            Rows::Loaded(rows) => rows.size_hint(),
+            Rows::Streaming { first, .. } => (usize::from(first.is_some()), None),
+        }
     }
 }
 

@@ -10,13 +10,14 @@ use litemux::{ConnectionRef, Role};
 
 use crate::error::{attach, litemux_view, to_diesel};
 use crate::instrumentation::CacheLog;
-use crate::query::{self, OwnedRow, SerializedQuery};
+use crate::query::{self, Capped, Loaded, OwnedRow, RowStream, SerializedQuery};
 use crate::transaction_state::TransactionState;
 
 /// What to do with a query on its connection thread, and how many rows the history counts.
 pub(crate) struct Work<R> {
     run: fn(&mut SqliteConnection, &SerializedQuery) -> QueryResult<R>,
-    rows: fn(&R) -> u64,
+    /// `None` for an outcome that is not the statement's end (it is not recorded then).
+    rows: fn(&R) -> Option<u64>,
     /// The outcome of a statement that committed although SQLite reported it interrupted
     /// (see `litemux::ConnectionRef::interrupted_after_commit`).
     finished: fn(&ConnectionRef<'_>) -> R,
@@ -34,10 +35,23 @@ impl Work<Vec<OwnedRow>> {
     /// Load rows; the history counts rows returned.
     pub(crate) const LOAD: Self = Work {
         run: query::load_rows,
-        rows: |rows| rows.len() as u64,
+        rows: |rows| Some(rows.len() as u64),
         // litemux never runs a statement with result columns (`RETURNING`) inline on the
         // writer, so one interrupted after its commit had no rows to lose.
         finished: |_| Vec::new(),
+    };
+}
+
+impl Work<Capped> {
+    /// Load up to [`query::LOAD_AT_ONCE`] rows; more are streamed (and recorded) instead.
+    const LOAD_CAPPED: Self = Work {
+        run: query::load_capped,
+        rows: |capped| match capped {
+            Capped::All(rows) => Some(rows.len() as u64),
+            Capped::More => None,
+        },
+        // Only ever run on readers.
+        finished: |_| Capped::All(Vec::new()),
     };
 }
 
@@ -45,7 +59,7 @@ impl Work<usize> {
     /// Execute; the history counts rows changed.
     pub(crate) const EXECUTE: Self = Work {
         run: query::execute,
-        rows: |&n| n as u64,
+        rows: |&n| Some(n as u64),
         finished: |conn| usize::try_from(conn.changes()).unwrap_or(usize::MAX),
     };
 }
@@ -94,6 +108,97 @@ pub(crate) async fn run<R: Send + 'static>(
     .map_err(to_diesel)?
 }
 
+/// Loads the rows of `query` where it belongs, as [`run`] runs it: a read outside a
+/// transaction of up to [`query::LOAD_AT_ONCE`] rows at once (inline on an idle reader when it
+/// can), a longer one streamed from a reader; inside a transaction streamed from its
+/// connection. On the writer outside a transaction (writes with `RETURNING`, databases without
+/// readers) the rows are loaded at once: a write cannot be run a second time, and SQLite holds
+/// all of a `RETURNING` statement's rows before the first anyway.
+pub(crate) async fn load(
+    db: &litemux::Database,
+    transaction: &mut TransactionState,
+    query: SerializedQuery,
+    cache: Option<CacheLog>,
+) -> QueryResult<RowStream> {
+    if let Some(mut lent) = transaction.lend().await? {
+        let stream = lent
+            .tx()
+            .stream_with(move |conn, sink| {
+                if !conn.in_transaction() {
+                    let aborted = litemux::Error::TransactionAborted {
+                        sql: query.sql.clone(),
+                    };
+                    sink.send(Loaded::Failed(to_diesel(aborted)));
+                    return;
+                }
+                stream_recorded(conn, &query, cache.as_ref(), sink);
+            })
+            .map_err(to_diesel)?;
+        return RowStream::streaming(stream, Some(Box::new(lent))).await;
+    }
+    let query = Arc::new(query);
+    if let Ok(Role::Reader) = db.route(&query.sql).await {
+        let read = Arc::clone(&query);
+        let log = cache.clone();
+        let attempt = db
+            .with_reader_for(&query.sql, move |conn| {
+                attempt_read(conn, &read, Work::LOAD_CAPPED, log.as_ref())
+            })
+            .await
+            .map_err(to_diesel)?;
+        match attempt {
+            ReadAttempt::Done(Ok(Capped::All(rows))) => return Ok(RowStream::new(rows)),
+            ReadAttempt::Done(Ok(Capped::More)) => {
+                let stream = db
+                    .stream_with(Role::Reader, move |conn, sink| {
+                        stream_recorded(conn, &query, cache.as_ref(), sink);
+                    })
+                    .await
+                    .map_err(to_diesel)?;
+                return RowStream::streaming(stream, None).await;
+            }
+            ReadAttempt::Done(Err(e)) => return Err(e),
+            ReadAttempt::Declined => {}
+        }
+    }
+    let write = Arc::clone(&query);
+    db.with_writer_for(&query.sql, move |conn| {
+        run_recorded(conn, &write, Work::LOAD, cache.as_ref())
+    })
+    .await
+    .map_err(to_diesel)?
+    .map(RowStream::new)
+}
+
+/// Streams the rows of `query` into `sink` and records the statement once it ends.
+fn stream_recorded(
+    conn: &mut ConnectionRef<'_>,
+    query: &SerializedQuery,
+    cache: Option<&CacheLog>,
+    sink: &mut litemux::Sink<Loaded>,
+) {
+    let started = Instant::now();
+    let outcome = match cache {
+        Some(cache) => cache.watch(conn.diesel(), |conn| query::load_into(conn, query, sink)),
+        None => query::load_into(conn.diesel(), query, sink),
+    };
+    match outcome {
+        Ok(Some(rows)) => conn.record(&query.sql, started.elapsed(), Ok(rows)),
+        // Nobody reads on: the statement was stopped.
+        Ok(None) => {
+            let stopped = litemux::Error::Interrupted {
+                sql: query.sql.clone(),
+            };
+            conn.record(&query.sql, started.elapsed(), Err(&stopped));
+        }
+        Err(e) => {
+            let litemux = litemux_view(conn, &query.sql, &e);
+            let e = failed(conn, query, started, e, litemux);
+            sink.send(Loaded::Failed(e));
+        }
+    }
+}
+
 /// Runs `work` on `conn`, under `cache`'s watch if given.
 fn run_work<R>(
     conn: &mut ConnectionRef<'_>,
@@ -134,7 +239,9 @@ fn succeeded<R>(
     out: R,
     work: Work<R>,
 ) -> R {
-    conn.record(&query.sql, started.elapsed(), Ok((work.rows)(&out)));
+    if let Some(rows) = (work.rows)(&out) {
+        conn.record(&query.sql, started.elapsed(), Ok(rows));
+    }
     out
 }
 

@@ -18,6 +18,7 @@ mod raw_sql;
 #[cfg(feature = "postgres")]
 mod replicated;
 mod routing;
+mod streaming;
 mod test_transactions;
 mod transactions;
 mod types;

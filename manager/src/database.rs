@@ -11,7 +11,8 @@ use crate::read_transaction::ReadTransaction;
 use crate::shared::Shared;
 use crate::transaction::{Transaction, first_row};
 use crate::{
-    Error, HistoryEntry, Options, Params, Result, Role, Row, RowStream, TransactionBehavior,
+    Error, HistoryEntry, Options, Params, Result, Role, Row, RowStream, Sink, Streamed,
+    TransactionBehavior,
 };
 
 /// An open SQLite database: one writer connection, a pool of readers, a history.
@@ -438,6 +439,43 @@ impl Database {
         f: impl FnMut(&mut ConnectionRef<'_>) -> R + Send + 'static,
     ) -> Result<R> {
         self.live()?.with_reader(Some(sql), f).await
+    }
+
+    /// The escape hatch for streams: `f` runs on a reader (for [`Role::Reader`], when the
+    /// database has readers) or on the writer, and hands items to the returned [`Streamed`]
+    /// through its [`Sink`], waiting whenever the stream's reader falls behind. The connection
+    /// is held until `f` returns (the writer's other callers wait for it, up to the writer
+    /// timeout); a transaction `f` leaves open is rolled back. What the diesel adapter's
+    /// `load_stream` is built on.
+    ///
+    /// ```
+    /// # async fn demo() -> litemux::Result<()> {
+    /// use futures_util::StreamExt as _;
+    /// let db = litemux::Database::open(":memory:").await?;
+    /// let numbers = db.stream_with(litemux::Role::Reader, |_conn, sink| {
+    ///     for n in 0..1_000 {
+    ///         if !sink.send(n) {
+    ///             return; // the stream was dropped
+    ///         }
+    ///     }
+    /// }).await?;
+    /// assert_eq!(numbers.take(3).collect::<Vec<i32>>().await, [0, 1, 2]);
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] waiting for the connection.
+    ///
+    /// # Cancel safety
+    /// If dropped while waiting for the connection, `f` never runs; see [`Streamed`] for
+    /// the stream itself.
+    pub async fn stream_with<T: Send + 'static>(
+        &self,
+        role: Role,
+        f: impl FnOnce(&mut ConnectionRef<'_>, &mut Sink<T>) + Send + 'static,
+    ) -> Result<Streamed<T>> {
+        crate::stream::stream_with(self.live()?, role, f).await
     }
 
     /// Where `sql` runs outside a transaction: [`Role::Reader`] when SQLite says it only reads

@@ -192,7 +192,7 @@ pub use metrics::Counters;
 pub use options::{InitHook, JournalMode, OpenMode, Options, Synchronous, TransactionBehavior};
 pub use read_transaction::ReadTransaction;
 pub use row::{ColumnIndex, FromValue, Row, ValueRef};
-pub use stream::RowStream;
+pub use stream::{RowStream, Sink, Streamed};
 pub use transaction::Transaction;
 pub use value::{Params, Value};
 

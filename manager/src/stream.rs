@@ -163,8 +163,15 @@ impl RowStream {
         hold: Box<dyn Send>,
     ) -> Self {
         let sql = sql.to_owned();
+        // A write transaction's job runs once sent (see `produce`), stopped only if the
+        // transaction is abandoned, until it knows it only reads.
+        let armed = match &place {
+            Pinned::Write { abandoned } => Some(abandoned.clone()),
+            Pinned::Read => None,
+        };
         RowStream::starting(async move {
-            let mut open = open(&worker, Place::Pinned(place), sql, params, stop).await?;
+            let place = Place::Pinned(place);
+            let mut open = open(&worker, place, sql, params, stop, armed).await?;
             open._hold = Some(hold);
             Ok(open)
         })
@@ -251,13 +258,14 @@ pub(crate) enum Pinned {
 #[derive(Clone, Default)]
 pub(crate) struct Stopper {
     cancel: Cancel,
-    pipe: Arc<Pipe<Chunk>>,
+    /// The pipe's signal that room was made.
+    room: Arc<Condvar>,
 }
 
 impl Stopper {
     pub(crate) fn stop(&self) {
         self.cancel.cancel();
-        self.pipe.room.notify_all();
+        self.room.notify_all();
     }
 }
 
@@ -288,6 +296,7 @@ async fn open_routed(shared: &Shared, sql: String, params: Vec<Value>) -> Result
             sql.clone(),
             params,
             Stopper::default(),
+            None,
         )
         .await?;
         match open.first.take() {
@@ -309,26 +318,29 @@ async fn open_routed(shared: &Shared, sql: String, params: Vec<Value>) -> Result
         sql,
         params,
         Stopper::default(),
+        None,
     )
     .await
 }
 
 /// Queues the statement's job on `worker` and waits for its first chunk (or its failure,
-/// or a reader's refusal).
+/// or a reader's refusal). The job is armed with `armed` if given, else the stream's flag.
 ///
 /// # Cancel safety
-/// If dropped, the job never starts, or its statement is stopped.
+/// If dropped, the job never starts, or its statement is stopped (see `produce` for a
+/// write transaction's).
 async fn open(
     worker: &Worker,
     place: Place,
     sql: String,
     params: Vec<Value>,
     stopper: Stopper,
+    armed: Option<Cancel>,
 ) -> Result<Open> {
-    let (sender, mut pipe) = pipe(&stopper);
+    let (sender, mut pipe) = pipe(&stopper, PIPE_CHUNKS);
     let stop = Stop(stopper);
     let cancel = stop.0.cancel.clone();
-    worker.start(&stop.0.cancel, move |conn| {
+    worker.start(armed.as_ref().unwrap_or(&stop.0.cancel), move |conn| {
         produce(conn, place, &sql, params, &cancel, sender);
     })?;
     let first = std::future::poll_fn(|cx| pipe.poll_recv(cx)).await;
@@ -350,10 +362,6 @@ fn produce(
     cancel: &Cancel,
     out: PipeSender<Chunk>,
 ) {
-    if out.is_closed() {
-        // The stream is gone already: nothing runs.
-        return;
-    }
     let on_reader = matches!(place, Place::Reader { .. });
     let classified = match conn.classify(sql) {
         Ok(classified) => classified,
@@ -369,6 +377,12 @@ fn produce(
         }
     };
     let kind = classified.kind;
+    let in_write_transaction = matches!(place, Place::Pinned(Pinned::Write { .. }));
+    // The stream is gone already: nothing runs. Except a write in a write transaction: once
+    // sent, a transaction's statement runs, as `Transaction::execute` promises.
+    if out.is_closed() && (kind == Kind::Read || !in_write_transaction) {
+        return;
+    }
     match &place {
         Place::Reader { .. } if !classified.reads_the_file() => {
             out.push_last(Chunk::NotARead(params));
@@ -386,10 +400,11 @@ fn produce(
             }));
             return;
         }
-        // Stopping a write in a transaction would make SQLite roll the whole transaction
-        // back: only abandoning the transaction stops it. A dropped stream ends it at its
-        // next row instead, its changes kept.
-        Place::Pinned(Pinned::Write { abandoned }) if kind != Kind::Read => conn.arm(abandoned),
+        // The job runs armed with the transaction's flag: stopping a write in a transaction
+        // would make SQLite roll the whole transaction back, so only abandoning the
+        // transaction stops it, and a dropped stream ends it at its next row, its changes
+        // kept. A read may be stopped when its stream is dropped.
+        Place::Pinned(Pinned::Write { .. }) if kind == Kind::Read => conn.arm(cancel),
         _ => {}
     }
     let closing = conn.closing();
@@ -445,7 +460,9 @@ fn produce(
 struct Pipe<T> {
     ends: Mutex<Ends<T>>,
     /// Signalled when room is made or the receiver goes.
-    room: Condvar,
+    room: Arc<Condvar>,
+    /// Items the pipe holds at most.
+    capacity: usize,
 }
 
 struct Ends<T> {
@@ -455,29 +472,24 @@ struct Ends<T> {
     sender_gone: bool,
 }
 
-impl<T> Default for Pipe<T> {
-    fn default() -> Self {
-        Pipe {
-            ends: Mutex::new(Ends {
-                queue: VecDeque::with_capacity(PIPE_CHUNKS + 1),
-                waker: None,
-                receiver_gone: false,
-                sender_gone: false,
-            }),
-            room: Condvar::new(),
-        }
-    }
-}
-
 impl<T> Pipe<T> {
     fn lock(&self) -> MutexGuard<'_, Ends<T>> {
         self.ends.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// The two ends of the pipe `stopper` can wake.
-fn pipe(stopper: &Stopper) -> (PipeSender<Chunk>, PipeReceiver<Chunk>) {
-    let pipe = Arc::clone(&stopper.pipe);
+/// The two ends of a pipe of `capacity` items that `stopper` can wake.
+fn pipe<T>(stopper: &Stopper, capacity: usize) -> (PipeSender<T>, PipeReceiver<T>) {
+    let pipe = Arc::new(Pipe {
+        ends: Mutex::new(Ends {
+            queue: VecDeque::with_capacity(capacity + 1),
+            waker: None,
+            receiver_gone: false,
+            sender_gone: false,
+        }),
+        room: Arc::clone(&stopper.room),
+        capacity,
+    });
     (PipeSender(Arc::clone(&pipe)), PipeReceiver(pipe))
 }
 
@@ -496,7 +508,7 @@ impl<T> PipeSender<T> {
             if ends.receiver_gone || stop() {
                 return false;
             }
-            if ends.queue.len() < PIPE_CHUNKS {
+            if ends.queue.len() < self.0.capacity {
                 break;
             }
             ends = self
@@ -568,5 +580,152 @@ impl<T> Drop for PipeReceiver<T> {
         self.0.room.notify_all();
         // Rows nobody will read are freed here, outside the lock.
         drop(queued);
+    }
+}
+
+/// Items per [`Sink`]'s pipe: about two chunks of rows, sent one by one.
+const SINK_ITEMS: usize = 128;
+
+/// The producing end of a [`Streamed`], lent to code that runs on a connection's thread
+/// (see [`Database::stream_with`](crate::Database::stream_with)).
+pub struct Sink<T> {
+    out: PipeSender<T>,
+    cancel: Cancel,
+    closing: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl<T> std::fmt::Debug for Sink<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sink").finish_non_exhaustive()
+    }
+}
+
+impl<T> Sink<T> {
+    /// Hands `item` to the stream's reader, first waiting (blocking this thread) while it is
+    /// [128 items](SINK_ITEMS) behind. False when nobody will take items any more (the stream
+    /// was dropped, its transaction ended, or the database is closing): stop producing, and
+    /// return.
+    pub fn send(&mut self, item: T) -> bool {
+        let (cancel, closing) = (&self.cancel, &self.closing);
+        let stop =
+            || cancel.is_cancelled() || closing.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
+        self.out.send(item, &stop)
+    }
+}
+
+/// Items a closure on a connection's thread hands over through its [`Sink`], as a
+/// [`futures_core::Stream`]: the closure waits whenever the stream's reader is 128 items
+/// behind, so memory stays bounded. It ends when the closure returns.
+///
+/// # Cancel safety
+/// Dropping it makes the closure's next [`Sink::send`] return false, and stops the SQLite
+/// statement the closure is running (not inside a write transaction; see
+/// [`Transaction::stream_with`](crate::Transaction::stream_with)). Its connection serves
+/// others once the closure has returned.
+#[must_use = "a stream does nothing unless polled"]
+pub struct Streamed<T> {
+    pipe: PipeReceiver<T>,
+    _stop: Stop,
+    _hold: Option<Box<dyn Send>>,
+}
+
+impl<T> std::fmt::Debug for Streamed<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streamed").finish_non_exhaustive()
+    }
+}
+
+impl<T: Send + 'static> Streamed<T> {
+    /// Queues `f` on `worker`, its sends stopped by `stopper`. With `armed` (a transaction's
+    /// flag), its SQLite statements are stopped by that flag only, and it runs even if the
+    /// stream is gone before it starts; else the stream's own flag stops them, and it never
+    /// starts if the stream is gone. `hold` lives as long as the stream.
+    pub(crate) fn start(
+        worker: &Worker,
+        stopper: Stopper,
+        armed: Option<&Cancel>,
+        hold: Option<Box<dyn Send>>,
+        f: impl FnOnce(&mut Connection, &mut Sink<T>) + Send + 'static,
+    ) -> Result<Self> {
+        let (out, pipe) = pipe(&stopper, SINK_ITEMS);
+        let cancel = stopper.cancel.clone();
+        let skip_if_gone = armed.is_none();
+        worker.start(armed.unwrap_or(&stopper.cancel), move |conn| {
+            if skip_if_gone && out.is_closed() {
+                return;
+            }
+            let closing = conn.closing();
+            let mut sink = Sink {
+                out,
+                cancel,
+                closing,
+            };
+            f(conn, &mut sink);
+        })?;
+        Ok(Streamed {
+            pipe,
+            _stop: Stop(stopper),
+            _hold: hold,
+        })
+    }
+}
+
+impl<T> futures_core::Stream for Streamed<T> {
+    type Item = T;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+        let next = std::task::ready!(self.pipe.poll_recv(cx));
+        coop.made_progress();
+        Poll::Ready(next)
+    }
+}
+
+/// Runs `f` lent the connection (see [`Streamed`]) and puts the connection back in its base
+/// state if `f` left a transaction open.
+pub(crate) fn lend_to<T>(
+    conn: &mut Connection,
+    base_in_transaction: bool,
+    sink: &mut Sink<T>,
+    f: impl FnOnce(&mut crate::ConnectionRef<'_>, &mut Sink<T>),
+) {
+    conn.lend(|conn| f(conn, sink));
+    if let Err(error) = restore_base(conn, base_in_transaction, "<stream_with>", Ok(())) {
+        tracing::error!(target: "litemux", %error, "a stream's closure left a transaction open");
+    }
+}
+
+/// [`Database::stream_with`](crate::Database::stream_with): `f` on a reader (for
+/// [`Role::Reader`], when there are readers) or the writer, held until `f` returns.
+pub(crate) async fn stream_with<T: Send + 'static>(
+    shared: &Shared,
+    role: Role,
+    f: impl FnOnce(&mut crate::ConnectionRef<'_>, &mut Sink<T>) + Send + 'static,
+) -> Result<Streamed<T>> {
+    match &shared.readers {
+        Some(readers) if role == Role::Reader => {
+            let reader = readers.get().await?;
+            let worker = Worker::clone(&reader);
+            Streamed::start(
+                &worker,
+                Stopper::default(),
+                None,
+                None,
+                move |conn, sink| {
+                    // Back to the pool once `f` is done (see `Reader`'s `Drop`).
+                    let _held = reader;
+                    lend_to(conn, false, sink, f);
+                },
+            )
+        }
+        _ => {
+            let lease = shared.writer.lease().await?;
+            let base = shared.writer.base_in_transaction;
+            let worker = &shared.writer.worker;
+            Streamed::start(worker, Stopper::default(), None, None, move |conn, sink| {
+                let _lease = lease;
+                lend_to(conn, base, sink, f);
+            })
+        }
     }
 }

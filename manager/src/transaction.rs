@@ -10,7 +10,7 @@ use crate::connection::{Cancel, Connection, ExecuteResult, Limit};
 use crate::connection_ref::ConnectionRef;
 use crate::shared::{NESTED_SAVEPOINT, Shared};
 use crate::statement::quote_identifier;
-use crate::stream::{Pinned, Stopper};
+use crate::stream::{Pinned, Sink, Stopper, Streamed};
 use crate::telemetry;
 use crate::worker::Worker;
 use crate::writer::Lease;
@@ -240,6 +240,43 @@ impl Transaction {
             params.into_values(),
             stopper,
             Box::new(streaming),
+        )
+    }
+
+    /// The escape hatch for streams in the transaction: `f` runs on the transaction's
+    /// connection and hands items to the returned [`Streamed`] through its [`Sink`] (see
+    /// [`Database::stream_with`](crate::Database::stream_with)). While the stream is open the
+    /// transaction's other statements fail with [`Error::StreamOpen`], as with
+    /// [`fetch`](Self::fetch). `f` should check [`ConnectionRef::in_transaction`]: SQLite may
+    /// have ended the transaction after an error.
+    ///
+    /// # Errors
+    /// [`Error::StreamOpen`] if another stream of the transaction is open; as
+    /// [`execute`](Self::execute) if the transaction is over.
+    ///
+    /// # Cancel safety
+    /// Dropping the stream makes `f`'s next [`Sink::send`] return false; the statement `f`
+    /// runs is not interrupted (stopping a write would roll the whole transaction back) unless
+    /// the transaction itself is dropped.
+    pub fn stream_with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut ConnectionRef<'_>, &mut Sink<T>) + Send + 'static,
+    ) -> Result<Streamed<T>> {
+        let stopper = Stopper::default();
+        {
+            let mut inner = self.state.lock();
+            inner.enter(self.state.idle_timeout, "<stream_with>")?;
+            inner.stream = Some(stopper.clone());
+        }
+        let streaming = Streaming(Arc::clone(&self.state));
+        Streamed::start(
+            &self.worker,
+            stopper,
+            Some(&self.state.abandoned),
+            Some(Box::new(streaming)),
+            move |conn, sink| {
+                conn.lend(|conn| f(conn, sink));
+            },
         )
     }
 

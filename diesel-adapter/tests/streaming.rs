@@ -1,0 +1,154 @@
+//! `load_stream` streams: rows are stepped on the connection's thread as the caller reads
+//! them, outside and inside transactions, with the rows `load` returns.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use futures_util::StreamExt as _;
+use litemux_diesel::LitemuxConnection;
+
+use crate::common::{MIGRATIONS, NewUser, TestDb, TestResult, User, users};
+
+diesel::define_sql_function! {
+    /// Returns `x` and counts its calls: how far SQLite has stepped a query.
+    fn tick(x: diesel::sql_types::Integer) -> diesel::sql_types::Integer;
+}
+
+/// A migrated database with one reader (waited for up to 30 s) and `tick`, holding `n` users.
+async fn ticking(db: &TestDb, n: usize) -> TestResult<(LitemuxConnection, Arc<AtomicU64>)> {
+    let ticks = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&ticks);
+    let options = litemux::Options::new(db.path())
+        .readers(1)
+        .reader_timeout(Duration::from_secs(30))
+        .on_connect(move |conn| {
+            let counter = Arc::clone(&counter);
+            tick_utils::register_impl(conn, move |x: i32| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                x
+            })
+        });
+    let database = litemux::Database::open_with(options).await?;
+    litemux_diesel::run_pending_migrations(&database, MIGRATIONS).await?;
+    litemux::Database::execute(
+        &database,
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT ?) \
+             INSERT INTO users(name) SELECT 'u' || x FROM c",
+        (n as i64,),
+    )
+    .await?;
+    Ok((LitemuxConnection::from_database(database), ticks))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_stream_yields_what_load_returns_outside_and_inside_a_transaction() -> TestResult {
+    let db = TestDb::new();
+    let (mut conn, _) = ticking(&db, 3_000).await?;
+    for limit in [10, 3_000] {
+        let query = users::table
+            .select(User::as_select())
+            .order(users::id)
+            .limit(limit);
+        let loaded: Vec<User> = query.load(&mut conn).await?;
+        let streamed: Vec<User> = query
+            .load_stream::<User>(&mut conn)
+            .await?
+            .map(|row| row.expect("a row"))
+            .collect()
+            .await;
+        assert_eq!(streamed, loaded);
+        assert_eq!(streamed.len() as i64, limit);
+        let in_transaction: Vec<User> = conn
+            .transaction::<_, diesel::result::Error, _>(async |conn| {
+                diesel::insert_into(users::table)
+                    .values(NewUser::named("inside"))
+                    .execute(conn)
+                    .await?;
+                let mut rows = query.load_stream::<User>(conn).await?;
+                let mut out = Vec::new();
+                while let Some(row) = rows.next().await {
+                    out.push(row?);
+                }
+                drop(rows);
+                // The transaction goes on once the stream ended.
+                diesel::delete(users::table.filter(users::name.eq("inside")))
+                    .execute(conn)
+                    .await?;
+                Ok(out)
+            })
+            .await?;
+        assert_eq!(in_transaction, loaded);
+    }
+    let all = users::table.count().get_result::<i64>(&mut conn).await?;
+    assert_eq!(all, 3_000);
+    Ok(())
+}
+
+/// How far the connection got ahead of a caller reading `query`'s ticks one by one.
+async fn furthest_ahead(
+    conn: &mut LitemuxConnection,
+    ticks: &AtomicU64,
+    total: u64,
+) -> TestResult<u64> {
+    let start = ticks.load(Ordering::SeqCst);
+    let mut rows = users::table
+        .select(tick(users::id))
+        .order(users::id)
+        .load_stream::<i32>(conn)
+        .await?;
+    let (mut read, mut furthest) = (0u64, 0u64);
+    while let Some(row) = rows.next().await {
+        row?;
+        read += 1;
+        if read.is_multiple_of(500) {
+            // Give the connection every chance to run ahead, as a slow caller would.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        furthest = furthest.max(ticks.load(Ordering::SeqCst) - start - read);
+    }
+    assert_eq!(read, total);
+    Ok(furthest)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_stream_steps_at_the_callers_pace() -> TestResult {
+    let db = TestDb::new();
+    let total = 5_000;
+    let (mut conn, ticks) = ticking(&db, total as usize).await?;
+    // Outside a transaction a read first tries to load at once (257 rows stepped, twice if
+    // the inline attempt overran its time budget and ran again on the reader's thread),
+    // then streams; the pipe holds 128 rows. Loading it all would step 5,000.
+    let ahead = furthest_ahead(&mut conn, &ticks, total).await?;
+    assert!(ahead <= 2 * 257 + 128 + 2, "{ahead} rows ahead");
+    let ahead = conn
+        .transaction::<_, Box<dyn std::error::Error + Send + Sync>, _>(async |conn| {
+            furthest_ahead(conn, &ticks, total).await
+        })
+        .await?;
+    assert!(ahead <= 128 + 2, "{ahead} rows ahead in a transaction");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_load_stream_frees_the_reader_at_once() -> TestResult {
+    let db = TestDb::new();
+    let (mut conn, _) = ticking(&db, 3_000).await?;
+    for _ in 0..3 {
+        let mut rows = users::table
+            .select(users::id)
+            .order(users::id)
+            .load_stream::<i32>(&mut conn)
+            .await?;
+        for expected in 1..=300 {
+            assert_eq!(rows.next().await.expect("a row")?, expected);
+        }
+        drop(rows);
+        // One reader: this read gets it only if the stream let it go.
+        let n = users::table.count().get_result::<i64>(&mut conn).await?;
+        assert_eq!(n, 3_000);
+    }
+    Ok(())
+}
