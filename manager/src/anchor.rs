@@ -16,11 +16,24 @@
 //! - The anchor never answers a query. Every read still starts its own transaction, so it
 //!   sees the latest commit; the anchor only holds a lock.
 //! - Its snapshot is pinned while it is held, so a checkpoint cannot copy frames committed
-//!   after it, and the writer cannot start the WAL over from its beginning. So it holds
-//!   only while nothing is being written: each `linger` it starts a new snapshot, and if
-//!   anything was committed since the last one (by this process or another) it lets go for
-//!   that `linger`. Without that rule 6,000 commits under a stream of reads grew the WAL to
-//!   24 MB instead of 4 MB (`lock_anchor::it_stands_aside_while_writes_flow`).
+//!   after it, and the writer cannot start the WAL over from its beginning (SQLite does that
+//!   at the start of a write only if the WAL is wholly copied into the database and no
+//!   reader is on a WAL snapshot). Two rules keep that harmless:
+//!   - Each `linger` it starts a new snapshot, and if anything was committed since the last
+//!     one (by this process or another) it lets go for that `linger`. That alone is not
+//!     enough: writes spaced more than a `linger` apart find it holding again, and with a
+//!     held snapshot at the start of every write the WAL never restarts.
+//!   - So it also stands aside while the WAL holds at least half of
+//!     `PRAGMA wal_autocheckpoint` frames (500 when that is off) and a checkpoint still has
+//!     frames to copy. The checkpoint that the WAL's growth sets off then runs with no
+//!     snapshot of ours in its way and copies every frame; once it has, the anchor may hold
+//!     again, and its snapshot reads the database file alone (the WAL's read-mark slot 0),
+//!     which does not keep the next write from restarting the WAL. So the WAL stays near
+//!     the autocheckpoint size at any write rate
+//!     (`lock_anchor::the_wal_restarts_though_it_holds_at_every_write`), as without the
+//!     anchor. The WAL's frame counts are read from the `-shm` file's header, whose layout
+//!     is part of SQLite's documented file format; if it cannot be read, only the first
+//!     rule applies.
 //! - It lets go once a whole `linger` passes without a read: an idle database holds nothing.
 //! - It only holds in WAL mode. In a rollback-journal mode a read transaction would block
 //!   every commit, so there it lets go at once and looks again a `linger` later.
@@ -32,7 +45,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
-use crate::connection::Connection;
+use crate::connection::{Connection, Limit};
+use crate::value::Value;
 use crate::{Error, Result};
 
 /// The handle readers touch; the thread holding the transaction stops when it is closed.
@@ -143,6 +157,7 @@ fn run(state: &State, timing: Timing, open: impl Fn() -> Result<Connection>) {
         failed: None,
         open,
         version: None,
+        wal: None,
     };
     loop {
         state.idle.store(true, Ordering::SeqCst);
@@ -198,6 +213,8 @@ struct Holder<F> {
     open: F,
     /// The file's data version when the last hold began.
     version: Option<i64>,
+    /// The WAL's shared-memory index of the connection in `conn`, if it could be opened.
+    wal: Option<WalIndex>,
 }
 
 impl<F: Fn() -> Result<Connection>> Holder<F> {
@@ -218,7 +235,8 @@ impl<F: Fn() -> Result<Connection>> Holder<F> {
                 return false;
             }
             match (self.open)() {
-                Ok(conn) => {
+                Ok(mut conn) => {
+                    self.wal = WalIndex::open(&mut conn);
                     self.conn = Some(conn);
                     self.opened = Instant::now();
                     self.failed = None;
@@ -237,7 +255,7 @@ impl<F: Fn() -> Result<Connection>> Holder<F> {
             Ok(start) => {
                 let quiet = self.version.is_none_or(|v| v == start.data_version);
                 self.version = Some(start.data_version);
-                start.wal && quiet
+                start.wal && quiet && !self.wal.as_mut().is_some_and(WalIndex::backlogged)
             }
             Err(error) => {
                 tracing::debug!(target: "litemux", %error, "lock anchor cannot hold");
@@ -254,6 +272,84 @@ impl<F: Fn() -> Result<Connection>> Holder<F> {
         if let Some(conn) = self.conn.as_mut() {
             conn.end_read_unrecorded();
         }
+    }
+}
+
+/// The `-shm` file of a WAL-mode database, read to learn how far the WAL has grown since it
+/// last started over and how much of it a checkpoint has copied.
+struct WalIndex {
+    file: std::fs::File,
+    /// Half the autocheckpoint size, in frames: past it the anchor stands aside until a
+    /// checkpoint has copied every frame.
+    limit: u32,
+}
+
+/// What the anchor reads of the `-shm` file: the two copies of the WAL-index header (48 bytes
+/// each) and the checkpoint's `nBackfill` after them (SQLite's "WAL-index format").
+const SHM_READ: usize = 100;
+/// Where the header's `mxFrame` (frames in the WAL since it last started over) lies.
+const MX_FRAME: usize = 16;
+/// Where `nBackfill` (frames a checkpoint has copied into the database) lies.
+const N_BACKFILL: usize = 96;
+/// The threshold when `wal_autocheckpoint` is off: SQLite's default autocheckpoint size.
+const DEFAULT_AUTOCHECKPOINT: u32 = 1000;
+
+impl WalIndex {
+    /// Finds the `-shm` file of `conn`'s main database; `None` if it has none (a temporary
+    /// or in-memory database, or exclusive locking mode, where no other connection reads).
+    fn open(conn: &mut Connection) -> Option<WalIndex> {
+        let first = |sql: &str, column: usize, conn: &mut Connection| {
+            conn.fetch_unrecorded(sql, &[], Limit::First)
+                .ok()?
+                .first()
+                .and_then(|row| row.get::<Value>(column).ok())
+        };
+        let Some(Value::Text(path)) = first(
+            "SELECT file FROM pragma_database_list WHERE name = 'main'",
+            0,
+            conn,
+        ) else {
+            return None;
+        };
+        let autocheckpoint = match first("PRAGMA wal_autocheckpoint", 0, conn) {
+            Some(Value::Integer(pages)) if pages > 0 => u32::try_from(pages).unwrap_or(u32::MAX),
+            _ => DEFAULT_AUTOCHECKPOINT,
+        };
+        if path.is_empty() {
+            return None;
+        }
+        let file = std::fs::File::open(format!("{path}-shm"))
+            .inspect_err(|error| {
+                tracing::debug!(target: "litemux", %error, "lock anchor cannot read the WAL index");
+            })
+            .ok()?;
+        Some(WalIndex {
+            file,
+            limit: (autocheckpoint / 2).max(1),
+        })
+    }
+
+    /// Whether the WAL has grown past the limit and a checkpoint still has frames to copy:
+    /// then a snapshot held at a write's start would keep the WAL from starting over. False
+    /// when the index cannot be read, or is being changed while read.
+    fn backlogged(&mut self) -> bool {
+        use std::io::{Read, Seek};
+        let mut bytes = [0u8; SHM_READ];
+        if self.file.seek(std::io::SeekFrom::Start(0)).is_err()
+            || self.file.read_exact(&mut bytes).is_err()
+        {
+            return false;
+        }
+        // SQLite writes the two copies one after the other; unequal copies mean a writer is
+        // updating them now, and the next `linger` looks again.
+        if bytes[..48] != bytes[48..96] {
+            return false;
+        }
+        let word = |at: usize| {
+            u32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
+        let frames = word(MX_FRAME);
+        frames >= self.limit && word(N_BACKFILL) < frames
     }
 }
 
