@@ -7,3 +7,6 @@
 /// The repository's diesel migrations (`migrations/`: users, posts, comments), embedded.
 pub const MIGRATIONS: diesel_migrations::EmbeddedMigrations =
     diesel_migrations::embed_migrations!("../migrations");
+
+#[path = "axum_service/app.rs"]
+pub mod axum_service;
