@@ -602,7 +602,7 @@ impl<T> std::fmt::Debug for Sink<T> {
 
 impl<T> Sink<T> {
     /// Hands `item` to the stream's reader, first waiting (blocking this thread) while it is
-    /// [128 items](SINK_ITEMS) behind. False when nobody will take items any more (the stream
+    /// 128 items behind. False when nobody will take items any more (the stream
     /// was dropped, its transaction ended, or the database is closing): stop producing, and
     /// return.
     pub fn send(&mut self, item: T) -> bool {
