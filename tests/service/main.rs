@@ -244,6 +244,13 @@ async fn concurrent_reads_and_writes_no_5xx_every_write_present() {
     drop(dir);
 }
 
+// Known open defect (issue 13): on main at 5310f99 this fails every time. After the client
+// disconnects, the `/slow` statement is still running 120 s later and never reaches the
+// history as interrupted. litemux's own dropped-future interrupt is tested in
+// `manager/tests/interrupts.rs`. Still to find out: does hyper drop the handler's future when
+// the client goes away, and does the adapter's queued load path stop the statement when that
+// future is dropped? The test stays out of CI until one of those is fixed.
+#[ignore = "open defect: the statement survives the client's disconnect (see comment)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_disconnects_stops_its_query() {
     let service = Service::start("readers=2");
