@@ -292,3 +292,60 @@ async fn an_abandoned_savepoint_never_rolls_back_to_an_older_one_of_the_same_nam
     }
     Ok(())
 }
+
+#[derive(diesel::QueryableByName)]
+struct Counted {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    counted: i64,
+}
+
+/// A load whose future is dropped while it runs on a reader stops its statement: the reader
+/// is free again and the history shows the statement interrupted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_long_load_is_interrupted() -> TestResult {
+    let db = TestDb::new();
+    let conn = db.connect().await?;
+    let database = conn.database().clone();
+    let sql = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?) \
+               SELECT count(*) AS counted FROM c";
+    let load = tokio::spawn(async move {
+        let mut conn = conn;
+        diesel::sql_query(sql)
+            .bind::<diesel::sql_types::BigInt, _>(1_000_000_000_000_i64)
+            .get_result::<Counted>(&mut conn)
+            .await
+            .map(|c| c.counted)
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        // Its inline attempt overran (so it is not the quick classification that holds a
+        // reader) and a reader is checked out: it runs queued on that reader.
+        let status = database.status();
+        if status.counters.inline_overruns > 0 && status.readers_open > status.readers_idle {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the load never started"
+        );
+        tokio::task::yield_now().await;
+    }
+    load.abort();
+    assert!(load.await.expect_err("aborted").is_cancelled());
+    loop {
+        let ended = database
+            .history()
+            .into_iter()
+            .find(|e| e.sql.contains("WITH RECURSIVE"));
+        if let Some(entry) = ended {
+            assert!(entry.error.is_some(), "{entry:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the statement still runs after its future was dropped"
+        );
+        tokio::task::yield_now().await;
+    }
+    Ok(())
+}

@@ -414,6 +414,15 @@ async fn health(State(state): State<AppState>) -> Response {
         "lock_anchor_held": s.lock_anchor_held,
         "closed": s.closed,
         "reader_writes": s.reader_writes,
+        "statements": {
+            "reader": s.counters.reader_statements,
+            "writer": s.counters.writer_statements,
+            "failed": s.counters.failed_statements,
+            "slow": s.counters.slow_statements,
+            "inline_runs": s.counters.inline_runs,
+            "inline_overruns": s.counters.inline_overruns,
+            "interrupts": s.counters.interrupts,
+        },
     });
     let code = if s.closed {
         StatusCode::SERVICE_UNAVAILABLE
