@@ -178,13 +178,18 @@ impl LitemuxConnection {
             }
             Err(e) => Err(e),
         };
-        // diesel reports a statement it caches between the query's start and its finish.
-        for sql in cache.as_ref().map(CacheLog::take).unwrap_or_default() {
+        self.report_cached(cache.as_ref());
+        self.query_finished(text.as_ref(), outcome.as_ref().err());
+        outcome
+    }
+
+    /// Reports the statements diesel cached while a query ran, as diesel does: between the
+    /// query's start and its finish.
+    fn report_cached(&mut self, cache: Option<&CacheLog>) {
+        for sql in cache.map(CacheLog::take).unwrap_or_default() {
             self.instrumentation
                 .on_connection_event(InstrumentationEvent::cache_query(&sql));
         }
-        self.query_finished(text.as_ref(), outcome.as_ref().err());
-        outcome
     }
 
     /// Loads one serialized query's rows (see [`routing::load`]), reporting it to diesel's
@@ -203,10 +208,7 @@ impl LitemuxConnection {
             }
             Err(e) => Err(e),
         };
-        for sql in cache.as_ref().map(CacheLog::take).unwrap_or_default() {
-            self.instrumentation
-                .on_connection_event(InstrumentationEvent::cache_query(&sql));
-        }
+        self.report_cached(cache.as_ref());
         self.query_finished(text.as_ref(), outcome.as_ref().err());
         outcome
     }
