@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::connection::Connection;
+use crate::conn::Connection;
 use crate::{Error, Result, Role};
 
 /// A connection lent to a closure by [`Database::with_writer`](crate::Database::with_writer),

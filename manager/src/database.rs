@@ -4,11 +4,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::connection::{ExecuteResult, Limit};
+use crate::conn::{ExecuteResult, Limit};
 use crate::connection_ref::ConnectionRef;
-use crate::health::HealthReport;
+use crate::db::Shared;
+use crate::db::health::HealthReport;
 use crate::read_transaction::ReadTransaction;
-use crate::shared::Shared;
 use crate::transaction::{Transaction, first_row};
 use crate::{
     Error, HistoryEntry, Options, Params, Result, Role, Row, RowStream, Sink, Streamed,
@@ -530,13 +530,16 @@ impl Database {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn run_health_check(&self) -> Result<HealthReport> {
-        Ok(crate::health::pass(self.live()?).await)
+        Ok(crate::db::health::pass(self.live()?).await)
     }
 
     /// A snapshot of the connections' state.
     pub fn status(&self) -> Status {
         let shared = &self.handle.shared;
-        let readers = shared.readers.as_ref().map(crate::readers::Readers::status);
+        let readers = shared
+            .readers
+            .as_ref()
+            .map(crate::pool::readers::Readers::status);
         Status {
             readers_max: readers.map_or(0, |s| s.max_size),
             readers_open: readers.map_or(0, |s| s.size),
@@ -546,7 +549,7 @@ impl Database {
             lock_anchor_held: shared
                 .readers
                 .as_ref()
-                .is_some_and(crate::readers::Readers::anchor_held),
+                .is_some_and(crate::pool::readers::Readers::anchor_held),
             reader_writes: shared.context.reader_writes.load(Ordering::Relaxed),
             closed: shared.is_closed() || self.handle.closed.load(Ordering::Relaxed),
         }

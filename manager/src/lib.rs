@@ -153,39 +153,33 @@
 //!   runs and rolls it back, so cancellation never leaves half a transaction behind. Rust
 //!   code in an escape-hatch closure cannot be interrupted; only its SQLite statements are.
 
-mod anchor;
-mod connection;
+mod conn;
 mod connection_ref;
 mod database;
+mod db;
 mod error;
-mod group;
-mod health;
 mod history;
 mod manager;
 mod metrics;
 mod options;
+mod pool;
 mod raw;
 mod read_transaction;
-mod readers;
-mod registry;
-mod request;
+mod route;
 mod row;
-mod shared;
 mod statement;
 mod stream;
 mod telemetry;
-mod threads;
+mod thread;
 mod timer;
 mod transaction;
 mod value;
-mod worker;
-mod writer;
 
-pub use connection::ExecuteResult;
+pub use conn::ExecuteResult;
 pub use connection_ref::ConnectionRef;
 pub use database::{Database, Status};
+pub use db::health::HealthReport;
 pub use error::{ConstraintKind, Error, Result};
-pub use health::HealthReport;
 pub use history::{HistoryEntry, Role};
 pub use manager::Manager;
 pub use metrics::Counters;

@@ -2,15 +2,15 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::connection::{Cancel, Connection, Limit};
+use crate::conn::{Cancel, Connection, Limit};
 use crate::connection_ref::ConnectionRef;
-use crate::readers::Reader;
-use crate::shared::Shared;
+use crate::db::Shared;
+use crate::pool::readers::Reader;
+use crate::pool::writer::Lease;
 use crate::statement::Kind;
 use crate::stream::{self, Stopper};
+use crate::thread::worker::Worker;
 use crate::transaction::first_row;
-use crate::worker::Worker;
-use crate::writer::Lease;
 use crate::{Error, Params, Result, Row, RowStream, Value};
 
 /// A read transaction: every query in it sees the database as of its start, whatever is

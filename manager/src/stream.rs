@@ -20,12 +20,12 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use crate::connection::{Cancel, Chunks, Connection};
-use crate::readers::Reader;
-use crate::shared::Shared;
+use crate::conn::{Cancel, Chunks, Connection};
+use crate::db::Shared;
+use crate::pool::readers::Reader;
+use crate::pool::writer::{Lease, restore_base};
 use crate::statement::{Classified, Kind};
-use crate::worker::Worker;
-use crate::writer::{Lease, restore_base};
+use crate::thread::worker::Worker;
 use crate::{Error, Result, Role, Row, Value};
 
 /// How rows are cut into chunks: the first row alone, so it reaches the caller as soon as it

@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tracing::{Instrument, Span};
 
-use crate::connection::{Cancel, Connection, ExecuteResult, Limit};
+use crate::conn::{Cancel, Connection, ExecuteResult, Limit};
 use crate::connection_ref::ConnectionRef;
-use crate::shared::{NESTED_SAVEPOINT, Shared};
+use crate::db::{NESTED_SAVEPOINT, Shared};
+use crate::pool::writer::Lease;
 use crate::statement::quote_identifier;
 use crate::stream::{Pinned, Sink, Stopper, Streamed};
 use crate::telemetry;
-use crate::worker::Worker;
-use crate::writer::Lease;
+use crate::thread::worker::Worker;
 use crate::{Error, Params, Result, Row, RowStream, Value};
 
 /// A write transaction: it holds the database's writer from `BEGIN` until it ends, so every

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::connection::Connection;
-use crate::group;
+use crate::conn::Connection;
 use crate::metrics::Meters;
-use crate::worker::Worker;
+use crate::thread::group;
+use crate::thread::worker::Worker;
 use crate::{Error, Result, Role};
 
 /// The writer of one database file.

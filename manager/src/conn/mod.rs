@@ -1,7 +1,7 @@
 //! One SQLite connection as litemux uses it: opened with its PRAGMAs, running raw SQL through
 //! diesel, recording every statement in the history.
 //!
-//! A `Connection` lives on its own thread (see [`worker`](crate::worker)); every method here
+//! A `Connection` lives on its own thread (see [`worker`](crate::thread::worker)); every method here
 //! is blocking and is only called there.
 
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -340,7 +340,7 @@ impl Connection {
         self.raw.is_autocommit()
     }
 
-    /// Transactions this connection has committed (see [`group`](crate::group)).
+    /// Transactions this connection has committed (see [`group`](crate::thread::group)).
     pub(crate) fn commits(&self) -> u64 {
         self.raw.commits()
     }
@@ -460,7 +460,7 @@ impl Connection {
     }
 
     /// Gives the connection the flag that stops every statement it runs once set (see
-    /// [`Worker::interrupt`](crate::worker::Worker::interrupt)).
+    /// [`Worker::interrupt`](crate::thread::worker::Worker::interrupt)).
     pub(crate) fn set_closing(&self, closing: Arc<AtomicBool>) {
         self.raw.set_closing(closing);
     }
@@ -844,7 +844,7 @@ impl Connection {
         nested: bool,
         f: impl FnOnce(&mut Self) -> Result<R>,
     ) -> Result<R> {
-        let savepoint = crate::shared::NESTED_SAVEPOINT;
+        let savepoint = crate::db::NESTED_SAVEPOINT;
         let (begin, commit) = if nested {
             (
                 format!("SAVEPOINT {savepoint}"),

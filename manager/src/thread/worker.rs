@@ -7,7 +7,7 @@
 //! which work reached the connection.
 //!
 //! Autocommit writes may be sent as group [`Member`]s: the thread takes every member queued
-//! back to back and commits them together (see [`group`](crate::group)).
+//! back to back and commits them together (see [`group`](crate::thread::group)).
 //!
 //! A thread drains its queue without parking between jobs, and while its connection is
 //! inside a transaction it stays awake a little after the queue runs dry, since the
@@ -30,9 +30,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::connection::{Cancel, Connection};
-use crate::group::{self, Member};
+use crate::conn::{Cancel, Connection};
 use crate::telemetry::{Caller, Run};
+use crate::thread::group::{self, Member};
 use crate::{Error, Result, Role};
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;

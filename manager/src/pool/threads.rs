@@ -4,7 +4,7 @@ use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::worker::{Interrupter, Worker};
+use crate::thread::worker::{Interrupter, Worker};
 
 /// A live connection thread, and what stops the statements it runs.
 type Entry = (JoinHandle<()>, Option<Interrupter>);

@@ -1,23 +1,26 @@
 //! The state one database file has in the process: its writer, readers, history and caches,
 //! shared by every [`Database`](crate::Database) handle opened on it.
 
+pub(crate) mod health;
+pub(crate) mod registry;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::watch;
 
-use crate::connection::{Budget, Checkpoint, Connection, Context, ExecuteResult, Inline, Limit};
+use crate::conn::{Budget, Checkpoint, Connection, Context, ExecuteResult, Inline, Limit};
 use crate::connection_ref::ConnectionRef;
 use crate::history::History;
 use crate::metrics::Meters;
-use crate::readers::{Reader, Readers};
-use crate::registry::Found;
-use crate::request::{Execute, Fetch, Request};
+use crate::pool::readers::{Reader, Readers};
+use crate::pool::threads::Threads;
+use crate::pool::writer::{Lease, Writer, restore_base};
+use crate::route::request::{Execute, Fetch, Request};
 use crate::statement::{Classified, Kind};
-use crate::threads::Threads;
-use crate::worker::Worker;
-use crate::writer::{Lease, Writer, restore_base};
-use crate::{Error, Options, Result, Role, Row, Value, registry};
+use crate::thread::worker::Worker;
+use crate::{Error, Options, Result, Role, Row, Value};
+use registry::Found;
 
 /// How long closing lets running statements finish before it stops them (see
 /// [`Error::Interrupted`]).
@@ -56,7 +59,7 @@ impl Shared {
         options.check()?;
         if options.is_memory() {
             let shared = Arc::new(Self::start(options).await?);
-            crate::health::spawn(&shared);
+            health::spawn(&shared);
             return Ok(shared);
         }
         let key = registry::key(&options.path).map_err(|source| Error::Open {
@@ -75,7 +78,7 @@ impl Shared {
             let shared = Arc::new(Self::start(options.clone()).await?);
             match registry::insert(key.clone(), &shared, shared.stopped_rx.clone()) {
                 Found::Vacant => {
-                    crate::health::spawn(&shared);
+                    health::spawn(&shared);
                     return Ok(shared);
                 }
                 // Another open won the race. Ours never served anyone; only its threads

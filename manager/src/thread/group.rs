@@ -22,9 +22,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use tokio::sync::oneshot;
 
 use crate::Result;
-use crate::connection::{Cancel, Connection};
+use crate::conn::{Cancel, Connection};
+use crate::pool::writer::restore_base;
 use crate::telemetry::{Caller, Run};
-use crate::writer::restore_base;
 
 /// One queued autocommit write that may share a transaction with its neighbours.
 pub(crate) trait Member: Send {
@@ -209,7 +209,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::connection::{Context, ExecuteResult, Limit};
+    use crate::conn::{Context, ExecuteResult, Limit};
     use crate::history::History;
     use crate::{Options, Role};
 

@@ -2,8 +2,8 @@
 
 use std::sync::{Arc, Weak};
 
-use crate::connection::Checkpoint;
-use crate::shared::Shared;
+use crate::conn::Checkpoint;
+use crate::db::Shared;
 
 /// What one health pass did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

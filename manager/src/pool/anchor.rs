@@ -45,7 +45,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
-use crate::connection::{Connection, Limit};
+use crate::conn::{Connection, Limit};
 use crate::value::Value;
 use crate::{Error, Result};
 

@@ -1,7 +1,7 @@
 //! [`Request`]: the two kinds of statement run (`fetch` and `execute`), so routing — inline or
 //! queued, reader or writer — is written once for both.
 
-use crate::connection::{Budget, CommitMark, Connection, Counted, ExecuteResult, Inline, Limit};
+use crate::conn::{Budget, CommitMark, Connection, Counted, ExecuteResult, Inline, Limit};
 use crate::{Result, Row, Value};
 
 pub(crate) trait Request: Copy + Send + 'static {

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use deadpool::managed::{self, Metrics, PoolError, RecycleError, RecycleResult, TimeoutType};
 
-use crate::anchor::{Anchor, Timing};
-use crate::connection::{Connection, Context};
+use crate::conn::{Connection, Context};
 use crate::metrics::Meters;
-use crate::threads::Threads;
-use crate::worker::Worker;
+use crate::pool::anchor::{Anchor, Timing};
+use crate::pool::threads::Threads;
+use crate::thread::worker::Worker;
 use crate::{Error, Options, Result, Role};
 
 /// One reader connection, as the pool and the idle path share it.

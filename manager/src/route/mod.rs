@@ -1,0 +1,3 @@
+//! Routing: where a statement runs (reader or writer, inline or on a connection's thread).
+
+pub(crate) mod request;
