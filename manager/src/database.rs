@@ -108,7 +108,7 @@ impl Database {
     /// # Cancel safety
     /// As [`open`](Self::open).
     pub async fn open_with(options: Options) -> Result<Database> {
-        let shared = Shared::open(options).await?;
+        let shared = crate::db::open(options).await?;
         Ok(Database {
             handle: Arc::new(Handle {
                 shared,
@@ -370,7 +370,9 @@ impl Database {
         &self,
         f: impl FnOnce(&mut ConnectionRef<'_>) -> R + Send + 'static,
     ) -> Result<R> {
-        self.live()?.with_writer(f).await
+        self.live()?
+            .with_writer(move |conn| f(&mut ConnectionRef::new(conn)))
+            .await
     }
 
     /// [`with_writer`](Self::with_writer) for a closure that runs the one statement `sql`, such
@@ -399,9 +401,11 @@ impl Database {
     pub async fn with_writer_for<R: Send + 'static>(
         &self,
         sql: &str,
-        f: impl FnMut(&mut ConnectionRef<'_>) -> R + Send + 'static,
+        mut f: impl FnMut(&mut ConnectionRef<'_>) -> R + Send + 'static,
     ) -> Result<R> {
-        self.live()?.with_writer_for(sql, f).await
+        self.live()?
+            .with_writer_for(sql, move |conn| f(&mut ConnectionRef::new(conn)))
+            .await
     }
 
     /// Runs `f` on a reader (`query_only`: writes fail), or on the writer when the database
@@ -419,9 +423,11 @@ impl Database {
     /// As [`with_writer`](Self::with_writer).
     pub async fn with_reader<R: Send + 'static>(
         &self,
-        f: impl FnMut(&mut ConnectionRef<'_>) -> R + Send + 'static,
+        mut f: impl FnMut(&mut ConnectionRef<'_>) -> R + Send + 'static,
     ) -> Result<R> {
-        self.live()?.with_reader(None, f).await
+        self.live()?
+            .with_reader(None, move |conn| f(&mut ConnectionRef::new(conn)))
+            .await
     }
 
     /// [`with_reader`](Self::with_reader) for a closure that runs the one statement `sql`:
@@ -436,9 +442,11 @@ impl Database {
     pub async fn with_reader_for<R: Send + 'static>(
         &self,
         sql: &str,
-        f: impl FnMut(&mut ConnectionRef<'_>) -> R + Send + 'static,
+        mut f: impl FnMut(&mut ConnectionRef<'_>) -> R + Send + 'static,
     ) -> Result<R> {
-        self.live()?.with_reader(Some(sql), f).await
+        self.live()?
+            .with_reader(Some(sql), move |conn| f(&mut ConnectionRef::new(conn)))
+            .await
     }
 
     /// The escape hatch for streams: `f` runs on a reader (for [`Role::Reader`], when the

@@ -23,7 +23,7 @@ use std::time::Duration;
 use crate::conn::{Cancel, Chunks, Connection};
 use crate::db::Shared;
 use crate::pool::readers::Reader;
-use crate::pool::writer::{Lease, restore_base};
+use crate::pool::writer::Lease;
 use crate::statement::{Classified, Kind};
 use crate::thread::worker::Worker;
 use crate::{Error, Result, Role, Row, Value};
@@ -421,7 +421,7 @@ fn produce(
         ..
     } = place
     {
-        outcome = restore_base(conn, base_in_transaction, sql, outcome);
+        outcome = conn.restore_base(base_in_transaction, sql, outcome);
     }
     let declined = match &outcome {
         // Before any row, as `fetch_all` does on a reader (see `shared::read_here`).
@@ -689,8 +689,8 @@ pub(crate) fn lend_to<T>(
     sink: &mut Sink<T>,
     f: impl FnOnce(&mut crate::ConnectionRef<'_>, &mut Sink<T>),
 ) {
-    conn.lend(|conn| f(conn, sink));
-    if let Err(error) = restore_base(conn, base_in_transaction, "<stream_with>", Ok(())) {
+    conn.lend(|conn| f(&mut crate::ConnectionRef::new(conn), sink));
+    if let Err(error) = conn.restore_base(base_in_transaction, "<stream_with>", Ok(())) {
         tracing::error!(target: "litemux", %error, "a stream's closure left a transaction open");
     }
 }

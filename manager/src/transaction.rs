@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tracing::{Instrument, Span};
 
-use crate::conn::{Cancel, Connection, ExecuteResult, Limit};
+use crate::conn::{Cancel, Connection, ExecuteResult, Limit, NESTED_SAVEPOINT};
 use crate::connection_ref::ConnectionRef;
-use crate::db::{NESTED_SAVEPOINT, Shared};
+use crate::db::Shared;
 use crate::pool::writer::Lease;
 use crate::statement::quote_identifier;
 use crate::stream::{Pinned, Sink, Stopper, Streamed};
@@ -275,7 +275,7 @@ impl Transaction {
             Some(&self.state.abandoned),
             Some(Box::new(streaming)),
             move |conn, sink| {
-                conn.lend(|conn| f(conn, sink));
+                conn.lend(|conn| f(&mut ConnectionRef::new(conn), sink));
             },
         )
     }

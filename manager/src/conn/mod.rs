@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::connection_ref::ConnectionRef;
 use crate::history::History;
 use crate::metrics::Meters;
 use crate::options::OpenMode;
@@ -19,6 +18,9 @@ use crate::row::RowsBuilder;
 use crate::statement::{ClassificationCache, Classified, Kind};
 use crate::telemetry::{self, Rows, Run};
 use crate::{Error, Options, Result, Role, Row, Value};
+
+/// The savepoint `execute_many` and force-rollback transactions use under an outer transaction.
+pub(crate) const NESTED_SAVEPOINT: &str = "litemux_nested";
 
 /// What an `execute` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -789,13 +791,13 @@ impl Connection {
     /// Lends this connection to `f` under a time budget. `None` when SQLite interrupted a
     /// statement of `f` before anything committed: the result is then meaningless, and `f`
     /// may simply run again. (When it reported the interruption after a commit, `f` saw
-    /// [`ConnectionRef::interrupted_after_commit`] and its result stands.) The overrun counts
+    /// [`interrupted_after_commit`](Self::interrupted_after_commit) and its result stands.) The overrun counts
     /// against `sql` when given.
     pub(crate) fn lend_within<R>(
         &mut self,
         budget: Budget,
         sql: Option<&str>,
-        f: &mut impl FnMut(&mut ConnectionRef<'_>) -> R,
+        f: &mut impl FnMut(&mut Self) -> R,
     ) -> Option<R> {
         let attempt = self.attempt(Instant::now(), budget, sql, |conn| conn.lend(&mut *f));
         (!attempt.overran).then_some(attempt.out)
@@ -805,9 +807,9 @@ impl Connection {
     /// transaction on a connection that was outside one, the transaction is rolled back
     /// before the panic goes on, so the connection never serves the next caller from inside
     /// it. (When `f` returns, its caller checks the state it left.)
-    pub(crate) fn lend<R>(&mut self, f: impl FnOnce(&mut ConnectionRef<'_>) -> R) -> R {
+    pub(crate) fn lend<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
         let was_autocommit = self.is_autocommit();
-        match catch_unwind(AssertUnwindSafe(|| f(&mut ConnectionRef::new(self)))) {
+        match catch_unwind(AssertUnwindSafe(|| f(self))) {
             Ok(out) => out,
             Err(panic) => {
                 if was_autocommit {
@@ -815,6 +817,30 @@ impl Connection {
                 }
                 resume_unwind(panic)
             }
+        }
+    }
+
+    /// Puts the connection back in its base state (autocommit, or the outer force-rollback
+    /// transaction) if a job left it elsewhere, and reports that as an error.
+    pub(crate) fn restore_base<R>(
+        &mut self,
+        base_in_transaction: bool,
+        sql: &str,
+        outcome: Result<R>,
+    ) -> Result<R> {
+        if self.is_autocommit() != base_in_transaction {
+            return outcome;
+        }
+        if base_in_transaction {
+            // The outer transaction ended under us; start a new one so later work is still
+            // discarded at close.
+            let _ = self.control("BEGIN IMMEDIATE");
+        } else {
+            self.rollback_open_transaction();
+        }
+        match outcome {
+            Err(e) => Err(e),
+            Ok(_) => Err(Error::UnfinishedTransaction { sql: sql.into() }),
         }
     }
 
@@ -844,7 +870,7 @@ impl Connection {
         nested: bool,
         f: impl FnOnce(&mut Self) -> Result<R>,
     ) -> Result<R> {
-        let savepoint = crate::db::NESTED_SAVEPOINT;
+        let savepoint = NESTED_SAVEPOINT;
         let (begin, commit) = if nested {
             (
                 format!("SAVEPOINT {savepoint}"),
@@ -1031,7 +1057,7 @@ impl Connection {
     }
 
     /// Records a statement run through diesel on a lent connection (see
-    /// [`ConnectionRef::record`]); its span is opened only now, so it has no duration of its
+    /// `ConnectionRef::record`); its span is opened only now, so it has no duration of its
     /// own, but carries `duration`.
     pub(crate) fn record_external(
         &self,

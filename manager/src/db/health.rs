@@ -3,7 +3,7 @@
 use std::sync::{Arc, Weak};
 
 use crate::conn::Checkpoint;
-use crate::db::Shared;
+use crate::db::state::Shared;
 
 /// What one health pass did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use tokio::sync::watch;
 
-use crate::db::Shared;
+use crate::db::state::Shared;
 use crate::{Error, Result};
 
 /// One file's database, as the registry knows it.

@@ -118,7 +118,7 @@ impl Writer {
     }
 
     /// Runs `job` outside any transaction handle. The job must leave the writer in its base
-    /// state; [`restore_base`] puts it back and reports when it did not.
+    /// state; [`Connection::restore_base`] puts it back and reports when it did not.
     ///
     /// # Cancel safety
     /// If dropped while waiting for the lease, nothing runs; once queued, as [`Worker::call`].
@@ -163,29 +163,5 @@ impl Writer {
         self.worker.join(member)?;
         drop(lease);
         self.worker.reply(answer, Some(cancel)).recv().await?
-    }
-}
-
-/// Puts the writer back in its base state (autocommit, or the outer force-rollback
-/// transaction) if a job left it elsewhere, and reports that as an error.
-pub(crate) fn restore_base<R>(
-    conn: &mut Connection,
-    base_in_transaction: bool,
-    sql: &str,
-    outcome: Result<R>,
-) -> Result<R> {
-    if conn.is_autocommit() != base_in_transaction {
-        return outcome;
-    }
-    if base_in_transaction {
-        // The outer transaction ended under us; start a new one so later work is still
-        // discarded at close.
-        let _ = conn.control("BEGIN IMMEDIATE");
-    } else {
-        conn.rollback_open_transaction();
-    }
-    match outcome {
-        Err(e) => Err(e),
-        Ok(_) => Err(Error::UnfinishedTransaction { sql: sql.into() }),
     }
 }

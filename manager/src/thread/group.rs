@@ -23,7 +23,6 @@ use tokio::sync::oneshot;
 
 use crate::Result;
 use crate::conn::{Cancel, Connection};
-use crate::pool::writer::restore_base;
 use crate::telemetry::{Caller, Run};
 
 /// One queued autocommit write that may share a transaction with its neighbours.
@@ -83,7 +82,7 @@ where
         self.outcome = Some(if grouped {
             outcome
         } else {
-            restore_base(conn, false, &self.sql, outcome)
+            conn.restore_base(false, &self.sql, outcome)
         });
     }
 
