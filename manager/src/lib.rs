@@ -121,7 +121,7 @@
 //! - Internals: `shared.rs` (per-file state and routing), `writer.rs` (the FIFO writer lease),
 //!   `group.rs` (group commit), `readers.rs` (the reader pool), `anchor.rs` (the lock anchor
 //!   that spares readers SQLite's lock system calls), `worker.rs` (a connection's
-//!   thread), `connection.rs` (running SQL), `statement.rs` (classification), `raw/` (the
+//!   thread), `connection.rs` (running SQL), `sql/` (lexing and classification), `raw/` (the
 //!   only `unsafe`: SQLite's C API; `raw/guard.rs` the authorizer), `registry.rs` (one
 //!   writer per file), `health.rs` (the health task), `timer.rs` (deadlines without tokio's
 //!   time driver).
@@ -167,7 +167,7 @@ mod raw;
 mod read_transaction;
 mod route;
 mod row;
-mod statement;
+mod sql;
 mod stream;
 mod telemetry;
 mod thread;

@@ -7,7 +7,7 @@ use crate::connection_ref::ConnectionRef;
 use crate::db::Shared;
 use crate::pool::readers::Reader;
 use crate::pool::writer::Lease;
-use crate::statement::Kind;
+use crate::sql::Kind;
 use crate::stream::{self, Stopper};
 use crate::thread::worker::Worker;
 use crate::transaction::first_row;

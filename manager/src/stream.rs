@@ -24,7 +24,7 @@ use crate::conn::{Cancel, Chunks, Connection};
 use crate::db::Shared;
 use crate::pool::readers::Reader;
 use crate::pool::writer::Lease;
-use crate::statement::{Classified, Kind};
+use crate::sql::{Classified, Kind};
 use crate::thread::worker::Worker;
 use crate::{Error, Result, Role, Row, Value};
 

@@ -10,7 +10,7 @@ use crate::conn::{Cancel, Connection, ExecuteResult, Limit, NESTED_SAVEPOINT};
 use crate::connection_ref::ConnectionRef;
 use crate::db::Shared;
 use crate::pool::writer::Lease;
-use crate::statement::quote_identifier;
+use crate::sql::quote_identifier;
 use crate::stream::{Pinned, Sink, Stopper, Streamed};
 use crate::telemetry;
 use crate::thread::worker::Worker;

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use crate::history::History;
 use crate::metrics::Meters;
 use crate::options::OpenMode;
-use crate::raw::{Access, Facts, Failure, RawConnection, Running, StatementShape};
+use crate::raw::{Access, Failure, RawConnection, Running};
 use crate::row::RowsBuilder;
-use crate::statement::{ClassificationCache, Classified, Kind};
+use crate::sql::{ClassificationCache, Classified, Kind, StatementShape};
 use crate::telemetry::{self, Rows, Run};
 use crate::{Error, Options, Result, Role, Row, Value};
 
@@ -365,14 +365,7 @@ impl Connection {
         let epoch = self.context.classified.epoch();
         let shape = match self.raw.shape_of(sql) {
             Ok(Some(shape)) => shape,
-            Ok(None) => StatementShape {
-                readonly: true,
-                parameters: 0,
-                returns_rows: false,
-                has_tail: false,
-                empty: true,
-                facts: Facts::default(),
-            },
+            Ok(None) => StatementShape::EMPTY,
             Err(f) => return Err(Error::from_sqlite(sql, f.code, f.message)),
         };
         let classified = Classified::new(sql, shape, epoch);
@@ -896,7 +889,7 @@ impl Connection {
     /// `allow_transaction_control`.
     pub(crate) fn batch(&mut self, script: &str, allow_transaction_control: bool) -> Result<()> {
         let mut rest = script;
-        while crate::statement::has_statement(rest) {
+        while crate::sql::has_statement(rest) {
             let (statement, consumed) = self
                 .raw
                 .prepare_once(rest)

@@ -13,7 +13,7 @@ use crate::pool::readers::{Reader, Readers};
 use crate::pool::threads::Threads;
 use crate::pool::writer::{Lease, Writer};
 use crate::route::request::{Execute, Fetch, Request};
-use crate::statement::{Classified, Kind};
+use crate::sql::{Classified, Kind};
 use crate::thread::worker::Worker;
 use crate::{Error, Options, Result, Role, Row, Value};
 

@@ -22,28 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use libsqlite3_sys as ffi;
 
-/// What a statement does, as the authorizer reported it while the statement was prepared.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Facts {
-    /// It changes a table or the schema, attaches or detaches, or runs a PRAGMA that sets a
-    /// value or acts on the file (checkpoint, optimize, incremental vacuum).
-    pub(crate) writes: bool,
-    /// It names an object of the connection's session rather than of the shared file: one in
-    /// the temp schema or in an attached database. Readers do not have the writer's session.
-    pub(crate) session: bool,
-    /// It reads a table SQLite did not say the schema of (one it reads no column of, as in
-    /// `count(*)`, is reported with the schema as written, none if unqualified): it may be in
-    /// the session.
-    pub(crate) unresolved: bool,
-    /// It changes the connection's namespace: creates a temp object, attaches or detaches.
-    pub(crate) namespace: bool,
-    /// It is a PRAGMA that sets a value: SQLite applies many of those (flags such as
-    /// `query_only`) while *preparing* the statement, so even preparing it changes the
-    /// connection.
-    pub(crate) configures: bool,
-    /// Why litemux refuses it on every connection, if it does.
-    pub(crate) refused: Option<&'static str>,
-}
+use crate::sql::Facts;
 
 /// How far the authorizer trusts the statement being prepared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -65,19 +44,6 @@ enum Denial {
     Refused(&'static str),
     /// A write, on a read-only connection.
     Write,
-}
-
-impl Facts {
-    fn merge(self, other: Facts) -> Facts {
-        Facts {
-            writes: self.writes || other.writes,
-            session: self.session || other.session,
-            unresolved: self.unresolved || other.unresolved,
-            namespace: self.namespace || other.namespace,
-            configures: self.configures || other.configures,
-            refused: self.refused.or(other.refused),
-        }
-    }
 }
 
 /// How a connection is guarded once set up.

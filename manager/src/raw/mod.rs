@@ -26,10 +26,13 @@
 //! diesel's ORM queries run through diesel's, on the same connection.
 #![allow(unsafe_code)]
 
+mod failure;
 mod guard;
 mod statement;
 
-pub(crate) use guard::{Access, Facts};
+pub(crate) use failure::Failure;
+use failure::failure_of;
+pub(crate) use guard::Access;
 use guard::{Guard, Trust};
 use statement::StatementCache;
 pub(crate) use statement::{RawValue, Running, Statement};
@@ -43,6 +46,8 @@ use std::time::Instant;
 
 use diesel::{Connection as _, ConnectionError, SqliteConnection};
 use libsqlite3_sys as ffi;
+
+use crate::sql::StatementShape;
 
 thread_local! {
     /// Whether this thread is inside [`RawConnection::establish`].
@@ -228,31 +233,6 @@ unsafe extern "C" fn count_commit(commits: *mut c_void) -> c_int {
     }
     // Zero lets the commit go ahead.
     0
-}
-
-/// What SQLite says about one statement, found by preparing it without running it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct StatementShape {
-    /// `sqlite3_stmt_readonly`: the statement makes no direct change to the database file.
-    pub(crate) readonly: bool,
-    /// The number of parameters (the largest `?NNN` index when numbered).
-    pub(crate) parameters: usize,
-    /// Whether it has result columns: a query, or a write with `RETURNING`.
-    pub(crate) returns_rows: bool,
-    /// Whether more statements follow the first one.
-    pub(crate) has_tail: bool,
-    /// The text had no statement at all (only white space or comments).
-    pub(crate) empty: bool,
-    /// What the authorizer saw while it was prepared.
-    pub(crate) facts: Facts,
-}
-
-/// An SQLite failure read off the connection: extended code and message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message} (extended code {code})")]
-pub(crate) struct Failure {
-    pub(crate) code: i32,
-    pub(crate) message: String,
 }
 
 /// A diesel connection together with its `sqlite3*`.
@@ -481,24 +461,6 @@ impl Drop for RawConnection {
 /// How many prepared statements each connection keeps.
 const STATEMENT_CACHE_CAPACITY: usize = 256;
 
-/// The extended code and message of the most recent failure on `db`, explained by `guard`
-/// when its authorizer denied the statement.
-fn failure_of(db: NonNull<ffi::sqlite3>, guard: &Guard) -> Failure {
-    // SAFETY: callers pass a live handle; `sqlite3_errmsg` returns a NUL-terminated string
-    // owned by the connection, copied here before any other call can overwrite it.
-    let (code, message) = unsafe {
-        let code = ffi::sqlite3_extended_errcode(db.as_ptr());
-        let message = CStr::from_ptr(ffi::sqlite3_errmsg(db.as_ptr()))
-            .to_string_lossy()
-            .into_owned();
-        (code, message)
-    };
-    match guard.explain(code, &message) {
-        Some((code, message)) => Failure { code, message },
-        None => Failure { code, message },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -508,19 +470,8 @@ mod tests {
         let mut conn = RawConnection::establish(":memory:")?;
         diesel::connection::SimpleConnection::batch_execute(conn.diesel(), "CREATE TABLE t(x)")?;
         let shape = |conn: &mut RawConnection, sql: &str| {
-            conn.prepare_once(sql).map(|(s, _)| {
-                s.map_or(
-                    StatementShape {
-                        readonly: true,
-                        parameters: 0,
-                        returns_rows: false,
-                        has_tail: false,
-                        empty: true,
-                        facts: Facts::default(),
-                    },
-                    |s| s.shape(),
-                )
-            })
+            conn.prepare_once(sql)
+                .map(|(s, _)| s.map_or(StatementShape::EMPTY, |s| s.shape()))
         };
         let read = shape(&mut conn, "/* c */ SELECT x FROM t WHERE x > ?2")?;
         assert!(read.readonly && read.parameters == 2 && !read.has_tail);

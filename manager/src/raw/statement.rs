@@ -12,9 +12,10 @@ use std::ptr::{self, NonNull};
 
 use libsqlite3_sys as ffi;
 
+use super::failure::{Failure, failure_of};
 use super::guard::Guard;
-use super::{Failure, StatementShape, failure_of};
 use crate::Value;
+use crate::sql::{StatementShape, has_statement};
 
 /// A prepared statement, finalized on drop.
 ///
@@ -78,9 +79,7 @@ impl Statement {
             usize::try_from(unsafe { tail.offset_from(sql.as_ptr().cast::<c_char>()) })
                 .unwrap_or(sql.len())
         };
-        let has_tail = sql
-            .get(consumed..)
-            .is_some_and(crate::statement::has_statement);
+        let has_tail = sql.get(consumed..).is_some_and(has_statement);
         let Some(stmt) = NonNull::new(stmt) else {
             return Ok((None, consumed));
         };

@@ -1,4 +1,4 @@
-//! What a statement is (read, write, transaction control) and how it is handed to diesel.
+//! Where a statement may run: read, write or transaction control, judged once per SQL text.
 //!
 //! Routing asks SQLite itself. `sqlite3_stmt_readonly` on the prepared statement, which no
 //! comment or CTE can fool, and the authorizer's report of every action the statement takes
@@ -18,7 +18,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use crate::raw::StatementShape;
+use super::lex::first_keyword;
+use super::shape::StatementShape;
 
 /// Where a statement may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,51 +169,10 @@ impl ClassificationCache {
     }
 }
 
-/// The first keyword of `sql`, upper-cased, skipping white space and comments.
-pub(crate) fn first_keyword(sql: &str) -> Option<String> {
-    let rest = skip_trivia(sql);
-    let word: String = rest
-        .chars()
-        .take_while(char::is_ascii_alphabetic)
-        .map(|c| c.to_ascii_uppercase())
-        .collect();
-    (!word.is_empty()).then_some(word)
-}
-
-/// Whether `sql` holds anything but white space, comments and semicolons.
-pub(crate) fn has_statement(sql: &str) -> bool {
-    let mut rest = sql;
-    loop {
-        rest = skip_trivia(rest);
-        match rest.strip_prefix(';') {
-            Some(after) => rest = after,
-            None => return !rest.is_empty(),
-        }
-    }
-}
-
-fn skip_trivia(mut sql: &str) -> &str {
-    loop {
-        let trimmed = sql.trim_start();
-        if let Some(comment) = trimmed.strip_prefix("--") {
-            sql = comment.find('\n').map_or("", |end| &comment[end..]);
-        } else if let Some(comment) = trimmed.strip_prefix("/*") {
-            sql = comment.find("*/").map_or("", |end| &comment[end + 2..]);
-        } else {
-            return trimmed;
-        }
-    }
-}
-
-/// Quotes `name` as an SQL identifier (for savepoint names given by callers).
-pub(crate) fn quote_identifier(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raw::Facts;
+    use crate::sql::shape::Facts;
 
     fn shape(readonly: bool) -> StatementShape {
         StatementShape {
@@ -223,17 +183,6 @@ mod tests {
             empty: false,
             facts: Facts::default(),
         }
-    }
-
-    #[test]
-    fn keywords_see_through_comments() {
-        assert_eq!(
-            first_keyword("  -- x\n /* y */ begin immediate").as_deref(),
-            Some("BEGIN")
-        );
-        assert_eq!(first_keyword("/* unterminated"), None);
-        assert!(!has_statement(" ; -- c\n ; /* */ "));
-        assert!(has_statement("; SELECT 1"));
     }
 
     #[test]
@@ -288,10 +237,5 @@ mod tests {
         assert!(cache.get("SELECT 1").is_none());
         cache.insert("SELECT 1", Classified::new("SELECT 1", shape(true), 1));
         assert!(cache.get("SELECT 1").is_some());
-    }
-
-    #[test]
-    fn identifiers_are_quoted() {
-        assert_eq!(quote_identifier("a\"b"), "\"a\"\"b\"");
     }
 }
