@@ -7,26 +7,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::{Error, Result, Value};
-
-/// Which connection ran a statement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// One of the read-only reader connections.
-    Reader,
-    /// The database's single writer connection.
-    Writer,
-}
-
-impl Role {
-    /// `"reader"` or `"writer"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Reader => "reader",
-            Role::Writer => "writer",
-        }
-    }
-}
+use crate::{Error, Result, Role, Value};
 
 /// One statement litemux ran.
 #[derive(Debug, Clone, PartialEq)]
