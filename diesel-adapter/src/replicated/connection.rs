@@ -1,4 +1,5 @@
-//! [`ClusterConnection`]: diesel-async's connection traits over a [`Cluster`](super::Cluster).
+//! [`ClusterConnection`]: diesel-async's connection traits over a [`Cluster`], and
+//! [`Cluster::get`], which hands them out.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,11 +12,15 @@ use diesel::{ConnectionResult, QueryResult};
 use diesel_async::{AsyncConnection, AsyncConnectionCore, SimpleAsyncConnection};
 use futures_util::stream::BoxStream;
 
-use super::cluster::Inner;
+use super::cluster::Cluster;
+use super::consistency::Consistency;
+use super::node::NodeId;
+use super::options::ClusterOptions;
+use super::position::WalPosition;
 use super::query::{PgQuery, PgRow};
-use super::routing::ReadRoute;
-use super::transaction_manager::{ClusterTransactionManager, ClusterTransactionState};
-use super::{Cluster, ClusterOptions, Consistency, WalPosition};
+use super::read_route::ReadRoute;
+use super::routing::Router;
+use super::transaction_state::{ClusterTransactionManager, ClusterTransactionState};
 use crate::query::QueryText;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -89,14 +94,8 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// - [`set_prepared_statement_cache_size`](AsyncConnection::set_prepared_statement_cache_size)
 ///   has no effect: the pooled connections keep their own caches.
 pub struct ClusterConnection {
-    pub(super) cluster: Arc<Inner>,
-    pub(super) consistency: Consistency,
-    /// The WAL position this connection's reads must see: its last commit, or imported.
-    pub(super) position: Option<WalPosition>,
-    /// A commit whose position could not be read: until the next one, reads that must see
-    /// this connection's writes run on the primary.
-    pub(super) position_lost: bool,
-    pub(super) last_read: Option<ReadRoute>,
+    /// Where statements run outside a transaction, and what reads must see.
+    pub(super) router: Router,
     transaction_state: ClusterTransactionState,
     instrumentation: Option<Box<dyn Instrumentation>>,
 }
@@ -104,9 +103,9 @@ pub struct ClusterConnection {
 impl std::fmt::Debug for ClusterConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClusterConnection")
-            .field("primary", &self.cluster.primary.url)
-            .field("consistency", &self.consistency)
-            .field("position", &self.position)
+            .field("primary", &self.router.cluster.primary.url)
+            .field("consistency", &self.router.consistency)
+            .field("position", &self.router.position)
             .field("transaction_state", &self.transaction_state)
             .finish_non_exhaustive()
     }
@@ -119,57 +118,66 @@ impl Drop for ClusterConnection {
     }
 }
 
-impl ClusterConnection {
-    pub(super) fn new(cluster: Arc<Inner>) -> Self {
-        ClusterConnection {
-            cluster,
-            consistency: Consistency::default(),
-            position: None,
-            position_lost: false,
-            last_read: None,
+impl Cluster {
+    /// A connection to the cluster (cheap: it takes a node's pooled connection per statement,
+    /// and holds one only for a transaction).
+    ///
+    /// # Errors
+    /// [`Error::Node`](crate::Error::Node) if no connection to the primary can be had.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: nothing is held until the future completes.
+    pub async fn get(&self) -> crate::Result<ClusterConnection> {
+        // A cluster whose primary is gone cannot run a write or a transaction: say so here
+        // rather than at the first query. With an idle pooled connection this is no round trip.
+        drop(self.nodes().checkout(NodeId::Primary).await?);
+        Ok(ClusterConnection {
+            router: Router::new(Arc::clone(self.nodes())),
             transaction_state: ClusterTransactionState::default(),
             instrumentation: diesel::connection::get_default_instrumentation(),
-        }
+        })
     }
+}
 
+impl ClusterConnection {
     /// Sets where this connection's reads may run (default [`Consistency::ReadYourWrites`]).
     pub fn set_consistency(&mut self, consistency: Consistency) {
-        self.consistency = consistency;
+        self.router.consistency = consistency;
     }
 
     /// Where this connection's reads may run.
     pub fn consistency(&self) -> Consistency {
-        self.consistency
+        self.router.consistency
     }
 
     /// The WAL position this connection's reads wait for under read-your-writes: that of its
     /// last commit on the primary, or a later one it was given. Its text form
     /// ([`WalPosition`]'s `Display`) parses back, for a cookie or a header.
     pub fn position(&self) -> Option<WalPosition> {
-        self.position
+        self.router.position
     }
 
     /// Makes this connection's reads see at least `position` (from
     /// [`position`](Self::position) of another connection, maybe in an earlier request). A
     /// position earlier than the one it has changes nothing.
     pub fn require_position(&mut self, position: WalPosition) {
-        self.position = self.position.max(Some(position));
+        self.router.position = self.router.position.max(Some(position));
     }
 
     /// Forgets the position: reads under read-your-writes no longer wait for anything.
     pub fn forget_position(&mut self) {
-        self.position = None;
-        self.position_lost = false;
+        self.router.position = None;
+        self.router.position_lost = false;
     }
 
     /// Where the last read outside a transaction ran and how long it waited for a replica.
     pub fn last_read(&self) -> Option<&ReadRoute> {
-        self.last_read.as_ref()
+        self.router.last_read.as_ref()
     }
 
     /// The cluster this connection belongs to.
     pub fn cluster(&self) -> Cluster {
-        Cluster::from_inner(Arc::clone(&self.cluster))
+        Cluster::from_nodes(Arc::clone(&self.router.cluster))
     }
 
     pub(super) fn transaction_state_mut(&mut self) -> &mut ClusterTransactionState {
@@ -206,7 +214,10 @@ impl SimpleAsyncConnection for ClusterConnection {
             .is_some()
             .then(|| QueryText(query.to_owned()));
         self.query_started(text.as_ref());
-        let outcome = self.batch_on_primary(query).await;
+        let outcome = self
+            .router
+            .batch_on_primary(&mut self.transaction_state, query)
+            .await;
         self.query_finished(text.as_ref(), outcome.as_ref().err());
         outcome
     }
@@ -230,7 +241,11 @@ impl AsyncConnectionCore for ClusterConnection {
         Box::pin(async move {
             self.query_started(text.as_ref());
             let outcome = match rendered {
-                Ok(query) => self.load_rows(query).await,
+                Ok(query) => {
+                    self.router
+                        .load_rows(&mut self.transaction_state, query)
+                        .await
+                }
                 Err(e) => Err(e),
             };
             self.query_finished(text.as_ref(), outcome.as_ref().err());
@@ -253,7 +268,11 @@ impl AsyncConnectionCore for ClusterConnection {
         Box::pin(async move {
             self.query_started(text.as_ref());
             let outcome = match rendered {
-                Ok(query) => self.execute_count(query).await,
+                Ok(query) => {
+                    self.router
+                        .execute_count(&mut self.transaction_state, query)
+                        .await
+                }
                 Err(e) => Err(e),
             };
             self.query_finished(text.as_ref(), outcome.as_ref().err());

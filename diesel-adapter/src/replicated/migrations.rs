@@ -5,7 +5,9 @@ use diesel::pg::Pg;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_migrations::MigrationHarness;
 
-use super::{Cluster, ClusterConnection, Consistency};
+use super::cluster::Cluster;
+use super::connection::ClusterConnection;
+use super::consistency::Consistency;
 use crate::{Error, Result};
 
 impl Cluster {

@@ -27,13 +27,22 @@
 //! ```
 //!
 //! # Layout
-//! - [`Cluster`] (`cluster.rs`): the nodes and the health task; [`ClusterOptions`]
-//!   (`options.rs`); a node's pool and health, [`NodeStatus`] (`node.rs`).
-//! - [`ClusterConnection`] (`connection.rs`): the diesel-async traits; `routing.rs` decides where
-//!   each statement runs and runs it there; `query.rs` renders a diesel query once so it can.
-//! - `transaction.rs`, [`ClusterTransactionManager`] (`transaction_manager.rs`): transactions
-//!   pinned to one connection, cancel safe.
-//! - [`WalPosition`] (`position.rs`), [`Consistency`] (`consistency.rs`): read-your-writes.
+//! Each file uses only files listed above it.
+//! - [`WalPosition`] (`position.rs`), [`Consistency`] (`consistency.rs`), [`ClusterOptions`]
+//!   (`options.rs`): plain values.
+//! - `node.rs`: one server — its pool and health, [`NodeStatus`], [`NodeRole`], [`NodeError`].
+//! - `nodes.rs`: what a cluster and its connections share — the nodes, the replica rotation,
+//!   the health checks.
+//! - [`Cluster`] (`cluster.rs`): the handle on the nodes, and the health task.
+//! - `query.rs`: a diesel query rendered once, so it can run on any node; [`ReadRoute`]
+//!   (`read_route.rs`): where a read ran.
+//! - [`ClusterTransactionManager`] and [`ClusterTransactionState`] (`transaction_state.rs`): a
+//!   transaction pinned to one connection, and what a dropped future leaves behind.
+//! - `routing.rs`: where each statement runs, and running it there.
+//! - [`ClusterConnection`] (`connection.rs`): the diesel-async traits, and [`Cluster::get`].
+//! - `transaction_manager.rs`: diesel's transaction semantics on the pinned connection;
+//!   `transaction.rs`: the cancel-safe `transaction`, `read_transaction`, `test_transaction`.
+//! - `migrations.rs`: [`Cluster::run_pending_migrations`].
 //!
 //! # Failover
 //! Promoting a replica when the primary fails is the job of external tooling (Patroni,
@@ -56,12 +65,15 @@ mod connection;
 mod consistency;
 mod migrations;
 mod node;
+mod nodes;
 mod options;
 mod position;
 mod query;
+mod read_route;
 mod routing;
 mod transaction;
 mod transaction_manager;
+mod transaction_state;
 
 pub use cluster::Cluster;
 pub use connection::ClusterConnection;
@@ -69,5 +81,5 @@ pub use consistency::Consistency;
 pub use node::{NodeError, NodeRole, NodeStatus};
 pub use options::ClusterOptions;
 pub use position::{ParsePositionError, WalPosition};
-pub use routing::ReadRoute;
-pub use transaction_manager::{ClusterTransactionManager, ClusterTransactionState};
+pub use read_route::ReadRoute;
+pub use transaction_state::{ClusterTransactionManager, ClusterTransactionState};

@@ -11,8 +11,8 @@ use diesel_async::pooled_connection::{
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 
-use super::WalPosition;
 use super::options::ClusterOptions;
+use super::position::WalPosition;
 
 /// A pooled connection to one node.
 pub(super) type PgObject = Object<AsyncPgConnection>;

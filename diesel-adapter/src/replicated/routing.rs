@@ -1,4 +1,4 @@
-//! Where a [`ClusterConnection`]'s statements run, and running them there.
+//! [`Router`]: where a [`ClusterConnection`](super::ClusterConnection)'s statements run, and running them there.
 //!
 //! Inside a transaction: its pinned connection. Outside one: a load whose SQL
 //! [reads only](super::query::reads_only) goes to a healthy replica (round robin) — after that
@@ -7,6 +7,7 @@
 //! a statement as a write (SQLSTATE 25006) hands it to the primary; one that fails leaves the
 //! rotation and the read tries the next; with none left, the primary serves the read.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diesel::QueryResult;
@@ -15,25 +16,13 @@ use diesel::sql_types::{Nullable, Text};
 use diesel_async::{AsyncConnectionCore, RunQueryDsl};
 use futures_util::TryStreamExt;
 
-use super::cluster::current_position;
-use super::node::{NodeId, NodeRole, PgObject};
+use super::consistency::Consistency;
+use super::node::{NodeId, PgObject};
+use super::nodes::{Nodes, current_position};
+use super::position::WalPosition;
 use super::query::{PgQuery, PgRow, reads_only};
-use super::{ClusterConnection, Consistency, WalPosition};
-
-/// Where the last read outside a transaction ran, and what read-your-writes cost it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ReadRoute {
-    /// The node that served it.
-    pub role: NodeRole,
-    /// That node's URL.
-    pub url: String,
-    /// How long it waited for a replica to replay this connection's position (zero when
-    /// there was nothing to wait for).
-    pub waited: Duration,
-    /// Read-your-writes gave up waiting for a replica and read from the primary.
-    pub waited_in_vain: bool,
-}
+use super::read_route::ReadRoute;
+use super::transaction_state::ClusterTransactionState;
 
 /// Whether a replica refused a statement because it writes: it did nothing there.
 fn refused_write(error: &DieselError) -> bool {
@@ -54,6 +43,18 @@ fn connection_lost(error: &DieselError, conn: &mut PgObject) -> bool {
     ) || diesel_async::pooled_connection::PoolableConnection::is_broken(&mut **conn)
 }
 
+/// A connection's routing: where its reads may run, and the WAL position they must see.
+pub(super) struct Router {
+    pub(super) cluster: Arc<Nodes>,
+    pub(super) consistency: Consistency,
+    /// The WAL position this connection's reads must see: its last commit, or imported.
+    pub(super) position: Option<WalPosition>,
+    /// A commit whose position could not be read: until the next one, reads that must see
+    /// this connection's writes run on the primary.
+    pub(super) position_lost: bool,
+    pub(super) last_read: Option<ReadRoute>,
+}
+
 /// How a replica must be before it may serve a read.
 enum Replay {
     /// Far enough: it has replayed the position (or none was needed).
@@ -62,7 +63,17 @@ enum Replay {
     Behind(Duration),
 }
 
-impl ClusterConnection {
+impl Router {
+    pub(super) fn new(cluster: Arc<Nodes>) -> Self {
+        Router {
+            cluster,
+            consistency: Consistency::default(),
+            position: None,
+            position_lost: false,
+            last_read: None,
+        }
+    }
+
     /// A connection to the primary, for a write or a transaction.
     pub(super) async fn primary_connection(&mut self) -> QueryResult<PgObject> {
         self.cluster
@@ -73,8 +84,12 @@ impl ClusterConnection {
 
     /// Runs a load where it belongs; its rows, collected (a replica's refusal arrives with
     /// the rows, so they must all be in before the read is known to have worked).
-    pub(super) async fn load_rows(&mut self, query: PgQuery) -> QueryResult<Vec<PgRow>> {
-        if let Some(mut lent) = self.transaction_state_mut().lend()? {
+    pub(super) async fn load_rows(
+        &mut self,
+        transaction: &mut ClusterTransactionState,
+        query: PgQuery,
+    ) -> QueryResult<Vec<PgRow>> {
+        if let Some(mut lent) = transaction.lend()? {
             return load(&mut lent.pinned().conn, &query).await;
         }
         if reads_only(&query.sql) && self.consistency != Consistency::Primary {
@@ -91,8 +106,12 @@ impl ClusterConnection {
 
     /// Runs a statement for its row count: always on the primary (or the transaction's
     /// connection).
-    pub(super) async fn execute_count(&mut self, query: PgQuery) -> QueryResult<usize> {
-        if let Some(mut lent) = self.transaction_state_mut().lend()? {
+    pub(super) async fn execute_count(
+        &mut self,
+        transaction: &mut ClusterTransactionState,
+        query: PgQuery,
+    ) -> QueryResult<usize> {
+        if let Some(mut lent) = transaction.lend()? {
             return AsyncConnectionCore::execute_returning_count(&mut *lent.pinned().conn, &query)
                 .await;
         }
@@ -100,9 +119,13 @@ impl ClusterConnection {
     }
 
     /// Runs a script on the primary (or the transaction's connection).
-    pub(super) async fn batch_on_primary(&mut self, sql: &str) -> QueryResult<()> {
+    pub(super) async fn batch_on_primary(
+        &mut self,
+        transaction: &mut ClusterTransactionState,
+        sql: &str,
+    ) -> QueryResult<()> {
         use diesel_async::SimpleAsyncConnection;
-        if let Some(mut lent) = self.transaction_state_mut().lend()? {
+        if let Some(mut lent) = transaction.lend()? {
             return lent.pinned().conn.batch_execute(sql).await;
         }
         let mut conn = self.primary_connection().await?;

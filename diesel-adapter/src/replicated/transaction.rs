@@ -9,8 +9,8 @@ use std::fmt::Debug;
 use diesel::result::Error as DieselError;
 use diesel_async::TransactionManager;
 
-use super::ClusterConnection;
-use super::transaction_manager::{ClusterTransactionManager, ONE};
+use super::connection::ClusterConnection;
+use super::transaction_state::{ClusterTransactionManager, ONE};
 use crate::TransactionCallback;
 
 impl ClusterConnection {
@@ -60,9 +60,10 @@ impl ClusterConnection {
         async move {
             type Manager = ClusterTransactionManager;
             Manager::begin_transaction(self).await?;
-            let level = self.transaction_state_mut().depth()?.unwrap_or(ONE);
+            let state = self.transaction_state_mut();
+            let level = state.depth()?.unwrap_or(ONE);
             // From here until the transaction has ended, dropping this future abandons it.
-            let guard = self.transaction_guard(level);
+            let guard = state.guard(level);
             let result = match callback(&mut *self).await {
                 Ok(value) => match Manager::commit_transaction(self).await {
                     Ok(()) => Ok(value),
