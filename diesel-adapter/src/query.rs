@@ -121,13 +121,20 @@ pub(crate) fn load_capped(
 
 /// What a streamed load hands over.
 pub(crate) enum Loaded {
-    Row(OwnedRow),
+    /// The next rows, in order.
+    Rows(Vec<OwnedRow>),
     /// The query failed; nothing follows.
     Failed(diesel::result::Error),
 }
 
-/// Runs `query` and hands its rows to `sink` one by one as diesel steps them. `None` when
-/// the sink stopped taking them.
+/// Rows per [`Loaded::Rows`] at most. A handover costs two lock round trips and may wake the
+/// reader's task, so rows travel in chunks; the sink holding 128 items keeps a stream at most
+/// about 4,096 rows ahead of its reader.
+const STREAM_CHUNK: usize = 32;
+
+/// Runs `query` and hands its rows to `sink` as diesel steps them, in chunks: the first row
+/// alone (so a stream's reader has it as soon as SQLite does), then chunks doubling up to
+/// [`STREAM_CHUNK`] rows. `None` when the sink stopped taking them.
 pub(crate) fn load_into(
     conn: &mut SqliteConnection,
     query: &SerializedQuery,
@@ -136,11 +143,32 @@ pub(crate) fn load_into(
     let mut column_names = Default::default();
     let cursor = conn.load(query)?;
     let mut sent = 0;
+    let mut size = 1;
+    let mut chunk = Vec::with_capacity(size);
     for row in cursor {
-        if !sink.send(Loaded::Row(row?.into_owned(&mut column_names))) {
+        let row = match row {
+            Ok(row) => row,
+            Err(e) => {
+                // The rows stepped before the failure reach the reader before it does.
+                let delivered = chunk.is_empty() || sink.send(Loaded::Rows(chunk));
+                return if delivered { Err(e) } else { Ok(None) };
+            }
+        };
+        chunk.push(row.into_owned(&mut column_names));
+        if chunk.len() == size {
+            sent += chunk.len() as u64;
+            size = (size * 2).min(STREAM_CHUNK);
+            let full = std::mem::replace(&mut chunk, Vec::with_capacity(size));
+            if !sink.send(Loaded::Rows(full)) {
+                return Ok(None);
+            }
+        }
+    }
+    if !chunk.is_empty() {
+        sent += chunk.len() as u64;
+        if !sink.send(Loaded::Rows(chunk)) {
             return Ok(None);
         }
-        sent += 1;
     }
     Ok(Some(sent))
 }
@@ -161,8 +189,8 @@ pub struct RowStream {
 enum Rows {
     Loaded(std::vec::IntoIter<OwnedRow>),
     Streaming {
-        /// The row that arrived while the load started.
-        first: Option<OwnedRow>,
+        /// The rest of the chunk being read (the first one arrives while the load starts).
+        chunk: std::vec::IntoIter<OwnedRow>,
         stream: litemux::Streamed<Loaded>,
         /// What must live as long as the stream: the transaction it runs in.
         _hold: Option<Box<dyn Send>>,
@@ -194,14 +222,14 @@ impl RowStream {
     ) -> QueryResult<Self> {
         use futures_core::Stream as _;
         let first = std::future::poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await;
-        let first = match first {
+        let chunk = match first {
             Some(Loaded::Failed(e)) => return Err(e),
-            Some(Loaded::Row(row)) => Some(row),
-            None => None,
+            Some(Loaded::Rows(rows)) => rows,
+            None => Vec::new(),
         };
         Ok(RowStream {
             rows: Rows::Streaming {
-                first,
+                chunk: chunk.into_iter(),
                 stream,
                 _hold: hold,
             },
@@ -215,24 +243,23 @@ impl futures_core::Stream for RowStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         match &mut self.rows {
             Rows::Loaded(rows) => Poll::Ready(rows.next().map(Ok)),
-            Rows::Streaming { first, stream, .. } => {
-                if let Some(row) = first.take() {
+            Rows::Streaming { chunk, stream, .. } => loop {
+                if let Some(row) = chunk.next() {
                     return Poll::Ready(Some(Ok(row)));
                 }
-                Pin::new(stream).poll_next(cx).map(|next| {
-                    next.map(|loaded| match loaded {
-                        Loaded::Row(row) => Ok(row),
-                        Loaded::Failed(e) => Err(e),
-                    })
-                })
-            }
+                match std::task::ready!(Pin::new(&mut *stream).poll_next(cx)) {
+                    Some(Loaded::Rows(rows)) => *chunk = rows.into_iter(),
+                    Some(Loaded::Failed(e)) => return Poll::Ready(Some(Err(e))),
+                    None => return Poll::Ready(None),
+                }
+            },
         }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         match &self.rows {
             Rows::Loaded(rows) => rows.size_hint(),
-            Rows::Streaming { first, .. } => (usize::from(first.is_some()), None),
+            Rows::Streaming { chunk, .. } => (chunk.len(), None),
         }
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use diesel::QueryResult;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use futures_util::StreamExt as _;
@@ -116,19 +117,25 @@ async fn furthest_ahead(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_stream_steps_at_the_callers_pace() -> TestResult {
     let db = TestDb::new();
-    let total = 5_000;
+    let total = 20_000;
     let (mut conn, ticks) = ticking(&db, total as usize).await?;
+    // Rows travel in chunks of up to 32, and the pipe holds 128 chunks, plus the one being
+    // filled and the one being read.
+    let streamed_ahead = 130 * 32;
     // Outside a transaction a read first tries to load at once (257 rows stepped, twice if
     // the inline attempt overran its time budget and ran again on the reader's thread),
-    // then streams; the pipe holds 128 rows. Loading it all would step 5,000.
+    // then streams. Loading it all would step 20,000.
     let ahead = furthest_ahead(&mut conn, &ticks, total).await?;
-    assert!(ahead <= 2 * 257 + 128 + 2, "{ahead} rows ahead");
+    assert!(ahead <= 2 * 257 + streamed_ahead, "{ahead} rows ahead");
     let ahead = conn
         .transaction::<_, Box<dyn std::error::Error + Send + Sync>, _>(async |conn| {
             furthest_ahead(conn, &ticks, total).await
         })
         .await?;
-    assert!(ahead <= 128 + 2, "{ahead} rows ahead in a transaction");
+    assert!(
+        ahead <= streamed_ahead,
+        "{ahead} rows ahead in a transaction"
+    );
     Ok(())
 }
 
@@ -150,5 +157,78 @@ async fn dropping_a_load_stream_frees_the_reader_at_once() -> TestResult {
         let n = users::table.count().get_result::<i64>(&mut conn).await?;
         assert_eq!(n, 3_000);
     }
+    Ok(())
+}
+
+/// The ids a stream yields before it fails, and its failure; every id must be `1..`.
+async fn ids_until_failure(
+    rows: impl futures_util::Stream<Item = QueryResult<i64>>,
+) -> (Vec<i64>, Option<diesel::result::Error>) {
+    let mut rows = std::pin::pin!(rows);
+    let mut ids = Vec::new();
+    while let Some(row) = rows.next().await {
+        match row {
+            Ok(id) => ids.push(id),
+            Err(e) => {
+                assert!(rows.next().await.is_none(), "rows after the failure");
+                return (ids, Some(e));
+            }
+        }
+    }
+    (ids, None)
+}
+
+/// Rows travel to the caller in chunks: a query that fails part way still yields every row
+/// SQLite stepped before the failure, in order, then the failure, inside and outside a
+/// transaction, at chunk boundaries and between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_fails_part_way_yields_every_row_before_the_failure() -> TestResult {
+    let db = TestDb::new();
+    let (mut conn, _) = ticking(&db, 3_000).await?;
+    // `abs` of the smallest integer is an integer overflow: SQLite fails at that row.
+    let failing_at = |n: i64| {
+        diesel::sql_query(format!(
+            "SELECT CASE WHEN id = {n} THEN abs(-9223372036854775807 - 1) ELSE id END AS id \
+             FROM users ORDER BY users.id"
+        ))
+    };
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
+    }
+    for n in [300, 319, 320, 1_000, 2_999] {
+        let rows = failing_at(n).load_stream::<Id>(&mut conn).await?;
+        let (ids, failure) = ids_until_failure(rows.map(|r| r.map(|row| row.id))).await;
+        assert_eq!(
+            ids,
+            (1..n).collect::<Vec<_>>(),
+            "outside a transaction, failing at {n}"
+        );
+        let failure = failure.expect("the overflow");
+        assert!(
+            failure.to_string().contains("integer overflow"),
+            "{failure}"
+        );
+
+        let (ids, failure) = conn
+            .transaction::<_, diesel::result::Error, _>(async |conn| {
+                let rows = failing_at(n).load_stream::<Id>(conn).await?;
+                Ok(ids_until_failure(rows.map(|r| r.map(|row| row.id))).await)
+            })
+            .await?;
+        assert_eq!(
+            ids,
+            (1..n).collect::<Vec<_>>(),
+            "in a transaction, failing at {n}"
+        );
+        assert!(failure.is_some(), "in a transaction, failing at {n}");
+    }
+    // Before the first chunk: the load itself fails.
+    let loaded = failing_at(1).load_stream::<Id>(&mut conn).await;
+    assert!(
+        loaded.is_err(),
+        "a query failing at its first row fails the load"
+    );
     Ok(())
 }
