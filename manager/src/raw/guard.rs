@@ -15,13 +15,14 @@
 //!   busy timeout and fail `database is locked`; `query_only` set on the shared writer would
 //!   stop every write.
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use libsqlite3_sys as ffi;
 
+use super::judge::judge;
 use crate::sql::Facts;
 
 /// How far the authorizer trusts the statement being prepared.
@@ -70,8 +71,11 @@ pub(crate) struct Guard {
     /// clear: an `SQLITE_AUTH` failure, whoever prepared the statement (diesel too), comes
     /// from the most recent denial.
     denial: Cell<Option<Denial>>,
-    namespace: Option<Arc<AtomicU64>>,
-    witness: Option<Arc<AtomicU64>>,
+    /// Set once, by [`install`](Guard::install), through a shared reference: SQLite holds a
+    /// pointer to this value, so it is never borrowed mutably.
+    namespace: OnceCell<Arc<AtomicU64>>,
+    /// As `namespace`.
+    witness: OnceCell<Arc<AtomicU64>>,
 }
 
 impl Guard {
@@ -83,12 +87,14 @@ impl Guard {
     }
 
     /// Applies `access`: from now on only what it allows is authorized.
-    pub(crate) fn install(&mut self, access: Access) {
+    pub(crate) fn install(&self, access: Access) {
         match access {
-            Access::Writer { namespace } => self.namespace = Some(namespace),
+            Access::Writer { namespace } => {
+                let _ = self.namespace.set(namespace);
+            }
             Access::Reader { witness } => {
                 self.read_only.set(true);
-                self.witness = Some(witness);
+                let _ = self.witness.set(witness);
             }
         }
         self.trust.set(Trust::None);
@@ -119,7 +125,7 @@ impl Guard {
 
     /// Notes one change SQLite made on a read-only connection.
     pub(super) fn witness(&self) {
-        if let Some(witness) = &self.witness {
+        if let Some(witness) = self.witness.get() {
             witness.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -159,7 +165,7 @@ impl Guard {
             return ffi::SQLITE_DENY;
         }
         if seen.namespace
-            && let Some(namespace) = &self.namespace
+            && let Some(namespace) = self.namespace.get()
         {
             namespace.fetch_add(1, Ordering::AcqRel);
         }
@@ -167,101 +173,25 @@ impl Guard {
     }
 }
 
-/// PRAGMAs whose argument is the subject of a query, not a new value.
-const QUERY_PRAGMAS: &[&str] = &[
-    "table_info",
-    "table_xinfo",
-    "table_list",
-    "index_info",
-    "index_xinfo",
-    "index_list",
-    "foreign_key_list",
-    "foreign_key_check",
-    "integrity_check",
-    "quick_check",
-];
-
-/// PRAGMAs that act on the file even without an argument.
-const ACTING_PRAGMAS: &[&str] = &["optimize", "wal_checkpoint", "incremental_vacuum"];
-
-/// What one authorizer call says: `action` on `name` (a table, a PRAGMA, a file) with
-/// `argument` (a column, a PRAGMA's value) in database `schema`.
-pub(crate) fn judge(
-    action: c_int,
-    name: Option<&str>,
-    argument: Option<&str>,
-    schema: Option<&str>,
-) -> Facts {
-    let in_session = schema.is_some_and(|s| !s.eq_ignore_ascii_case("main"));
-    match action {
-        ffi::SQLITE_READ => Facts {
-            session: in_session,
-            unresolved: schema.is_none(),
-            ..Facts::default()
-        },
-        ffi::SQLITE_SELECT | ffi::SQLITE_FUNCTION | ffi::SQLITE_RECURSIVE => Facts::default(),
-        ffi::SQLITE_TRANSACTION | ffi::SQLITE_SAVEPOINT => Facts::default(),
-        ffi::SQLITE_PRAGMA => pragma(name.unwrap_or(""), argument, schema),
-        ffi::SQLITE_CREATE_TEMP_INDEX
-        | ffi::SQLITE_CREATE_TEMP_TABLE
-        | ffi::SQLITE_CREATE_TEMP_TRIGGER
-        | ffi::SQLITE_CREATE_TEMP_VIEW
-        | ffi::SQLITE_ATTACH
-        | ffi::SQLITE_DETACH => Facts {
-            writes: true,
-            session: true,
-            namespace: true,
-            ..Facts::default()
-        },
-        // Every other action changes a table, the schema or statistics.
-        _ => Facts {
-            writes: true,
-            session: in_session,
-            ..Facts::default()
-        },
-    }
-}
-
-fn pragma(name: &str, argument: Option<&str>, schema: Option<&str>) -> Facts {
-    let name = name.to_ascii_lowercase();
-    let name = name.as_str();
-    let on_main = schema.is_none_or(|s| s.eq_ignore_ascii_case("main"));
-    let refused = match name {
-        "journal_mode" if argument.is_some() && on_main => Some(
-            "litemux refuses to change journal_mode at run time (it needs the file to itself, \
-             which litemux's readers never give it); set it with the `journal_mode` option",
-        ),
-        "locking_mode" if argument.is_some() && on_main => Some(
-            "litemux refuses to change locking_mode (EXCLUSIVE would lock its readers out of \
-             the file for good)",
-        ),
-        // One flag per connection, whatever schema is named.
-        "query_only" if argument.is_some() => Some(
-            "litemux refuses to change query_only (readers are read-only by design; on the \
-             shared writer it would stop every write); open with `mode=ro` for a read-only \
-             database",
-        ),
-        _ => None,
-    };
-    let sets = argument.is_some() && !QUERY_PRAGMAS.contains(&name);
-    Facts {
-        writes: sets || ACTING_PRAGMAS.contains(&name) || refused.is_some(),
-        configures: sets,
-        session: schema.is_some() && !on_main,
-        refused,
-        ..Facts::default()
-    }
-}
-
-fn text<'a>(p: *const c_char) -> Option<&'a str> {
+/// The text of a string argument of an SQLite callback, if it is UTF-8.
+///
+/// # Safety
+/// `p` is NULL or a NUL-terminated string valid for `'a`.
+unsafe fn text<'a>(p: *const c_char) -> Option<&'a str> {
     if p.is_null() {
         return None;
     }
-    // SAFETY: SQLite passes NUL-terminated UTF-8 strings that live for the callback.
+    // SAFETY: the caller's promise.
     unsafe { CStr::from_ptr(p) }.to_str().ok()
 }
 
 /// The authorizer callback.
+///
+/// # Safety
+/// Only SQLite calls it, as the authorizer registered by the connection's
+/// [`Handle`](super::handle::Handle): `guard` points to the [`Guard`] boxed there, which
+/// outlives the SQLite connection and is only reached through shared references, on the
+/// thread using that connection; the strings are NULL or NUL-terminated and live for the call.
 pub(super) unsafe extern "C" fn authorize(
     guard: *mut c_void,
     action: c_int,
@@ -270,14 +200,17 @@ pub(super) unsafe extern "C" fn authorize(
     schema: *const c_char,
     _trigger: *const c_char,
 ) -> c_int {
-    // SAFETY: `guard` is the `Guard` boxed in the `RawConnection` that registered this
-    // callback; the box outlives the SQLite connection, and SQLite calls it on the thread
-    // currently using that connection.
+    // SAFETY: the caller's promise (see `# Safety`).
     let guard = unsafe { &*guard.cast::<Guard>() };
-    guard.decide(judge(action, text(name), text(argument), text(schema)))
+    // SAFETY: the caller's promise: each is NULL or a string that lives for this call.
+    let (name, argument, schema) = unsafe { (text(name), text(argument), text(schema)) };
+    guard.decide(judge(action, name, argument, schema))
 }
 
 /// Update hook of read-only connections: a row changed, which must never happen.
+///
+/// # Safety
+/// As for [`authorize`]: only SQLite calls it, with the connection's boxed [`Guard`].
 pub(super) unsafe extern "C" fn count_change(
     guard: *mut c_void,
     _op: c_int,
@@ -285,7 +218,7 @@ pub(super) unsafe extern "C" fn count_change(
     _table: *const c_char,
     _rowid: ffi::sqlite3_int64,
 ) {
-    // SAFETY: as for `authorize`.
+    // SAFETY: the caller's promise (see `# Safety`).
     let guard = unsafe { &*guard.cast::<Guard>() };
     guard.witness();
 }
@@ -295,48 +228,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_form_of_setting_a_pragma_writes() {
-        let set = |name, arg, schema| judge(ffi::SQLITE_PRAGMA, Some(name), arg, schema);
-        assert!(set("query_only", Some("0"), None).writes);
-        assert!(set("query_only", Some("1"), None).refused.is_some());
-        assert!(set("query_only", Some("1"), Some("aux")).refused.is_some());
-        assert!(set("QUERY_ONLY", Some("0"), Some("main")).writes);
-        assert!(!set("query_only", None, None).writes);
-        assert!(!set("table_info", Some("t"), None).writes);
-        assert!(set("wal_checkpoint", None, None).writes);
-        assert!(set("user_version", Some("1"), Some("aux")).session);
-        assert!(set("journal_mode", Some("delete"), None).refused.is_some());
-        assert!(set("journal_mode", None, None).refused.is_none());
-        assert!(
-            set("journal_mode", Some("delete"), Some("aux"))
-                .refused
-                .is_none()
-        );
-        assert!(
-            set("locking_mode", Some("exclusive"), Some("main"))
-                .refused
-                .is_some()
-        );
-    }
-
-    #[test]
-    fn names_outside_main_are_the_session() {
-        let read = |schema| judge(ffi::SQLITE_READ, Some("t"), Some("x"), schema);
-        assert!(!read(Some("main")).session);
-        assert!(read(Some("temp")).session);
-        assert!(read(Some("aux")).session);
-        assert!(!read(Some("temp")).writes);
-        assert!(read(None).unresolved && !read(Some("main")).unresolved);
-        let temp = judge(ffi::SQLITE_CREATE_TEMP_TABLE, Some("t"), None, Some("temp"));
-        assert!(temp.writes && temp.namespace);
-        assert!(judge(ffi::SQLITE_INSERT, Some("t"), None, Some("main")).writes);
-        assert!(!judge(ffi::SQLITE_TRANSACTION, Some("BEGIN"), None, None).writes);
-    }
-
-    #[test]
     fn a_read_only_guard_denies_writes_and_counts_namespace_changes_elsewhere() {
         let witness = Arc::new(AtomicU64::new(0));
-        let mut reader = Guard::new();
+        let reader = Guard::new();
         reader.install(Access::Reader {
             witness: Arc::clone(&witness),
         });
@@ -368,7 +262,7 @@ mod tests {
         assert_eq!(witness.load(Ordering::Relaxed), 1);
 
         let namespace = Arc::new(AtomicU64::new(0));
-        let mut writer = Guard::new();
+        let writer = Guard::new();
         writer.install(Access::Writer {
             namespace: Arc::clone(&namespace),
         });

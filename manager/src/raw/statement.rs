@@ -1,46 +1,47 @@
-//! Prepared statements on a connection's handle, and the per-connection cache of them.
+//! Prepared statements on a connection's handle.
 //!
 //! litemux runs its raw SQL itself rather than through diesel's statement machinery: it reads
 //! SQLite's extended error code at the failing step (diesel keeps only a coarse kind, and
 //! clears the code when it unbinds), learns a statement's shape from the one prepare that also
 //! runs it, and copies columns straight into litemux's rows.
+//!
+//! As in rusqlite, a statement borrows its connection: a [`RawStatement`] owns only the
+//! `sqlite3_stmt*`, and every use of it goes through a [`Statement`], [`Prepared`] or
+//! [`Running`] that also borrows the [`Handle`] it was prepared on, so none can outlive it.
 
-use std::collections::HashMap;
 use std::ffi::{CStr, c_char, c_int};
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
+use std::sync::Arc;
 
 use libsqlite3_sys as ffi;
 
-use super::failure::{Failure, failure_of};
-use super::guard::Guard;
+use super::failure::Failure;
+use super::handle::Handle;
 use crate::Value;
 use crate::sql::{StatementShape, has_statement};
 
-/// A prepared statement, finalized on drop.
+/// A prepared statement's own resources, finalized on drop; it holds no connection.
 ///
-/// Invariant: `stmt` was prepared on `db`, which outlives it (the cache holding statements is
-/// emptied before the connection closes; see `RawConnection`'s `Drop`), and so does `guard`,
-/// the authorizer state boxed next to `db`.
-pub(crate) struct Statement {
+/// Invariant: it was prepared on one [`Handle`], is only ever used together with that handle
+/// (see [`Statement::new`]), and is dropped before it (the cache holding statements is
+/// emptied before the connection closes; see `RawConnection`'s `Drop`).
+pub(super) struct RawStatement {
     stmt: NonNull<ffi::sqlite3_stmt>,
-    db: NonNull<ffi::sqlite3>,
-    guard: NonNull<Guard>,
     shape: StatementShape,
     /// Column names, with the re-prepare count they were read at (a schema change may
     /// re-prepare the statement and change them).
-    columns: Option<(c_int, std::sync::Arc<[String]>)>,
+    columns: Option<(c_int, Arc<[String]>)>,
 }
 
-impl Statement {
-    /// Prepares the first statement of `sql`; also returns how many bytes it spans. `None`
-    /// when the text holds no statement.
+impl RawStatement {
+    /// Prepares the first statement of `sql` on `handle`; also returns how many bytes it
+    /// spans. `None` when the text holds no statement.
     pub(super) fn prepare(
-        db: NonNull<ffi::sqlite3>,
-        guard: &Guard,
+        handle: &Handle,
         sql: &str,
         persistent: bool,
-    ) -> Result<(Option<Statement>, usize), Failure> {
+    ) -> Result<(Option<RawStatement>, usize), Failure> {
         let Ok(len) = c_int::try_from(sql.len()) else {
             return Err(Failure {
                 code: ffi::SQLITE_TOOBIG,
@@ -54,12 +55,12 @@ impl Statement {
         };
         let mut stmt = ptr::null_mut();
         let mut tail: *const c_char = ptr::null();
-        guard.start();
-        // SAFETY: `db` is live (caller's invariant); `sql` is valid for `len` bytes, which
+        handle.guard.start();
+        // SAFETY: the handle is live while borrowed; `sql` is valid for `len` bytes, which
         // SQLite reads without needing a NUL terminator; both out-pointers are valid.
         let rc = unsafe {
             ffi::sqlite3_prepare_v3(
-                db.as_ptr(),
+                handle.as_ptr(),
                 sql.as_ptr().cast(),
                 len,
                 flags,
@@ -70,7 +71,7 @@ impl Statement {
         if rc != ffi::SQLITE_OK {
             // SAFETY: on failure `stmt` is NULL, and finalizing NULL is a no-op.
             unsafe { ffi::sqlite3_finalize(stmt) };
-            return Err(failure_of(db, guard));
+            return Err(handle.failure());
         }
         let consumed = if tail.is_null() {
             sql.len()
@@ -97,35 +98,56 @@ impl Statement {
             returns_rows: columns > 0,
             has_tail,
             empty: false,
-            facts: guard.facts(),
+            facts: handle.guard.facts(),
         };
         Ok((
-            Some(Statement {
+            Some(RawStatement {
                 stmt,
-                db,
-                guard: NonNull::from(guard),
                 shape,
                 columns: None,
             }),
             consumed,
         ))
     }
+}
 
-    pub(crate) fn shape(&self) -> StatementShape {
-        self.shape
+impl Drop for RawStatement {
+    fn drop(&mut self) {
+        // SAFETY: `stmt` is live, its connection still open (struct invariant), and it is
+        // finalized exactly once, here.
+        unsafe { ffi::sqlite3_finalize(self.stmt.as_ptr()) };
+    }
+}
+
+/// A prepared statement of a connection's cache, borrowing the connection.
+pub(crate) struct Statement<'c> {
+    raw: &'c mut RawStatement,
+    handle: &'c Handle,
+}
+
+impl<'c> Statement<'c> {
+    /// Pairs `raw` with the connection it belongs to.
+    ///
+    /// # Safety
+    /// `raw` was prepared on `handle`.
+    pub(super) unsafe fn new(raw: &'c mut RawStatement, handle: &'c Handle) -> Self {
+        Statement { raw, handle }
     }
 
-    fn failure(&self) -> Failure {
-        // SAFETY: the guard outlives the statement (struct invariant).
-        failure_of(self.db, unsafe { self.guard.as_ref() })
+    pub(crate) fn shape(&self) -> StatementShape {
+        self.raw.shape
     }
 
     /// Binds `params` (as many as the statement has placeholders; the caller checks counts)
     /// and returns the running statement, which resets itself and drops the bindings when it
     /// goes out of scope.
-    pub(crate) fn start<'s>(&'s mut self, params: &'s [Value]) -> Result<Running<'s>, Failure> {
+    pub(crate) fn start<'s>(self, params: &'s [Value]) -> Result<Running<'s>, Failure>
+    where
+        'c: 's,
+    {
         let running = Running {
-            statement: self,
+            raw: self.raw,
+            handle: self.handle,
             _params: PhantomData,
         };
         for (i, value) in params.iter().enumerate() {
@@ -134,21 +156,45 @@ impl Statement {
         }
         Ok(running)
     }
-}
 
-impl Statement {
     /// Binds `params` and steps until done, discarding any rows.
-    pub(crate) fn run_to_end(&mut self, params: &[Value]) -> Result<(), Failure> {
+    pub(crate) fn run_to_end(self, params: &[Value]) -> Result<(), Failure> {
         let mut running = self.start(params)?;
         while running.step()? {}
         Ok(())
     }
 }
 
-impl Drop for Statement {
-    fn drop(&mut self) {
-        // SAFETY: `stmt` is live and finalized exactly once, here.
-        unsafe { ffi::sqlite3_finalize(self.stmt.as_ptr()) };
+/// A statement prepared once, not cached: finalized when dropped.
+pub(crate) struct Prepared<'c> {
+    raw: RawStatement,
+    handle: &'c Handle,
+}
+
+impl<'c> Prepared<'c> {
+    /// Prepares the first statement of `sql` on `handle`, uncached; also returns how many
+    /// bytes it spans. `None` when the text holds no statement.
+    pub(super) fn prepare(
+        handle: &'c Handle,
+        sql: &str,
+    ) -> Result<(Option<Prepared<'c>>, usize), Failure> {
+        let (raw, consumed) = RawStatement::prepare(handle, sql, false)?;
+        Ok((raw.map(|raw| Prepared { raw, handle }), consumed))
+    }
+
+    pub(crate) fn shape(&self) -> StatementShape {
+        self.raw.shape
+    }
+
+    /// The statement, to run (as often as wanted while `self` lives).
+    pub(crate) fn statement(&mut self) -> Statement<'_> {
+        // SAFETY: `raw` was prepared on `handle` (`prepare` pairs them).
+        unsafe { Statement::new(&mut self.raw, self.handle) }
+    }
+
+    /// Binds `params` and steps until done, discarding any rows.
+    pub(crate) fn run_to_end(&mut self, params: &[Value]) -> Result<(), Failure> {
+        self.statement().run_to_end(params)
     }
 }
 
@@ -166,13 +212,14 @@ pub(crate) enum RawValue<'a> {
 /// A statement with bound parameters, being stepped. Borrowing the parameters keeps them
 /// alive as long as SQLite may read them (they are bound without copying).
 pub(crate) struct Running<'s> {
-    statement: &'s mut Statement,
+    raw: &'s mut RawStatement,
+    handle: &'s Handle,
     _params: PhantomData<&'s [Value]>,
 }
 
 impl Running<'_> {
     fn stmt(&self) -> *mut ffi::sqlite3_stmt {
-        self.statement.stmt.as_ptr()
+        self.raw.stmt.as_ptr()
     }
 
     fn bind(&self, index: c_int, value: &Value) -> Result<(), Failure> {
@@ -205,7 +252,7 @@ impl Running<'_> {
         if rc == ffi::SQLITE_OK {
             Ok(())
         } else {
-            Err(self.statement.failure())
+            Err(self.handle.failure())
         }
     }
 
@@ -216,7 +263,7 @@ impl Running<'_> {
             ffi::SQLITE_ROW => Ok(true),
             ffi::SQLITE_DONE => Ok(false),
             // Read now: resetting the statement or rebinding may clear the connection's error.
-            _ => Err(self.statement.failure()),
+            _ => Err(self.handle.failure()),
         }
     }
 
@@ -227,19 +274,19 @@ impl Running<'_> {
 
     /// Every column's name, read from SQLite once per preparation of the statement (a schema
     /// change makes SQLite prepare it again, and may rename its columns).
-    pub(crate) fn column_names(&mut self) -> std::sync::Arc<[String]> {
+    pub(crate) fn column_names(&mut self) -> Arc<[String]> {
         // SAFETY: `stmt` is live.
         let prepared =
             unsafe { ffi::sqlite3_stmt_status(self.stmt(), ffi::SQLITE_STMTSTATUS_REPREPARE, 0) };
-        if let Some((at, names)) = &self.statement.columns
+        if let Some((at, names)) = &self.raw.columns
             && *at == prepared
         {
-            return std::sync::Arc::clone(names);
+            return Arc::clone(names);
         }
-        let names: std::sync::Arc<[String]> = (0..self.column_count())
+        let names: Arc<[String]> = (0..self.column_count())
             .map(|i| self.column_name(i))
             .collect();
-        self.statement.columns = Some((prepared, std::sync::Arc::clone(&names)));
+        self.raw.columns = Some((prepared, Arc::clone(&names)));
         names
     }
 
@@ -283,6 +330,8 @@ impl Running<'_> {
     }
 }
 
+/// The bytes SQLite handed out at `data`, `len` of them.
+///
 /// # Safety
 /// `data` must be valid for `len` bytes for the returned lifetime, or `len` must be 0.
 unsafe fn bytes<'a>(data: *const u8, len: c_int) -> &'a [u8] {
@@ -306,72 +355,54 @@ impl Drop for Running<'_> {
     }
 }
 
-/// The prepared statements of one connection, by SQL text, least recently used evicted.
-pub(crate) struct StatementCache {
-    entries: HashMap<Box<str>, (Statement, u64), foldhash::fast::RandomState>,
-    clock: u64,
-    capacity: usize,
-}
+#[cfg(test)]
+mod tests {
+    use libsqlite3_sys as ffi;
 
-impl StatementCache {
-    pub(crate) fn new(capacity: usize) -> Self {
-        StatementCache {
-            entries: HashMap::default(),
-            clock: 0,
-            capacity,
-        }
-    }
+    use super::*;
+    use crate::raw::RawConnection;
 
-    /// The cached statement for `sql`, preparing (and caching) it on `db` if needed. `None`
-    /// when the text holds no statement.
-    pub(super) fn get(
-        &mut self,
-        db: NonNull<ffi::sqlite3>,
-        guard: &Guard,
-        sql: &str,
-    ) -> Result<Option<&mut Statement>, Failure> {
-        self.clock += 1;
-        let clock = self.clock;
-        if !self.entries.contains_key(sql) {
-            let (Some(statement), _) = Statement::prepare(db, guard, sql, true)? else {
-                return Ok(None);
-            };
-            if self.entries.len() >= self.capacity {
-                self.evict_oldest();
-            }
-            self.entries.insert(sql.into(), (statement, clock));
-        }
-        Ok(self.entries.get_mut(sql).map(|(statement, used)| {
-            *used = clock;
-            statement
-        }))
-    }
-
-    /// [`get`](Self::get), but prepared anew even if cached: what the authorizer reports is
-    /// gathered as a statement is prepared, and the names of a statement prepared earlier may
-    /// mean other objects now (a temp table created since shadows a main one).
-    pub(super) fn get_fresh(
-        &mut self,
-        db: NonNull<ffi::sqlite3>,
-        guard: &Guard,
-        sql: &str,
-    ) -> Result<Option<&mut Statement>, Failure> {
-        self.entries.remove(sql);
-        self.get(db, guard, sql)
-    }
-
-    fn evict_oldest(&mut self) {
-        let oldest = self
-            .entries
-            .iter()
-            .min_by_key(|(_, (_, used))| *used)
-            .map(|(sql, _)| sql.clone());
-        if let Some(sql) = oldest {
-            self.entries.remove(&sql);
-        }
-    }
-
-    pub(crate) fn clear(&mut self) {
-        self.entries.clear();
+    #[test]
+    fn statements_bind_step_and_read_columns() -> Result<(), Box<dyn std::error::Error>> {
+        let mut conn = RawConnection::establish(":memory:")?;
+        conn.run_once("CREATE TABLE t(i, f, s, b, n)")?;
+        let params = [
+            crate::Value::Integer(7),
+            crate::Value::Real(0.5),
+            crate::Value::Text("é".into()),
+            crate::Value::Blob(vec![1, 2]),
+            crate::Value::Null,
+        ];
+        let insert = conn
+            .statement("INSERT INTO t VALUES (?, ?, ?, ?, ?)")?
+            .ok_or("empty")?;
+        insert.start(&params)?.step()?;
+        let select = conn.statement("SELECT * FROM t")?.ok_or("empty")?;
+        let mut running = select.start(&[])?;
+        assert!(running.step()?);
+        assert_eq!(running.column_name(2), "s");
+        let row: Vec<RawValue<'_>> = (0..running.column_count())
+            .map(|i| running.column(i))
+            .collect();
+        assert_eq!(
+            row,
+            [
+                RawValue::Integer(7),
+                RawValue::Real(0.5),
+                RawValue::Text("é".as_bytes()),
+                RawValue::Blob(&[1, 2]),
+                RawValue::Null
+            ]
+        );
+        drop(running);
+        conn.run_once("CREATE UNIQUE INDEX t_i ON t(i)")?;
+        let failure = conn
+            .statement("INSERT INTO t(i) VALUES (?)")?
+            .ok_or("empty")?
+            .run_to_end(&[crate::Value::Integer(7)])
+            .unwrap_err();
+        assert_eq!(failure.code, ffi::SQLITE_CONSTRAINT_UNIQUE, "{failure}");
+        assert!(failure.message.contains("UNIQUE constraint failed: t.i"));
+        Ok(())
     }
 }

@@ -1,0 +1,139 @@
+//! What each action SQLite reports to the authorizer means for litemux: whether it writes,
+//! touches the connection's session, changes its namespace, or is refused outright. Pure: the
+//! [`guard`](super::guard) applies it.
+
+use std::ffi::c_int;
+
+use libsqlite3_sys as ffi;
+
+use crate::sql::Facts;
+
+/// PRAGMAs whose argument is the subject of a query, not a new value.
+const QUERY_PRAGMAS: &[&str] = &[
+    "table_info",
+    "table_xinfo",
+    "table_list",
+    "index_info",
+    "index_xinfo",
+    "index_list",
+    "foreign_key_list",
+    "foreign_key_check",
+    "integrity_check",
+    "quick_check",
+];
+
+/// PRAGMAs that act on the file even without an argument.
+const ACTING_PRAGMAS: &[&str] = &["optimize", "wal_checkpoint", "incremental_vacuum"];
+
+/// What one authorizer call says: `action` on `name` (a table, a PRAGMA, a file) with
+/// `argument` (a column, a PRAGMA's value) in database `schema`.
+pub(super) fn judge(
+    action: c_int,
+    name: Option<&str>,
+    argument: Option<&str>,
+    schema: Option<&str>,
+) -> Facts {
+    let in_session = schema.is_some_and(|s| !s.eq_ignore_ascii_case("main"));
+    match action {
+        ffi::SQLITE_READ => Facts {
+            session: in_session,
+            unresolved: schema.is_none(),
+            ..Facts::default()
+        },
+        ffi::SQLITE_SELECT | ffi::SQLITE_FUNCTION | ffi::SQLITE_RECURSIVE => Facts::default(),
+        ffi::SQLITE_TRANSACTION | ffi::SQLITE_SAVEPOINT => Facts::default(),
+        ffi::SQLITE_PRAGMA => pragma(name.unwrap_or(""), argument, schema),
+        ffi::SQLITE_CREATE_TEMP_INDEX
+        | ffi::SQLITE_CREATE_TEMP_TABLE
+        | ffi::SQLITE_CREATE_TEMP_TRIGGER
+        | ffi::SQLITE_CREATE_TEMP_VIEW
+        | ffi::SQLITE_ATTACH
+        | ffi::SQLITE_DETACH => Facts {
+            writes: true,
+            session: true,
+            namespace: true,
+            ..Facts::default()
+        },
+        // Every other action changes a table, the schema or statistics.
+        _ => Facts {
+            writes: true,
+            session: in_session,
+            ..Facts::default()
+        },
+    }
+}
+
+fn pragma(name: &str, argument: Option<&str>, schema: Option<&str>) -> Facts {
+    let name = name.to_ascii_lowercase();
+    let name = name.as_str();
+    let on_main = schema.is_none_or(|s| s.eq_ignore_ascii_case("main"));
+    let refused = match name {
+        "journal_mode" if argument.is_some() && on_main => Some(
+            "litemux refuses to change journal_mode at run time (it needs the file to itself, \
+             which litemux's readers never give it); set it with the `journal_mode` option",
+        ),
+        "locking_mode" if argument.is_some() && on_main => Some(
+            "litemux refuses to change locking_mode (EXCLUSIVE would lock its readers out of \
+             the file for good)",
+        ),
+        // One flag per connection, whatever schema is named.
+        "query_only" if argument.is_some() => Some(
+            "litemux refuses to change query_only (readers are read-only by design; on the \
+             shared writer it would stop every write); open with `mode=ro` for a read-only \
+             database",
+        ),
+        _ => None,
+    };
+    let sets = argument.is_some() && !QUERY_PRAGMAS.contains(&name);
+    Facts {
+        writes: sets || ACTING_PRAGMAS.contains(&name) || refused.is_some(),
+        configures: sets,
+        session: schema.is_some() && !on_main,
+        refused,
+        ..Facts::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_form_of_setting_a_pragma_writes() {
+        let set = |name, arg, schema| judge(ffi::SQLITE_PRAGMA, Some(name), arg, schema);
+        assert!(set("query_only", Some("0"), None).writes);
+        assert!(set("query_only", Some("1"), None).refused.is_some());
+        assert!(set("query_only", Some("1"), Some("aux")).refused.is_some());
+        assert!(set("QUERY_ONLY", Some("0"), Some("main")).writes);
+        assert!(!set("query_only", None, None).writes);
+        assert!(!set("table_info", Some("t"), None).writes);
+        assert!(set("wal_checkpoint", None, None).writes);
+        assert!(set("user_version", Some("1"), Some("aux")).session);
+        assert!(set("journal_mode", Some("delete"), None).refused.is_some());
+        assert!(set("journal_mode", None, None).refused.is_none());
+        assert!(
+            set("journal_mode", Some("delete"), Some("aux"))
+                .refused
+                .is_none()
+        );
+        assert!(
+            set("locking_mode", Some("exclusive"), Some("main"))
+                .refused
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn names_outside_main_are_the_session() {
+        let read = |schema| judge(ffi::SQLITE_READ, Some("t"), Some("x"), schema);
+        assert!(!read(Some("main")).session);
+        assert!(read(Some("temp")).session);
+        assert!(read(Some("aux")).session);
+        assert!(!read(Some("temp")).writes);
+        assert!(read(None).unresolved && !read(Some("main")).unresolved);
+        let temp = judge(ffi::SQLITE_CREATE_TEMP_TABLE, Some("t"), None, Some("temp"));
+        assert!(temp.writes && temp.namespace);
+        assert!(judge(ffi::SQLITE_INSERT, Some("t"), None, Some("main")).writes);
+        assert!(!judge(ffi::SQLITE_TRANSACTION, Some("BEGIN"), None, None).writes);
+    }
+}
