@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::conn::{ExecuteResult, Limit};
+use crate::conn::run::{ExecuteResult, Limit};
 use crate::connection_ref::ConnectionRef;
 use crate::db::Shared;
 use crate::db::health::HealthReport;
@@ -137,7 +137,10 @@ impl Database {
     /// stops it and undoes it as a whole; but if it had already finished, it stays committed.
     /// Either way nothing is half-applied, and the next caller does not wait behind it.
     pub async fn execute(&self, sql: &str, params: impl Params) -> Result<ExecuteResult> {
-        self.live()?.execute(sql, params.into_values()).await
+        self.live()?
+            .route()
+            .execute(sql, params.into_values())
+            .await
     }
 
     /// Runs a query and returns all its rows (on a reader when it only reads).
@@ -150,6 +153,7 @@ impl Database {
     /// caller. A statement that writes behaves as [`execute`](Self::execute).
     pub async fn fetch_all(&self, sql: &str, params: impl Params) -> Result<Vec<Row>> {
         self.live()?
+            .route()
             .fetch(sql, params.into_values(), Limit::All)
             .await
     }
@@ -197,6 +201,7 @@ impl Database {
         first_row(
             sql,
             self.live()?
+                .route()
                 .fetch(sql, params.into_values(), Limit::First)
                 .await?,
         )
@@ -212,6 +217,7 @@ impl Database {
     pub async fn fetch_optional(&self, sql: &str, params: impl Params) -> Result<Option<Row>> {
         let rows = self
             .live()?
+            .route()
             .fetch(sql, params.into_values(), Limit::First)
             .await?;
         Ok(rows.into_iter().next())
@@ -228,7 +234,7 @@ impl Database {
     /// # Cancel safety
     /// As [`execute`](Self::execute).
     pub async fn execute_batch(&self, script: &str) -> Result<()> {
-        self.live()?.execute_batch(script).await
+        self.live()?.route().execute_batch(script).await
     }
 
     /// Runs `sql` once per parameter list in one transaction, all or nothing, and returns the
@@ -255,7 +261,7 @@ impl Database {
         rows: impl IntoIterator<Item = P>,
     ) -> Result<u64> {
         let rows = rows.into_iter().map(Params::into_values).collect();
-        self.live()?.execute_many(sql, rows).await
+        self.live()?.route().execute_many(sql, rows).await
     }
 
     /// Begins a write transaction with the configured behaviour (`BEGIN IMMEDIATE` by
@@ -371,6 +377,7 @@ impl Database {
         f: impl FnOnce(&mut ConnectionRef<'_>) -> R + Send + 'static,
     ) -> Result<R> {
         self.live()?
+            .route()
             .with_writer(move |conn| f(&mut ConnectionRef::new(conn)))
             .await
     }
@@ -404,6 +411,7 @@ impl Database {
         mut f: impl FnMut(&mut ConnectionRef<'_>) -> R + Send + 'static,
     ) -> Result<R> {
         self.live()?
+            .route()
             .with_writer_for(sql, move |conn| f(&mut ConnectionRef::new(conn)))
             .await
     }
@@ -426,6 +434,7 @@ impl Database {
         mut f: impl FnMut(&mut ConnectionRef<'_>) -> R + Send + 'static,
     ) -> Result<R> {
         self.live()?
+            .route()
             .with_reader(None, move |conn| f(&mut ConnectionRef::new(conn)))
             .await
     }
@@ -445,6 +454,7 @@ impl Database {
         mut f: impl FnMut(&mut ConnectionRef<'_>) -> R + Send + 'static,
     ) -> Result<R> {
         self.live()?
+            .route()
             .with_reader(Some(sql), move |conn| f(&mut ConnectionRef::new(conn)))
             .await
     }
@@ -507,7 +517,7 @@ impl Database {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn route(&self, sql: &str) -> Result<Role> {
-        self.live()?.route(sql).await
+        self.live()?.route().route(sql).await
     }
 
     /// Recent statements, oldest first.

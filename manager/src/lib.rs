@@ -176,7 +176,7 @@ mod timer;
 mod transaction;
 mod value;
 
-pub use conn::ExecuteResult;
+pub use conn::run::ExecuteResult;
 pub use connection_ref::ConnectionRef;
 pub use database::{Database, Status};
 pub use db::health::HealthReport;

@@ -2,7 +2,9 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::conn::{Cancel, Connection, Limit};
+use crate::conn::record::Record;
+use crate::conn::run::Limit;
+use crate::conn::{Cancel, Connection};
 use crate::connection_ref::ConnectionRef;
 use crate::db::Shared;
 use crate::pool::readers::Reader;
@@ -86,7 +88,7 @@ impl ReadTransaction {
         if tx.open {
             tx.pinned
                 .worker()
-                .call(Connection::begin_snapshot)
+                .call(|conn| conn.begin_read(Record::Yes))
                 .await??;
         }
         Ok(tx)
@@ -113,26 +115,29 @@ impl ReadTransaction {
         // Reads answered inline never wait on anything, so a loop of them would never give
         // other tasks a turn; tokio's budget makes it yield now and then.
         tokio::task::consume_budget().await;
-        if let Some(outcome) =
-            self.shared
-                .fetch_pinned_inline(self.pinned.worker(), sql, &params, limit)
+        let route = self.shared.route();
+        if let Some(outcome) = route.fetch_pinned_inline(self.pinned.worker(), sql, &params, limit)
         {
             return outcome;
         }
-        let sql = sql.to_owned();
-        self.pinned
+        let owned = sql.to_owned();
+        let (rows, took) = self
+            .pinned
             .worker()
             .call_for(&self.abandoned, move |conn| {
                 // Readers refuse writes themselves; the writer, when pinned, must be told.
-                if conn.role() == crate::Role::Writer && conn.classify(&sql)?.kind != Kind::Read {
+                if conn.role() == crate::Role::Writer && conn.classify(&owned)?.kind != Kind::Read {
                     return Err(Error::ReadOnly {
-                        sql,
+                        sql: owned,
                         message: "a read transaction cannot write".into(),
                     });
                 }
-                conn.fetch(&sql, &params, limit)
+                let rows = conn.fetch(&owned, &params, limit, Record::Yes)?;
+                Ok((rows, conn.last_took()))
             })
-            .await?
+            .await??;
+        route.inline.ran_queued(sql, took);
+        Ok(rows)
     }
 
     /// Runs a query on the snapshot and returns all its rows.

@@ -20,7 +20,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use crate::conn::{Cancel, Chunks, Connection};
+use crate::conn::run::Chunks;
+use crate::conn::{Cancel, Connection};
 use crate::db::Shared;
 use crate::pool::readers::Reader;
 use crate::pool::writer::Lease;
@@ -282,7 +283,7 @@ impl Drop for Stop {
 async fn open_routed(shared: &Shared, sql: String, params: Vec<Value>) -> Result<Open> {
     let to_reader = match shared.context.classified.get(&sql) {
         Some(known) => known.reads_the_file(),
-        None => shared.readers_can_classify(),
+        None => shared.route().readers_can_classify(),
     };
     let mut params = params;
     if let Some(readers) = &shared.readers

@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tracing::{Instrument, Span};
 
-use crate::conn::{Cancel, Connection, ExecuteResult, Limit, NESTED_SAVEPOINT};
+use crate::conn::record::Record;
+use crate::conn::run::{ExecuteResult, Limit};
+use crate::conn::tx::NESTED_SAVEPOINT;
+use crate::conn::{Cancel, Connection};
 use crate::connection_ref::ConnectionRef;
 use crate::db::Shared;
 use crate::pool::writer::Lease;
@@ -187,8 +190,10 @@ impl Transaction {
     /// stopped and the transaction rolled back.
     pub async fn execute(&self, sql: &str, params: impl Params) -> Result<ExecuteResult> {
         let params = params.into_values();
-        self.run(sql, move |conn, sql| conn.execute(sql, &params))
-            .await
+        self.run(sql, move |conn, sql| {
+            conn.execute(sql, &params, Record::Yes)
+        })
+        .await
     }
 
     /// Runs a query in the transaction and returns all its rows.
@@ -281,8 +286,10 @@ impl Transaction {
     }
 
     async fn fetch_limited(&self, sql: &str, params: Vec<Value>, limit: Limit) -> Result<Vec<Row>> {
-        self.run(sql, move |conn, sql| conn.fetch(sql, &params, limit))
-            .await
+        self.run(sql, move |conn, sql| {
+            conn.fetch(sql, &params, limit, Record::Yes)
+        })
+        .await
     }
 
     /// Runs a script (several statements) in the transaction; it may not end the transaction.

@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Weak};
 
-use crate::conn::Checkpoint;
+use crate::conn::tx::Checkpoint;
 use crate::db::state::Shared;
 
 /// What one health pass did.

@@ -45,7 +45,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
-use crate::conn::{Connection, Limit};
+use crate::conn::Connection;
+use crate::conn::record::Record;
+use crate::conn::run::Limit;
 use crate::value::Value;
 use crate::{Error, Result};
 
@@ -251,7 +253,8 @@ impl<F: Fn() -> Result<Connection>> Holder<F> {
         let Some(conn) = self.conn.as_mut() else {
             return false;
         };
-        let keep = match conn.begin_read_unrecorded() {
+        let begun = conn.begin_read(Record::No).and_then(|()| conn.read_start());
+        let keep = match begun {
             Ok(start) => {
                 let quiet = self.version.is_none_or(|v| v == start.data_version);
                 self.version = Some(start.data_version);
@@ -263,14 +266,14 @@ impl<F: Fn() -> Result<Connection>> Holder<F> {
             }
         };
         if !keep {
-            conn.end_read_unrecorded();
+            conn.end_read(Record::No);
         }
         keep
     }
 
     fn release(&mut self) {
         if let Some(conn) = self.conn.as_mut() {
-            conn.end_read_unrecorded();
+            conn.end_read(Record::No);
         }
     }
 }
@@ -299,7 +302,7 @@ impl WalIndex {
     /// or in-memory database, or exclusive locking mode, where no other connection reads).
     fn open(conn: &mut Connection) -> Option<WalIndex> {
         let first = |sql: &str, column: usize, conn: &mut Connection| {
-            conn.fetch_unrecorded(sql, &[], Limit::First)
+            conn.fetch(sql, &[], Limit::First, Record::No)
                 .ok()?
                 .first()
                 .and_then(|row| row.get::<Value>(column).ok())

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use deadpool::managed::{self, Metrics, PoolError, RecycleError, RecycleResult, TimeoutType};
 
+use crate::conn::budget::Attempt;
 use crate::conn::{Connection, Context};
 use crate::metrics::Meters;
 use crate::pool::anchor::{Anchor, Timing};
@@ -244,16 +245,19 @@ impl Readers {
         })
     }
 
-    /// Runs `f` inline, here, on the first open reader nobody holds, without checking it out
-    /// of the pool (see the module docs). `None` when there is none, or it was busy after all.
-    /// `f` must be short: it holds the calling thread.
-    pub(crate) fn try_idle<R>(&self, f: impl FnOnce(&mut Connection) -> R) -> Option<R> {
+    /// Tries `f` inline, here, on the first open reader nobody holds, without checking it out
+    /// of the pool (see the module docs). [`Attempt::Busy`] when there is none, or it was busy
+    /// after all. `f` must be short: it holds the calling thread.
+    pub(crate) fn try_idle<R>(&self, f: impl FnOnce(&mut Connection) -> Attempt<R>) -> Attempt<R> {
         self.touch_anchor();
         let now = Instant::now();
         let open = self.open.read().unwrap_or_else(PoisonError::into_inner);
-        let reader = open
+        let Some(reader) = open
             .iter()
-            .find(|reader| !reader.too_old(self.max_age, now) && reader.take())?;
+            .find(|reader| !reader.too_old(self.max_age, now) && reader.take())
+        else {
+            return Attempt::Busy;
+        };
         // Given back even if `f` (user code, through `with_reader`) panics: a claim left set
         // would make every later checkout of this reader wait forever.
         let _claim = Claim(reader);

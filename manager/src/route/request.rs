@@ -1,11 +1,16 @@
 //! [`Request`]: the two kinds of statement run (`fetch` and `execute`), so routing — inline or
 //! queued, reader or writer — is written once for both.
 
-use crate::conn::{Budget, CommitMark, Connection, Counted, ExecuteResult, Inline, Limit};
+use std::time::Duration;
+
+use crate::conn::budget::Attempt;
+use crate::conn::record::{Record, RowCount};
+use crate::conn::run::{ExecuteResult, Limit};
+use crate::conn::{CommitMark, Connection};
 use crate::{Result, Row, Value};
 
 pub(crate) trait Request: Copy + Send + 'static {
-    type Output: Counted + Send + 'static;
+    type Output: RowCount + Send + 'static;
 
     /// Whether a write of this kind may run inline in autocommit mode: only if its outcome can
     /// be rebuilt when SQLite reports it interrupted after it committed (see
@@ -15,28 +20,28 @@ pub(crate) trait Request: Copy + Send + 'static {
     /// The outcome of a statement that committed although SQLite reported it interrupted.
     fn finished(conn: &Connection, mark: CommitMark) -> Option<Self::Output>;
 
-    /// Runs the statement without recording it.
-    fn unrecorded(self, conn: &mut Connection, sql: &str, params: &[Value])
-    -> Result<Self::Output>;
+    /// Runs the statement, recorded as `record` says.
+    fn run(
+        self,
+        conn: &mut Connection,
+        sql: &str,
+        params: &[Value],
+        record: Record,
+    ) -> Result<Self::Output>;
 
-    /// Runs the statement and records it.
-    fn run(self, conn: &mut Connection, sql: &str, params: &[Value]) -> Result<Self::Output> {
-        conn.recorded(sql, params, |conn| self.unrecorded(conn, sql, params))
-    }
-
-    /// Runs the statement under a time budget (see [`Connection::budgeted`]).
+    /// Runs the statement within `budget` (see [`Connection::budgeted`]).
     fn run_within(
         self,
         conn: &mut Connection,
         sql: &str,
         params: &[Value],
-        budget: Budget,
-    ) -> Inline<Self::Output> {
+        budget: Duration,
+    ) -> Attempt<Result<Self::Output>> {
         conn.budgeted(
             sql,
             params,
             budget,
-            |conn| self.unrecorded(conn, sql, params),
+            |conn| self.run(conn, sql, params, Record::No),
             Self::finished,
         )
     }
@@ -56,8 +61,14 @@ impl Request for Fetch {
         None
     }
 
-    fn unrecorded(self, conn: &mut Connection, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
-        conn.fetch_unrecorded(sql, params, self.0)
+    fn run(
+        self,
+        conn: &mut Connection,
+        sql: &str,
+        params: &[Value],
+        record: Record,
+    ) -> Result<Vec<Row>> {
+        conn.fetch(sql, params, self.0, record)
     }
 }
 
@@ -74,12 +85,13 @@ impl Request for Execute {
         Some(conn.executed_since(mark))
     }
 
-    fn unrecorded(
+    fn run(
         self,
         conn: &mut Connection,
         sql: &str,
         params: &[Value],
+        record: Record,
     ) -> Result<ExecuteResult> {
-        conn.execute_unrecorded(sql, params)
+        conn.execute(sql, params, record)
     }
 }

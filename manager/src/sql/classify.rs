@@ -40,38 +40,17 @@ pub(crate) struct Classified {
     pub(crate) parameters: usize,
     pub(crate) has_tail: bool,
     pub(crate) empty: bool,
-    /// Whether it may run inline under a time budget: cleared after
-    /// [`OVERRUNS_BEFORE_QUEUED`] overruns in a row.
-    pub(crate) inline: bool,
     /// An INSERT, UPDATE, DELETE or REPLACE (possibly after a WITH): a write whose commit
     /// shows in the connection's count of changed rows, the only kind run inline.
     pub(crate) dml: bool,
     /// It has result columns: a query, or a write with `RETURNING`, whose rows cannot be
     /// rebuilt if SQLite reports it interrupted after it committed.
     pub(crate) returns_rows: bool,
-    /// Consecutive inline overruns. One alone proves little: the thread may simply have been
-    /// preempted mid-statement on a loaded machine.
-    pub(crate) overruns: u8,
     /// It names the temp schema or an attached database: it must run on the writer, where
     /// that session lives, even if it only reads.
     pub(crate) session: bool,
     /// The writer's namespace epoch it was classified under (see the module docs).
     pub(crate) epoch: u64,
-}
-
-/// Consecutive overruns after which a statement is always queued to its connection's thread.
-pub(crate) const OVERRUNS_BEFORE_QUEUED: u8 = 3;
-
-impl Classified {
-    /// This statement after one more inline overrun.
-    pub(crate) fn overran(self) -> Self {
-        let overruns = self.overruns.saturating_add(1);
-        Classified {
-            overruns,
-            inline: overruns < OVERRUNS_BEFORE_QUEUED,
-            ..self
-        }
-    }
 }
 
 impl Classified {
@@ -93,13 +72,11 @@ impl Classified {
             has_tail: shape.has_tail,
             empty: shape.empty,
             returns_rows: shape.returns_rows,
-            inline: true,
             dml: kind == Kind::Write
                 && matches!(
                     keyword.as_deref(),
                     Some("INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "WITH")
                 ),
-            overruns: 0,
             // Names resolve alike on every connection until the writer's namespace first
             // differs (epoch 0); after that a table of unknown schema may be the writer's.
             session: shape.facts.session || (shape.facts.unresolved && epoch != 0),

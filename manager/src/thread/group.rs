@@ -205,23 +205,15 @@ fn run_guarded(member: &mut dyn Member, conn: &mut Connection, group: usize) {
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
-    use std::time::Duration;
 
     use super::*;
-    use crate::conn::{Context, ExecuteResult, Limit};
-    use crate::history::History;
+    use crate::conn::Context;
+    use crate::conn::record::Record;
+    use crate::conn::run::{ExecuteResult, Limit};
     use crate::{Options, Role};
 
     fn writer() -> Connection {
-        let context = Arc::new(Context {
-            history: History::new("test".into(), 100, false),
-            classified: Default::default(),
-            reader_writes: Default::default(),
-            inline_budget: Duration::from_micros(100),
-            statement_timeout: None,
-            slow_statement_threshold: None,
-            meters: Arc::new(crate::metrics::Meters::new("test")),
-        });
+        let context = Context::for_tests(None);
         let mut conn = Connection::open(&Options::memory(), Role::Writer, context).unwrap();
         conn.batch("CREATE TABLE t(x INTEGER)", false).unwrap();
         conn
@@ -229,17 +221,22 @@ mod tests {
 
     fn insert(x: i64) -> (Box<dyn Member>, oneshot::Receiver<Result<ExecuteResult>>) {
         let (member, answer, _) = member(format!("INSERT INTO t(x) VALUES ({x})"), |conn, sql| {
-            conn.execute(sql, &[])
+            conn.execute(sql, &[], Record::Yes)
         });
         (member, answer)
     }
 
     fn xs(conn: &mut Connection) -> Vec<i64> {
-        conn.fetch("SELECT x FROM t ORDER BY rowid", &[], Limit::All)
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0).unwrap())
-            .collect()
+        conn.fetch(
+            "SELECT x FROM t ORDER BY rowid",
+            &[],
+            Limit::All,
+            Record::Yes,
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0).unwrap())
+        .collect()
     }
 
     #[test]
@@ -261,7 +258,7 @@ mod tests {
                     .filter(Result::is_ok)
                     .count();
                 *seen.lock().unwrap() = Some((answered, conn.is_autocommit()));
-                conn.execute(sql, &[])
+                conn.execute(sql, &[], Record::Yes)
             }
         });
         commit(&mut conn, vec![first, second, last]);

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use crate::conn::budget::Attempt;
 use crate::conn::{Cancel, Connection};
 use crate::telemetry::{Caller, Run};
 use crate::thread::group::{self, Member};
@@ -247,23 +248,28 @@ impl Worker {
         })
     }
 
-    /// Runs `f` on the connection *here*, on the calling thread, if nothing is queued for it
-    /// and no job is running; otherwise returns `None` and the caller queues instead.
+    /// Tries `f` on the connection *here*, on the calling thread, if nothing is queued for it
+    /// and no job is running; otherwise [`Attempt::Busy`], and the caller queues instead.
     ///
     /// Callers only do this while they alone may queue work (a reader they claimed, the
     /// writer lease), so no job can slip in ahead of `f` and be overtaken. `f` must be short:
     /// it blocks the calling (async) thread, which is why statements run this way carry a
     /// time budget.
-    pub(crate) fn try_inline<R>(&self, f: impl FnOnce(&mut Connection) -> R) -> Option<R> {
+    pub(crate) fn try_inline<R>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Attempt<R>,
+    ) -> Attempt<R> {
         if self.queued() != 0 {
-            return None;
+            return Attempt::Busy;
         }
         let mut guard = match self.slot.conn.try_lock() {
             Ok(guard) => guard,
             Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return None,
+            Err(std::sync::TryLockError::WouldBlock) => return Attempt::Busy,
         };
-        let conn = guard.as_mut()?;
+        let Some(conn) = guard.as_mut() else {
+            return Attempt::Busy;
+        };
         conn.set_run(Run {
             inline: true,
             ..Run::default()
@@ -272,7 +278,7 @@ impl Worker {
         self.slot
             .in_transaction
             .store(!conn.is_autocommit(), Ordering::Release);
-        Some(out)
+        out
     }
 
     /// Asks the thread to close its connection once the jobs queued before have run.

@@ -1,0 +1,291 @@
+//! Running SQL: one statement stepped for its effect or its rows (all, the first, or in
+//! chunks), or a script statement by statement. Whatever SQLite reports, a statement that
+//! committed is reported done (see [`Connection::committed_despite`]).
+
+use std::time::Instant;
+
+use super::Connection;
+use super::record::{Record, RowCount};
+use crate::raw::{Failure, Running};
+use crate::row::RowsBuilder;
+use crate::sql::{Classified, Kind, has_statement};
+use crate::telemetry::Rows;
+use crate::{Error, Result, Row, Value};
+
+/// What an `execute` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ExecuteResult {
+    /// Rows inserted, updated or deleted by the statement (0 for DDL and queries).
+    pub rows_affected: u64,
+    /// The rowid of the most recent successful INSERT on the connection that ran it.
+    pub last_insert_rowid: i64,
+}
+
+impl RowCount for ExecuteResult {
+    const ROWS: Rows = Rows::Affected;
+
+    fn row_count(&self) -> u64 {
+        self.rows_affected
+    }
+}
+
+/// How many rows a fetch wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Limit {
+    All,
+    First,
+}
+
+/// How [`Connection::fetch_chunks`] cuts a result into chunks: small at first, so the first
+/// rows reach the caller soon, then larger, so each hand-over carries many rows.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Chunks {
+    /// Rows in the first chunk; each next one holds twice as many, up to `rows`.
+    pub(crate) first: usize,
+    pub(crate) rows: usize,
+    /// A chunk is handed over early once its rows take this many bytes, so wide rows do not
+    /// make chunks large.
+    pub(crate) bytes: usize,
+}
+
+/// What [`Connection::committed_despite`] compares.
+#[derive(Debug, Clone, Copy)]
+struct Before {
+    commits: u64,
+    autocommit: bool,
+}
+
+impl Connection {
+    /// Runs one statement for its effect.
+    pub(crate) fn execute(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        record: Record,
+    ) -> Result<ExecuteResult> {
+        self.recording(record, sql, params, |conn| conn.step_execute(sql, params))
+    }
+
+    fn step_execute(&mut self, sql: &str, params: &[Value]) -> Result<ExecuteResult> {
+        self.check(sql, params.len())?;
+        let mark = self.commit_mark();
+        let before = self.before();
+        let mut running = self.start(sql, params)?;
+        let stepped = loop {
+            match running.step() {
+                Ok(true) => {}
+                Ok(false) => break Ok(()),
+                Err(f) => break Err(f),
+            }
+        };
+        drop(running);
+        match stepped {
+            Err(f) if !self.committed_despite(before, &f) => {
+                Err(Error::from_sqlite(sql, f.code, f.message))
+            }
+            _ => Ok(self.executed_since(mark)),
+        }
+    }
+
+    /// Runs one statement and collects its rows.
+    pub(crate) fn fetch(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        limit: Limit,
+        record: Record,
+    ) -> Result<Vec<Row>> {
+        self.recording(record, sql, params, |conn| {
+            conn.step_fetch(sql, params, limit)
+        })
+    }
+
+    fn step_fetch(&mut self, sql: &str, params: &[Value], limit: Limit) -> Result<Vec<Row>> {
+        self.check(sql, params.len())?;
+        let before = self.before();
+        let failed = |f: Failure| Error::from_sqlite(sql, f.code, f.message);
+        let mut running = self.start(sql, params)?;
+        // Columns are read after the first step: a schema change since the statement was
+        // cached makes SQLite prepare it again there, possibly with other columns.
+        let mut row = running.step().map_err(failed)?;
+        let columns = running.column_names();
+        let width = columns.len();
+        let mut rows = RowsBuilder::new(columns);
+        let mut last = Ok(());
+        while row {
+            for i in 0..width {
+                rows.push(running.column(i));
+            }
+            rows.end_row();
+            if limit == Limit::First {
+                break;
+            }
+            match running.step() {
+                Ok(more) => row = more,
+                Err(f) => {
+                    last = Err(f);
+                    break;
+                }
+            }
+        }
+        drop(running);
+        match last {
+            // A write's RETURNING rows are all out before it commits at its last step.
+            Err(f) if !self.committed_despite(before, &f) => Err(failed(f)),
+            _ => Ok(rows.finish()),
+        }
+    }
+
+    /// Runs one statement and hands its rows to `sink` chunk by chunk, as they are stepped,
+    /// so no more than a chunk is held here. When `sink` returns false (nobody takes the
+    /// rows any more, or they are to stop) the statement ends there, as
+    /// [`Error::Interrupted`]. Records the statement once, with the rows handed over;
+    /// returns that count.
+    pub(crate) fn fetch_chunks(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        chunks: Chunks,
+        sink: &mut dyn FnMut(Vec<Row>) -> bool,
+    ) -> Result<u64> {
+        self.recording(Record::Yes, sql, params, |conn| {
+            conn.step_chunks(sql, params, chunks, sink)
+        })
+    }
+
+    fn step_chunks(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        chunks: Chunks,
+        sink: &mut dyn FnMut(Vec<Row>) -> bool,
+    ) -> Result<u64> {
+        self.check(sql, params.len())?;
+        let before = self.before();
+        let mut running = self.start(sql, params)?;
+        let mut handed = 0;
+        let mut limit = chunks.first.max(1);
+        let mut chunk: Option<RowsBuilder> = None;
+        let mut hand = |chunk: RowsBuilder, handed: &mut u64| {
+            *handed += chunk.len() as u64;
+            sink(chunk.finish())
+        };
+        let stepped = loop {
+            match running.step() {
+                Ok(true) => {}
+                Ok(false) => break Ok(()),
+                Err(f) => break Err(f),
+            }
+            // Columns are read after a step: a schema change since the statement was cached
+            // makes SQLite prepare it again there (see `step_fetch`).
+            let rows = chunk.get_or_insert_with(|| RowsBuilder::new(running.column_names()));
+            for i in 0..rows.width() {
+                rows.push(running.column(i));
+            }
+            rows.end_row();
+            if rows.len() >= limit || rows.size() >= chunks.bytes {
+                limit = (limit * 2).min(chunks.rows.max(1));
+                if let Some(full) = chunk.take()
+                    && !hand(full, &mut handed)
+                {
+                    return Err(Error::Interrupted { sql: sql.into() });
+                }
+            }
+        };
+        drop(running);
+        // Rows stepped before a failure reach the caller before it.
+        if let Some(rest) = chunk.take()
+            && !hand(rest, &mut handed)
+        {
+            return Err(Error::Interrupted { sql: sql.into() });
+        }
+        match stepped {
+            // A write's RETURNING rows are all out before it commits at its last step.
+            Err(f) if !self.committed_despite(before, &f) => {
+                Err(Error::from_sqlite(sql, f.code, f.message))
+            }
+            _ => Ok(handed),
+        }
+    }
+
+    /// The cached statement for `sql`, with `params` bound, ready to step.
+    fn start<'c>(&'c mut self, sql: &str, params: &'c [Value]) -> Result<Running<'c>> {
+        let failed = |f: Failure| Error::from_sqlite(sql, f.code, f.message);
+        self.raw
+            .statement(sql)
+            .map_err(failed)?
+            .ok_or_else(|| Error::EmptyStatement { sql: sql.into() })?
+            .start(params)
+            .map_err(failed)
+    }
+
+    /// Where the connection stood before a statement, so an interruption can be judged.
+    fn before(&self) -> Before {
+        Before {
+            commits: self.commits(),
+            autocommit: self.is_autocommit(),
+        }
+    }
+
+    /// Whether `failure` is SQLite reporting a statement interrupted *after* it committed in
+    /// autocommit mode: it checks its progress handler once more as a statement ends. Such a
+    /// statement is done, and is reported so, never as failed.
+    fn committed_despite(&self, before: Before, failure: &Failure) -> bool {
+        failure.code & 0xff == libsqlite3_sys::SQLITE_INTERRUPT
+            && before.autocommit
+            && self.is_autocommit()
+            && self.commits() != before.commits
+    }
+
+    /// Runs a script statement by statement, split by SQLite's own parser, so each statement
+    /// is classified (and recorded) on its own. Transaction control is refused unless
+    /// `allow_transaction_control`.
+    pub(crate) fn batch(&mut self, script: &str, allow_transaction_control: bool) -> Result<()> {
+        let mut rest = script;
+        while has_statement(rest) {
+            let (statement, consumed) = self
+                .raw
+                .prepare_once(rest)
+                .map_err(|f| Error::from_sqlite(rest.trim(), f.code, f.message))?;
+            let (sql, tail) = rest.split_at(consumed);
+            let sql = sql.trim();
+            rest = tail;
+            let Some(mut statement) = statement else {
+                // SQLite read nothing: the text goes on past a NUL, where SQLite stops
+                // reading. Going round again would never end.
+                if consumed == 0 {
+                    return Err(Error::from_sqlite(
+                        rest,
+                        libsqlite3_sys::SQLITE_ERROR,
+                        "unrecognized token: a NUL character ends SQL text".into(),
+                    ));
+                }
+                continue;
+            };
+            let classified = Classified::new(sql, statement.shape(), 0);
+            if classified.kind == Kind::TransactionControl && !allow_transaction_control {
+                return Err(Error::TransactionControl { sql: sql.into() });
+            }
+            self.check_cancelled(sql)?;
+            let span = self.span(sql, &[]);
+            let _entered = span.enter();
+            let started = Instant::now();
+            let before = self.raw.total_changes();
+            let judge = self.before();
+            let outcome = statement.run_to_end(&[]);
+            drop(statement);
+            let outcome = match outcome {
+                Err(f) if !self.committed_despite(judge, &f) => {
+                    Err(Error::from_sqlite(sql, f.code, f.message))
+                }
+                _ => Ok(()),
+            };
+            let changed = u64::try_from(self.raw.total_changes() - before).unwrap_or(0);
+            let counted = outcome.as_ref().map(|()| changed);
+            self.record(&span, sql, &[], started, Rows::Affected, counted);
+            outcome?;
+        }
+        Ok(())
+    }
+}
