@@ -152,6 +152,7 @@
 mod connection;
 mod error;
 mod instrumentation;
+mod levels;
 mod migrations;
 mod query;
 mod raw;
@@ -160,6 +161,7 @@ pub mod replicated;
 mod routing;
 mod sync_connection;
 mod transaction;
+mod transaction_callback;
 mod transaction_manager;
 mod transaction_state;
 
@@ -171,5 +173,5 @@ pub use migrations::{
 };
 pub use query::{OwnedRow, RowStream};
 pub use raw::Raw;
-pub use transaction::TransactionCallback;
+pub use transaction_callback::TransactionCallback;
 pub use transaction_state::{LitemuxTransactionManager, TransactionState};

@@ -11,30 +11,9 @@
 use std::fmt::Debug;
 
 use diesel::result::Error as DieselError;
-use diesel_async::TransactionManager;
 
 use crate::LitemuxConnection;
-use crate::transaction_state::{LitemuxTransactionManager, ONE};
-
-/// A closure a transaction runs: any `async |conn| ...` (or function returning a future) that
-/// takes the connection and whose future is `Send`.
-///
-/// It exists only to let [`LitemuxConnection::transaction`] require a `Send` future while
-/// keeping closure type inference (the same device diesel-async uses); you never implement it.
-pub trait TransactionCallback<T, R>:
-    AsyncFnOnce(T) -> R + FnOnce(T) -> <Self as TransactionCallback<T, R>>::Fut
-{
-    /// The future the closure returns.
-    type Fut: Future<Output = R>;
-}
-
-impl<F, T, Fut, R> TransactionCallback<T, R> for F
-where
-    F: AsyncFnOnce(T) -> R + FnOnce(T) -> Fut,
-    Fut: Future<Output = R>,
-{
-    type Fut = Fut;
-}
+use crate::transaction_callback::{self, TransactionCallback};
 
 impl LitemuxConnection {
     /// Runs `callback` in a transaction, exactly as
@@ -74,10 +53,6 @@ impl LitemuxConnection {
     /// outermost transaction is rolled back and the writer freed at once (the rollback is
     /// queued on the writer thread, nothing blocks), and a nested one is rolled back to its
     /// savepoint before the connection runs anything else. The connection stays usable.
-    #[expect(
-        clippy::manual_async_fn,
-        reason = "the `Send` bound on the future is part of the contract, spelled out"
-    )]
     pub fn transaction<'a, 'conn, R, E, F>(
         &'conn mut self,
         callback: F,
@@ -91,26 +66,7 @@ impl LitemuxConnection {
         R: Send + 'a,
         'a: 'conn,
     {
-        async move {
-            type Manager = LitemuxTransactionManager;
-            Manager::begin_transaction(self).await?;
-            let state = self.transaction_state_mut();
-            let level = state.depth()?.unwrap_or(ONE);
-            // From here until the transaction has ended, dropping this future abandons it.
-            let guard = state.guard(level);
-            let result = match callback(&mut *self).await {
-                Ok(value) => match Manager::commit_transaction(self).await {
-                    Ok(()) => Ok(value),
-                    Err(e) => Err(E::from(e)),
-                },
-                Err(user_error) => match Manager::rollback_transaction(self).await {
-                    Ok(()) | Err(DieselError::BrokenTransactionManager) => Err(user_error),
-                    Err(rollback_error) => Err(E::from(rollback_error)),
-                },
-            };
-            guard.disarm();
-            result
-        }
+        transaction_callback::transaction(self, callback)
     }
 
     /// Runs `f` in a transaction that is always rolled back, and returns its value: for tests.
@@ -140,10 +96,6 @@ impl LitemuxConnection {
     ///
     /// # Cancel safety
     /// As [`transaction`](Self::transaction).
-    #[expect(
-        clippy::manual_async_fn,
-        reason = "the `Send` bound on the future is part of the contract, spelled out"
-    )]
     pub fn test_transaction<'a, 'conn, R, E, F>(
         &'conn mut self,
         f: F,
@@ -157,21 +109,6 @@ impl LitemuxConnection {
         R: Send + 'a,
         'a: 'conn,
     {
-        async move {
-            let mut value = None;
-            let outcome = self
-                .transaction::<(), DieselError, _>(async |conn| {
-                    match f(conn).await {
-                        Ok(v) => value = Some(v),
-                        Err(e) => panic!("Transaction did not succeed: {e:?}"),
-                    }
-                    Err(DieselError::RollbackTransaction)
-                })
-                .await;
-            match (value, outcome) {
-                (Some(value), Err(DieselError::RollbackTransaction)) => value,
-                (_, outcome) => panic!("Transaction did not succeed: {outcome:?}"),
-            }
-        }
+        transaction_callback::test_transaction(self, f)
     }
 }

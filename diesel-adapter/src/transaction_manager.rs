@@ -3,8 +3,6 @@
 //! connections report them. The type ([`LitemuxTransactionManager`]), the state it works on and
 //! cancellation are in `transaction_state.rs`, which does not need the connection.
 
-use std::num::NonZeroU32;
-
 use diesel::QueryResult;
 use diesel::connection::{InstrumentationEvent, TransactionDepthChange, TransactionManagerStatus};
 use diesel::result::Error as DieselError;
@@ -12,21 +10,9 @@ use diesel_async::{AsyncConnection, TransactionManager};
 
 use crate::LitemuxConnection;
 use crate::error::to_diesel;
-use crate::transaction_state::{LitemuxTransactionManager, ONE, TransactionState, savepoint_name};
-
-/// The depth of the open transaction that is about to end, reported to diesel's
-/// instrumentation as `event`; an error when none is open.
-fn open_depth(
-    conn: &mut LitemuxConnection,
-    event: fn(NonZeroU32) -> InstrumentationEvent<'static>,
-) -> QueryResult<NonZeroU32> {
-    let depth = conn
-        .transaction_state()
-        .depth()?
-        .ok_or(DieselError::NotInTransaction)?;
-    conn.instrumentation().on_connection_event(event(depth));
-    Ok(depth)
-}
+use crate::levels::{ONE, savepoint_name};
+use crate::transaction_callback::{closing_level, opening_level};
+use crate::transaction_state::{LitemuxTransactionManager, TransactionState};
 
 /// Runs `step`, reported to instrumentation as the statement `sql`: `StartQuery` before,
 /// `FinishQuery` with its error after, as diesel's connections report transaction statements.
@@ -45,10 +31,7 @@ impl TransactionManager<LitemuxConnection> for LitemuxTransactionManager {
     type TransactionStateData = TransactionState;
 
     async fn begin_transaction(conn: &mut LitemuxConnection) -> QueryResult<()> {
-        let depth = conn.transaction_state().depth()?;
-        let level = depth.map_or(ONE, |d| d.saturating_add(1));
-        conn.instrumentation()
-            .on_connection_event(InstrumentationEvent::begin_transaction(level));
+        let (depth, level) = opening_level(conn)?;
         match depth {
             None => {
                 let sql = conn.begin_statement();
@@ -77,7 +60,7 @@ impl TransactionManager<LitemuxConnection> for LitemuxTransactionManager {
     }
 
     async fn rollback_transaction(conn: &mut LitemuxConnection) -> QueryResult<()> {
-        let depth = open_depth(conn, InstrumentationEvent::rollback_transaction)?;
+        let depth = closing_level(conn, InstrumentationEvent::rollback_transaction)?;
         let sql = if depth == ONE {
             "ROLLBACK".to_owned()
         } else {
@@ -107,7 +90,7 @@ impl TransactionManager<LitemuxConnection> for LitemuxTransactionManager {
     }
 
     async fn commit_transaction(conn: &mut LitemuxConnection) -> QueryResult<()> {
-        let depth = open_depth(conn, InstrumentationEvent::commit_transaction)?;
+        let depth = closing_level(conn, InstrumentationEvent::commit_transaction)?;
         let sql = if depth == ONE {
             "COMMIT".to_owned()
         } else {

@@ -5,34 +5,26 @@
 //! writer); nested levels are savepoints named as diesel names them (`diesel_savepoint_N`).
 //!
 //! # Cancellation
-//! The litemux transaction lives in a [`Slot`] shared with *level guards*: every future that
-//! opens or ends a level (`begin_transaction`, `commit_transaction`, `rollback_transaction` of
-//! [`LitemuxTransactionManager`](crate::LitemuxTransactionManager)) or runs one
-//! ([`LitemuxConnection::transaction`](crate::LitemuxConnection::transaction)) arms a guard
-//! for it, and disarms it when done. A guard dropped armed (its future was cancelled) marks
-//! the level *abandoned*; for the outermost level it also drops the litemux transaction on the
-//! spot, which queues `ROLLBACK` on the writer and frees it — no waiting, no `block_in_place`,
-//! any runtime. The connection notices the mark the next time it is used
-//! ([`TransactionState::reconcile`]): it brings diesel's depth back in line and, for an
-//! abandoned savepoint, rolls it back before the transaction's next statement.
-//!
-//! A statement borrows the transaction out of the slot for as long as it runs ([`Lent`]) and
-//! puts it back when done or dropped, so a cancelled *statement* does not end the transaction.
+//! The litemux transaction is held in [`Levels`], whose level guards end what a dropped future
+//! opened: an abandoned outermost level drops the litemux transaction on the spot, which queues
+//! `ROLLBACK` on the writer and frees it — no waiting, no `block_in_place`, any runtime. An
+//! abandoned savepoint leaves the transaction open: the connection rolls it back before the
+//! transaction's next statement ([`TransactionState::reconcile`], `settle`), which it can do
+//! because litemux runs a transaction's jobs to the end, in order, on the writer's thread.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use diesel::QueryResult;
 use diesel::connection::SimpleConnection;
-use diesel::connection::{
-    TransactionDepthChange, TransactionManagerStatus, ValidTransactionManagerStatus,
-};
+use diesel::connection::{TransactionDepthChange, TransactionManagerStatus};
 use diesel::result::Error as DieselError;
 use litemux::ConnectionRef;
 
 use crate::error::{attach, litemux_view, to_diesel};
+use crate::levels::{GuardedState, Held, LevelGuard, Levels, ONE, savepoint_name};
 
 /// diesel-async's transaction manager for [`LitemuxConnection`](crate::LitemuxConnection): diesel's semantics (nested
 /// transactions are savepoints, test transactions, `RollbackTransaction`) on a
@@ -74,8 +66,7 @@ pub struct LitemuxTransactionManager;
 /// litemux transaction it stands for.
 #[derive(Default)]
 pub struct TransactionState {
-    status: TransactionManagerStatus,
-    slot: Arc<Mutex<Slot>>,
+    levels: Levels<litemux::Transaction>,
     /// The savepoint to roll back and release before the transaction's next statement: a
     /// nested transaction whose future was dropped.
     pending_savepoint: Option<u32>,
@@ -87,54 +78,40 @@ pub struct TransactionState {
 impl std::fmt::Debug for TransactionState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TransactionState")
-            .field("status", &self.status)
+            .field("status", &self.levels)
             .field("pending_savepoint", &self.pending_savepoint)
             .finish_non_exhaustive()
     }
 }
 
-/// What the level guards share with the connection.
-#[derive(Default)]
-struct Slot {
-    /// The open litemux transaction, unless a statement has borrowed it.
-    tx: Option<litemux::Transaction>,
-    /// The outermost level whose future was dropped, until the connection reconciles.
-    abandoned: Option<NonZeroU32>,
+/// Abandoning a savepoint leaves the litemux transaction open (see the module docs); dropping
+/// it queues `ROLLBACK` and frees the writer.
+impl Held for litemux::Transaction {
+    fn ends_with(level: NonZeroU32) -> bool {
+        level == ONE
+    }
+
+    fn abandon(self) {
+        drop(self);
+    }
 }
 
-fn lock(slot: &Mutex<Slot>) -> MutexGuard<'_, Slot> {
-    slot.lock().unwrap_or_else(PoisonError::into_inner)
-}
+/// The open transaction, borrowed by one statement.
+pub(crate) type Lent = crate::levels::Lent<litemux::Transaction>;
 
-/// The savepoint level `depth + 1` opens, named as diesel names it.
-pub(crate) fn savepoint_name(depth: u32) -> String {
-    format!("diesel_savepoint_{depth}")
+impl Lent {
+    pub(crate) fn tx(&mut self) -> &mut litemux::Transaction {
+        self.held()
+    }
 }
 
 impl TransactionState {
-    /// Applies what guards of dropped futures recorded: diesel's depth goes back to the level
-    /// below the abandoned one; an abandoned outermost level has already dropped (rolled back)
-    /// the litemux transaction, an abandoned savepoint is rolled back before the next statement.
+    /// Applies what guards of dropped futures recorded (see [`Levels::reconcile`]); an
+    /// abandoned savepoint is rolled back before the next statement.
     pub(crate) fn reconcile(&mut self) {
-        let (abandoned, orphan) = {
-            let mut slot = lock(&self.slot);
-            let Some(level) = slot.abandoned.take() else {
-                return;
-            };
-            let orphan = if level.get() == 1 {
-                slot.tx.take()
-            } else {
-                None
-            };
-            (level, orphan)
+        let Some(keep) = self.levels.reconcile() else {
+            return;
         };
-        drop(orphan);
-        let keep = abandoned.get() - 1;
-        if let TransactionManagerStatus::Valid(valid) = &mut self.status {
-            while valid.transaction_depth().is_some_and(|d| d.get() > keep) {
-                let _ = valid.change_transaction_depth(TransactionDepthChange::DecreaseDepth);
-            }
-        }
         self.pending_savepoint = match (keep, self.pending_savepoint) {
             (0, _) => None,
             (keep, Some(pending)) => Some(pending.min(keep)),
@@ -145,18 +122,11 @@ impl TransactionState {
     /// The current depth, after reconciling.
     pub(crate) fn depth(&mut self) -> QueryResult<Option<NonZeroU32>> {
         self.reconcile();
-        self.status.transaction_depth()
-    }
-
-    pub(crate) fn valid(&mut self) -> QueryResult<&mut ValidTransactionManagerStatus> {
-        match &mut self.status {
-            TransactionManagerStatus::Valid(valid) => Ok(valid),
-            TransactionManagerStatus::InError => Err(DieselError::BrokenTransactionManager),
-        }
+        self.levels.status_mut().transaction_depth()
     }
 
     pub(crate) fn change_depth(&mut self, change: TransactionDepthChange) -> QueryResult<()> {
-        self.valid()?.change_transaction_depth(change)
+        self.levels.change_depth(change)
     }
 
     /// Borrows the open transaction for one statement, first rolling back an abandoned
@@ -171,16 +141,11 @@ impl TransactionState {
     }
 
     pub(crate) fn take_lent(&mut self) -> QueryResult<Lent> {
-        let tx = lock(&self.slot).tx.take();
-        match tx {
-            Some(tx) => Ok(Lent {
-                slot: Arc::clone(&self.slot),
-                tx: Some(tx),
-            }),
-            // diesel says a transaction is open, yet there is none: only reachable if a lent
-            // transaction was leaked (`mem::forget` of a query future).
-            None => Err(DieselError::BrokenTransactionManager),
-        }
+        // diesel says a transaction is open, yet there is none: only reachable if a lent
+        // transaction was leaked (`mem::forget` of a query future).
+        self.levels
+            .take_lent()
+            .ok_or(DieselError::BrokenTransactionManager)
     }
 
     /// Rolls back and releases the savepoint of an abandoned nested transaction.
@@ -232,15 +197,20 @@ impl TransactionState {
         outcome.map_err(to_diesel)?
     }
 
+    /// A guard for `level`, armed.
+    pub(crate) fn guard(&self, level: NonZeroU32) -> LevelGuard<litemux::Transaction> {
+        self.levels.guard(level)
+    }
+
     /// Installs the outermost litemux transaction, just begun (no savepoint open yet).
     pub(crate) fn install(&mut self, tx: litemux::Transaction) {
         self.open_savepoints.store(0, Ordering::Release);
-        lock(&self.slot).tx = Some(tx);
+        self.levels.install(tx);
     }
 
     /// Takes the outermost litemux transaction out, to end it.
     pub(crate) fn take_tx(&mut self) -> Option<litemux::Transaction> {
-        lock(&self.slot).tx.take()
+        self.levels.take_held()
     }
 
     /// Forgets an abandoned savepoint: the whole transaction is ending.
@@ -251,75 +221,21 @@ impl TransactionState {
     /// diesel's bookkeeping, after reconciling.
     pub(crate) fn status_mut(&mut self) -> &mut TransactionManagerStatus {
         self.reconcile();
-        &mut self.status
-    }
-
-    pub(crate) fn guard(&self, level: NonZeroU32) -> LevelGuard {
-        LevelGuard {
-            slot: Arc::clone(&self.slot),
-            level: Some(level),
-        }
+        self.levels.status_mut()
     }
 }
 
-/// The open transaction, borrowed by one statement; put back when dropped.
-pub(crate) struct Lent {
-    slot: Arc<Mutex<Slot>>,
-    tx: Option<litemux::Transaction>,
-}
+impl GuardedState for TransactionState {
+    type Held = litemux::Transaction;
 
-impl Lent {
-    pub(crate) fn tx(&mut self) -> &mut litemux::Transaction {
-        self.tx
-            .as_mut()
-            .expect("a Lent holds its transaction until dropped")
+    fn depth(&mut self) -> QueryResult<Option<NonZeroU32>> {
+        TransactionState::depth(self)
+    }
+
+    fn guard(&self, level: NonZeroU32) -> LevelGuard<litemux::Transaction> {
+        TransactionState::guard(self, level)
     }
 }
-
-impl Drop for Lent {
-    fn drop(&mut self) {
-        let Some(tx) = self.tx.take() else { return };
-        let mut slot = lock(&self.slot);
-        if slot.abandoned.is_some_and(|level| level.get() == 1) {
-            // The whole transaction was abandoned while this statement had it: end it now.
-            drop(slot);
-            drop(tx);
-        } else {
-            slot.tx = Some(tx);
-        }
-    }
-}
-
-/// Marks a transaction level abandoned if dropped before [`disarm`](Self::disarm); for the
-/// outermost level it drops the litemux transaction at once (rollback queued, writer freed).
-pub(crate) struct LevelGuard {
-    slot: Arc<Mutex<Slot>>,
-    level: Option<NonZeroU32>,
-}
-
-impl LevelGuard {
-    pub(crate) fn disarm(mut self) {
-        self.level = None;
-    }
-}
-
-impl Drop for LevelGuard {
-    fn drop(&mut self) {
-        let Some(level) = self.level else { return };
-        let orphan = {
-            let mut slot = lock(&self.slot);
-            slot.abandoned = Some(slot.abandoned.map_or(level, |old| old.min(level)));
-            if level.get() == 1 {
-                slot.tx.take()
-            } else {
-                None
-            }
-        };
-        drop(orphan);
-    }
-}
-
-pub(crate) const ONE: NonZeroU32 = NonZeroU32::MIN;
 
 /// Runs a transaction statement with diesel on the transaction's connection, recorded in the
 /// history; a failure carries litemux's view of it.

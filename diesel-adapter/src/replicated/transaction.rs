@@ -7,11 +7,9 @@
 use std::fmt::Debug;
 
 use diesel::result::Error as DieselError;
-use diesel_async::TransactionManager;
 
 use super::connection::ClusterConnection;
-use super::transaction_state::{ClusterTransactionManager, ONE};
-use crate::TransactionCallback;
+use crate::transaction_callback::{self, TransactionCallback};
 
 impl ClusterConnection {
     /// Runs `callback` in a transaction on one primary connection, as
@@ -40,10 +38,6 @@ impl ClusterConnection {
     /// (taken out of its pool), so the server rolls the whole transaction back; the
     /// `ClusterConnection` stays usable. Dropping a *nested* transaction's future rolls back
     /// the outer transaction too: its later statements and its commit fail.
-    #[expect(
-        clippy::manual_async_fn,
-        reason = "the `Send` bound on the future is part of the contract, spelled out"
-    )]
     pub fn transaction<'a, 'conn, R, E, F>(
         &'conn mut self,
         callback: F,
@@ -57,26 +51,7 @@ impl ClusterConnection {
         R: Send + 'a,
         'a: 'conn,
     {
-        async move {
-            type Manager = ClusterTransactionManager;
-            Manager::begin_transaction(self).await?;
-            let state = self.transaction_state_mut();
-            let level = state.depth()?.unwrap_or(ONE);
-            // From here until the transaction has ended, dropping this future abandons it.
-            let guard = state.guard(level);
-            let result = match callback(&mut *self).await {
-                Ok(value) => match Manager::commit_transaction(self).await {
-                    Ok(()) => Ok(value),
-                    Err(e) => Err(E::from(e)),
-                },
-                Err(user_error) => match Manager::rollback_transaction(self).await {
-                    Ok(()) | Err(DieselError::BrokenTransactionManager) => Err(user_error),
-                    Err(rollback_error) => Err(E::from(rollback_error)),
-                },
-            };
-            guard.disarm();
-            result
-        }
+        transaction_callback::transaction(self, callback)
     }
 
     /// Runs `callback` in a read-only transaction with one snapshot (`REPEATABLE READ, READ
@@ -127,10 +102,6 @@ impl ClusterConnection {
     ///
     /// # Cancel safety
     /// As [`transaction`](Self::transaction).
-    #[expect(
-        clippy::manual_async_fn,
-        reason = "the `Send` bound on the future is part of the contract, spelled out"
-    )]
     pub fn test_transaction<'a, 'conn, R, E, F>(
         &'conn mut self,
         f: F,
@@ -144,21 +115,6 @@ impl ClusterConnection {
         R: Send + 'a,
         'a: 'conn,
     {
-        async move {
-            let mut value = None;
-            let outcome = self
-                .transaction::<(), DieselError, _>(async |conn| {
-                    match f(conn).await {
-                        Ok(v) => value = Some(v),
-                        Err(e) => panic!("Transaction did not succeed: {e:?}"),
-                    }
-                    Err(DieselError::RollbackTransaction)
-                })
-                .await;
-            match (value, outcome) {
-                (Some(value), Err(DieselError::RollbackTransaction)) => value,
-                (_, outcome) => panic!("Transaction did not succeed: {outcome:?}"),
-            }
-        }
+        transaction_callback::test_transaction(self, f)
     }
 }

@@ -2,32 +2,16 @@
 //! semantics on one pinned connection. The type ([`ClusterTransactionManager`]), the state it
 //! works on and cancellation are in `transaction_state.rs`, which does not need the connection.
 
-use std::num::NonZeroU32;
-
 use diesel::QueryResult;
 use diesel::connection::{InstrumentationEvent, TransactionDepthChange, TransactionManagerStatus};
-use diesel::result::Error as DieselError;
 use diesel_async::{AsyncConnection, SimpleAsyncConnection, TransactionManager};
 
 use super::connection::ClusterConnection;
 use super::transaction_state::{
-    ClusterTransactionManager, ClusterTransactionState, ONE, Pinned, Unsettled, lost,
-    savepoint_name,
+    ClusterTransactionManager, ClusterTransactionState, Pinned, Unsettled, lost,
 };
-
-/// The depth of the open transaction that is about to end, reported to diesel's
-/// instrumentation as `event`; an error when none is open.
-fn open_depth(
-    conn: &mut ClusterConnection,
-    event: fn(NonZeroU32) -> InstrumentationEvent<'static>,
-) -> QueryResult<NonZeroU32> {
-    let depth = conn
-        .transaction_state()
-        .depth()?
-        .ok_or(DieselError::NotInTransaction)?;
-    conn.instrumentation().on_connection_event(event(depth));
-    Ok(depth)
-}
+use crate::levels::{ONE, savepoint_name};
+use crate::transaction_callback::{closing_level, opening_level};
 
 /// `BEGIN` of a read transaction: one snapshot for all its reads, and no writes.
 const BEGIN_READ_ONLY: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
@@ -36,10 +20,7 @@ impl TransactionManager<ClusterConnection> for ClusterTransactionManager {
     type TransactionStateData = ClusterTransactionState;
 
     async fn begin_transaction(conn: &mut ClusterConnection) -> QueryResult<()> {
-        let depth = conn.transaction_state().depth()?;
-        let level = depth.map_or(ONE, |d| d.saturating_add(1));
-        conn.instrumentation()
-            .on_connection_event(InstrumentationEvent::begin_transaction(level));
+        let (depth, level) = opening_level(conn)?;
         match depth {
             None => {
                 let read_only = std::mem::take(&mut conn.transaction_state().read_only_next);
@@ -79,7 +60,7 @@ impl TransactionManager<ClusterConnection> for ClusterTransactionManager {
     }
 
     async fn rollback_transaction(conn: &mut ClusterConnection) -> QueryResult<()> {
-        let depth = open_depth(conn, InstrumentationEvent::rollback_transaction)?;
+        let depth = closing_level(conn, InstrumentationEvent::rollback_transaction)?;
         let state = conn.transaction_state();
         let guard = state.guard(depth);
         let outcome = if depth == ONE {
@@ -118,7 +99,7 @@ impl TransactionManager<ClusterConnection> for ClusterTransactionManager {
     }
 
     async fn commit_transaction(conn: &mut ClusterConnection) -> QueryResult<()> {
-        let depth = open_depth(conn, InstrumentationEvent::commit_transaction)?;
+        let depth = closing_level(conn, InstrumentationEvent::commit_transaction)?;
         let guard = conn.transaction_state().guard(depth);
         let outcome = if depth == ONE {
             let pinned = conn.transaction_state().take_pinned();
