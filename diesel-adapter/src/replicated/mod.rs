@@ -27,22 +27,7 @@
 //! ```
 //!
 //! # Layout
-//! Each file uses only files listed above it.
-//! - [`WalPosition`] (`position.rs`), [`Consistency`] (`consistency.rs`), [`ClusterOptions`]
-//!   (`options.rs`): plain values.
-//! - `node.rs`: one server — its pool and health, [`NodeStatus`], [`NodeRole`], [`NodeError`].
-//! - `nodes.rs`: what a cluster and its connections share — the nodes, the replica rotation,
-//!   the health checks.
-//! - [`Cluster`] (`cluster.rs`): the handle on the nodes, and the health task.
-//! - `query.rs`: a diesel query rendered once, so it can run on any node; [`ReadRoute`]
-//!   (`read_route.rs`): where a read ran.
-//! - [`ClusterTransactionManager`] and [`ClusterTransactionState`] (`transaction_state.rs`): a
-//!   transaction pinned to one connection, and what a dropped future leaves behind.
-//! - `routing.rs`: where each statement runs, and running it there.
-//! - [`ClusterConnection`] (`connection.rs`): the diesel-async traits, and [`Cluster::get`].
-//! - `transaction_manager.rs`: diesel's transaction semantics on the pinned connection;
-//!   `transaction.rs`: the cancel-safe `transaction`, `read_transaction`, `test_transaction`.
-//! - `migrations.rs`: [`Cluster::run_pending_migrations`].
+//! The crate docs' Layout lists this module's files, bottom up.
 //!
 //! # Failover
 //! Promoting a replica when the primary fails is the job of external tooling (Patroni,
