@@ -380,3 +380,40 @@ async fn constraint_errors_keep_their_code_with_bound_parameters() {
         );
     }
 }
+
+/// A statement that fails on a later step, after it has produced rows, fails as a whole: the
+/// rows before the failure are not handed out as if the query had finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_failing_after_its_first_row_fails_whole_everywhere() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    // Row 1 is fine; `abs` of the smallest i64 overflows, at SQLite's second step.
+    db.execute_many(
+        "INSERT INTO t(id, x) VALUES (?, ?)",
+        vec![(1, 1), (2, i64::MIN)],
+    )
+    .await
+    .unwrap();
+    let sql = "SELECT abs(x) FROM t ORDER BY id";
+    let overflow = |what: &str, e: litemux::Result<Vec<litemux::Row>>| match e {
+        Err(Error::Sql { message, .. }) => {
+            assert!(message.contains("overflow"), "{what}: {message}")
+        }
+        other => panic!("{what}: {other:?}"),
+    };
+    // Twice on the readers: unknown (queued) then known (inline).
+    overflow("reader, first run", db.fetch_all(sql, ()).await);
+    overflow("reader, known", db.fetch_all(sql, ()).await);
+    let tx = db.begin().await.unwrap();
+    overflow("write transaction", tx.fetch_all(sql, ()).await);
+    tx.rollback().await.unwrap();
+    let r = db
+        .read_transaction(async |r| Ok::<_, Error>(r.fetch_all(sql, ()).await))
+        .await
+        .unwrap();
+    overflow("read transaction", r);
+    // The first row alone is fine.
+    let one = db.fetch_one(sql, ()).await.unwrap();
+    assert_eq!(one.get::<i64>(0).unwrap(), 1);
+    assert_eq!(count(&db).await, 2);
+}

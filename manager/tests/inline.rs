@@ -234,3 +234,47 @@ async fn inline_reads_never_borrow_a_held_reader() {
     assert_eq!(in_snapshot().await, 1);
     snapshot.end().await.unwrap();
 }
+
+/// A statement taken off the inline path after overrunning in a row gets it back once a run
+/// on its connection's thread shows it is short now (its overruns were the data, or the
+/// thread being preempted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_taken_off_the_inline_path_gets_it_back_once_it_runs_short() {
+    let t = TempDb::new();
+    let db = open(&t, t.options().inline_budget(Duration::from_millis(1))).await;
+    db.execute(
+        "INSERT INTO t(x) WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 300000) \
+         SELECT n FROM c",
+        (),
+    )
+    .await
+    .unwrap();
+    // A full scan: 300,000 rows take far longer than 1 ms, however fast the machine.
+    let scan = "SELECT count(*) FROM t WHERE x % 7 = ?";
+    let overruns = || db.status().counters.inline_overruns;
+    // Three overruns in a row take it off the inline path (four runs: the first may be
+    // queued, unknown yet).
+    for _ in 0..4 {
+        db.fetch_one(scan, (1,)).await.unwrap();
+    }
+    let off = overruns();
+    assert!(off >= 3, "{off} overruns");
+    // Queued now: no more overruns however long it runs.
+    db.fetch_one(scan, (1,)).await.unwrap();
+    assert_eq!(overruns(), off, "not tried inline any more");
+    db.execute("DELETE FROM t", ()).await.unwrap();
+    // Now it runs in microseconds on its thread, well within a quarter of the budget: that
+    // puts it back on the inline path. A run preempted past that quarter only delays it.
+    let inline_runs = || db.status().counters.inline_runs;
+    let start = inline_runs();
+    let mut back = false;
+    for _ in 0..200 {
+        let n: i64 = db.fetch_one(scan, (1,)).await.unwrap().get(0).unwrap();
+        assert_eq!(n, 0);
+        if inline_runs() > start {
+            back = true;
+            break;
+        }
+    }
+    assert!(back, "the scan never ran inline again");
+}
