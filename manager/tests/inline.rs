@@ -278,3 +278,34 @@ async fn a_statement_taken_off_the_inline_path_gets_it_back_once_it_runs_short()
     }
     assert!(back, "the scan never ran inline again");
 }
+
+/// Without readers every statement runs on the writer; a known read runs inline there too,
+/// like on a reader (it changes nothing, so an interrupted attempt just runs again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_run_inline_on_the_writer_of_a_database_without_readers() {
+    let db = Database::open_with(Options::new(":memory:")).await.unwrap();
+    db.execute_batch("CREATE TABLE t(x INTEGER); INSERT INTO t VALUES (7)")
+        .await
+        .unwrap();
+    let read = "SELECT x FROM t";
+    let inline_runs = || db.status().counters.inline_runs;
+    let start = inline_runs();
+    // The first run makes it known; a later one finds the writer's thread free (it marks
+    // itself free just after answering, so one attempt may still find it busy).
+    let mut inline = false;
+    for _ in 0..200 {
+        let x: i64 = db.fetch_one(read, ()).await.unwrap().get(0).unwrap();
+        assert_eq!(x, 7);
+        if inline_runs() > start {
+            inline = true;
+            break;
+        }
+    }
+    assert!(inline, "a read never ran inline on the writer");
+    assert!(
+        db.history()
+            .iter()
+            .filter(|e| e.sql == read)
+            .all(|e| e.role == litemux::Role::Writer)
+    );
+}
