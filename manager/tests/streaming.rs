@@ -590,3 +590,51 @@ fn report_peak_rss_of_a_million_rows() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_a_pragma_a_reader_cannot_prepare_runs_on_the_writer() -> litemux::Result<()> {
+    let temp = TempDb::new();
+    let db = temp.open().await;
+    for (sql, version) in [
+        ("PRAGMA user_version = 7", 7),
+        ("PRAGMA user_version(8)", 8),
+    ] {
+        let items = collect(db.fetch(sql, ())).await;
+        assert!(items.iter().all(Result::is_ok), "{sql}: {items:?}");
+        assert_eq!(role_of(&db, sql), Some(Role::Writer), "{sql}");
+        let now: i64 = db.fetch_one("PRAGMA user_version", ()).await?.get(0)?;
+        assert_eq!(now, version, "{sql}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_read_stream_busy_in_sqlite_in_a_write_transaction_stops_only_the_read()
+-> litemux::Result<()> {
+    let temp = TempDb::new();
+    let (db, ticks) = ticking(&temp, |o| o.readers(1)).await;
+    db.execute_batch("CREATE TABLE t(x INTEGER)").await?;
+    let tx = db.begin().await?;
+    tx.execute("INSERT INTO t(x) VALUES (1)", ()).await?;
+    // One row, after stepping through an endless sequence: only an interrupt ends it.
+    let sql = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) \
+               SELECT sum(tick(x)) FROM c";
+    let mut rows = tx.fetch(sql, ());
+    tokio::select! {
+        row = rows.next() => panic!("an endless statement ended: {row:?}"),
+        () = crate::until("the statement runs", || ticks.load(Ordering::SeqCst) > 1_000) => {}
+    }
+    drop(rows);
+    // A bound, not a synchronisation: the read holds the transaction's connection until it
+    // is stopped, and it never ends by itself.
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        tx.execute("INSERT INTO t(x) VALUES (2)", ()),
+    )
+    .await
+    .expect("the dropped stream's read still runs")?;
+    tx.commit().await?;
+    let n: i64 = db.fetch_one("SELECT count(*) FROM t", ()).await?.get(0)?;
+    assert_eq!(n, 2, "the transaction went on and committed both rows");
+    Ok(())
+}
