@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
-use super::pragmas::parse_bool;
+use super::keywords::parse_bool;
 use super::{OpenMode, Options};
 use crate::Error;
 

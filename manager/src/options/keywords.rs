@@ -1,4 +1,5 @@
-//! Enums for the settings that map onto SQLite PRAGMAs or open flags.
+//! The keyword enums of the settings that map onto SQLite PRAGMAs or open flags (how they are
+//! applied is the connection opener's: `conn/open.rs`).
 
 use std::str::FromStr;
 
