@@ -113,18 +113,24 @@
 //!   Observability above).
 //!
 //! # Layout
-//! - [`Database`] (`database.rs`): the handle; [`Options`] (`options/`): configuration and URLs.
-//! - [`Transaction`], [`ReadTransaction`]: write and snapshot transactions.
-//! - [`Row`], [`Value`], [`Params`]: results and parameters.
-//! - [`HistoryEntry`], [`Role`]: the query history. [`Manager`]: databases by alias.
-//! - [`Status`], [`Counters`] (`metrics.rs`): gauges and counters; `telemetry.rs`: spans.
-//! - Internals: `shared.rs` (per-file state and routing), `writer.rs` (the FIFO writer lease),
-//!   `group.rs` (group commit), `readers.rs` (the reader pool), `anchor.rs` (the lock anchor
-//!   that spares readers SQLite's lock system calls), `worker.rs` (a connection's
-//!   thread), `connection.rs` (running SQL), `sql/` (lexing and classification), `raw/` (the
-//!   only `unsafe`: SQLite's C API; `raw/guard.rs` the authorizer), `registry.rs` (one
-//!   writer per file), `health.rs` (the health task), `timer.rs` (deadlines without tokio's
-//!   time driver).
+//! Layers, bottom to top; each file imports only from layers below it or its own folder.
+//! - `sql/`: lexing and classifying statements (read, write, transaction control).
+//! - `raw/`: the only `unsafe`, SQLite's C API; `raw/guard.rs` the authorizer.
+//! - `conn/`: one connection: `open.rs` (every PRAGMA applied at open), `run.rs` (statements
+//!   and scripts), `budget.rs` (runs under a time budget), `tx.rs` (transaction control,
+//!   snapshots, checkpoints), `record.rs` (spans, counters, history).
+//! - `thread/`: a connection's thread (`worker.rs`, `reply.rs`) and group commit (`group.rs`).
+//! - `pool/`: the writer lease (`writer.rs`), the reader pool (`readers.rs`), the lock anchor
+//!   (`anchor.rs`), the threads closing waits for (`threads.rs`).
+//! - `route/`: reader or writer (`dispatch.rs`), the read and write paths (`read.rs`,
+//!   `write.rs`), the inline policy and its memory of overruns (`inline.rs`).
+//! - `db/`: one file's state and lifecycle (`state.rs`), open or join (`mod.rs`), the
+//!   process-wide registry (`registry.rs`), the health task (`health.rs`).
+//! - The handles: [`Database`] (`database/`), [`Transaction`] (`transaction/`: `hold.rs` the
+//!   writer lease, idle watchdog and rollback on drop), [`ReadTransaction`], [`RowStream`]
+//!   (`stream/`), [`ConnectionRef`], [`Manager`]; [`Options`] (`options/`), [`Row`],
+//!   [`Value`], [`HistoryEntry`], [`Role`], [`Status`] and [`Counters`] (`metrics.rs`),
+//!   `telemetry.rs` (spans), `timer.rs` (deadlines without tokio's time driver).
 //!
 //! # One writer session
 //! Every handle and connection of a file shares **the one writer's session**: TEMP tables and
@@ -178,7 +184,8 @@ mod value;
 
 pub use conn::run::ExecuteResult;
 pub use connection_ref::ConnectionRef;
-pub use database::{Database, Status};
+pub use database::Database;
+pub use database::status::Status;
 pub use db::health::HealthReport;
 pub use error::{ConstraintKind, Error, Result};
 pub use history::HistoryEntry;

@@ -228,6 +228,7 @@ fn skip_comments(mut sql: &str) -> &str {
 pub(crate) fn error_type(error: &Error) -> &'static str {
     match error {
         Error::Open { .. } => "open",
+        Error::Spawn { .. } => "spawn",
         Error::Connect(_) => "connect",
         Error::Io(_) => "io",
         Error::Sql { .. } => "sql",

@@ -28,6 +28,17 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// The operating system refused to start one of litemux's threads (a connection's, the
+    /// lock anchor's): out of memory or over the process's thread limit.
+    #[error("cannot start thread `{what}`")]
+    Spawn {
+        /// The thread's name (`litemux-writer`, `litemux-reader-N`, `litemux-anchor`).
+        what: String,
+        /// Why the operating system refused.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The database was opened with a SQLCipher key (feature `sqlcipher`) that does not
     /// decrypt the file: it was encrypted with another key, or is not encrypted at all, or is
     /// not a database. Nothing was read or written. A file encrypted with a key and opened
@@ -319,6 +330,7 @@ impl Error {
             Error::Open { source, .. } => source.sql(),
             Error::Io(_)
             | Error::WrongKey { .. }
+            | Error::Spawn { .. }
             | Error::Connect(_)
             | Error::Timeout { .. }
             | Error::IdleInTransaction { .. }

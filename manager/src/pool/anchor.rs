@@ -90,13 +90,11 @@ impl Anchor {
     ) -> Result<Anchor> {
         let state = Arc::new(State::default());
         let thread_state = Arc::clone(&state);
+        let what = name.clone();
         let handle = std::thread::Builder::new()
             .name(name)
             .spawn(move || run(&thread_state, timing, open))
-            .map_err(|e| Error::Open {
-                path: "<thread>".into(),
-                source: Box::new(Error::Io(e)),
-            })?;
+            .map_err(|source| Error::Spawn { what, source })?;
         Ok(Anchor {
             state,
             thread: handle.thread().clone(),

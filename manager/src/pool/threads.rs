@@ -4,7 +4,8 @@ use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::thread::worker::{Interrupter, Worker};
+use crate::thread::reply::Interrupter;
+use crate::thread::worker::Worker;
 
 /// A live connection thread, and what stops the statements it runs.
 type Entry = (JoinHandle<()>, Option<Interrupter>);

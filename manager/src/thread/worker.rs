@@ -26,7 +26,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -34,6 +34,7 @@ use crate::conn::budget::Attempt;
 use crate::conn::{Cancel, Connection};
 use crate::telemetry::{Caller, Run};
 use crate::thread::group::{self, Member};
+use crate::thread::reply::{Interrupter, Reply, spin_for};
 use crate::{Error, Result, Role};
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -96,6 +97,7 @@ impl Worker {
             closing: Arc::default(),
         });
         let thread_slot = Arc::clone(&slot);
+        let what = name.clone();
         let thread = std::thread::Builder::new()
             .name(name)
             .spawn(move || {
@@ -114,10 +116,7 @@ impl Worker {
                 // Close the connection here, on its thread, whoever still holds the slot.
                 drop(thread_slot.lock().take());
             })
-            .map_err(|e| Error::Open {
-                path: "<thread>".into(),
-                source: Box::new(Error::Io(e)),
-            })?;
+            .map_err(|source| Error::Spawn { what, source })?;
         match ready_rx.await {
             Ok(Ok(())) => Ok((Worker { queue, role, slot }, thread)),
             Ok(Err(e)) => Err(e),
@@ -315,62 +314,6 @@ impl Worker {
     }
 }
 
-/// Stops every statement a connection runs from now on (see [`Worker::interrupt`]).
-#[derive(Debug)]
-pub(crate) struct Interrupter(Arc<AtomicBool>);
-
-impl Interrupter {
-    pub(crate) fn interrupt(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
-/// The caller's end of a job: its answer, and the job's cancel flag, set if this is dropped
-/// before the answer came.
-pub(crate) struct Reply<R> {
-    answer: oneshot::Receiver<R>,
-    cancel: Option<Cancel>,
-    role: Role,
-    answered: bool,
-}
-
-impl<R> Reply<R> {
-    /// Waits for the answer.
-    ///
-    /// # Cancel safety
-    /// Dropping the future stops the job (see [`Worker::call`]).
-    pub(crate) async fn recv(mut self) -> Result<R> {
-        let out = (&mut self.answer).await;
-        self.answered = true;
-        out.map_err(|_| Error::ConnectionLost { role: self.role })
-    }
-
-    /// The answer, if it is there already.
-    fn try_recv(&mut self) -> Option<Result<R>> {
-        match self.answer.try_recv() {
-            Ok(out) => {
-                self.answered = true;
-                Some(Ok(out))
-            }
-            Err(oneshot::error::TryRecvError::Closed) => {
-                self.answered = true;
-                Some(Err(Error::ConnectionLost { role: self.role }))
-            }
-            Err(oneshot::error::TryRecvError::Empty) => None,
-        }
-    }
-}
-
-impl<R> Drop for Reply<R> {
-    fn drop(&mut self) {
-        if !self.answered
-            && let Some(cancel) = &self.cancel
-        {
-            cancel.cancel();
-        }
-    }
-}
-
 impl Slot {
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Connection>> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
@@ -463,21 +406,6 @@ fn next_command(jobs: &mpsc::Receiver<Command>, in_transaction: bool) -> Option<
         return caught;
     }
     jobs.recv().ok()
-}
-
-/// Calls `poll` until it returns something or `limit` has passed: for waits expected to end
-/// within microseconds, where parking and being woken would cost more than the wait.
-fn spin_for<T>(limit: Duration, mut poll: impl FnMut() -> Option<T>) -> Option<T> {
-    let until = Instant::now() + limit;
-    loop {
-        if let Some(out) = poll() {
-            return Some(out);
-        }
-        if Instant::now() >= until {
-            return None;
-        }
-        std::hint::spin_loop();
-    }
 }
 
 /// Runs `work` on the connection, if it is still open; true when it leaves the connection

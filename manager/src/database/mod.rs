@@ -1,19 +1,16 @@
 //! [`Database`]: the handle users hold.
 
-use std::path::Path;
+mod escape;
+pub(crate) mod status;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::conn::run::{ExecuteResult, Limit};
-use crate::connection_ref::ConnectionRef;
 use crate::db::Shared;
-use crate::db::health::HealthReport;
 use crate::read_transaction::ReadTransaction;
 use crate::transaction::{Transaction, first_row};
-use crate::{
-    Error, HistoryEntry, Options, Params, Result, Role, Row, RowStream, Sink, Streamed,
-    TransactionBehavior,
-};
+use crate::{Error, Options, Params, Result, Role, Row, RowStream, TransactionBehavior};
 
 /// An open SQLite database: one writer connection, a pool of readers, a history.
 ///
@@ -117,7 +114,7 @@ impl Database {
         })
     }
 
-    fn live(&self) -> Result<&Arc<Shared>> {
+    pub(super) fn live(&self) -> Result<&Arc<Shared>> {
         let shared = &self.handle.shared;
         if self.handle.closed.load(Ordering::Acquire) || shared.is_closed() {
             return Err(Error::Closed);
@@ -362,140 +359,6 @@ impl Database {
         outcome
     }
 
-    /// Runs `f` with the writer's connection, outside any transaction: the escape hatch for
-    /// diesel queries. `f` must not leave a transaction open (if it does, it is rolled back
-    /// and [`Error::UnfinishedTransaction`] returned).
-    ///
-    /// # Errors
-    /// [`Error::Timeout`] waiting for the writer.
-    ///
-    /// # Cancel safety
-    /// If dropped before `f` starts, it never runs; if dropped while it runs, the SQLite
-    /// statement it is running (and any it starts later) is stopped; `f` itself runs on.
-    pub async fn with_writer<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut ConnectionRef<'_>) -> R + Send + 'static,
-    ) -> Result<R> {
-        self.live()?
-            .route()
-            .with_writer(move |conn| f(&mut ConnectionRef::new(conn)))
-            .await
-    }
-
-    /// [`with_writer`](Self::with_writer) for a closure that runs the one statement `sql`, such
-    /// as one diesel query, and nothing else. When `sql` is an INSERT, UPDATE, DELETE or
-    /// REPLACE that litemux has seen before (outside force-rollback mode), two fast paths
-    /// apply, and both may **run `f` more than once**:
-    ///
-    /// - **Inline.** `f` first runs on the calling thread when the writer is idle, under
-    ///   [`Options::inline_budget`] (not for `RETURNING` statements). If SQLite interrupts it
-    ///   there, `f` runs again on the writer's thread: an interrupted statement changed
-    ///   nothing. One exception `f` must handle: SQLite also checks the budget as a statement
-    ///   *ends*, after an autocommit write has committed, and then reports it interrupted. In
-    ///   that case [`ConnectionRef::interrupted_after_commit`] is true while `f` runs, `f`
-    ///   should report the statement as done (its row count is [`ConnectionRef::changes`]),
-    ///   and it is not run again.
-    /// - **Group commit** ([`Options::group_commit`]). When other writes are queued, `f` runs
-    ///   inside a transaction shared with them and this call returns after its COMMIT. If a
-    ///   neighbour's failure rolls that transaction back, `f` runs again. So `f` must not end
-    ///   the transaction it finds itself in, nor keep effects outside SQLite from a run.
-    ///
-    /// # Errors
-    /// [`Error::Timeout`] waiting for the writer.
-    ///
-    /// # Cancel safety
-    /// As [`with_writer`](Self::with_writer).
-    pub async fn with_writer_for<R: Send + 'static>(
-        &self,
-        sql: &str,
-        mut f: impl FnMut(&mut ConnectionRef<'_>) -> R + Send + 'static,
-    ) -> Result<R> {
-        self.live()?
-            .route()
-            .with_writer_for(sql, move |conn| f(&mut ConnectionRef::new(conn)))
-            .await
-    }
-
-    /// Runs `f` on a reader (`query_only`: writes fail), or on the writer when the database
-    /// has no readers.
-    ///
-    /// Like litemux's own reads, `f` first runs inline — on the calling thread, when the reader
-    /// is idle — under [`Options::inline_budget`]; **if SQLite interrupts it there, its result
-    /// is discarded and `f` runs again** on the reader's own thread. So `f` should only query
-    /// (readers refuse writes anyway) and keep no effects outside SQLite of a first attempt.
-    ///
-    /// # Errors
-    /// [`Error::Timeout`] waiting for a connection.
-    ///
-    /// # Cancel safety
-    /// As [`with_writer`](Self::with_writer).
-    pub async fn with_reader<R: Send + 'static>(
-        &self,
-        mut f: impl FnMut(&mut ConnectionRef<'_>) -> R + Send + 'static,
-    ) -> Result<R> {
-        self.live()?
-            .route()
-            .with_reader(None, move |conn| f(&mut ConnectionRef::new(conn)))
-            .await
-    }
-
-    /// [`with_reader`](Self::with_reader) for a closure that runs the one statement `sql`:
-    /// a statement that keeps overrunning the inline budget is then sent straight to the
-    /// reader's thread, as litemux's own reads are.
-    ///
-    /// # Errors
-    /// [`Error::Timeout`] waiting for a connection.
-    ///
-    /// # Cancel safety
-    /// As [`with_writer`](Self::with_writer).
-    pub async fn with_reader_for<R: Send + 'static>(
-        &self,
-        sql: &str,
-        mut f: impl FnMut(&mut ConnectionRef<'_>) -> R + Send + 'static,
-    ) -> Result<R> {
-        self.live()?
-            .route()
-            .with_reader(Some(sql), move |conn| f(&mut ConnectionRef::new(conn)))
-            .await
-    }
-
-    /// The escape hatch for streams: `f` runs on a reader (for [`Role::Reader`], when the
-    /// database has readers) or on the writer, and hands items to the returned [`Streamed`]
-    /// through its [`Sink`], waiting whenever the stream's reader falls behind. The connection
-    /// is held until `f` returns (the writer's other callers wait for it, up to the writer
-    /// timeout); a transaction `f` leaves open is rolled back. What the diesel adapter's
-    /// `load_stream` is built on.
-    ///
-    /// ```
-    /// # async fn demo() -> litemux::Result<()> {
-    /// use futures_util::StreamExt as _;
-    /// let db = litemux::Database::open(":memory:").await?;
-    /// let numbers = db.stream_with(litemux::Role::Reader, |_conn, sink| {
-    ///     for n in 0..1_000 {
-    ///         if !sink.send(n) {
-    ///             return; // the stream was dropped
-    ///         }
-    ///     }
-    /// }).await?;
-    /// assert_eq!(numbers.take(3).collect::<Vec<i32>>().await, [0, 1, 2]);
-    /// # Ok(()) }
-    /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
-    /// ```
-    ///
-    /// # Errors
-    /// [`Error::Timeout`] waiting for the connection.
-    ///
-    /// # Cancel safety
-    /// If dropped while waiting for the connection, `f` never runs; see [`Streamed`] for
-    /// the stream itself.
-    pub async fn stream_with<T: Send + 'static>(
-        &self,
-        role: Role,
-        f: impl FnOnce(&mut ConnectionRef<'_>, &mut Sink<T>) + Send + 'static,
-    ) -> Result<Streamed<T>> {
-        crate::stream::stream_with(self.live()?, role, f).await
-    }
-
     /// Where `sql` runs outside a transaction: [`Role::Reader`] when SQLite says it only reads
     /// and the database has readers, else [`Role::Writer`]. The answer is cached per SQL text.
     ///
@@ -518,69 +381,6 @@ impl Database {
     /// Cancel safe.
     pub async fn route(&self, sql: &str) -> Result<Role> {
         self.live()?.route().route(sql).await
-    }
-
-    /// Recent statements, oldest first.
-    pub fn history(&self) -> Vec<HistoryEntry> {
-        self.handle.shared.context.history.snapshot()
-    }
-
-    /// Appends the history to `path` as JSON lines (one object per statement, keys named
-    /// like [`HistoryEntry`]'s fields; the file is created with mode 0600) and clears it.
-    /// Returns how many entries were written.
-    ///
-    /// # Errors
-    /// [`Error::HistoryIo`].
-    ///
-    /// # Cancel safety
-    /// Cancel safe (the write itself is synchronous).
-    pub async fn flush_history(&self, path: impl AsRef<Path>) -> Result<usize> {
-        self.handle.shared.context.history.flush(path.as_ref())
-    }
-
-    /// Runs one health pass now: closes readers idle or aged past their limits and
-    /// checkpoints the WAL if the writer is free. The background task does this every
-    /// [`Options::health_interval`].
-    ///
-    /// # Errors
-    /// [`Error::Closed`].
-    ///
-    /// # Cancel safety
-    /// Cancel safe.
-    pub async fn run_health_check(&self) -> Result<HealthReport> {
-        Ok(crate::db::health::pass(self.live()?).await)
-    }
-
-    /// A snapshot of the connections' state.
-    pub fn status(&self) -> Status {
-        let shared = &self.handle.shared;
-        let readers = shared
-            .readers
-            .as_ref()
-            .map(crate::pool::readers::Readers::status);
-        Status {
-            readers_max: readers.map_or(0, |s| s.max_size),
-            readers_open: readers.map_or(0, |s| s.size),
-            readers_idle: readers.map_or(0, |s| s.available),
-            writer_queued: shared.writer.worker.queued(),
-            counters: shared.context.meters.snapshot(),
-            lock_anchor_held: shared
-                .readers
-                .as_ref()
-                .is_some_and(crate::pool::readers::Readers::anchor_held),
-            reader_writes: shared.context.reader_writes.load(Ordering::Relaxed),
-            closed: shared.is_closed() || self.handle.closed.load(Ordering::Relaxed),
-        }
-    }
-
-    /// The options the database was opened with (the first open's, when shared).
-    pub fn options(&self) -> &Options {
-        &self.handle.shared.options
-    }
-
-    /// Whether two handles share one writer (they were opened on the same file).
-    pub fn same_database(&self, other: &Database) -> bool {
-        Arc::ptr_eq(&self.handle.shared, &other.handle.shared)
     }
 
     /// Closes this handle and its clones: their later calls fail with [`Error::Closed`] and
@@ -609,30 +409,4 @@ impl Database {
             Ok(())
         }
     }
-}
-
-/// Connection and queue gauges, and the database's counters, from [`Database::status`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Status {
-    /// The most readers the pool opens.
-    pub readers_max: usize,
-    /// Readers open now.
-    pub readers_open: usize,
-    /// Open readers not checked out.
-    pub readers_idle: usize,
-    /// Jobs handed to the writer's thread and not finished yet, the running one included:
-    /// a queue that keeps growing means more write work arrives than the writer can do.
-    pub writer_queued: usize,
-    /// Whether the lock anchor holds a read transaction now (see [`Options::lock_anchor`]).
-    pub lock_anchor_held: bool,
-    /// Whether this handle (or the database) is closed.
-    pub closed: bool,
-    /// Rows changed and transactions committed on reader connections (the lock anchor's
-    /// included), as SQLite's own update and commit hooks saw them. Always 0: readers refuse
-    /// every write in their authorizer, which no statement can switch off. It is here so that
-    /// tests can check that, with a count no statement can fool.
-    pub reader_writes: u64,
-    /// What the database did since it opened (shared by every handle on the file).
-    pub counters: crate::Counters,
 }
