@@ -145,32 +145,36 @@ pub(crate) fn load_into(
     let mut sent = 0;
     let mut size = 1;
     let mut chunk = Vec::with_capacity(size);
+    let mut failure = None;
     for row in cursor {
         let row = match row {
             Ok(row) => row,
             Err(e) => {
-                // The rows stepped before the failure reach the reader before it does.
-                let delivered = chunk.is_empty() || sink.send(Loaded::Rows(chunk));
-                return if delivered { Err(e) } else { Ok(None) };
+                failure = Some(e);
+                break;
             }
         };
         chunk.push(row.into_owned(&mut column_names));
         if chunk.len() == size {
-            sent += chunk.len() as u64;
             size = (size * 2).min(STREAM_CHUNK);
             let full = std::mem::replace(&mut chunk, Vec::with_capacity(size));
+            sent += full.len() as u64;
             if !sink.send(Loaded::Rows(full)) {
                 return Ok(None);
             }
         }
     }
+    // The rows stepped before a failure reach the reader before it does.
     if !chunk.is_empty() {
         sent += chunk.len() as u64;
         if !sink.send(Loaded::Rows(chunk)) {
             return Ok(None);
         }
     }
-    Ok(Some(sent))
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(Some(sent)),
+    }
 }
 
 /// Runs `query` for its effect (on a connection thread) and returns the rows it changed.
