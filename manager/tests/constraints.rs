@@ -144,11 +144,12 @@ async fn constraint_errors_from_diesels_connection_keep_their_kind() {
     assert_eq!(left.get::<i64>(0).unwrap(), 1);
 }
 
-/// SQLite words a rowid primary-key violation "UNIQUE constraint failed", and diesel keeps
-/// only that message and "unique violation": `error_from_diesel` cannot tell it from UNIQUE
-/// once diesel has reset the statement.
+/// SQLite words every PRIMARY KEY violation "UNIQUE constraint failed: t.a, ..." and diesel
+/// keeps only that message and "unique violation", its extended code reset once diesel clears
+/// the statement's bindings: `error_from_diesel` must tell the key from a UNIQUE column by the
+/// columns named, for a rowid alias, a composite key and a WITHOUT ROWID table alike, and a
+/// clash of bare rowids (which diesel does not call a unique violation) is still a constraint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known defect: error_from_diesel reports a rowid PRIMARY KEY violation as Unique"]
 async fn a_primary_key_violation_from_diesels_connection_is_primary_key() {
     let t = TempDb::new();
     let db = diesel_violations_db(&t).await;
@@ -156,4 +157,65 @@ async fn a_primary_key_violation_from_diesels_connection_is_primary_key() {
         diesel_violation(&db, (1, Some("b"), 1, 0)).await,
         ConstraintKind::PrimaryKey
     );
+    db.execute_batch(
+        "CREATE TABLE pair(a INTEGER, b TEXT, u INTEGER UNIQUE, PRIMARY KEY (b, a));
+         CREATE TABLE pair_nr(a INTEGER, b TEXT, u INTEGER UNIQUE, PRIMARY KEY (b, a))
+             WITHOUT ROWID;
+         CREATE TABLE bare(x INTEGER, y TEXT, UNIQUE (y, x));
+         INSERT INTO pair VALUES (1, 'x', 1);
+         INSERT INTO pair_nr VALUES (1, 'x', 1);
+         INSERT INTO bare(rowid, x, y) VALUES (1, 1, 'x');",
+    )
+    .await
+    .unwrap();
+    // Each binds one text, which diesel unbinds after the failure, resetting SQLite's code.
+    let cases = [
+        (
+            "INSERT INTO pair VALUES (1, ?, 2)",
+            ConstraintKind::PrimaryKey,
+        ),
+        ("INSERT INTO pair VALUES (2, ?, 1)", ConstraintKind::Unique),
+        (
+            "INSERT INTO pair_nr VALUES (1, ?, 2)",
+            ConstraintKind::PrimaryKey,
+        ),
+        (
+            "INSERT INTO pair_nr VALUES (2, ?, 1)",
+            ConstraintKind::Unique,
+        ),
+        (
+            "INSERT INTO bare(x, y) VALUES (1, ?)",
+            ConstraintKind::Unique,
+        ),
+        (
+            "INSERT INTO bare(rowid, x, y) VALUES (1, 2, ?)",
+            ConstraintKind::Other,
+        ),
+    ];
+    for (sql, want) in cases {
+        let got = db
+            .with_writer(move |conn| {
+                use diesel::RunQueryDsl;
+                use diesel::sql_types::Text;
+                let failed = diesel::sql_query(sql)
+                    .bind::<Text, _>("x".to_owned())
+                    .execute(conn.diesel())
+                    .unwrap_err();
+                conn.error_from_diesel(sql, failed)
+            })
+            .await
+            .unwrap();
+        match got {
+            Error::Constraint { kind, message, .. } => assert_eq!(kind, want, "{sql}: {message}"),
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+    let rows = db
+        .fetch_one(
+            "SELECT (SELECT count(*) FROM pair) + (SELECT count(*) FROM bare)",
+            (),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.get::<i64>(0).unwrap(), 2, "no violation left a row");
 }

@@ -10,8 +10,10 @@
 //! - `budget.rs`: running under a time budget, and judging what an interrupted run did.
 //! - `tx.rs`: transaction control, savepoints, snapshots, checkpoints.
 //! - `record.rs`: recording statements (spans, counters, history).
+//! - `diesel_error.rs`: diesel's errors turned into litemux's, SQLite's extended code rebuilt.
 
 pub(crate) mod budget;
+mod diesel_error;
 mod open;
 pub(crate) mod record;
 pub(crate) mod run;
@@ -203,61 +205,6 @@ impl Connection {
     pub(crate) fn remember(&self, sql: &str, classified: Classified) {
         self.context.classified.insert(sql, classified);
     }
-
-    /// Turns a diesel error into ours, with SQLite's extended code when it can be had.
-    ///
-    /// diesel reads SQLite's code and message when a statement fails but keeps only a coarse
-    /// kind and the message; clearing the statement's bindings afterwards resets the code
-    /// SQLite reports. So the code is taken from the connection when it still matches the
-    /// message, else rebuilt from diesel's kind and SQLite's (stable) message.
-    pub(crate) fn diesel_error(&self, sql: &str, error: diesel::result::Error) -> Error {
-        use diesel::result::DatabaseErrorKind as Kind;
-        match error {
-            diesel::result::Error::DatabaseError(kind, info) => {
-                let message = info.message().to_owned();
-                let failure = self.raw.last_failure();
-                // A failure the authorizer explained keeps SQLite's message as its start.
-                if failure.code != libsqlite3_sys::SQLITE_OK
-                    && failure.message.starts_with(message.as_str())
-                {
-                    return Error::from_sqlite(sql, failure.code, message);
-                }
-                let code = match kind {
-                    Kind::UniqueViolation if message.contains("PRIMARY KEY") => {
-                        libsqlite3_sys::SQLITE_CONSTRAINT_PRIMARYKEY
-                    }
-                    Kind::UniqueViolation => libsqlite3_sys::SQLITE_CONSTRAINT_UNIQUE,
-                    Kind::ForeignKeyViolation => libsqlite3_sys::SQLITE_CONSTRAINT_FOREIGNKEY,
-                    Kind::NotNullViolation => libsqlite3_sys::SQLITE_CONSTRAINT_NOTNULL,
-                    Kind::CheckViolation => libsqlite3_sys::SQLITE_CONSTRAINT_CHECK,
-                    _ => code_of_message(&message),
-                };
-                Error::from_sqlite(sql, code, message)
-            }
-            other => Error::Diesel(other),
-        }
-    }
-}
-
-/// SQLite's primary code for one of its fixed messages (`sqlite3ErrStr`), or `SQLITE_ERROR`.
-fn code_of_message(message: &str) -> i32 {
-    use libsqlite3_sys as ffi;
-    const FIXED: &[(&str, i32)] = &[
-        ("database is locked", ffi::SQLITE_BUSY),
-        ("database table is locked", ffi::SQLITE_LOCKED),
-        ("attempt to write a readonly database", ffi::SQLITE_READONLY),
-        ("interrupted", ffi::SQLITE_INTERRUPT),
-        ("disk I/O error", ffi::SQLITE_IOERR),
-        ("database disk image is malformed", ffi::SQLITE_CORRUPT),
-        ("database or disk is full", ffi::SQLITE_FULL),
-        ("unable to open database file", ffi::SQLITE_CANTOPEN),
-        ("file is not a database", ffi::SQLITE_NOTADB),
-        ("constraint failed", ffi::SQLITE_CONSTRAINT),
-    ];
-    FIXED
-        .iter()
-        .find(|(text, _)| message.starts_with(text))
-        .map_or(ffi::SQLITE_ERROR, |&(_, code)| code)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use super::failure::Failure;
 use super::guard::{Access, Trust};
 use super::handle::Handle;
 use super::hooks::Stop;
-use super::statement::{Prepared, Statement};
+use super::statement::{Prepared, RawValue, Statement};
 use crate::sql::StatementShape;
 
 /// How many prepared statements each connection keeps.
@@ -136,6 +136,25 @@ impl RawConnection {
             Some(mut statement) => statement.run_to_end(&[]),
             None => Ok(()),
         }
+    }
+
+    /// The columns of `table`'s primary key, in key order (empty for a table keyed by its
+    /// rowid alone). The table is looked up as an unqualified name is: TEMP, then main, then
+    /// attached schemas.
+    pub(crate) fn primary_key(&self, table: &str) -> Result<Vec<String>, Failure> {
+        let params = [crate::Value::Text(table.to_owned())];
+        let sql = "SELECT name FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk";
+        let (Some(mut statement), _) = Prepared::prepare(&self.handle, sql)? else {
+            return Ok(Vec::new());
+        };
+        let mut running = statement.statement().start(&params)?;
+        let mut columns = Vec::new();
+        while running.step()? {
+            if let RawValue::Text(name) = running.column(0) {
+                columns.push(String::from_utf8_lossy(name).into_owned());
+            }
+        }
+        Ok(columns)
     }
 
     /// Whether the connection is outside any transaction.
