@@ -6,7 +6,7 @@ use crate::conn::record::Record;
 use crate::conn::run::Limit;
 use crate::conn::{Cancel, Connection};
 use crate::connection_ref::ConnectionRef;
-use crate::db::Shared;
+use crate::db::DatabaseState;
 use crate::pool::readers::Reader;
 use crate::pool::writer::Lease;
 use crate::sql::Kind;
@@ -37,7 +37,7 @@ use crate::{Error, Params, Result, Row, RowStream, Value};
 /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
 /// ```
 pub struct ReadTransaction {
-    shared: Arc<Shared>,
+    shared: Arc<DatabaseState>,
     pinned: Pinned,
     open: bool,
     /// Set when the handle is dropped: what it still runs is stopped.
@@ -69,7 +69,7 @@ impl std::fmt::Debug for ReadTransaction {
 }
 
 impl ReadTransaction {
-    pub(crate) async fn begin(shared: Arc<Shared>) -> Result<Self> {
+    pub(crate) async fn begin(shared: Arc<DatabaseState>) -> Result<Self> {
         let pinned = match &shared.readers {
             Some(readers) => Pinned::Reader(readers.get().await?),
             None => Pinned::Writer {

@@ -1,13 +1,13 @@
 //! Running under a time budget: how a statement runs inline on a caller's thread without
 //! holding it long. SQLite interrupts it at the deadline; what the run did is then judged
-//! by the connection's own count of changed rows ([`CommitMark`]).
+//! by the connection's own count of changed rows ([`ChangeCount`]).
 
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::time::{Duration, Instant};
 
 use super::record::RowCount;
 use super::run::ExecuteResult;
-use super::{CommitMark, Connection};
+use super::{ChangeCount, Connection};
 use crate::telemetry;
 use crate::{Result, Value};
 
@@ -28,7 +28,7 @@ pub(crate) enum Attempt<T> {
 struct Deadline<R> {
     out: R,
     /// Where the file stood before the run.
-    mark: CommitMark,
+    mark: ChangeCount,
     /// SQLite reported the run interrupted by the deadline.
     interrupted: bool,
     /// Interrupted before anything committed: the run had no effect.
@@ -50,7 +50,7 @@ impl Connection {
         params: &[Value],
         budget: Duration,
         run: impl FnOnce(&mut Self) -> Result<T>,
-        finished: impl FnOnce(&Self, CommitMark) -> Option<T>,
+        finished: impl FnOnce(&Self, ChangeCount) -> Option<T>,
     ) -> Attempt<Result<T>> {
         let span = self.span(sql, params);
         let _entered = span.enter();
@@ -76,7 +76,7 @@ impl Connection {
     /// meaningless, and `f` may simply run again. (When it reported the interruption after a
     /// commit, `f` saw [`interrupted_after_commit`](Self::interrupted_after_commit) and its
     /// result stands.)
-    pub(crate) fn lend_within<R>(
+    pub(crate) fn lend_with_budget<R>(
         &mut self,
         budget: Duration,
         f: &mut impl FnMut(&mut Self) -> R,
@@ -98,7 +98,7 @@ impl Connection {
         budget: Duration,
         run: impl FnOnce(&mut Self) -> R,
     ) -> Deadline<R> {
-        let mark = self.commit_mark();
+        let mark = self.change_count();
         self.budget_mark = Some(mark);
         self.raw.set_deadline(Some(started + budget));
         // `run` may be user code (`with_reader`); a panic must not leave the deadline armed
@@ -118,20 +118,20 @@ impl Connection {
         }
     }
 
-    pub(super) fn commit_mark(&self) -> CommitMark {
-        CommitMark {
+    pub(super) fn change_count(&self) -> ChangeCount {
+        ChangeCount {
             total_changes: self.raw.total_changes(),
         }
     }
 
-    fn committed_since(&self, mark: CommitMark) -> bool {
-        self.commit_mark() != mark
+    fn committed_since(&self, mark: ChangeCount) -> bool {
+        self.change_count() != mark
     }
 
     /// The outcome of the `execute` that ran since `mark` (also one SQLite reported interrupted
     /// after it committed). `changes()` keeps the count of the last INSERT/UPDATE/DELETE even
     /// across DDL; comparing running totals tells whether this statement changed anything.
-    pub(crate) fn executed_since(&self, mark: CommitMark) -> ExecuteResult {
+    pub(crate) fn executed_since(&self, mark: ChangeCount) -> ExecuteResult {
         ExecuteResult {
             rows_affected: if self.committed_since(mark) {
                 self.changes()

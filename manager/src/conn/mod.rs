@@ -66,7 +66,7 @@ impl Cancel {
 /// committed them (in autocommit mode). Other connections cannot move it, unlike the file's
 /// data version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct CommitMark {
+pub(crate) struct ChangeCount {
     total_changes: i64,
 }
 
@@ -76,7 +76,7 @@ pub(crate) struct Connection {
     role: Role,
     context: Arc<Context>,
     /// Set while a statement runs under a time budget: where the file stood before it.
-    budget_mark: Option<CommitMark>,
+    budget_mark: Option<ChangeCount>,
     /// How the job running now reached the connection, for its statements' spans.
     run: Run,
     /// How long the last recorded statement ran (see [`Connection::last_took`]).

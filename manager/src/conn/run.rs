@@ -69,7 +69,7 @@ impl Connection {
 
     fn step_execute(&mut self, sql: &str, params: &[Value]) -> Result<ExecuteResult> {
         self.check(sql, params.len())?;
-        let mark = self.commit_mark();
+        let mark = self.change_count();
         let before = self.before();
         let mut running = self.start(sql, params)?;
         let stepped = loop {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::conn::run::{ExecuteResult, Limit};
-use crate::db::Shared;
+use crate::db::DatabaseState;
 use crate::read_transaction::ReadTransaction;
 use crate::transaction::{Transaction, first_row};
 use crate::{Error, Options, Params, Result, Role, Row, RowStream, TransactionBehavior};
@@ -50,7 +50,7 @@ pub struct Database {
 
 /// One `open`: clones of a `Database` share it; separate opens of one file have one each.
 struct Handle {
-    shared: Arc<Shared>,
+    shared: Arc<DatabaseState>,
     closed: AtomicBool,
 }
 
@@ -114,7 +114,7 @@ impl Database {
         })
     }
 
-    pub(super) fn live(&self) -> Result<&Arc<Shared>> {
+    pub(super) fn live(&self) -> Result<&Arc<DatabaseState>> {
         let shared = &self.handle.shared;
         if self.handle.closed.load(Ordering::Acquire) || shared.is_closed() {
             return Err(Error::Closed);

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Weak};
 
 use crate::conn::tx::Checkpoint;
-use crate::db::state::Shared;
+use crate::db::state::DatabaseState;
 
 /// What one health pass did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -17,8 +17,8 @@ pub struct HealthReport {
 
 /// Starts the background task of `shared`. It holds only a weak reference, so it never keeps
 /// a database open, and ends when the database closes.
-pub(crate) fn spawn(shared: &Arc<Shared>) {
-    let weak: Weak<Shared> = Arc::downgrade(shared);
+pub(crate) fn spawn(shared: &Arc<DatabaseState>) {
+    let weak: Weak<DatabaseState> = Arc::downgrade(shared);
     let period = shared.options.health_interval;
     tokio::spawn(async move {
         // litemux's own timer, not tokio's: the runtime may have no time driver. A pass that
@@ -38,7 +38,7 @@ pub(crate) fn spawn(shared: &Arc<Shared>) {
 /// One pass: retire readers past `max_idle_time` / `max_connection_age`, then a PASSIVE
 /// checkpoint if the writer is free (it never waits for readers, so it cannot stall anyone;
 /// `journal_size_limit` then keeps the WAL file itself small).
-pub(crate) async fn pass(shared: &Shared) -> HealthReport {
+pub(crate) async fn pass(shared: &DatabaseState) -> HealthReport {
     let readers_closed = shared.readers.as_ref().map_or(0, |readers| {
         readers.retire(
             shared.options.max_idle_time,

@@ -9,14 +9,14 @@ use std::sync::Arc;
 
 use crate::{Error, Options, Result};
 use registry::Found;
-pub(crate) use state::Shared;
+pub(crate) use state::DatabaseState;
 
 /// Opens the database `options` describes, or joins the one already open on that file
 /// (after waiting for it to finish shutting down, if it is).
-pub(crate) async fn open(options: Options) -> Result<Arc<Shared>> {
+pub(crate) async fn open(options: Options) -> Result<Arc<DatabaseState>> {
     options.check()?;
     if options.is_memory() {
-        let shared = Arc::new(Shared::start(options).await?);
+        let shared = Arc::new(DatabaseState::start(options).await?);
         health::spawn(&shared);
         return Ok(shared);
     }
@@ -33,7 +33,7 @@ pub(crate) async fn open(options: Options) -> Result<Arc<Shared>> {
             }
             Found::Vacant => {}
         }
-        let shared = Arc::new(Shared::start(options.clone()).await?);
+        let shared = Arc::new(DatabaseState::start(options.clone()).await?);
         match registry::insert(key.clone(), &shared, shared.stopped_rx.clone()) {
             Found::Vacant => {
                 health::spawn(&shared);
@@ -55,7 +55,7 @@ pub(crate) async fn open(options: Options) -> Result<Arc<Shared>> {
 
 /// Keeps the handle just taken on `shared` for an open with `options`, if they agree with
 /// the options the database runs with; else gives it back.
-fn joined_by(shared: Arc<Shared>, options: &Options) -> Result<Arc<Shared>> {
+fn joined_by(shared: Arc<DatabaseState>, options: &Options) -> Result<Arc<DatabaseState>> {
     match options.check_joins(&shared.options) {
         Ok(()) => Ok(shared),
         Err(e) => {

@@ -11,12 +11,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use tokio::sync::watch;
 
-use crate::db::state::Shared;
+use crate::db::state::DatabaseState;
 use crate::{Error, Result};
 
 /// One file's database, as the registry knows it.
 struct Entry {
-    shared: Weak<Shared>,
+    shared: Weak<DatabaseState>,
     /// Its sender is dropped once every connection thread of the database has ended.
     stopped: watch::Receiver<()>,
 }
@@ -39,7 +39,7 @@ impl Entry {
 /// What an open finds registered under its file.
 pub(crate) enum Found {
     /// A running database, with a handle taken for the caller.
-    Open(Arc<Shared>),
+    Open(Arc<DatabaseState>),
     /// A database shutting down: wait with [`stopped`] before starting another.
     Closing(watch::Receiver<()>),
     /// Nothing runs on the file.
@@ -83,7 +83,11 @@ pub(crate) fn find(key: &Path) -> Found {
 
 /// Registers `shared` under `key` if nothing runs there; otherwise returns what does (a
 /// running database with a handle taken, or one closing), and `shared` should be shut down.
-pub(crate) fn insert(key: PathBuf, shared: &Arc<Shared>, stopped: watch::Receiver<()>) -> Found {
+pub(crate) fn insert(
+    key: PathBuf,
+    shared: &Arc<DatabaseState>,
+    stopped: watch::Receiver<()>,
+) -> Found {
     let mut guard = lock();
     let open = guard.get_or_insert_with(HashMap::new);
     open.retain(|_, entry| entry.stopped.has_changed().is_ok());

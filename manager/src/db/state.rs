@@ -22,7 +22,7 @@ use crate::{Options, Result, Role};
 /// [`Error::Interrupted`]).
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
-pub(crate) struct Shared {
+pub(crate) struct DatabaseState {
     pub(crate) label: String,
     pub(crate) options: Arc<Options>,
     pub(crate) context: Arc<Context>,
@@ -47,10 +47,10 @@ pub(crate) struct Shared {
     pub(super) stopped_rx: watch::Receiver<()>,
 }
 
-impl Shared {
+impl DatabaseState {
     /// Starts the database `options` describes: its writer, and one reader to prove the
     /// file readable.
-    pub(super) async fn start(options: Options) -> Result<Shared> {
+    pub(super) async fn start(options: Options) -> Result<DatabaseState> {
         let label = options.path.display().to_string();
         let options = Arc::new(options);
         let context = Arc::new(Context {
@@ -95,7 +95,7 @@ impl Shared {
         } else {
             None
         };
-        Ok(Shared {
+        Ok(DatabaseState {
             label,
             writer: Writer::new(
                 worker,
@@ -280,7 +280,7 @@ impl Shared {
     }
 }
 
-impl Drop for Shared {
+impl Drop for DatabaseState {
     fn drop(&mut self) {
         // Only when no shutdown could run (see `release_handle`): stop the threads without
         // waiting for them.

@@ -45,11 +45,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
+use crate::Result;
 use crate::conn::Connection;
 use crate::conn::record::Record;
 use crate::conn::run::Limit;
 use crate::value::Value;
-use crate::{Error, Result};
 
 /// The handle readers touch; the thread holding the transaction stops when it is closed.
 pub(crate) struct Anchor {
@@ -90,11 +90,7 @@ impl Anchor {
     ) -> Result<Anchor> {
         let state = Arc::new(State::default());
         let thread_state = Arc::clone(&state);
-        let what = name.clone();
-        let handle = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || run(&thread_state, timing, open))
-            .map_err(|source| Error::Spawn { what, source })?;
+        let handle = crate::thread::start(name, move || run(&thread_state, timing, open))?;
         Ok(Anchor {
             state,
             thread: handle.thread().clone(),

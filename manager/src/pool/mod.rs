@@ -5,3 +5,6 @@ pub(crate) mod anchor;
 pub(crate) mod readers;
 pub(crate) mod threads;
 pub(crate) mod writer;
+
+#[cfg(test)]
+mod faults;

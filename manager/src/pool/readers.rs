@@ -69,10 +69,15 @@ impl Drop for Claim<'_> {
 /// Every open reader, for [`Readers::try_idle`].
 type OpenReaders = Arc<RwLock<Vec<Arc<PooledReader>>>>;
 
+/// Opens one reader's connection, on that reader's own thread. Tests put a gated one in the
+/// place of [`Connection::open`] to see how the pool copes with a connection that fails to
+/// open, opens slowly, or never opens.
+pub(crate) type Connector = Arc<dyn Fn() -> Result<Connection> + Send + Sync>;
+
 /// Opens reader threads for the pool.
 pub(crate) struct ReaderManager {
     options: Arc<Options>,
-    context: Arc<Context>,
+    connect: Connector,
     threads: Arc<Threads>,
     opened: AtomicUsize,
     open: OpenReaders,
@@ -84,11 +89,10 @@ impl managed::Manager for ReaderManager {
 
     async fn create(&self) -> Result<Arc<PooledReader>> {
         let n = self.opened.fetch_add(1, Ordering::Relaxed);
-        let options = Arc::clone(&self.options);
-        let context = Arc::clone(&self.context);
+        let connect = Arc::clone(&self.connect);
         let (worker, thread) =
             Worker::spawn(format!("litemux-reader-{n}"), Role::Reader, move || {
-                Connection::open(&options, Role::Reader, context)
+                connect()
             })
             .await?;
         self.threads.add(thread, Some(&worker));
@@ -178,6 +182,20 @@ impl Readers {
         context: Arc<Context>,
         threads: Arc<Threads>,
     ) -> Result<Self> {
+        let connect: Connector = {
+            let (options, context) = (Arc::clone(&options), Arc::clone(&context));
+            Arc::new(move || Connection::open(&options, Role::Reader, Arc::clone(&context)))
+        };
+        Self::with_connector(options, context, threads, connect)
+    }
+
+    /// A pool whose readers open their connections with `connect`.
+    pub(crate) fn with_connector(
+        options: Arc<Options>,
+        context: Arc<Context>,
+        threads: Arc<Threads>,
+        connect: Connector,
+    ) -> Result<Self> {
         let size = options.reader_count();
         let timeout = options.reader_timeout;
         let max_age = options.max_connection_age;
@@ -186,7 +204,7 @@ impl Readers {
         let open = OpenReaders::default();
         let manager = ReaderManager {
             options,
-            context,
+            connect,
             threads,
             opened: AtomicUsize::new(0),
             open: Arc::clone(&open),

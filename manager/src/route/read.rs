@@ -80,7 +80,7 @@ impl Router<'_> {
         // A reader serves others next: a transaction `f` leaves open (a stale snapshot) is
         // rolled back and reported.
         const LABEL: &str = "<with_reader>";
-        let inline = |conn: &mut Connection, budget| match conn.lend_within(budget, &mut f) {
+        let inline = |conn: &mut Connection, budget| match conn.lend_with_budget(budget, &mut f) {
             Attempt::Ran(out) => Attempt::Ran(conn.restore_base(false, LABEL, Ok(out))),
             // Stopped at the budget, maybe inside a transaction it began: `f` runs again.
             Attempt::Overran | Attempt::Busy => {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::conn::budget::Attempt;
 use crate::conn::record::{Record, RowCount};
 use crate::conn::run::{ExecuteResult, Limit};
-use crate::conn::{CommitMark, Connection};
+use crate::conn::{ChangeCount, Connection};
 use crate::{Result, Row, Value};
 
 pub(crate) trait Request: Copy + Send + 'static {
@@ -18,7 +18,7 @@ pub(crate) trait Request: Copy + Send + 'static {
     const WRITES_INLINE: bool;
 
     /// The outcome of a statement that committed although SQLite reported it interrupted.
-    fn finished(conn: &Connection, mark: CommitMark) -> Option<Self::Output>;
+    fn finished(conn: &Connection, mark: ChangeCount) -> Option<Self::Output>;
 
     /// Runs the statement, recorded as `record` says.
     fn run(
@@ -57,7 +57,7 @@ impl Request for Fetch {
     /// The rows of a write (`RETURNING`) cannot be rebuilt: such writes are queued.
     const WRITES_INLINE: bool = false;
 
-    fn finished(_: &Connection, _: CommitMark) -> Option<Vec<Row>> {
+    fn finished(_: &Connection, _: ChangeCount) -> Option<Vec<Row>> {
         None
     }
 
@@ -81,7 +81,7 @@ impl Request for Execute {
 
     const WRITES_INLINE: bool = true;
 
-    fn finished(conn: &Connection, mark: CommitMark) -> Option<ExecuteResult> {
+    fn finished(conn: &Connection, mark: ChangeCount) -> Option<ExecuteResult> {
         Some(conn.executed_since(mark))
     }
 

@@ -171,7 +171,7 @@ impl Router<'_> {
         // The rows of a write with RETURNING cannot be rebuilt if SQLite reports it
         // interrupted after it committed: such writes are only queued.
         let inlinable = known.filter(|c| !c.returns_rows);
-        let inline = |conn: &mut Connection, budget| match conn.lend_within(budget, &mut f) {
+        let inline = |conn: &mut Connection, budget| match conn.lend_with_budget(budget, &mut f) {
             Attempt::Ran(out) => Attempt::Ran(Ok(out)),
             Attempt::Overran => Attempt::Overran,
             Attempt::Busy => Attempt::Busy,

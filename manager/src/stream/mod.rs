@@ -21,7 +21,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use crate::db::Shared;
+use crate::db::DatabaseState;
 use crate::thread::worker::Worker;
 use crate::{Error, Result, Row, Value};
 pub(crate) use pipe::Stopper;
@@ -110,7 +110,7 @@ impl RowStream {
     /// The rows of `sql` outside any transaction, routed as `fetch_all` routes it: on a
     /// reader when SQLite says it only reads (unknown SQL is classified by the reader), else
     /// on the writer.
-    pub(crate) fn routed(shared: Arc<Shared>, sql: &str, params: Vec<Value>) -> Self {
+    pub(crate) fn routed(shared: Arc<DatabaseState>, sql: &str, params: Vec<Value>) -> Self {
         let sql = sql.to_owned();
         RowStream::starting(async move { open_routed(&shared, sql, params).await })
     }

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use super::pipe::{PipeReceiver, PipeSender, Stop, Stopper, pipe};
 use crate::conn::run::Chunks;
 use crate::conn::{Cancel, Connection};
-use crate::db::Shared;
+use crate::db::DatabaseState;
 use crate::pool::readers::Reader;
 use crate::pool::writer::Lease;
 use crate::sql::{Classified, Kind};
@@ -74,7 +74,11 @@ pub(crate) enum Pinned {
 }
 
 /// Starts the statement on a reader or the writer (see [`RowStream::routed`]).
-pub(super) async fn open_routed(shared: &Shared, sql: String, params: Vec<Value>) -> Result<Open> {
+pub(super) async fn open_routed(
+    shared: &DatabaseState,
+    sql: String,
+    params: Vec<Value>,
+) -> Result<Open> {
     let to_reader = match shared.context.classified.get(&sql) {
         Some(known) => known.reads_the_file(),
         None => shared.route().readers_can_classify(),

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use super::pipe::{PipeReceiver, PipeSender, Stop, Stopper, pipe};
 use crate::conn::{Cancel, Connection};
-use crate::db::Shared;
+use crate::db::DatabaseState;
 use crate::thread::worker::Worker;
 use crate::{Result, Role};
 
@@ -127,7 +127,7 @@ pub(crate) fn lend_to<T>(
 /// [`Database::stream_with`](crate::Database::stream_with): `f` on a reader (for
 /// [`Role::Reader`], when there are readers) or the writer, held until `f` returns.
 pub(crate) async fn stream_with<T: Send + 'static>(
-    shared: &Shared,
+    shared: &DatabaseState,
     role: Role,
     f: impl FnOnce(&mut crate::ConnectionRef<'_>, &mut Sink<T>) + Send + 'static,
 ) -> Result<Streamed<T>> {

@@ -50,7 +50,7 @@ enum Command {
 }
 
 /// What the thread and the callers share.
-struct Slot {
+struct WorkerState {
     /// `None` before the connection opens and after the thread stops.
     conn: Mutex<Option<Connection>>,
     /// Jobs sent and not yet finished.
@@ -67,7 +67,7 @@ struct Slot {
 pub(crate) struct Worker {
     queue: mpsc::Sender<Command>,
     role: Role,
-    slot: Arc<Slot>,
+    state: Arc<WorkerState>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -89,36 +89,32 @@ impl Worker {
     ) -> Result<(Worker, JoinHandle<()>)> {
         let (queue, jobs) = mpsc::channel::<Command>();
         let (ready_tx, ready_rx) = oneshot::channel();
-        let slot = Arc::new(Slot {
+        let state = Arc::new(WorkerState {
             conn: Mutex::new(None),
             pending: AtomicUsize::new(0),
             alive: AtomicBool::new(true),
             in_transaction: AtomicBool::new(false),
             closing: Arc::default(),
         });
-        let thread_slot = Arc::clone(&slot);
-        let what = name.clone();
-        let thread = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || {
-                match open() {
-                    Ok(conn) => {
-                        conn.set_closing(Arc::clone(&thread_slot.closing));
-                        *thread_slot.lock() = Some(conn);
-                        let _ = ready_tx.send(Ok(()));
-                        serve(&thread_slot, &jobs);
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                    }
+        let thread_state = Arc::clone(&state);
+        let thread = super::start(name, move || {
+            match open() {
+                Ok(conn) => {
+                    conn.set_closing(Arc::clone(&thread_state.closing));
+                    *thread_state.lock() = Some(conn);
+                    let _ = ready_tx.send(Ok(()));
+                    serve(&thread_state, &jobs);
                 }
-                thread_slot.alive.store(false, Ordering::Release);
-                // Close the connection here, on its thread, whoever still holds the slot.
-                drop(thread_slot.lock().take());
-            })
-            .map_err(|source| Error::Spawn { what, source })?;
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            }
+            thread_state.alive.store(false, Ordering::Release);
+            // Close the connection here, on its thread, whoever still holds the state.
+            drop(thread_state.lock().take());
+        })?;
         match ready_rx.await {
-            Ok(Ok(())) => Ok((Worker { queue, role, slot }, thread)),
+            Ok(Ok(())) => Ok((Worker { queue, role, state }, thread)),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(Error::ConnectionLost { role }),
         }
@@ -240,9 +236,9 @@ impl Worker {
     }
 
     fn enqueue(&self, command: Command) -> Result<()> {
-        self.slot.pending.fetch_add(1, Ordering::AcqRel);
+        self.state.pending.fetch_add(1, Ordering::AcqRel);
         self.queue.send(command).map_err(|_| {
-            self.slot.pending.fetch_sub(1, Ordering::AcqRel);
+            self.state.pending.fetch_sub(1, Ordering::AcqRel);
             self.lost()
         })
     }
@@ -261,7 +257,7 @@ impl Worker {
         if self.queued() != 0 {
             return Attempt::Busy;
         }
-        let mut guard = match self.slot.conn.try_lock() {
+        let mut guard = match self.state.conn.try_lock() {
             Ok(guard) => guard,
             Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return Attempt::Busy,
@@ -274,7 +270,7 @@ impl Worker {
             ..Run::default()
         });
         let out = f(conn);
-        self.slot
+        self.state
             .in_transaction
             .store(!conn.is_autocommit(), Ordering::Release);
         out
@@ -287,11 +283,11 @@ impl Worker {
 
     /// Jobs sent and not yet finished.
     pub(crate) fn queued(&self) -> usize {
-        self.slot.pending.load(Ordering::Acquire)
+        self.state.pending.load(Ordering::Acquire)
     }
 
     pub(crate) fn is_alive(&self) -> bool {
-        self.slot.alive.load(Ordering::Acquire)
+        self.state.alive.load(Ordering::Acquire)
     }
 
     /// Whether the thread has nothing left to do and its connection is outside any
@@ -299,7 +295,7 @@ impl Worker {
     /// arrives just before its thread counts it finished, so this looks for a moment.
     pub(crate) fn is_free(&self) -> bool {
         spin_for(FREE_SPIN, || (self.queued() == 0).then_some(())).is_some()
-            && !self.slot.in_transaction.load(Ordering::Acquire)
+            && !self.state.in_transaction.load(Ordering::Acquire)
     }
 
     /// Stops the statement running on the connection now, and every one it runs after: for
@@ -310,17 +306,17 @@ impl Worker {
 
     /// What [`interrupt`](Self::interrupt)s this connection without keeping its thread alive.
     pub(crate) fn interrupter(&self) -> Interrupter {
-        Interrupter(Arc::clone(&self.slot.closing))
+        Interrupter(Arc::clone(&self.state.closing))
     }
 }
 
-impl Slot {
+impl WorkerState {
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Connection>> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-fn serve(slot: &Slot, jobs: &mpsc::Receiver<Command>) {
+fn serve(state: &WorkerState, jobs: &mpsc::Receiver<Command>) {
     let mut next = None;
     let mut in_transaction = false;
     loop {
@@ -334,7 +330,7 @@ fn serve(slot: &Slot, jobs: &mpsc::Receiver<Command>) {
         let finished = match command {
             Command::Run(job, cancel, caller) => {
                 in_transaction = caller.enter(|waited| {
-                    run(slot, |conn| {
+                    run(state, |conn| {
                         conn.set_run(Run {
                             waited,
                             ..Run::default()
@@ -367,12 +363,12 @@ fn serve(slot: &Slot, jobs: &mpsc::Receiver<Command>) {
                     }
                 }
                 let count = members.len();
-                in_transaction = run(slot, |conn| group::commit(conn, members));
+                in_transaction = run(state, |conn| group::commit(conn, members));
                 count
             }
             Command::Stop => return,
         };
-        slot.pending.fetch_sub(finished, Ordering::AcqRel);
+        state.pending.fetch_sub(finished, Ordering::AcqRel);
     }
 }
 
@@ -410,8 +406,8 @@ fn next_command(jobs: &mpsc::Receiver<Command>, in_transaction: bool) -> Option<
 
 /// Runs `work` on the connection, if it is still open; true when it leaves the connection
 /// inside a transaction.
-fn run(slot: &Slot, work: impl FnOnce(&mut Connection)) -> bool {
-    let mut guard = slot.lock();
+fn run(state: &WorkerState, work: impl FnOnce(&mut Connection)) -> bool {
+    let mut guard = state.lock();
     let Some(conn) = guard.as_mut() else {
         return false;
     };
@@ -424,6 +420,8 @@ fn run(slot: &Slot, work: impl FnOnce(&mut Connection)) -> bool {
     // Whatever the job armed is lifted here, on every exit path, panics included.
     conn.disarm();
     let in_transaction = !conn.is_autocommit();
-    slot.in_transaction.store(in_transaction, Ordering::Release);
+    state
+        .in_transaction
+        .store(in_transaction, Ordering::Release);
     in_transaction
 }

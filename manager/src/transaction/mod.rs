@@ -15,7 +15,7 @@ use crate::conn::run::{ExecuteResult, Limit};
 use crate::conn::tx::NESTED_SAVEPOINT;
 use crate::conn::{Cancel, Connection};
 use crate::connection_ref::ConnectionRef;
-use crate::db::Shared;
+use crate::db::DatabaseState;
 use crate::telemetry;
 use crate::thread::worker::Worker;
 use crate::{Error, Params, Result, Row, Value};
@@ -44,7 +44,7 @@ use hold::{Busy, Inner, State, roll_back, watch};
 /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
 /// ```
 pub struct Transaction {
-    shared: Arc<Shared>,
+    shared: Arc<DatabaseState>,
     worker: Worker,
     /// The writer lease and how the transaction is used, shared with its idle watchdog
     /// when [`Options::idle_in_transaction_timeout`](crate::Options::idle_in_transaction_timeout)
@@ -75,7 +75,7 @@ impl std::fmt::Debug for Transaction {
 impl Transaction {
     /// Takes the writer and begins; used by [`Database::begin`](crate::Database::begin).
     pub(crate) async fn begin(
-        shared: Arc<Shared>,
+        shared: Arc<DatabaseState>,
         behavior: crate::TransactionBehavior,
     ) -> Result<Self> {
         let lease = shared.writer.lease().await?;
