@@ -171,6 +171,31 @@ async fn a_write_reported_interrupted_after_it_committed_is_done_once() {
     assert_eq!(sum, (0..300).sum::<i64>());
 }
 
+/// The same spent budget on writes whose outcome cannot be rebuilt once SQLite reports them
+/// interrupted after they committed: schema changes (they change no rows, so "nothing
+/// committed" cannot be told from "done") and writes returning rows. They never run inline;
+/// each is reported as it ran, and runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_whose_outcome_cannot_be_rebuilt_are_never_lost_to_the_inline_budget() {
+    let t = TempDb::new();
+    let db = open(&t, t.options().inline_budget(Duration::from_nanos(1))).await;
+    for i in 0..300_i64 {
+        db.execute("CREATE TABLE u(x)", ())
+            .await
+            .unwrap_or_else(|e| panic!("create {i}: {e}"));
+        db.execute("DROP TABLE u", ())
+            .await
+            .unwrap_or_else(|e| panic!("drop {i}: {e}"));
+        let rows = db
+            .fetch_all("INSERT INTO t(x) VALUES (?) RETURNING x", (i,))
+            .await
+            .unwrap_or_else(|e| panic!("insert {i}: {e}"));
+        assert_eq!(rows.len(), 1, "insert {i}");
+        assert_eq!(rows[0].get::<i64>(0).unwrap(), i);
+    }
+    assert_eq!(crate::count(&db).await, 300);
+}
+
 /// Reads run inline on an idle reader never wait on anything. A loop of them must still give
 /// the other tasks of its runtime thread a turn, as any loop of awaits would.
 #[tokio::test(flavor = "current_thread")]

@@ -638,3 +638,33 @@ async fn dropping_a_read_stream_busy_in_sqlite_in_a_write_transaction_stops_only
     assert_eq!(n, 2, "the transaction went on and committed both rows");
     Ok(())
 }
+
+/// A write that returns rows does all its writing before its first row. Dropping its stream
+/// in a transaction then must not stop it half-way: SQLite would undo it (and, for some
+/// statements, the whole transaction). It runs to its end, its changes kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_write_stream_before_its_first_row_in_a_transaction_keeps_the_write()
+-> litemux::Result<()> {
+    let temp = TempDb::new();
+    let (db, ticks) = ticking(&temp, |o| o.readers(1)).await;
+    db.execute_batch("CREATE TABLE t(x INTEGER)").await?;
+    let tx = db.begin().await?;
+    tx.execute("INSERT INTO t(x) VALUES (0)", ()).await?;
+    let sql = "INSERT INTO t(x) WITH RECURSIVE c(x) AS \
+               (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300000) \
+               SELECT tick(x) FROM c RETURNING x";
+    let mut rows = tx.fetch(sql, ());
+    tokio::select! {
+        row = rows.next() => panic!("the write returned a row before it was dropped: {row:?}"),
+        () = crate::until("the write runs", || ticks.load(Ordering::SeqCst) > 1_000) => {}
+    }
+    drop(rows);
+    tx.execute("INSERT INTO t(x) VALUES (-1)", ()).await?;
+    tx.commit().await?;
+    let n: i64 = db.fetch_one("SELECT count(*) FROM t", ()).await?.get(0)?;
+    assert_eq!(
+        n, 300_002,
+        "the dropped write ran to its end and the transaction kept it"
+    );
+    Ok(())
+}
