@@ -194,3 +194,34 @@ async fn another_url_scheme_is_an_invalid_option_not_a_path() {
         assert_invalid(Database::open(url).await, "url");
     }
 }
+
+/// SQLite's own URI parameters are refused as such, not as unknown words: litemux's
+/// connections are its own, on the default VFS, with locking on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_uri_parameters_litemux_cannot_honour_are_refused_by_name() {
+    let t = TempDb::new();
+    for key in ["cache", "vfs", "immutable", "nolock", "psow", "modeof"] {
+        let url = t.url(&format!("?{key}=1"));
+        match Database::open(&url).await {
+            Err(Error::InvalidOption { key: k, reason }) => {
+                assert_eq!(k, key);
+                assert!(reason.contains("SQLite URI parameter"), "{key}: {reason}");
+            }
+            other => panic!("{url}: {other:?}"),
+        }
+    }
+}
+
+/// Each limit admits its own value and refuses the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_are_inclusive() {
+    let t = TempDb::new();
+    let db = Database::open_with(t.options().history_capacity(1_000_000))
+        .await
+        .expect("a history of exactly the maximum");
+    db.close().await.unwrap();
+    assert_invalid(
+        Database::open_with(t.options().history_capacity(1_000_001)).await,
+        "history",
+    );
+}

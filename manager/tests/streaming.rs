@@ -668,3 +668,32 @@ async fn dropping_a_write_stream_before_its_first_row_in_a_transaction_keeps_the
     );
     Ok(())
 }
+
+/// A TEMP table lives in the writer's session. A stream of it outside a transaction may be
+/// tried on a reader first, which does not know the name: before any row, it runs on the
+/// writer instead, as `fetch_all` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_a_temp_table_runs_where_the_table_lives() -> litemux::Result<()> {
+    let temp = TempDb::new();
+    let db = Database::open_with(temp.options().readers(1)).await?;
+    db.execute_batch("CREATE TABLE t(x INTEGER); INSERT INTO t VALUES (7);")
+        .await?;
+    db.execute("CREATE TEMP TABLE tt(x INTEGER)", ()).await?;
+    db.execute("INSERT INTO tt VALUES (1), (2)", ()).await?;
+    for sql in [
+        "SELECT x FROM tt ORDER BY x",
+        "SELECT x FROM t UNION ALL SELECT x FROM tt",
+    ] {
+        let rows = collect(db.fetch(sql, ())).await;
+        let xs: Vec<i64> = rows
+            .into_iter()
+            .map(|row| row.and_then(|row| row.get(0)))
+            .collect::<litemux::Result<_>>()?;
+        assert_eq!(
+            xs.len(),
+            if sql.contains("UNION") { 3 } else { 2 },
+            "{sql}: {xs:?}"
+        );
+    }
+    Ok(())
+}

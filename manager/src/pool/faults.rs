@@ -11,6 +11,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
+use super::anchor::{Anchor, Timing};
 use super::readers::{Connector, Readers};
 use super::threads::Threads;
 use super::writer::Writer;
@@ -435,4 +436,34 @@ async fn the_writer_lease_stays_fair_and_bounded_while_its_thread_is_stuck() {
         .await
         .unwrap();
     assert_eq!(count[0].get::<i64>(0).unwrap(), 5);
+}
+
+/// A database dropped without `close` drops its lock anchor: the anchor's thread must end
+/// then, not linger on a snapshot it holds for readers nobody will send.
+#[tokio::test(flavor = "current_thread")]
+async fn a_lock_anchor_dropped_without_closing_ends_its_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let (options, context) = database(dir.path(), PATIENCE);
+    let (gate, exited) = Gate::new(Mode::Open);
+    let exits = Arc::new(Mutex::new(exited));
+    let timing = Timing {
+        linger: Duration::from_secs(3600),
+        max_idle: None,
+        max_age: None,
+    };
+    let anchor = Anchor::start("anchor".into(), timing, move || {
+        gate.pass(&options, &context, Role::Reader)
+    })
+    .unwrap();
+    anchor.touch();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !anchor.is_held() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the anchor never held a snapshot"
+        );
+        tokio::task::yield_now().await;
+    }
+    drop(anchor);
+    thread_ended(&exits).await;
 }
