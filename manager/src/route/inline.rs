@@ -172,6 +172,35 @@ mod tests {
         assert_eq!(policy.remembered.load(Ordering::Acquire), 0);
     }
 
+    /// The memory is bounded: full, it starts over for a statement it does not hold, and
+    /// only then.
+    #[test]
+    fn a_full_memory_starts_over_only_for_a_statement_it_lacks() {
+        let policy = InlinePolicy::new(Duration::from_millis(1));
+        let overrun_sql = |sql: &str| {
+            let budget = policy.budget(sql).expect("still inline");
+            policy.learn::<()>(sql, budget, &Attempt::Overran);
+        };
+        for i in 0..REMEMBERED {
+            overrun_sql(&format!("SELECT {i}"));
+        }
+        assert_eq!(policy.remembered.load(Ordering::Acquire), REMEMBERED);
+        overrun_sql("SELECT 0");
+        assert_eq!(policy.remembered.load(Ordering::Acquire), REMEMBERED);
+        assert_eq!(
+            (
+                policy.overruns_of("SELECT 0"),
+                policy.overruns_of("SELECT 1")
+            ),
+            (2, 1),
+            "a statement it holds counts on, the others kept"
+        );
+        overrun_sql("SELECT 'new'");
+        assert_eq!(policy.remembered.load(Ordering::Acquire), 1);
+        assert_eq!(policy.overruns_of("SELECT 0"), 0, "started over");
+        assert_eq!(policy.overruns_of("SELECT 'new'"), 1);
+    }
+
     #[test]
     fn a_zero_budget_runs_nothing_inline() {
         assert!(InlinePolicy::new(Duration::ZERO).budget(SQL).is_none());
