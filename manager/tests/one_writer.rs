@@ -80,3 +80,84 @@ async fn handles_of_one_file_share_one_history() {
         "a statement run through one handle is in the other's history"
     );
 }
+
+litemux::diesel::define_sql_function! {
+    /// Blocks the connection that calls it until the test's [`Hold`] lets go.
+    fn hold(x: litemux::diesel::sql_types::BigInt) -> litemux::diesel::sql_types::BigInt;
+}
+
+/// A statement of the test's that nothing interrupts: it runs until released.
+#[derive(Default)]
+struct Hold {
+    state: std::sync::Mutex<(bool, bool)>,
+    changed: std::sync::Condvar,
+}
+
+impl Hold {
+    /// Called on a connection's thread.
+    fn wait(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.0 = true;
+        while !state.1 {
+            state = self.changed.wait(state).unwrap();
+        }
+    }
+
+    fn entered(&self) -> bool {
+        self.state.lock().unwrap().0
+    }
+
+    fn release(&self) {
+        self.state.lock().unwrap().1 = true;
+        self.changed.notify_all();
+    }
+}
+
+/// The last handle dropped shuts the database down on a thread of its own. A new open of the
+/// file must wait until every old connection thread has ended, even a writer stuck in a
+/// statement that ignores interrupts: else two writers of the one file would overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopen_after_the_last_handle_is_dropped_waits_for_the_old_writer_to_end() {
+    let t = TempDb::new();
+    let held = Arc::new(Hold::default());
+    let options = {
+        let held = Arc::clone(&held);
+        t.options().readers(0).on_connect(move |conn| {
+            let held = Arc::clone(&held);
+            hold_utils::register_impl(conn, move |x: i64| {
+                held.wait();
+                x
+            })
+        })
+    };
+    let db = Database::open_with(options).await.unwrap();
+    db.execute_batch("CREATE TABLE t(x INTEGER)").await.unwrap();
+    let mut stuck = Box::pin(db.execute("INSERT INTO t VALUES (hold(1))", ()));
+    tokio::select! {
+        done = &mut stuck => panic!("the held statement finished: {done:?}"),
+        () = crate::until("the writer holds", || held.entered()) => {}
+    }
+    drop(stuck);
+    drop(db);
+    let mut reopen = tokio::spawn(Database::open_with(t.options().readers(0)));
+    // A window in which the reopen must not finish, not a synchronisation: the old writer
+    // cannot end before `release`, so a correct reopen is still waiting when it closes.
+    tokio::select! {
+        reopened = &mut reopen => panic!("reopened while the old writer still ran: {reopened:?}"),
+        () = tokio::time::sleep(Duration::from_millis(300)) => {}
+    }
+    held.release();
+    let db = reopen.await.unwrap().unwrap();
+    db.execute("INSERT INTO t VALUES (2)", ()).await.unwrap();
+    // The abandoned insert ran on once released: it ended before SQLite's next check for
+    // its (gone) caller, or was stopped there, all or nothing.
+    let xs: Vec<i64> = db
+        .fetch_all("SELECT x FROM t ORDER BY x", ())
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0).unwrap())
+        .collect();
+    assert!(xs == [2] || xs == [1, 2], "{xs:?}");
+    db.close().await.unwrap();
+}
