@@ -151,3 +151,56 @@ async fn a_database_opens_from_a_config_file() {
     assert_eq!(size, -777);
     db.close().await.unwrap();
 }
+
+/// A value as a format that hands out 128-bit integers gives it (serde's own value
+/// deserializers do; JSON and TOML never do).
+enum Wide {
+    Text(&'static str),
+    Unsigned(u128),
+    Signed(i128),
+}
+
+impl<'de> serde::de::IntoDeserializer<'de, serde::de::value::Error> for Wide {
+    type Deserializer = Self;
+
+    fn into_deserializer(self) -> Self {
+        self
+    }
+}
+
+impl<'de> serde::Deserializer<'de> for Wide {
+    type Error = serde::de::value::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        match self {
+            Wide::Text(text) => visitor.visit_str(text),
+            Wide::Unsigned(n) => visitor.visit_u128(n),
+            Wide::Signed(n) => visitor.visit_i128(n),
+        }
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map struct enum
+        identifier ignored_any
+    }
+}
+
+#[test]
+fn options_read_128_bit_integers_as_any_other_number() {
+    use serde::Deserialize as _;
+    let entries = [
+        ("path", Wide::Text("app.db")),
+        ("readers", Wide::Unsigned(3)),
+        ("busy_timeout", Wide::Signed(1500)),
+    ];
+    let map = serde::de::value::MapDeserializer::new(entries.into_iter());
+    let options = Options::deserialize(map).unwrap();
+    assert_eq!(
+        options.to_string(),
+        "sqlite://app.db?readers=3&busy_timeout=1500"
+    );
+}
