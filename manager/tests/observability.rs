@@ -567,3 +567,45 @@ async fn status_counts_interrupts_and_reader_waits() {
     // With inline runs off, the read checked a reader out of the pool.
     assert_eq!(c.reader_waits, 1, "{c:#?}");
 }
+
+/// Inside a read transaction a read routing knows runs inline on the transaction's own
+/// reader, on the caller's thread. Its first run, unknown, goes through the reader's thread
+/// and teaches routing the statement (a read transaction may be all a program reads in).
+#[tokio::test]
+async fn a_known_read_in_a_read_transaction_runs_inline_on_its_reader() {
+    let capture = Capture::default();
+    let _guard = capture.install();
+    let t = TempDb::new();
+    let db = open(&t, |o| o.inline_budget(ALWAYS_INLINE)).await;
+    db.execute("INSERT INTO t(x) VALUES (1)", ()).await.unwrap();
+    let sql = "SELECT x FROM t WHERE x >= ?";
+    let runs = || -> Vec<(Option<String>, Option<String>)> {
+        capture
+            .spans()
+            .into_iter()
+            .filter(|s| s.field("db.query.text") == Some(sql))
+            .map(|s| {
+                let field = |name| s.field(name).map(str::to_owned);
+                (field("litemux.role"), field("litemux.inline"))
+            })
+            .collect()
+    };
+    let tx = db.begin_read().await.unwrap();
+    assert_eq!(tx.fetch_all(sql, (0,)).await.unwrap().len(), 1);
+    let queued = (Some("reader".to_owned()), Some("false".to_owned()));
+    assert_eq!(runs(), [queued.clone()]);
+    // An inline attempt right after a queued read may find the reader's thread not yet done
+    // counting it (on a loaded machine, for a while): it then queues. Some run goes inline.
+    let inline = (Some("reader".to_owned()), Some("true".to_owned()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !runs().contains(&inline) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never inline: {:?}",
+            runs()
+        );
+        std::thread::yield_now();
+        assert_eq!(tx.fetch_all(sql, (0,)).await.unwrap().len(), 1);
+    }
+    tx.end().await.unwrap();
+}
