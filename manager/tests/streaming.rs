@@ -697,3 +697,38 @@ async fn a_stream_of_a_temp_table_runs_where_the_table_lives() -> litemux::Resul
     }
     Ok(())
 }
+
+/// Without readers a read transaction runs on the writer, which SQLite lets write: the
+/// transaction itself refuses a write, streamed or not, and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_transaction_on_the_writer_refuses_a_streamed_write() -> litemux::Result<()> {
+    let temp = TempDb::new();
+    let db = Database::open_with(temp.options().readers(0)).await?;
+    db.execute_batch("CREATE TABLE t(x INTEGER)").await?;
+    let tx = db.begin_read().await?;
+    let rows = collect(tx.fetch("INSERT INTO t(x) VALUES (1) RETURNING x", ())).await;
+    assert!(
+        matches!(rows.as_slice(), [Err(Error::ReadOnly { .. })]),
+        "{rows:?}"
+    );
+    tx.end().await?;
+    let n: i64 = db.fetch_one("SELECT count(*) FROM t", ()).await?.get(0)?;
+    assert_eq!(n, 0);
+    Ok(())
+}
+
+/// What a `stream_with` closure is lent shows as a `Sink` when debugged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_debugs_as_a_sink() -> litemux::Result<()> {
+    let temp = TempDb::new();
+    let db = Database::open_with(temp.options().readers(1)).await?;
+    let mut shown = db
+        .stream_with(Role::Reader, |_, sink| {
+            let text = format!("{sink:?}");
+            sink.send(text);
+        })
+        .await?;
+    let text = shown.next().await.expect("one item");
+    assert_eq!(text, "Sink { .. }");
+    Ok(())
+}
