@@ -124,3 +124,29 @@ async fn the_history_file_is_written_at_close() {
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.contains("CREATE TABLE t(x)"));
 }
+
+/// Transaction control changes no rows, and its entries say so, whatever the rows the
+/// transaction's own statements changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_control_is_recorded_with_no_rows() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    let mut tx = db.begin().await.unwrap();
+    tx.execute("INSERT INTO t(x) VALUES (1), (2)", ())
+        .await
+        .unwrap();
+    tx.savepoint("s").await.unwrap();
+    tx.release("s").await.unwrap();
+    tx.commit().await.unwrap();
+    let history = db.history();
+    let control: Vec<(&str, u64)> = history
+        .iter()
+        .filter(|e| !e.sql.starts_with("INSERT") && !e.sql.starts_with("CREATE"))
+        .map(|e| (e.sql.as_str(), e.rows))
+        .collect();
+    assert!(
+        control.len() >= 4,
+        "BEGIN, SAVEPOINT, RELEASE, COMMIT: {control:?}"
+    );
+    assert!(control.iter().all(|&(_, rows)| rows == 0), "{control:?}");
+}
