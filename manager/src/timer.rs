@@ -244,6 +244,30 @@ mod tests {
         assert!(started.elapsed() >= limit);
     }
 
+    /// The timer thread sleeps until the earliest deadline it knows; a new, earlier one must
+    /// wake it, or that wait would last as long as the later one.
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_earlier_deadline_wakes_the_timer_thread() {
+        let far = tokio::spawn(timeout(
+            Duration::from_secs(600),
+            std::future::pending::<()>(),
+        ));
+        // The spawned wait runs first and sets its deadline. Then the timer thread is given
+        // a moment to go to sleep on it: not a synchronisation (correct code passes however
+        // long this takes), only what lets a missing wake-up show.
+        tokio::task::yield_now().await;
+        std::thread::sleep(Duration::from_millis(50));
+        let near = timeout(Duration::from_millis(20), std::future::pending::<()>());
+        // Bounded by tokio's own timer, not the one under test.
+        let outcome = tokio::time::timeout(Duration::from_secs(20), near).await;
+        assert_eq!(
+            outcome,
+            Ok(Err(Elapsed)),
+            "the near deadline waited for the far one"
+        );
+        far.abort();
+    }
+
     #[test]
     fn a_finished_future_wins_over_its_deadline() {
         let outcome = runtime_without_timers().block_on(timeout(Duration::ZERO, async { 7 }));
