@@ -161,3 +161,36 @@ async fn a_reopen_after_the_last_handle_is_dropped_waits_for_the_old_writer_to_e
     assert!(xs == [2] || xs == [1, 2], "{xs:?}");
     db.close().await.unwrap();
 }
+
+/// An open that finds the file's database closing waits for the close without holding its
+/// thread: on a current-thread runtime the close runs on that very thread, so an open that
+/// kept looking instead of awaiting would stop it for good.
+#[test]
+fn an_open_of_a_closing_database_lets_the_close_finish_on_a_current_thread_runtime() {
+    let t = TempDb::new();
+    let path = t.path.clone();
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let ran = runtime.block_on(async move {
+            let db = Database::open_with(Options::new(&path).readers(1)).await?;
+            db.execute_batch("CREATE TABLE t(x INTEGER)").await?;
+            let closing = tokio::spawn(async move { db.close().await });
+            // The close starts, and waits for the connection threads to end.
+            tokio::task::yield_now().await;
+            let reopened = Database::open_with(Options::new(&path).readers(1)).await?;
+            closing.await.expect("the close task")?;
+            reopened.execute("INSERT INTO t VALUES (1)", ()).await?;
+            reopened.close().await
+        });
+        let _ = done.send(ran);
+    });
+    // A bound, not a synchronisation: a correct open finishes in milliseconds.
+    let ran = outcome
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the open held the runtime's thread and the close never finished");
+    ran.unwrap();
+}
