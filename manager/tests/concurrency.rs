@@ -175,3 +175,27 @@ async fn every_reader_can_be_held_at_once() {
     assert_eq!((db.status().readers_open, db.status().readers_idle), (4, 0));
     drop(held);
 }
+
+/// A zero reader timeout means "a free reader now, or fail": with every reader held, a read
+/// fails at once instead of waiting for one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_reader_timeout_fails_at_once_when_every_reader_is_held() {
+    let t = TempDb::new();
+    let db = Database::open_with(t.options().readers(1).reader_timeout(Duration::ZERO))
+        .await
+        .unwrap();
+    db.execute_batch("CREATE TABLE t(x)").await.unwrap();
+    let held = db.begin_read().await.unwrap();
+    // A bound, not a synchronisation: the read must not wait for `held`, which ends only
+    // after it.
+    let e = tokio::time::timeout(Duration::from_secs(20), db.fetch_all("SELECT * FROM t", ()))
+        .await
+        .expect("the read waited for a reader")
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::Timeout { role: Role::Reader, waited } if waited.is_zero()),
+        "{e}"
+    );
+    held.end().await.unwrap();
+    db.fetch_all("SELECT * FROM t", ()).await.unwrap();
+}
