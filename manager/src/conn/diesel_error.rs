@@ -98,6 +98,18 @@ fn code_of_message(message: &str) -> i32 {
 mod tests {
     use super::*;
 
+    /// What a failure whose code diesel's unbinding reset still tells by its message.
+    #[test]
+    fn sqlites_fixed_messages_give_back_their_codes() {
+        assert_eq!(code_of_message("database is locked"), ffi::SQLITE_BUSY);
+        assert_eq!(
+            code_of_message("attempt to write a readonly database"),
+            ffi::SQLITE_READONLY
+        );
+        assert_eq!(code_of_message("interrupted"), ffi::SQLITE_INTERRUPT);
+        assert_eq!(code_of_message("no such table: t"), ffi::SQLITE_ERROR);
+    }
+
     #[test]
     fn the_columns_of_a_unique_violation_are_read_off_its_message() {
         assert_eq!(
