@@ -194,3 +194,46 @@ fn an_open_of_a_closing_database_lets_the_close_finish_on_a_current_thread_runti
         .expect("the open held the runtime's thread and the close never finished");
     ran.unwrap();
 }
+
+/// A write whose caller gave up while it waited in the writer's queue never runs, short as
+/// it is (too short for SQLite's progress check to stop it once started).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_write_whose_caller_gave_up_never_runs() {
+    let t = TempDb::new();
+    let held = Arc::new(Hold::default());
+    let options = {
+        let held = Arc::clone(&held);
+        t.options().readers(1).on_connect(move |conn| {
+            let held = Arc::clone(&held);
+            hold_utils::register_impl(conn, move |x: i64| {
+                held.wait();
+                x
+            })
+        })
+    };
+    let db = Database::open_with(options).await.unwrap();
+    db.execute_batch("CREATE TABLE t(x INTEGER)").await.unwrap();
+    let stuck = tokio::spawn({
+        let db = db.clone();
+        async move { db.execute("INSERT INTO t VALUES (hold(1))", ()).await }
+    });
+    crate::until("the writer holds", || held.entered()).await;
+    // One poll queues the write behind the held one; then its caller gives up.
+    let mut queued = Box::pin(db.execute("INSERT INTO t VALUES (2)", ()));
+    tokio::select! {
+        biased;
+        done = &mut queued => panic!("ran past the held write: {done:?}"),
+        () = std::future::ready(()) => {}
+    }
+    drop(queued);
+    held.release();
+    stuck.await.unwrap().unwrap();
+    let xs: Vec<i64> = db
+        .fetch_all("SELECT x FROM t ORDER BY x", ())
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0).unwrap())
+        .collect();
+    assert_eq!(xs, [1], "the abandoned write ran");
+}
