@@ -150,3 +150,32 @@ async fn transaction_control_is_recorded_with_no_rows() {
     );
     assert!(control.iter().all(|&(_, rows)| rows == 0), "{control:?}");
 }
+
+/// What code lent a connection runs by itself is recorded when it says so, outcome and all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_lent_connection_records_is_in_the_history() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    db.with_writer(|conn| {
+        conn.record("-- by hand", Duration::from_millis(3), Ok(7));
+        let failed = litemux::Error::Closed;
+        conn.record("-- failed by hand", Duration::from_millis(1), Err(&failed));
+    })
+    .await
+    .unwrap();
+    let history = db.history();
+    let by_hand = history
+        .iter()
+        .find(|e| e.sql == "-- by hand")
+        .expect("recorded");
+    assert_eq!(
+        (by_hand.role, by_hand.rows, by_hand.error.as_deref()),
+        (Role::Writer, 7, None)
+    );
+    assert!(by_hand.duration >= Duration::from_millis(3));
+    let failed = history
+        .iter()
+        .find(|e| e.sql == "-- failed by hand")
+        .expect("recorded");
+    assert!(failed.error.is_some());
+}
