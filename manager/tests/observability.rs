@@ -593,7 +593,7 @@ async fn a_known_read_in_a_read_transaction_runs_inline_on_its_reader() {
     let tx = db.begin_read().await.unwrap();
     assert_eq!(tx.fetch_all(sql, (0,)).await.unwrap().len(), 1);
     let queued = (Some("reader".to_owned()), Some("false".to_owned()));
-    assert_eq!(runs(), [queued.clone()]);
+    assert_eq!(runs(), [queued]);
     // An inline attempt right after a queued read may find the reader's thread not yet done
     // counting it (on a loaded machine, for a while): it then queues. Some run goes inline.
     let inline = (Some("reader".to_owned()), Some("true".to_owned()));
