@@ -154,3 +154,21 @@ async fn reads_inside_a_write_transaction_see_its_writes() {
     );
     assert_eq!(crate::count(&db).await, 1);
 }
+
+/// `route` says where a statement would run, without running it. A PRAGMA that sets a value,
+/// which a reader may not even prepare, would run on the writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_of_an_unseen_pragma_that_sets_a_value_is_the_writer() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    for sql in ["PRAGMA user_version = 5", "PRAGMA user_version(6)"] {
+        assert_eq!(db.route(sql).await.unwrap(), Role::Writer, "{sql}");
+    }
+    let version: i64 = db
+        .fetch_one("PRAGMA user_version", ())
+        .await
+        .unwrap()
+        .get(0)
+        .unwrap();
+    assert_eq!(version, 0, "route ran nothing");
+}
