@@ -84,4 +84,14 @@ impl StatementCache {
     pub(super) fn clear(&mut self) {
         self.entries.clear();
     }
+
+    #[cfg(test)]
+    pub(super) fn holds(&self, sql: &str) -> bool {
+        self.entries.contains_key(sql)
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
 }

@@ -204,6 +204,25 @@ mod tests {
 
     use super::*;
 
+    /// The cache keeps at most its capacity, the statements used least recently evicted.
+    #[test]
+    fn the_statement_cache_is_bounded_and_evicts_the_least_recently_used()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let mut conn = RawConnection::establish(":memory:")?;
+        let sql = |i: usize| format!("SELECT {i}");
+        conn.statement("SELECT 'kept'")?;
+        for i in 0..STATEMENT_CACHE_CAPACITY + 10 {
+            conn.statement(&sql(i))?;
+            // Used again and again: always the most recent but one.
+            conn.statement("SELECT 'kept'")?;
+        }
+        assert_eq!(conn.statements.len(), STATEMENT_CACHE_CAPACITY);
+        assert!(conn.statements.holds("SELECT 'kept'"));
+        assert!(!conn.statements.holds(&sql(0)), "the oldest was evicted");
+        assert!(conn.statements.holds(&sql(STATEMENT_CACHE_CAPACITY + 9)));
+        Ok(())
+    }
+
     #[test]
     fn shape_tells_reads_from_writes() -> Result<(), Box<dyn std::error::Error>> {
         let mut conn = RawConnection::establish(":memory:")?;
