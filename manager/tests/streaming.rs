@@ -732,3 +732,30 @@ async fn a_sink_debugs_as_a_sink() -> litemux::Result<()> {
     assert_eq!(text, "Sink { .. }");
     Ok(())
 }
+
+/// A read stream that fails on a reader fails there: only a name the reader cannot know (the
+/// writer's TEMP objects) sends it to the writer, not any SQL error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_stream_that_fails_on_a_reader_is_not_run_again_on_the_writer() -> litemux::Result<()>
+{
+    let temp = TempDb::new();
+    let db = Database::open_with(temp.options().readers(1)).await?;
+    db.execute_batch("CREATE TABLE t(x INTEGER); INSERT INTO t VALUES (1);")
+        .await?;
+    // Known as a read, so it goes straight to a reader; it fails there, at its first step.
+    let sql = "SELECT abs(-9223372036854775807 - x) FROM t";
+    assert!(db.fetch_all(sql, ()).await.is_err());
+    let rows = collect(db.fetch(sql, ())).await;
+    assert!(
+        matches!(rows.as_slice(), [Err(Error::Sql { .. })]),
+        "{rows:?}"
+    );
+    let ran: Vec<Role> = db
+        .history()
+        .iter()
+        .filter(|e| e.sql == sql)
+        .map(|e| e.role)
+        .collect();
+    assert_eq!(ran, [Role::Reader, Role::Reader], "{ran:?}");
+    Ok(())
+}
