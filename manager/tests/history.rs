@@ -179,3 +179,22 @@ async fn what_a_lent_connection_records_is_in_the_history() {
         .expect("recorded");
     assert!(failed.error.is_some());
 }
+
+/// A statement that ran to its end on a lent connection was not interrupted after its
+/// commit: only a run SQLite stopped at the inline budget may say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lent_connection_says_a_finished_statement_was_not_interrupted() {
+    use litemux::diesel::RunQueryDsl;
+    let t = TempDb::new();
+    let db = t.open().await;
+    let said = db
+        .with_writer(|conn| {
+            litemux::diesel::sql_query("INSERT INTO t(x) VALUES (1)")
+                .execute(conn.diesel())
+                .unwrap();
+            conn.interrupted_after_commit()
+        })
+        .await
+        .unwrap();
+    assert!(!said);
+}
