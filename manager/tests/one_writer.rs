@@ -111,6 +111,18 @@ impl Hold {
         self.state.lock().unwrap().1 = true;
         self.changed.notify_all();
     }
+
+    /// `options` whose connections know `hold(x)`, held by `self`.
+    fn registered_in(self: &Arc<Self>, options: Options) -> Options {
+        let held = Arc::clone(self);
+        options.on_connect(move |conn| {
+            let held = Arc::clone(&held);
+            hold_utils::register_impl(conn, move |x: i64| {
+                held.wait();
+                x
+            })
+        })
+    }
 }
 
 /// The last handle dropped shuts the database down on a thread of its own. A new open of the
@@ -120,16 +132,7 @@ impl Hold {
 async fn a_reopen_after_the_last_handle_is_dropped_waits_for_the_old_writer_to_end() {
     let t = TempDb::new();
     let held = Arc::new(Hold::default());
-    let options = {
-        let held = Arc::clone(&held);
-        t.options().readers(0).on_connect(move |conn| {
-            let held = Arc::clone(&held);
-            hold_utils::register_impl(conn, move |x: i64| {
-                held.wait();
-                x
-            })
-        })
-    };
+    let options = held.registered_in(t.options().readers(0));
     let db = Database::open_with(options).await.unwrap();
     db.execute_batch("CREATE TABLE t(x INTEGER)").await.unwrap();
     let mut stuck = Box::pin(db.execute("INSERT INTO t VALUES (hold(1))", ()));
@@ -151,13 +154,7 @@ async fn a_reopen_after_the_last_handle_is_dropped_waits_for_the_old_writer_to_e
     db.execute("INSERT INTO t VALUES (2)", ()).await.unwrap();
     // The abandoned insert ran on once released: it ended before SQLite's next check for
     // its (gone) caller, or was stopped there, all or nothing.
-    let xs: Vec<i64> = db
-        .fetch_all("SELECT x FROM t ORDER BY x", ())
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0).unwrap())
-        .collect();
+    let xs = crate::ints(&db, "SELECT x FROM t ORDER BY x").await;
     assert!(xs == [2] || xs == [1, 2], "{xs:?}");
     db.close().await.unwrap();
 }
@@ -201,16 +198,7 @@ fn an_open_of_a_closing_database_lets_the_close_finish_on_a_current_thread_runti
 async fn a_queued_write_whose_caller_gave_up_never_runs() {
     let t = TempDb::new();
     let held = Arc::new(Hold::default());
-    let options = {
-        let held = Arc::clone(&held);
-        t.options().readers(1).on_connect(move |conn| {
-            let held = Arc::clone(&held);
-            hold_utils::register_impl(conn, move |x: i64| {
-                held.wait();
-                x
-            })
-        })
-    };
+    let options = held.registered_in(t.options().readers(1));
     let db = Database::open_with(options).await.unwrap();
     db.execute_batch("CREATE TABLE t(x INTEGER)").await.unwrap();
     let stuck = tokio::spawn({
@@ -228,12 +216,6 @@ async fn a_queued_write_whose_caller_gave_up_never_runs() {
     drop(queued);
     held.release();
     stuck.await.unwrap().unwrap();
-    let xs: Vec<i64> = db
-        .fetch_all("SELECT x FROM t ORDER BY x", ())
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0).unwrap())
-        .collect();
+    let xs = crate::ints(&db, "SELECT x FROM t ORDER BY x").await;
     assert_eq!(xs, [1], "the abandoned write ran");
 }
