@@ -20,8 +20,12 @@
 //! * Latencies are per operation, taken around the call (for async contestants, around the
 //!   `.await`, so scheduling is included), and kept in a log-linear histogram (about 3%
 //!   precision) rather than a growing list, so recording does not distort memory figures.
-//! * The `*_c64` workloads run in a child process (this binary re-executed with `--child`), one
-//!   per contestant, which reports its peak resident set (`VmHWM` from `/proc/self/status`).
+//! * Every run happens in a fresh child process (this binary re-executed with `--child`), so
+//!   nothing one contestant leaves behind in the process reaches the next: allocator arenas,
+//!   threads, and SQLite's process-wide configuration, which litemux sets at its first open
+//!   (`litemux::sqlite_library`) and which would otherwise depend on who opened SQLite first.
+//!   Each child reports its peak resident set (`VmHWM` from `/proc/self/status`), shown for
+//!   the workloads where memory is the question (the `*_c64` ones and `scan_10k`).
 //!   That figure covers the whole child: the runtime, connections, caches and the benchmark's
 //!   own fixed-size bookkeeping, which is the same for every contestant.
 //!

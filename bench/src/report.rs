@@ -142,6 +142,7 @@ impl Report {
         let lines: Vec<Vec<String>> = self
             .rows
             .iter()
+            .filter(|row| row.workload.measures_rss())
             .filter_map(|row| {
                 let m = row.shown().ok()?;
                 // The highest peak of any round: memory is judged by its worst case.
@@ -164,8 +165,7 @@ impl Report {
         }
         let header = ["workload", "contestant", "peak RSS", "RSS at start"];
         format!(
-            "\nPeak memory of the c64 runs: each contestant ran in a fresh child process of this \
-             binary;\npeak RSS is its VmHWM at the end, RSS at start its VmRSS before opening \
+            "\nPeak memory: every run is a fresh child process of this binary;\npeak RSS is its VmHWM at the end, RSS at start its VmRSS before opening \
              the database.\n\n{}",
             table(&header, lines, 2)
         )

@@ -1,9 +1,9 @@
-//! Runs in a child process, to measure a contestant's peak memory.
+//! Runs in a child process: every measured run, and with it the peak memory figure.
 //!
 //! The runner re-executes this binary with [`ChildSpec::to_args`]; the child runs one
 //! contestant on one workload and prints one result line that includes its own peak resident
 //! set (`VmHWM`) and its resident set before the contestant opened anything (`VmRSS`), both
-//! read from `/proc/self/status`. A fresh process per contestant means no contestant's memory,
+//! read from `/proc/self/status`. A fresh process per run means no contestant's memory,
 //! threads or allocator state carries over into another's figure.
 
 use std::process::{Command, ExitCode, Stdio};

@@ -162,8 +162,8 @@ pub fn list() {
     }
 }
 
-/// Copies the seeded database to `spec.db` and runs `contestant` on it, in a child process
-/// when the workload's memory is measured.
+/// Copies the seeded database to `spec.db` and runs `contestant` on it in a fresh child process
+/// (see the crate docs for why).
 fn run_one(
     template: &Path,
     contestant: &dyn Contestant,
@@ -171,14 +171,10 @@ fn run_one(
 ) -> Result<Measurement, String> {
     data::fresh_copy(template, &spec.db)
         .map_err(|error| format!("cannot copy the seeded database: {error}"))?;
-    if spec.workload.measures_rss() {
-        rss::run_in_child(&ChildSpec {
-            contestant: contestant.name().to_owned(),
-            run: spec.clone(),
-        })
-    } else {
-        contestant.run(spec)
-    }
+    rss::run_in_child(&ChildSpec {
+        contestant: contestant.name().to_owned(),
+        run: spec.clone(),
+    })
 }
 
 fn select_workloads(config: &Config) -> Vec<Workload> {

@@ -143,9 +143,12 @@ impl Workload {
         }
     }
 
-    /// Whether each contestant's run goes to a child process so its peak memory can be read.
+    /// Whether the report shows each contestant's peak memory for this workload.
     pub fn measures_rss(self) -> bool {
-        matches!(self, Workload::PointReadC64 | Workload::MixedC64)
+        matches!(
+            self,
+            Workload::PointReadC64 | Workload::MixedC64 | Workload::Scan10k
+        )
     }
 
     /// What one counted operation is, for the table's footnotes.

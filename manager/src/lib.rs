@@ -33,6 +33,7 @@ pub use history::HistoryEntry;
 pub use manager::Manager;
 pub use metrics::Counters;
 pub use options::{InitHook, JournalMode, OpenMode, Options, Synchronous, TransactionBehavior};
+pub use raw::{SqliteLibrary, keep_sqlite_defaults, sqlite_library};
 pub use read_transaction::ReadTransaction;
 pub use role::Role;
 pub use row::{ColumnIndex, FromValue, Row, ValueRef};

@@ -31,6 +31,7 @@ mod rows;
 mod serde_config;
 #[cfg(feature = "sqlcipher")]
 mod sqlcipher;
+mod sqlite_library;
 mod streaming;
 mod tracing_events;
 mod transaction_handles;

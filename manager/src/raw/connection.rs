@@ -32,7 +32,8 @@ pub(crate) struct RawConnection {
 // SAFETY: `SqliteConnection` is `Send`; the handle and the statements are the same
 // connection's and move with it, and nothing else points into them but SQLite's callbacks,
 // which run on whichever thread uses the connection. SQLite connections may move between
-// threads (the bundled build is serialized mode).
+// threads in both multi-thread and serialized mode; `&mut self` and `!Sync` keep two threads
+// from using one at once, which multi-thread mode (see `library`) requires.
 unsafe impl Send for RawConnection {}
 
 impl RawConnection {

@@ -36,6 +36,7 @@ impl Handle {
     /// progress handler, commit hook and authorizer (allowing everything until
     /// [`install`](Self::install)).
     pub(super) fn establish(url: &str) -> Result<Self, ConnectionError> {
+        super::library::set_up();
         if !identify::install_capture() {
             return Err(ConnectionError::BadConnection(
                 "could not register SQLite auto-extension".into(),

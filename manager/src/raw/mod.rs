@@ -9,6 +9,7 @@
 //! roll back?).
 //!
 //! From the bottom up:
+//! - `library.rs`: the process's SQLite library, configured once before the first connection;
 //! - `identify.rs`: how the handle of diesel's connection is found;
 //! - `hooks.rs`: what the progress handler and commit hook read and write;
 //! - `guard.rs`: the authorizer, every connection's: readers cannot write, and routing learns
@@ -29,9 +30,11 @@ mod handle;
 mod hooks;
 mod identify;
 mod judge;
+mod library;
 mod statement;
 
 pub(crate) use connection::RawConnection;
 pub(crate) use failure::Failure;
 pub(crate) use guard::Access;
+pub use library::{SqliteLibrary, keep_sqlite_defaults, sqlite_library};
 pub(crate) use statement::{RawValue, Running};
