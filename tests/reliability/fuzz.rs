@@ -567,7 +567,9 @@ fn url(rng: &mut Rng, dir: &Path) -> String {
         // A plain `:memory:` with anything after it is a relative file name: no such forms,
         // they would create files in the working directory.
         4 => ":memory:".to_owned(),
-        5 => format!("sqlite::memory:{query}"),
+        // Only options may follow: `sqlite::memory:&&=` names a file in the working directory.
+        5 if query.starts_with('?') => format!("sqlite::memory:{query}"),
+        5 => "sqlite::memory:".to_owned(),
         6 => format!("sqlite:{dir}/{tail}"),
         _ => format!("sqlite://{dir}/{tail}"),
     }
