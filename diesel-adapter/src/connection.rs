@@ -14,6 +14,7 @@ use crate::error::{to_connection_error, to_diesel};
 use crate::instrumentation::{CacheLog, begin_statement};
 use crate::query::{OwnedRow, QueryText, RowStream, SerializedQuery};
 use crate::raw::Raw;
+use crate::rendered::RenderedSql;
 use crate::routing::{self, Work};
 use crate::transaction_state::{LitemuxTransactionManager, TransactionState};
 
@@ -92,6 +93,8 @@ pub struct LitemuxConnection {
     instrumentation: Option<Box<dyn Instrumentation>>,
     /// What litemux begins transactions with, learnt when first needed.
     begin_statement: Option<&'static str>,
+    /// The SQL of the query types this connection ran.
+    rendered: RenderedSql,
 }
 
 impl std::fmt::Debug for LitemuxConnection {
@@ -121,6 +124,7 @@ impl LitemuxConnection {
             transaction_state: TransactionState::default(),
             instrumentation: diesel::connection::get_default_instrumentation(),
             begin_statement: None,
+            rendered: RenderedSql::default(),
         }
     }
 
@@ -287,7 +291,7 @@ impl AsyncConnectionCore for LitemuxConnection {
     {
         let query = source.as_query();
         let text = self.query_text(&query);
-        let serialized = SerializedQuery::new(&query);
+        let serialized = SerializedQuery::new(&query, &mut self.rendered);
         Box::pin(async move { self.load_instrumented(text, serialized).await })
     }
 
@@ -299,7 +303,7 @@ impl AsyncConnectionCore for LitemuxConnection {
         T: QueryFragment<Self::Backend> + QueryId + 'query,
     {
         let text = self.query_text(&source);
-        let serialized = SerializedQuery::new(&source);
+        let serialized = SerializedQuery::new(&source, &mut self.rendered);
         Box::pin(async move { self.run_instrumented(text, serialized, Work::EXECUTE).await })
     }
 }

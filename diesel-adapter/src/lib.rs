@@ -8,6 +8,7 @@ mod levels;
 mod migrations;
 mod query;
 mod raw;
+mod rendered;
 #[cfg(feature = "postgres")]
 pub mod replicated;
 mod routing;

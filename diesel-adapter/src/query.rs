@@ -3,22 +3,24 @@
 //!
 //! A diesel query borrows its parameters and is neither `Send` nor `'static`, so it cannot be
 //! handed to a connection thread. [`SerializedQuery`] renders it on the caller's thread: SQL
-//! from diesel's SQLite query builder, binds through diesel's
+//! from diesel's SQLite query builder (once per query type where it cannot change, see
+//! [`RenderedSql`]), binds through diesel's
 //! [`MoveableBindCollector`]. On the connection thread it is a diesel query again, whose SQL text
 //! keys diesel's prepared-statement cache there.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use diesel::QueryResult;
 use diesel::backend::Backend;
 use diesel::connection::LoadConnection;
-use diesel::query_builder::{
-    AstPass, MoveableBindCollector, Query, QueryBuilder, QueryFragment, QueryId,
-};
+use diesel::query_builder::{AstPass, MoveableBindCollector, Query, QueryFragment, QueryId};
 use diesel::row::IntoOwnedRow;
 use diesel::sql_types::Untyped;
-use diesel::sqlite::{Sqlite, SqliteConnection, SqliteQueryBuilder};
+use diesel::sqlite::{Sqlite, SqliteConnection};
+
+use crate::rendered::RenderedSql;
 
 /// The bind values of one query, owned.
 type BindData =
@@ -32,25 +34,26 @@ pub type OwnedRow = <<SqliteConnection as LoadConnection>::Row<'static, 'static>
 
 /// A diesel query reduced to what a connection thread needs: SQL text and owned binds.
 pub(crate) struct SerializedQuery {
-    pub(crate) sql: String,
+    pub(crate) sql: Arc<str>,
     safe_to_cache: bool,
     binds: BindData,
 }
 
 impl SerializedQuery {
-    /// Renders `query`'s SQL and collects its binds, on the calling thread.
-    pub(crate) fn new<T>(query: &T) -> QueryResult<Self>
+    /// Renders `query`'s SQL (or takes it from `rendered`) and collects its binds, on the
+    /// calling thread.
+    pub(crate) fn new<T>(query: &T, rendered: &mut RenderedSql) -> QueryResult<Self>
     where
-        T: QueryFragment<Sqlite> + ?Sized,
+        T: QueryFragment<Sqlite> + QueryId + ?Sized,
     {
         let backend = Sqlite;
-        let mut builder = SqliteQueryBuilder::new();
-        query.to_sql(&mut builder, &backend)?;
+        let safe_to_cache = query.is_safe_to_cache_prepared(&backend)?;
+        let sql = rendered.sql_of(query, safe_to_cache)?;
         let mut collector = <Sqlite as Backend>::BindCollector::default();
         query.collect_binds(&mut collector, &mut (), &backend)?;
         Ok(SerializedQuery {
-            sql: builder.finish(),
-            safe_to_cache: query.is_safe_to_cache_prepared(&backend)?,
+            sql,
+            safe_to_cache,
             binds: collector.moveable(),
         })
     }
@@ -308,11 +311,12 @@ mod tests {
         )?;
         let name = String::from("ada");
         let insert = diesel::insert_into(t::table).values(t::name.eq(&name));
-        let serialized = SerializedQuery::new(&insert)?;
-        assert_eq!(serialized.sql, "INSERT INTO `t` (`name`) VALUES (?)");
+        let rendered = &mut RenderedSql::default();
+        let serialized = SerializedQuery::new(&insert, rendered)?;
+        assert_eq!(&*serialized.sql, "INSERT INTO `t` (`name`) VALUES (?)");
         assert_eq!(execute(&mut conn, &serialized)?, 1);
         let select = t::table.filter(t::name.eq("ada")).select(t::id);
-        let rows = load_rows(&mut conn, &SerializedQuery::new(&select)?)?;
+        let rows = load_rows(&mut conn, &SerializedQuery::new(&select, rendered)?)?;
         assert_eq!(rows.len(), 1);
         Ok(())
     }

@@ -126,7 +126,7 @@ pub(crate) async fn load(
             .stream_with(move |conn, sink| {
                 if !conn.in_transaction() {
                     let aborted = litemux::Error::TransactionAborted {
-                        sql: query.sql.clone(),
+                        sql: query.sql.to_string(),
                     };
                     sink.send(Loaded::Failed(to_diesel(aborted)));
                     return;
@@ -187,7 +187,7 @@ fn stream_recorded(
         // Nobody reads on: the statement was stopped.
         Ok(None) => {
             let stopped = litemux::Error::Interrupted {
-                sql: query.sql.clone(),
+                sql: query.sql.to_string(),
             };
             conn.record(&query.sql, started.elapsed(), Err(&stopped));
         }
@@ -291,6 +291,7 @@ fn attempt_read<R>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rendered::RenderedSql;
 
     /// SQLite's own classification puts every write on the writer, so a reader refusing one
     /// cannot be provoked through the connection; the decision itself is tested here.
@@ -301,9 +302,10 @@ mod tests {
         let url = format!("sqlite://{}?readers=1", dir.path().join("t.db").display());
         let db = litemux::Database::open(&url).await?;
         db.execute_batch("CREATE TABLE t(x INTEGER)").await?;
-        let insert = Arc::new(SerializedQuery::new(&diesel::sql_query(
-            "INSERT INTO t VALUES (1)",
-        ))?);
+        let insert = Arc::new(SerializedQuery::new(
+            &diesel::sql_query("INSERT INTO t VALUES (1)"),
+            &mut RenderedSql::default(),
+        )?);
         let read = Arc::clone(&insert);
         let attempt = db
             .with_reader(move |conn| attempt_read(conn, &read, Work::EXECUTE, None))
@@ -335,7 +337,10 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let url = format!("sqlite://{}?readers=1", dir.path().join("t.db").display());
         let db = litemux::Database::open(&url).await?;
-        let select = SerializedQuery::new(&diesel::sql_query("SELECT * FROM missing"))?;
+        let select = SerializedQuery::new(
+            &diesel::sql_query("SELECT * FROM missing"),
+            &mut RenderedSql::default(),
+        )?;
         let attempt = db
             .with_reader(move |conn| attempt_read(conn, &select, Work::LOAD, None))
             .await?;

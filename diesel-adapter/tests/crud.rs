@@ -242,3 +242,40 @@ async fn establish_reports_bad_urls_and_paths() {
         other => panic!("expected BadConnection, got {other:?}"),
     }
 }
+
+/// A connection renders a query type's SQL once and reuses it: every run of one type with
+/// other binds, and every `IN` list of another length (whose SQL differs within one type),
+/// inside and outside a transaction, must still return its own rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_of_one_type_with_other_binds_return_their_own_rows() -> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(insert_user(&mut conn, &format!("user{i}")).await?);
+    }
+    async fn check(conn: &mut LitemuxConnection, ids: &[i32]) -> TestResult {
+        for (i, &id) in ids.iter().enumerate() {
+            let name: String = users::table
+                .find(id)
+                .select(users::name)
+                .get_result(conn)
+                .await?;
+            assert_eq!(name, format!("user{i}"));
+        }
+        for n in 1..=ids.len() {
+            let found: Vec<i32> = users::table
+                .filter(users::id.eq_any(&ids[..n]))
+                .select(users::id)
+                .order(users::id)
+                .load(conn)
+                .await?;
+            assert_eq!(found, ids[..n]);
+        }
+        Ok(())
+    }
+    check(&mut conn, &ids).await?;
+    conn.transaction(async |conn| check(conn, &ids).await)
+        .await?;
+    Ok(())
+}

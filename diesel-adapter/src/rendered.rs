@@ -1,0 +1,114 @@
+//! The SQL of each query type, rendered once per connection.
+//!
+//! diesel's own `SqliteConnection` renders a query's SQL only to prepare it: once its statement
+//! is cached, keyed by the query's type, the query is only walked for its binds. A litemux
+//! connection hands SQL text to another thread, so it renders every query; this keeps the text
+//! of a query type whose SQL cannot change, on diesel's own condition for keying its statement
+//! cache on the type: a static `QueryId`, and safe to cache prepared (which rules out `IN`
+//! lists of bound values, raw SQL and boxed queries).
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use diesel::QueryResult;
+use diesel::query_builder::{QueryBuilder, QueryFragment, QueryId};
+use diesel::sqlite::{Sqlite, SqliteQueryBuilder};
+
+/// SQL text by query type (see the module docs).
+#[derive(Debug, Default)]
+pub(crate) struct RenderedSql {
+    by_type: HashMap<TypeId, Arc<str>>,
+}
+
+impl RenderedSql {
+    /// The SQL of `query`, rendered now or, for a type whose SQL cannot change, the first time
+    /// it was asked for. `safe_to_cache` is `query.is_safe_to_cache_prepared()`.
+    pub(crate) fn sql_of<T>(&mut self, query: &T, safe_to_cache: bool) -> QueryResult<Arc<str>>
+    where
+        T: QueryFragment<Sqlite> + QueryId + ?Sized,
+    {
+        let Some(key) = T::query_id().filter(|_| safe_to_cache) else {
+            return render(query);
+        };
+        if let Some(sql) = self.by_type.get(&key) {
+            return Ok(Arc::clone(sql));
+        }
+        let sql = render(query)?;
+        self.by_type.insert(key, Arc::clone(&sql));
+        Ok(sql)
+    }
+
+    /// How many query types have their SQL kept.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.by_type.len()
+    }
+}
+
+fn render<T: QueryFragment<Sqlite> + ?Sized>(query: &T) -> QueryResult<Arc<str>> {
+    let mut builder = SqliteQueryBuilder::new();
+    query.to_sql(&mut builder, &Sqlite)?;
+    Ok(builder.finish().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::prelude::*;
+
+    diesel::table! {
+        t (id) {
+            id -> Integer,
+            name -> Text,
+        }
+    }
+
+    fn sql_of<T: QueryFragment<Sqlite> + QueryId>(
+        rendered: &mut RenderedSql,
+        query: &T,
+    ) -> QueryResult<String> {
+        let safe = query.is_safe_to_cache_prepared(&Sqlite)?;
+        Ok(rendered.sql_of(query, safe)?.to_string())
+    }
+
+    #[test]
+    fn a_query_type_is_rendered_once_and_its_binds_do_not_matter() -> QueryResult<()> {
+        let mut rendered = RenderedSql::default();
+        let first = sql_of(&mut rendered, &t::table.find(1))?;
+        let again = sql_of(&mut rendered, &t::table.find(2))?;
+        assert_eq!(first, again);
+        assert_eq!(rendered.len(), 1);
+        let other = sql_of(&mut rendered, &t::table.filter(t::name.eq("x")))?;
+        assert_ne!(other, first, "another type is another entry");
+        assert_eq!(rendered.len(), 2);
+        Ok(())
+    }
+
+    #[test]
+    fn sql_that_varies_within_one_type_is_never_kept() -> QueryResult<()> {
+        let mut rendered = RenderedSql::default();
+        // `IN` with bound values: one placeholder per value.
+        let two = sql_of(&mut rendered, &t::table.filter(t::id.eq_any(vec![1, 2])))?;
+        let three = sql_of(&mut rendered, &t::table.filter(t::id.eq_any(vec![1, 2, 3])))?;
+        assert_eq!(two.matches('?').count(), 2, "{two}");
+        assert_eq!(three.matches('?').count(), 3, "{three}");
+        // Raw SQL: no static id.
+        let a = sql_of(&mut rendered, &diesel::sql_query("SELECT 1"))?;
+        let b = sql_of(&mut rendered, &diesel::sql_query("SELECT 2"))?;
+        assert_eq!((a.as_str(), b.as_str()), ("SELECT 1", "SELECT 2"));
+        // Boxed queries: the filters are chosen at run time.
+        let boxed = |name: Option<&str>| {
+            let mut query = t::table.into_boxed();
+            if let Some(name) = name {
+                query = query.filter(t::name.eq(name.to_owned()));
+            }
+            query
+        };
+        let plain = sql_of(&mut rendered, &boxed(None))?;
+        let filtered = sql_of(&mut rendered, &boxed(Some("x")))?;
+        assert!(!plain.contains("WHERE") && filtered.contains("WHERE"));
+        assert_eq!(rendered.len(), 0, "nothing was kept");
+        Ok(())
+    }
+}
