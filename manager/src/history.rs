@@ -37,7 +37,20 @@ pub(crate) struct History {
     database: String,
     capacity: usize,
     record_params: bool,
-    entries: Mutex<VecDeque<HistoryEntry>>,
+    entries: Mutex<VecDeque<Kept>>,
+}
+
+/// An entry as the ring keeps it: without the database, which is the ring's, so recording
+/// allocates nothing once the ring is full (the oldest entry's text buffer is reused).
+#[derive(Debug)]
+struct Kept {
+    sql: String,
+    role: Role,
+    duration: Duration,
+    rows: u64,
+    error: Option<String>,
+    time: SystemTime,
+    params: Option<Vec<Value>>,
 }
 
 impl History {
@@ -86,31 +99,52 @@ impl History {
         if self.capacity == 0 {
             return;
         }
-        let entry = HistoryEntry {
-            database: self.database.clone(),
-            sql: sql.to_owned(),
+        let time = SystemTime::now();
+        let params = self.record_params.then(|| params.to_vec());
+        let mut entries = self.lock();
+        let mut text = if entries.len() == self.capacity {
+            entries
+                .pop_front()
+                .map(|oldest| oldest.sql)
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        text.clear();
+        text.push_str(sql);
+        entries.push_back(Kept {
+            sql: text,
             role,
             duration,
             rows,
             error,
-            time: SystemTime::now(),
-            params: self.record_params.then(|| params.to_vec()),
-        };
-        let mut entries = self.lock();
-        if entries.len() == self.capacity {
-            entries.pop_front();
-        }
-        entries.push_back(entry);
+            time,
+            params,
+        });
     }
 
     pub(crate) fn snapshot(&self) -> Vec<HistoryEntry> {
-        self.lock().iter().cloned().collect()
+        self.lock().iter().map(|kept| self.entry(kept)).collect()
+    }
+
+    fn entry(&self, kept: &Kept) -> HistoryEntry {
+        HistoryEntry {
+            database: self.database.clone(),
+            sql: kept.sql.clone(),
+            role: kept.role,
+            duration: kept.duration,
+            rows: kept.rows,
+            error: kept.error.clone(),
+            time: kept.time,
+            params: kept.params.clone(),
+        }
     }
 
     /// Appends every entry to `path` as JSON lines (creating it with mode 0600), and empties
     /// the ring so the next flush does not repeat them.
     pub(crate) fn flush(&self, path: &Path) -> Result<usize> {
-        let entries: Vec<HistoryEntry> = self.lock().drain(..).collect();
+        let kept: Vec<Kept> = self.lock().drain(..).collect();
+        let entries: Vec<HistoryEntry> = kept.iter().map(|kept| self.entry(kept)).collect();
         let mut text = String::new();
         for entry in &entries {
             write_json_line(&mut text, entry);
@@ -125,7 +159,7 @@ impl History {
         Ok(entries.len())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<HistoryEntry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Kept>> {
         self.entries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

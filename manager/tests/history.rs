@@ -57,6 +57,36 @@ async fn the_ring_is_bounded_and_params_are_opt_in() {
     assert_eq!(history[2].params.as_deref(), Some(&[Value::Integer(9)][..]));
 }
 
+/// A full ring reuses its oldest entry's storage for the next one: each entry still holds
+/// exactly its own statement, shorter or longer than the one it replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_ring_keeps_each_statement_exactly() {
+    let t = TempDb::new();
+    let db = Database::open_with(t.options().history_capacity(2).readers(0))
+        .await
+        .unwrap();
+    let statements = [
+        "SELECT 'a long statement, longer than the ones after it' AS long_one",
+        "SELECT 1",
+        "SELECT 22",
+        "SELECT 'longer again than both of the short ones before it'",
+        "SELECT 3",
+    ];
+    for sql in statements {
+        db.fetch_all(sql, ()).await.unwrap();
+    }
+    let kept: Vec<(String, u64)> = db.history().into_iter().map(|e| (e.sql, e.rows)).collect();
+    assert_eq!(
+        kept,
+        [(statements[3].to_owned(), 1), (statements[4].to_owned(), 1)]
+    );
+    for sql in &statements[..3] {
+        db.fetch_all(sql, ()).await.unwrap();
+    }
+    let kept: Vec<String> = db.history().into_iter().map(|e| e.sql).collect();
+    assert_eq!(kept, statements[1..3]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flush_writes_json_lines_privately_and_empties_the_ring() {
     let t = TempDb::new();
