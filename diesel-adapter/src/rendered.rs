@@ -111,4 +111,34 @@ mod tests {
         assert_eq!(rendered.len(), 0, "nothing was kept");
         Ok(())
     }
+
+    /// A query type of its own, as users write them: a static id, but SQL that varies, so it
+    /// says it is unsafe to cache prepared (diesel then never finds it by type either).
+    struct Columns(usize);
+
+    impl QueryFragment<Sqlite> for Columns {
+        fn walk_ast<'b>(
+            &'b self,
+            mut pass: diesel::query_builder::AstPass<'_, 'b, Sqlite>,
+        ) -> QueryResult<()> {
+            pass.unsafe_to_cache_prepared();
+            let columns: Vec<String> = (1..=self.0).map(|i| i.to_string()).collect();
+            pass.push_sql(&format!("SELECT {}", columns.join(", ")));
+            Ok(())
+        }
+    }
+
+    impl QueryId for Columns {
+        type QueryId = Columns;
+        const HAS_STATIC_QUERY_ID: bool = true;
+    }
+
+    #[test]
+    fn a_type_with_a_static_id_that_is_unsafe_to_cache_is_rendered_each_time() -> QueryResult<()> {
+        let mut rendered = RenderedSql::default();
+        assert_eq!(sql_of(&mut rendered, &Columns(1))?, "SELECT 1");
+        assert_eq!(sql_of(&mut rendered, &Columns(3))?, "SELECT 1, 2, 3");
+        assert_eq!(rendered.len(), 0);
+        Ok(())
+    }
 }
