@@ -22,6 +22,9 @@ options:
   --measure SECS           override the measured window of every run
   --tasks N                run the concurrent workloads (many tasks of one role) with N
                            tasks instead, to see how each contestant scales
+  --in-process             run every contestant in this process instead of a fresh child
+                           per run (for profilers; SQLite's process-wide setup is then
+                           whatever the first contestant to open SQLite left)
   --list                   print the workloads and contestants, then exit
   -h, --help               print this text";
 
@@ -73,6 +76,8 @@ pub struct Config {
     pub tasks: Option<usize>,
     /// Runs of every contestant per workload, interleaved (at least 1).
     pub rounds: usize,
+    /// `--in-process`: no child processes (peak memory is then not reported).
+    pub in_process: bool,
 }
 
 /// One run to do in a child process.
@@ -147,6 +152,7 @@ impl Command {
             contestants: None,
             tasks: None,
             rounds: FULL_ROUNDS,
+            in_process: false,
         };
         let mut rounds = None;
         let (mut warmup, mut measure) = (None, None);
@@ -170,6 +176,7 @@ impl Command {
                 "--warmup" => warmup = Some(seconds(value()?)?),
                 "--measure" => measure = Some(seconds(value()?)?),
                 "--tasks" => config.tasks = Some(count(value()?, "task count")?),
+                "--in-process" => config.in_process = true,
                 "--list" => return Ok(Command::List),
                 "-h" | "--help" => return Ok(Command::Help),
                 other => return Err(format!("unknown argument {other}")),

@@ -94,7 +94,7 @@ pub fn compare(config: &Config) -> ExitCode {
             batch_mode: mode,
             tasks: config.tasks,
         };
-        let result = run_one(&template, contestant, &spec);
+        let result = run_one(&template, contestant, &spec, config.in_process);
         data::remove_database(&db);
         match &result {
             Ok(m) => eprintln!(
@@ -163,14 +163,18 @@ pub fn list() {
 }
 
 /// Copies the seeded database to `spec.db` and runs `contestant` on it in a fresh child process
-/// (see the crate docs for why).
+/// (see the crate docs for why), or here with `in_process`.
 fn run_one(
     template: &Path,
     contestant: &dyn Contestant,
     spec: &RunSpec,
+    in_process: bool,
 ) -> Result<Measurement, String> {
     data::fresh_copy(template, &spec.db)
         .map_err(|error| format!("cannot copy the seeded database: {error}"))?;
+    if in_process {
+        return contestant.run(spec);
+    }
     rss::run_in_child(&ChildSpec {
         contestant: contestant.name().to_owned(),
         run: spec.clone(),
