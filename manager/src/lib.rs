@@ -36,7 +36,7 @@ pub use options::{InitHook, JournalMode, OpenMode, Options, Synchronous, Transac
 pub use raw::{SqliteLibrary, keep_sqlite_defaults, sqlite_library};
 pub use read_transaction::ReadTransaction;
 pub use role::Role;
-pub use row::{ColumnIndex, FromValue, Row, ValueRef};
+pub use row::{ColumnIndex, FromRow, FromValue, Row, RowRef, ValueRef};
 pub use stream::{RowStream, Sink, Streamed};
 pub use transaction::Transaction;
 pub use value::{Params, Value};

@@ -36,6 +36,7 @@ mod streaming;
 mod tracing_events;
 mod transaction_handles;
 mod transactions;
+mod typed_rows;
 mod url_round_trip;
 mod values;
 mod writer_lease;

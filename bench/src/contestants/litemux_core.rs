@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use litemux::{Database, Row};
+use litemux::{Database, FromRow, RowRef};
 
 use crate::contestants::{AsyncBackend, BatchMode, OpResult};
 use crate::data::{BUSY_TIMEOUT_MS, INSERT_POST_SQL, NewPost, POINT_READ_SQL, SCAN_SQL, User};
@@ -32,12 +32,16 @@ pub(crate) fn database_url(path: &Path) -> OpResult<String> {
     ))
 }
 
-fn user(row: &Row) -> Result<User, litemux::Error> {
-    Ok(User {
-        id: row.get::<i64>(0)?,
-        name: row.get::<String>(1)?,
-        email: row.get::<String>(2)?,
-    })
+/// Rows become `User`s where SQLite steps them (`fetch_*_as`), as sqlx's `query_as` and
+/// diesel decode them: no intermediate row buffer.
+impl FromRow for User {
+    fn from_row(row: &RowRef<'_>) -> litemux::Result<Self> {
+        Ok(User {
+            id: row.get(0)?,
+            name: row.get(1)?,
+            email: row.get(2)?,
+        })
+    }
 }
 
 impl AsyncBackend for Litemux {
@@ -49,17 +53,11 @@ impl AsyncBackend for Litemux {
     }
 
     async fn point_read(&self, id: i64) -> OpResult<User> {
-        let row = self
-            .db
-            .fetch_optional(POINT_READ_SQL, (id,))
-            .await?
-            .ok_or_else(|| format!("no user {id}"))?;
-        Ok(user(&row)?)
+        Ok(self.db.fetch_one_as(POINT_READ_SQL, (id,)).await?)
     }
 
     async fn scan(&self) -> OpResult<Vec<User>> {
-        let rows = self.db.fetch_all(SCAN_SQL, ()).await?;
-        Ok(rows.iter().map(user).collect::<Result<_, _>>()?)
+        Ok(self.db.fetch_all_as(SCAN_SQL, ()).await?)
     }
 
     async fn insert(&self, post: &NewPost) -> OpResult {

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::Connection;
 use crate::telemetry::{self, Rows};
-use crate::{Error, Result, Row, Value};
+use crate::{Error, Result, Value};
 
 /// Whether a statement is recorded: traced, counted and added to the history. Statements a
 /// caller asked for are; those litemux runs for itself (opening a connection, the lock
@@ -24,7 +24,7 @@ pub(crate) trait RowCount {
     fn row_count(&self) -> u64;
 }
 
-impl RowCount for Vec<Row> {
+impl<T> RowCount for Vec<T> {
     const ROWS: Rows = Rows::Returned;
 
     fn row_count(&self) -> u64 {

@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::Connection;
 use super::record::{Record, RowCount};
 use crate::raw::{Failure, Running};
-use crate::row::RowsBuilder;
+use crate::row::{FromRow, RowRef, RowsBuilder};
 use crate::sql::{Classified, Kind, has_statement};
 use crate::telemetry::Rows;
 use crate::{Error, Result, Row, Value};
@@ -134,6 +134,57 @@ impl Connection {
             // A write's RETURNING rows are all out before it commits at its last step.
             Err(f) if !self.committed_despite(before, &f) => Err(failed(f)),
             _ => Ok(rows.finish()),
+        }
+    }
+
+    /// Runs one statement and converts its rows with [`FromRow`] as they are stepped. A
+    /// conversion that fails stops the statement there: a write (`RETURNING`) has made its
+    /// changes by its first row, and they stand, as for `Limit::First`.
+    pub(crate) fn fetch_as<T: FromRow>(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        limit: Limit,
+        record: Record,
+    ) -> Result<Vec<T>> {
+        self.recording(record, sql, params, |conn| {
+            conn.step_fetch_as(sql, params, limit)
+        })
+    }
+
+    fn step_fetch_as<T: FromRow>(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        limit: Limit,
+    ) -> Result<Vec<T>> {
+        self.check(sql, params.len())?;
+        let before = self.before();
+        let failed = |f: Failure| Error::from_sqlite(sql, f.code, f.message);
+        let mut running = self.start(sql, params)?;
+        // As in `step_fetch`: the columns are those of the statement as prepared at its
+        // first step.
+        let mut row = running.step().map_err(failed)?;
+        let columns = running.column_names();
+        let mut out = Vec::new();
+        let mut last = Ok(());
+        while row {
+            out.push(T::from_row(&RowRef::new(&running, &columns))?);
+            if limit == Limit::First {
+                break;
+            }
+            match running.step() {
+                Ok(more) => row = more,
+                Err(f) => {
+                    last = Err(f);
+                    break;
+                }
+            }
+        }
+        drop(running);
+        match last {
+            Err(f) if !self.committed_despite(before, &f) => Err(failed(f)),
+            _ => Ok(out),
         }
     }
 

@@ -2,6 +2,7 @@
 
 mod escape;
 pub(crate) mod status;
+mod typed;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -2,9 +2,10 @@
 
 use super::Router;
 use super::read::Read;
-use super::request::{Execute, Fetch, Request};
+use super::request::{Execute, Fetch, FetchAs, Request};
 use crate::conn::Connection;
 use crate::conn::run::{ExecuteResult, Limit};
+use crate::row::FromRow;
 use crate::{Error, Result, Role, Row, Value};
 
 impl Router<'_> {
@@ -17,6 +18,17 @@ impl Router<'_> {
         limit: Limit,
     ) -> Result<Vec<Row>> {
         self.route_request(sql, params, Fetch(limit), true).await
+    }
+
+    /// Runs a query and converts its rows where they are stepped; routed as [`fetch`](Self::fetch).
+    pub(crate) async fn fetch_as<T: FromRow>(
+        &self,
+        sql: &str,
+        params: Vec<Value>,
+        limit: Limit,
+    ) -> Result<Vec<T>> {
+        self.route_request(sql, params, FetchAs::new(limit), true)
+            .await
     }
 
     /// Runs a statement for its effect; writes (and anything unknown) go to the writer.

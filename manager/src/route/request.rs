@@ -7,6 +7,7 @@ use crate::conn::budget::Attempt;
 use crate::conn::record::{Record, RowCount};
 use crate::conn::run::{ExecuteResult, Limit};
 use crate::conn::{ChangeCount, Connection};
+use crate::row::FromRow;
 use crate::{Result, Row, Value};
 
 pub(crate) trait Request: Copy + Send + 'static {
@@ -93,5 +94,43 @@ impl Request for Execute {
         record: Record,
     ) -> Result<ExecuteResult> {
         conn.execute(sql, params, record)
+    }
+}
+
+/// `fetch_*_as`: the rows (all, or the first), converted where they are stepped.
+pub(crate) struct FetchAs<T>(pub(crate) Limit, std::marker::PhantomData<fn() -> T>);
+
+impl<T> FetchAs<T> {
+    pub(crate) fn new(limit: Limit) -> Self {
+        FetchAs(limit, std::marker::PhantomData)
+    }
+}
+
+impl<T> Clone for FetchAs<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for FetchAs<T> {}
+
+impl<T: FromRow> Request for FetchAs<T> {
+    type Output = Vec<T>;
+
+    /// As for [`Fetch`]: the rows of a write cannot be rebuilt.
+    const WRITES_INLINE: bool = false;
+
+    fn finished(_: &Connection, _: ChangeCount) -> Option<Vec<T>> {
+        None
+    }
+
+    fn run(
+        self,
+        conn: &mut Connection,
+        sql: &str,
+        params: &[Value],
+        record: Record,
+    ) -> Result<Vec<T>> {
+        conn.fetch_as(sql, params, self.0, record)
     }
 }

@@ -5,14 +5,17 @@
 //! Rust types only when asked for, on the caller's thread.
 //!
 //! `decode.rs` holds [`ValueRef`] and the [`FromValue`] conversions; `index.rs` the
-//! [`ColumnIndex`] that picks a column by position or name.
+//! [`ColumnIndex`] that picks a column by position or name; `from_row.rs` [`FromRow`], rows
+//! decoded into the caller's types where SQLite holds them, without this buffer.
 
 mod decode;
+mod from_row;
 mod index;
 
 use std::sync::Arc;
 
 pub use decode::{FromValue, ValueRef};
+pub use from_row::{FromRow, RowRef};
 pub use index::ColumnIndex;
 
 use crate::raw::RawValue;
@@ -72,7 +75,7 @@ enum Cell {
 }
 
 /// What [`Error::TypeMismatch`] says was found for text that is not UTF-8.
-const BAD_TEXT: &str = "TEXT that is not UTF-8";
+pub(crate) const BAD_TEXT: &str = "TEXT that is not UTF-8";
 
 impl Row {
     /// Reads column `index` (a `usize` position or a `&str` name) as `T`.
