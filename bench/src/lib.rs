@@ -36,6 +36,7 @@ pub mod cli;
 pub mod contestants;
 pub mod data;
 pub mod driver;
+pub mod http;
 pub mod report;
 pub mod rng;
 pub mod rss;

@@ -9,15 +9,15 @@
 //! Adding a contestant is one module implementing one of those traits plus one line in [`all`].
 
 mod diesel_async_queries;
-mod diesel_async_wrapper;
+pub(crate) mod diesel_async_wrapper;
 mod diesel_models;
 mod diesel_sync;
 #[cfg(feature = "litemux")]
-mod litemux_core;
+pub(crate) mod litemux_core;
 #[cfg(feature = "litemux")]
-mod litemux_diesel;
+pub(crate) mod litemux_diesel;
 mod rusqlite_sync;
-mod sqlx_pool;
+pub(crate) mod sqlx_pool;
 
 /// Extra `key=value&...` options for both litemux contestants' URL, to measure what a litemux
 /// option is worth (`LITEMUX_BENCH_URL_OPTIONS=lock_anchor_us=0`). The report's heading shows
