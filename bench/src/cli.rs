@@ -23,8 +23,8 @@ options:
   --tasks N                run the concurrent workloads (many tasks of one role) with N
                            tasks instead, to see how each contestant scales
   --in-process             run every contestant in this process instead of a fresh child
-                           per run (for profilers; SQLite's process-wide setup is then
-                           whatever the first contestant to open SQLite left)
+                           per run (for profilers; SQLite is then set up by litemux
+                           first, as in a program using litemux, for every contestant)
   --list                   print the workloads and contestants, then exit
   -h, --help               print this text";
 

@@ -34,6 +34,9 @@ pub fn compare(config: &Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if config.in_process {
+        contestants::set_up_sqlite_as_litemux_does();
+    }
     let template = scratch.path().join("template.db");
     if let Err(error) = data::create_template(&template) {
         eprintln!("error: cannot build the seeded database: {error}");

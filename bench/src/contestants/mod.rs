@@ -225,6 +225,23 @@ pub fn all() -> Vec<Box<dyn Contestant>> {
     ]
 }
 
+/// For `--in-process` runs: has litemux set SQLite up (see `litemux::sqlite_library`) before
+/// anything else opens it, as in a program that uses litemux, so a profile shows what such a
+/// program runs. (The seeded database is written with rusqlite, which would come first.)
+pub fn set_up_sqlite_as_litemux_does() {
+    #[cfg(feature = "litemux")]
+    {
+        let opened = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map(|runtime| runtime.block_on(litemux::Database::open(":memory:")));
+        if let Ok(Ok(db)) = opened {
+            drop(db);
+        }
+        eprintln!("SQLite set up by litemux: {:?}", litemux::sqlite_library());
+    }
+}
+
 /// Contestants that are planned but not in this build, with the reason, for the report.
 pub fn missing() -> Vec<(&'static str, &'static str)> {
     if cfg!(feature = "litemux") {
