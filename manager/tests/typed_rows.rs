@@ -198,6 +198,26 @@ async fn a_write_returning_rows_runs_on_the_writer_and_its_changes_stand() {
     assert_eq!(n, 3, "the write whose row failed to convert stands");
 }
 
+/// A statement that fails after some rows fails the call: its first rows are never passed
+/// off as the whole result, inline or on a thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_fails_after_some_rows_fails_rather_than_coming_back_short() {
+    for budget in [Duration::from_millis(100), Duration::ZERO] {
+        let t = TempDb::new();
+        let db = seeded(t.options().readers(1).inline_budget(budget)).await;
+        // abs() of the smallest integer overflows: row 3 fails, after two good ones.
+        let sql = "SELECT CASE WHEN id = 3 THEN abs(-9223372036854775808) ELSE id END
+            FROM t ORDER BY id";
+        let e = db.fetch_all_as::<(i64,)>(sql, ()).await.unwrap_err();
+        assert!(
+            matches!(&e, Error::Sql { message, .. } if message.contains("integer overflow")),
+            "{e:?}"
+        );
+        let e = db.fetch_all(sql, ()).await.unwrap_err();
+        assert!(matches!(e, Error::Sql { .. }), "fetch_all agrees: {e:?}");
+    }
+}
+
 #[tokio::test]
 async fn parameters_and_value_are_read_as_fetch_all_reads_them() {
     let db = Database::open(":memory:").await.unwrap();
