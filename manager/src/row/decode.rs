@@ -2,6 +2,10 @@
 
 use crate::Value;
 
+/// What [`Error::TypeMismatch`](crate::Error::TypeMismatch) says was found for text that is
+/// not UTF-8.
+pub(crate) const BAD_TEXT: &str = "TEXT that is not UTF-8";
+
 /// A borrowed view of one value in a [`Row`](crate::Row).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ValueRef<'r> {

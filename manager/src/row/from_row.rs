@@ -8,9 +8,9 @@
 //! back only the finished values.
 
 use crate::raw::{RawValue, Running};
-use crate::{ColumnIndex, Error, FromValue, Result, ValueRef};
-
-use super::BAD_TEXT;
+use crate::row::decode::{BAD_TEXT, FromValue, ValueRef};
+use crate::row::index::ColumnIndex;
+use crate::{Error, Result};
 
 /// A type a whole row converts into, for [`Database::fetch_all_as`](crate::Database::fetch_all_as)
 /// and [`fetch_one_as`](crate::Database::fetch_one_as).

@@ -14,6 +14,7 @@ mod index;
 
 use std::sync::Arc;
 
+use decode::BAD_TEXT;
 pub use decode::{FromValue, ValueRef};
 pub use from_row::{FromRow, RowRef};
 pub use index::ColumnIndex;
@@ -73,9 +74,6 @@ enum Cell {
     BadText(usize, usize),
     Blob(usize, usize),
 }
-
-/// What [`Error::TypeMismatch`] says was found for text that is not UTF-8.
-pub(crate) const BAD_TEXT: &str = "TEXT that is not UTF-8";
 
 impl Row {
     /// Reads column `index` (a `usize` position or a `&str` name) as `T`.
