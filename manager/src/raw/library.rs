@@ -8,8 +8,10 @@
 //! statistics. With rows copied out on a connection's thread and freed on the caller's, the
 //! shared mutex is taken by two threads per value and bounces between cores.
 //!
-//! So, as rusqlite does for the threading mode, litemux configures the library before it
-//! initializes it: multi-thread mode (`SQLITE_CONFIG_MULTITHREAD`) and memory statistics off
+//! rusqlite opens its connections without their mutex (`SQLITE_OPEN_NOMUTEX`); litemux's
+//! connections are opened by diesel, whose flags cannot be changed, so litemux configures the
+//! library before it initializes it instead: multi-thread mode (`SQLITE_CONFIG_MULTITHREAD`,
+//! the same default for every connection that names no mode) and memory statistics off
 //! (`SQLITE_CONFIG_MEMSTATUS`, which SQLite's own documentation lists among the options that
 //! make it faster). This is process-wide: it also applies to connections other crates open
 //! later (diesel's and rusqlite's are `!Sync`, so Rust code cannot share one between threads
@@ -77,7 +79,7 @@ pub(super) fn set_up() -> SqliteLibrary {
 fn configure() -> SqliteLibrary {
     // SAFETY: `sqlite3_config` may be called only before SQLite is initialized (it returns
     // `SQLITE_MISUSE` and changes nothing after) and while no other thread is calling into
-    // SQLite; litemux calls it before its first connection, the point rusqlite also uses.
+    // SQLite; litemux calls it once, before its first connection.
     // The option takes no argument.
     let threading = unsafe { ffi::sqlite3_config(ffi::SQLITE_CONFIG_MULTITHREAD) };
     if threading != ffi::SQLITE_OK {
