@@ -2,6 +2,7 @@
 //! chunks), or a script statement by statement. Whatever SQLite reports, a statement that
 //! committed is reported done (see [`Connection::committed_despite`]).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::Connection;
@@ -102,6 +103,25 @@ impl Connection {
     }
 
     fn step_fetch(&mut self, sql: &str, params: &[Value], limit: Limit) -> Result<Vec<Row>> {
+        let rows = self.step_rows(sql, params, limit, RowsBuilder::new, |rows, running| {
+            rows.push_row(running);
+            Ok(())
+        })?;
+        Ok(rows.finish())
+    }
+
+    /// Steps one statement through its rows (or its first, by `limit`), handing each to
+    /// `each` along with what `start` made of the columns, and reports its outcome: a failure
+    /// at a later step is an error unless the statement committed despite it. An error from
+    /// `each` stops the statement there.
+    fn step_rows<A>(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        limit: Limit,
+        start: impl FnOnce(Arc<[String]>) -> A,
+        mut each: impl FnMut(&mut A, &Running<'_>) -> Result<()>,
+    ) -> Result<A> {
         self.check(sql, params.len())?;
         let before = self.before();
         let failed = |f: Failure| Error::from_sqlite(sql, f.code, f.message);
@@ -109,15 +129,10 @@ impl Connection {
         // Columns are read after the first step: a schema change since the statement was
         // cached makes SQLite prepare it again there, possibly with other columns.
         let mut row = running.step().map_err(failed)?;
-        let columns = running.column_names();
-        let width = columns.len();
-        let mut rows = RowsBuilder::new(columns);
+        let mut rows = start(running.column_names());
         let mut last = Ok(());
         while row {
-            for i in 0..width {
-                rows.push(running.column(i));
-            }
-            rows.end_row();
+            each(&mut rows, &running)?;
             if limit == Limit::First {
                 break;
             }
@@ -133,7 +148,7 @@ impl Connection {
         match last {
             // A write's RETURNING rows are all out before it commits at its last step.
             Err(f) if !self.committed_despite(before, &f) => Err(failed(f)),
-            _ => Ok(rows.finish()),
+            _ => Ok(rows),
         }
     }
 
@@ -158,34 +173,12 @@ impl Connection {
         params: &[Value],
         limit: Limit,
     ) -> Result<Vec<T>> {
-        self.check(sql, params.len())?;
-        let before = self.before();
-        let failed = |f: Failure| Error::from_sqlite(sql, f.code, f.message);
-        let mut running = self.start(sql, params)?;
-        // As in `step_fetch`: the columns are those of the statement as prepared at its
-        // first step.
-        let mut row = running.step().map_err(failed)?;
-        let columns = running.column_names();
-        let mut out = Vec::new();
-        let mut last = Ok(());
-        while row {
-            out.push(T::from_row(&RowRef::new(&running, &columns))?);
-            if limit == Limit::First {
-                break;
-            }
-            match running.step() {
-                Ok(more) => row = more,
-                Err(f) => {
-                    last = Err(f);
-                    break;
-                }
-            }
-        }
-        drop(running);
-        match last {
-            Err(f) if !self.committed_despite(before, &f) => Err(failed(f)),
-            _ => Ok(out),
-        }
+        let start = |columns| (columns, Vec::new());
+        let (_, out) = self.step_rows(sql, params, limit, start, |(columns, out), running| {
+            out.push(T::from_row(&RowRef::new(running, columns))?);
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// Runs one statement and hands its rows to `sink` chunk by chunk, as they are stepped,
@@ -229,12 +222,9 @@ impl Connection {
                 Err(f) => break Err(f),
             }
             // Columns are read after a step: a schema change since the statement was cached
-            // makes SQLite prepare it again there (see `step_fetch`).
+            // makes SQLite prepare it again there (see `step_rows`).
             let rows = chunk.get_or_insert_with(|| RowsBuilder::new(running.column_names()));
-            for i in 0..rows.width() {
-                rows.push(running.column(i));
-            }
-            rows.end_row();
+            rows.push_row(&running);
             if rows.len() >= limit || rows.size() >= chunks.bytes {
                 limit = (limit * 2).min(chunks.rows.max(1));
                 if let Some(full) = chunk.take()

@@ -3,7 +3,8 @@
 
 use super::Database;
 use crate::conn::run::Limit;
-use crate::{Error, FromRow, Params, Result};
+use crate::transaction::first_row;
+use crate::{FromRow, Params, Result};
 
 impl Database {
     /// Runs a query and converts each row into `T` as SQLite steps to it, on the connection
@@ -22,8 +23,9 @@ impl Database {
     ///
     /// # Errors
     /// As [`fetch_all`](Self::fetch_all), and whatever [`FromRow::from_row`] returns
-    /// ([`Error::TypeMismatch`], [`Error::ColumnNotFound`]), which stops the statement there.
-    /// A read may then be run again; **a statement that writes (`RETURNING`) has made its
+    /// ([`Error::TypeMismatch`](crate::Error::TypeMismatch),
+    /// [`Error::ColumnNotFound`](crate::Error::ColumnNotFound)), which stops the statement
+    /// there. A read may then be run again; **a statement that writes (`RETURNING`) has made its
     /// changes by its first row, and they stand** although the call fails.
     ///
     /// # Cancel safety
@@ -36,20 +38,20 @@ impl Database {
     }
 
     /// The first row converted into `T` (see [`fetch_all_as`](Self::fetch_all_as)), or
-    /// [`Error::NoRows`].
+    /// [`Error::NoRows`](crate::Error::NoRows).
     ///
     /// # Errors
-    /// As [`fetch_all_as`](Self::fetch_all_as), and [`Error::NoRows`].
+    /// As [`fetch_all_as`](Self::fetch_all_as), and [`Error::NoRows`](crate::Error::NoRows).
     ///
     /// # Cancel safety
     /// As [`fetch_all`](Self::fetch_all).
     pub async fn fetch_one_as<T: FromRow>(&self, sql: &str, params: impl Params) -> Result<T> {
-        self.live()?
-            .route()
-            .fetch_as(sql, params.into_values(), Limit::First)
-            .await?
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::NoRows { sql: sql.into() })
+        first_row(
+            sql,
+            self.live()?
+                .route()
+                .fetch_as(sql, params.into_values(), Limit::First)
+                .await?,
+        )
     }
 }

@@ -19,7 +19,7 @@ pub use decode::{FromValue, ValueRef};
 pub use from_row::{FromRow, RowRef};
 pub use index::ColumnIndex;
 
-use crate::raw::RawValue;
+use crate::raw::{RawValue, Running};
 use crate::{Error, Result, Value};
 
 /// One row of a result.
@@ -210,6 +210,14 @@ impl RowsBuilder {
 
     pub(crate) fn end_row(&mut self) {
         self.rows += 1;
+    }
+
+    /// Appends the row `running` is on: every column, then `end_row`.
+    pub(crate) fn push_row(&mut self, running: &Running<'_>) {
+        for i in 0..self.width() {
+            self.push(running.column(i));
+        }
+        self.end_row();
     }
 
     /// Columns per row.

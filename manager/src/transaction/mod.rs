@@ -351,7 +351,7 @@ impl Transaction {
     }
 }
 
-pub(crate) fn first_row(sql: &str, rows: Vec<Row>) -> Result<Row> {
+pub(crate) fn first_row<T>(sql: &str, rows: Vec<T>) -> Result<T> {
     rows.into_iter()
         .next()
         .ok_or_else(|| Error::NoRows { sql: sql.into() })
