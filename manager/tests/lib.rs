@@ -86,6 +86,15 @@ pub(crate) fn role_of(db: &Database, sql: &str) -> Option<Role> {
         .map(|e| e.role)
 }
 
+/// The roles of every history entry whose SQL is `sql`, oldest first.
+pub(crate) fn roles_of(db: &Database, sql: &str) -> Vec<Role> {
+    db.history()
+        .iter()
+        .filter(|e| e.sql == sql)
+        .map(|e| e.role)
+        .collect()
+}
+
 /// How many rows `t` has.
 pub(crate) async fn count(db: &Database) -> i64 {
     db.fetch_one("SELECT count(*) FROM t", ())

@@ -102,12 +102,7 @@ async fn every_form_of_setting_a_pragma_runs_on_the_writer_only() {
         db.fetch_all(sql, ())
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        let ran: Vec<Role> = db
-            .history()
-            .iter()
-            .filter(|e| e.sql == sql)
-            .map(|e| e.role)
-            .collect();
+        let ran = crate::roles_of(&db, sql);
         assert_eq!(ran, [Role::Writer], "{sql} must never reach a reader");
         assert_eq!(db.route(sql).await.unwrap(), Role::Writer, "{sql}");
         // Read back on the writer, inside a transaction.

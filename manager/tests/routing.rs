@@ -141,12 +141,7 @@ async fn reads_inside_a_write_transaction_see_its_writes() {
     })
     .await
     .unwrap();
-    let roles: Vec<Role> = db
-        .history()
-        .into_iter()
-        .filter(|e| e.sql == "SELECT count(*) FROM t")
-        .map(|e| e.role)
-        .collect();
+    let roles = crate::roles_of(&db, "SELECT count(*) FROM t");
     assert_eq!(
         roles,
         vec![Role::Writer, Role::Reader],

@@ -242,12 +242,7 @@ async fn a_stream_of_a_write_runs_on_the_writer() -> litemux::Result<()> {
     assert_eq!(crate::count(&db).await, 5, "committed");
     // Once known to write, it goes to the writer straight away.
     assert_eq!(collect(db.fetch(sql, ())).await.len(), 5);
-    let runs: Vec<Role> = db
-        .history()
-        .iter()
-        .filter(|e| e.sql == sql)
-        .map(|e| e.role)
-        .collect();
+    let runs = crate::roles_of(&db, sql);
     assert_eq!(runs, [Role::Writer, Role::Writer]);
     assert_eq!(crate::count(&db).await, 10);
     Ok(())
@@ -750,12 +745,7 @@ async fn a_read_stream_that_fails_on_a_reader_is_not_run_again_on_the_writer() -
         matches!(rows.as_slice(), [Err(Error::Sql { .. })]),
         "{rows:?}"
     );
-    let ran: Vec<Role> = db
-        .history()
-        .iter()
-        .filter(|e| e.sql == sql)
-        .map(|e| e.role)
-        .collect();
+    let ran = crate::roles_of(&db, sql);
     assert_eq!(ran, [Role::Reader, Role::Reader], "{ran:?}");
     Ok(())
 }
