@@ -75,9 +75,13 @@ pub(crate) async fn run<R: Send + 'static>(
     cache: Option<CacheLog>,
 ) -> QueryResult<R> {
     if let Some(mut lent) = transaction.lend().await? {
+        // One query, one statement: it runs on this thread when litemux proves it short.
+        let sql = Arc::clone(&query.sql);
         return lent
             .tx()
-            .with_connection(move |conn| run_recorded(conn, &query, work, cache.as_ref()))
+            .with_statement(&sql, move |conn| {
+                run_recorded(conn, &query, work, cache.as_ref())
+            })
             .await
             .map_err(to_diesel)?;
     }

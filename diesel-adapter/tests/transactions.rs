@@ -240,3 +240,41 @@ async fn a_failed_commit_leaves_nothing_behind() -> TestResult {
     assert!(writer_is_free(conn.database()).await);
     Ok(())
 }
+
+/// ORM writes proven short run on the caller's thread inside a transaction (litemux reads
+/// their compiled programs); a delete that cascades does not. What they do is the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_orm_writes_in_a_transaction_run_on_the_callers_thread() -> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    let proven = |conn: &LitemuxConnection| conn.database().status().counters.proven_runs;
+    let before = proven(&conn);
+    conn.transaction::<_, Error, _>(async |conn| {
+        for i in 0..200 {
+            diesel::insert_into(users::table)
+                .values(NewUser::named(&format!("u{i}")))
+                .execute(conn)
+                .await?;
+        }
+        diesel::update(users::table.find(1))
+            .set(users::name.eq("first"))
+            .execute(conn)
+            .await?;
+        Ok(())
+    })
+    .await?;
+    let ran_here = proven(&conn) - before;
+    assert!(ran_here >= 180, "only {ran_here} of 201 ran here");
+    let names = committed_names(conn.database()).await?;
+    assert_eq!((names.len(), names[0].as_str()), (200, "first"));
+
+    let before = proven(&conn);
+    conn.transaction::<_, Error, _>(async |conn| {
+        diesel::delete(users::table.find(2)).execute(conn).await?;
+        Ok(())
+    })
+    .await?;
+    assert_eq!(proven(&conn), before, "the delete cascades: a loop");
+    assert_eq!(committed_names(conn.database()).await?.len(), 199);
+    Ok(())
+}

@@ -35,6 +35,9 @@ pub struct Counters {
     /// Inline attempts SQLite stopped at the time budget (each then ran on the connection's
     /// thread).
     pub inline_overruns: u64,
+    /// Statements of write transactions run on the caller's thread with no time budget,
+    /// because their programs were proven short (see the crate docs, "Transactions").
+    pub proven_runs: u64,
     /// Transactions that committed two or more autocommit writes together.
     pub group_commits: u64,
     /// Writes committed in those groups: with `group_commits`, the mean group size.
@@ -156,6 +159,7 @@ pub(crate) struct Meters {
     slow_statements: Count,
     inline_runs: Count,
     inline_overruns: Count,
+    proven_runs: Count,
     group_commits: Count,
     grouped_statements: Count,
     largest_group: AtomicU64,
@@ -202,6 +206,7 @@ impl Meters {
             slow_statements: Count::new("litemux.statements.slow", l, None),
             inline_runs: Count::new("litemux.inline.runs", l, None),
             inline_overruns: Count::new("litemux.inline.overruns", l, None),
+            proven_runs: Count::new("litemux.inline.proven", l, None),
             group_commits: Count::new("litemux.group_commits", l, None),
             grouped_statements: Count::new("litemux.group_commits.statements", l, None),
             largest_group: AtomicU64::new(0),
@@ -266,6 +271,11 @@ impl Meters {
         }
     }
 
+    /// A statement proven short ran on its caller's thread.
+    pub(crate) fn proven_run(&self) {
+        self.proven_runs.add(1);
+    }
+
     /// A group of `size` writes committed together.
     pub(crate) fn group_commit(&self, size: usize) {
         let size = size as u64;
@@ -308,6 +318,7 @@ impl Meters {
             slow_statements: self.slow_statements.get(),
             inline_runs: self.inline_runs.get(),
             inline_overruns: self.inline_overruns.get(),
+            proven_runs: self.proven_runs.get(),
             group_commits: self.group_commits.get(),
             grouped_statements: self.grouped_statements.get(),
             largest_group: self.largest_group.load(Ordering::Relaxed),

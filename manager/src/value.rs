@@ -35,6 +35,19 @@ impl Value {
             Value::Blob(_) => "BLOB",
         }
     }
+
+    /// The bytes of text and blobs in `values`: what writing them costs beyond a fixed
+    /// amount per value.
+    pub(crate) fn payload(values: &[Value]) -> usize {
+        values
+            .iter()
+            .map(|value| match value {
+                Value::Text(text) => text.len(),
+                Value::Blob(blob) => blob.len(),
+                Value::Null | Value::Integer(_) | Value::Real(_) => 0,
+            })
+            .sum()
+    }
 }
 
 macro_rules! integer_from {

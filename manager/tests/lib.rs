@@ -22,6 +22,7 @@ mod one_writer;
 mod open;
 mod options;
 mod pragmas;
+mod proven;
 mod raw_sql;
 mod read_transactions;
 mod readers_cannot_write;

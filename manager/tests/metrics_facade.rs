@@ -136,6 +136,11 @@ async fn a_recorder_sees_what_status_counts() {
     db.execute("INSERT INTO nowhere VALUES (1)", ())
         .await
         .unwrap_err();
+    let tx = db.begin().await.unwrap();
+    tx.execute("INSERT INTO t(x) VALUES (?)", (9,))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
     assert!(db.run_health_check().await.unwrap().checkpointed);
     let c = db.status().counters;
     assert!(
@@ -153,6 +158,11 @@ async fn a_recorder_sees_what_status_counts() {
     );
     assert_eq!(c.failed_statements, 1);
     assert_eq!(counted("litemux.inline.runs", None), c.inline_runs);
+    assert_eq!(counted("litemux.inline.proven", None), c.proven_runs);
+    assert_eq!(
+        c.proven_runs, 1,
+        "the insert inside the transaction: {c:#?}"
+    );
     assert_eq!(counted("litemux.connection.waits", writer), c.writer_waits);
     assert_eq!(counted("litemux.checkpoints", None), 1);
     assert_eq!(

@@ -8,6 +8,7 @@
 //! - `open.rs`: opening, and every PRAGMA applied to a new connection.
 //! - `run.rs`: running a statement or a script.
 //! - `budget.rs`: running under a time budget, and judging what an interrupted run did.
+//! - `proven.rs`: statements proven short, which a transaction runs with no budget.
 //! - `tx.rs`: transaction control, savepoints, snapshots, checkpoints.
 //! - `record.rs`: recording statements (spans, counters, history).
 //! - `diesel_error.rs`: diesel's errors turned into litemux's, SQLite's extended code rebuilt.
@@ -15,6 +16,7 @@
 pub(crate) mod budget;
 mod diesel_error;
 mod open;
+mod proven;
 pub(crate) mod record;
 pub(crate) mod run;
 pub(crate) mod tx;
@@ -81,6 +83,8 @@ pub(crate) struct Connection {
     run: Run,
     /// How long the last recorded statement ran (see [`Connection::last_took`]).
     last_took: Duration,
+    /// Which statements are proven short (see [`proven`]).
+    proofs: proven::Proofs,
 }
 
 impl Connection {

@@ -35,6 +35,7 @@ impl Connection {
             budget_mark: None,
             last_took: Duration::ZERO,
             run: Run::default(),
+            proofs: Default::default(),
         };
         conn.configure(options, role).map_err(|e| match e {
             // Says what failed, with the path: no need for another layer.

@@ -12,7 +12,7 @@ use super::failure::Failure;
 use super::guard::{Access, Trust};
 use super::handle::Handle;
 use super::hooks::Stop;
-use super::statement::{Prepared, RawValue, Statement};
+use super::statement::{Prepared, RawStatement, RawValue, Statement};
 use crate::sql::StatementShape;
 
 /// How many prepared statements each connection keeps.
@@ -26,8 +26,17 @@ pub(crate) struct RawConnection {
     /// Every statement here was prepared on `handle`; emptied in `Drop`, before `handle`
     /// closes the connection.
     statements: StatementCache,
+    /// [`SCHEMA_PROBE`], prepared on `handle` once asked for; dropped with the statements.
+    probe: Option<RawStatement>,
     handle: Handle,
 }
+
+/// A statement whose program checks the schemas of `main` and `temp` before anything else,
+/// as every statement's does: when either changed since it was prepared (another
+/// connection's DDL, this one's, or a rollback of it) or its compiled programs were expired
+/// (a `PRAGMA foreign_keys` that changes them), SQLite prepares it again as it steps it, and
+/// counts that.
+const SCHEMA_PROBE: &str = "SELECT 1 FROM main.sqlite_schema, temp.sqlite_schema LIMIT 0";
 
 // SAFETY: `SqliteConnection` is `Send`; the handle and the statements are the same
 // connection's and move with it, and nothing else points into them but SQLite's callbacks,
@@ -41,6 +50,7 @@ impl RawConnection {
     pub(crate) fn establish(url: &str) -> Result<Self, ConnectionError> {
         Ok(RawConnection {
             statements: StatementCache::new(STATEMENT_CACHE_CAPACITY),
+            probe: None,
             handle: Handle::establish(url)?,
         })
     }
@@ -158,6 +168,38 @@ impl RawConnection {
         Ok(columns)
     }
 
+    /// Whether `sql` is one statement whose program, under the schema as it is now, is
+    /// straight-line (see [`program`](super::program)): proven to do a bounded amount of work.
+    pub(crate) fn proves_short(&self, sql: &str) -> bool {
+        super::program::is_straight_line(&self.handle, sql)
+    }
+
+    /// A mark of the schema: the same mark at two moments means no schema change, and no
+    /// change to how SQLite compiles statements, came between them. It is the count of times
+    /// SQLite had to prepare [`SCHEMA_PROBE`] again, which it does whenever a statement
+    /// prepared before would no longer be current, using its own checks (the schema cookie
+    /// and generation of `main` and `temp`, and statements expired on this connection).
+    pub(crate) fn schema_mark(&mut self) -> Result<i32, Failure> {
+        if self.probe.is_none() {
+            let (probe, _) = RawStatement::prepare(&self.handle, SCHEMA_PROBE, true)?;
+            self.probe = probe;
+        }
+        let Some(probe) = self.probe.as_mut() else {
+            return Err(Failure {
+                code: libsqlite3_sys::SQLITE_INTERNAL,
+                message: "the schema probe holds no statement".into(),
+            });
+        };
+        // SAFETY: the probe was prepared on this handle, just above or on an earlier call.
+        unsafe { Statement::new(probe, &self.handle) }.run_to_end(&[])?;
+        Ok(probe.reprepares())
+    }
+
+    /// Whether the connection holds the main database's write lock.
+    pub(crate) fn holds_write_lock(&self) -> bool {
+        self.handle.holds_write_lock()
+    }
+
     /// Whether the connection is outside any transaction.
     pub(crate) fn is_autocommit(&self) -> bool {
         self.handle.is_autocommit()
@@ -196,6 +238,7 @@ impl Drop for RawConnection {
         // Statements must be finalized before the connection is closed, or `sqlite3_close`
         // refuses to close it.
         self.statements.clear();
+        self.probe = None;
     }
 }
 
@@ -286,6 +329,64 @@ mod tests {
         conn.set_deadline(None);
         assert!(!conn.deadline_fired());
         diesel::sql_query(slow).execute(conn.diesel())?;
+        Ok(())
+    }
+
+    /// The proof holds for a schema: the mark moves with every change that can change a
+    /// program, whoever makes it, and stays put otherwise.
+    #[test]
+    fn the_schema_mark_moves_with_every_change_to_what_statements_compile_to()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let url = dir.path().join("mark.db").to_string_lossy().into_owned();
+        let mut conn = RawConnection::establish(&url)?;
+        let mut other = RawConnection::establish(&url)?;
+        conn.run_once("CREATE TABLE t(x)")?;
+        conn.run_once("CREATE TABLE log(x)")?;
+        conn.run_once("INSERT INTO t VALUES (1)")?;
+        let mut mark = conn.schema_mark()?;
+        conn.run_once("INSERT INTO t VALUES (1)")?;
+        assert_eq!(conn.schema_mark()?, mark, "data is not schema");
+        let mut moved = |conn: &mut RawConnection, what: &str| {
+            let now = conn.schema_mark().expect("probe runs");
+            assert_ne!(now, mark, "{what}");
+            assert_eq!(
+                conn.schema_mark().expect("probe runs"),
+                now,
+                "{what}, then nothing"
+            );
+            mark = now;
+        };
+
+        other
+            .run_once("CREATE TRIGGER a AFTER INSERT ON t BEGIN INSERT INTO log VALUES (1); END")?;
+        moved(&mut conn, "another connection's trigger");
+        conn.run_once("DROP TRIGGER a")?;
+        moved(&mut conn, "this connection's own DDL");
+
+        conn.run_once("BEGIN")?;
+        conn.run_once("CREATE TRIGGER b AFTER INSERT ON t BEGIN INSERT INTO log VALUES (1); END")?;
+        moved(&mut conn, "DDL inside a transaction");
+        conn.run_once("ROLLBACK")?;
+        moved(
+            &mut conn,
+            "that DDL rolled back: the same cookie as before it",
+        );
+
+        conn.run_once("BEGIN")?;
+        conn.run_once("SAVEPOINT s")?;
+        conn.run_once("CREATE TRIGGER c AFTER INSERT ON t BEGIN INSERT INTO log VALUES (1); END")?;
+        moved(&mut conn, "DDL under a savepoint");
+        conn.run_once("ROLLBACK TO s")?;
+        moved(&mut conn, "rolled back to the savepoint");
+        conn.run_once("CREATE TRIGGER d AFTER INSERT ON t BEGIN INSERT INTO log VALUES (2); END")?;
+        moved(&mut conn, "other DDL at the cookie the rolled-back one had");
+        conn.run_once("COMMIT")?;
+
+        conn.run_once("CREATE TEMP TRIGGER e AFTER INSERT ON main.log BEGIN SELECT 1; END")?;
+        moved(&mut conn, "a temp trigger on a main table");
+        conn.run_once("PRAGMA foreign_keys = ON")?;
+        moved(&mut conn, "foreign keys turned on");
         Ok(())
     }
 }

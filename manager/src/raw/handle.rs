@@ -119,6 +119,13 @@ impl Handle {
         unsafe { ffi::sqlite3_get_autocommit(self.as_ptr()) != 0 }
     }
 
+    /// Whether the connection holds the main database's write lock: a write it runs now
+    /// cannot wait for another connection's lock.
+    pub(super) fn holds_write_lock(&self) -> bool {
+        // SAFETY: the handle is live (struct invariant); the schema name is NUL-terminated.
+        unsafe { ffi::sqlite3_txn_state(self.as_ptr(), c"main".as_ptr()) == ffi::SQLITE_TXN_WRITE }
+    }
+
     /// Rows changed by all statements since the connection opened (monotonic).
     pub(super) fn total_changes(&self) -> i64 {
         // SAFETY: the handle is live (struct invariant).

@@ -16,6 +16,7 @@
 //!   what each statement touches; `judge.rs` what each of its actions means;
 //! - `handle.rs`: the open connection, owning the state those callbacks point into;
 //! - `statement.rs`: prepared statements, which borrow the handle; `cache.rs` keeps them;
+//! - `program.rs`: proving a statement short from its compiled program;
 //! - `connection.rs`: [`RawConnection`], the safe surface the layers above use.
 //!
 //! Raw SQL runs through litemux's own prepared statements on that handle; diesel's ORM queries
@@ -31,6 +32,7 @@ mod hooks;
 mod identify;
 mod judge;
 mod library;
+mod program;
 mod statement;
 
 pub(crate) use connection::RawConnection;

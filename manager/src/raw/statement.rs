@@ -111,6 +111,15 @@ impl RawStatement {
     }
 }
 
+impl RawStatement {
+    /// How many times SQLite prepared the statement again (after a schema change) since it
+    /// was first prepared.
+    pub(super) fn reprepares(&self) -> c_int {
+        // SAFETY: `stmt` is live (struct invariant).
+        unsafe { ffi::sqlite3_stmt_status(self.stmt.as_ptr(), ffi::SQLITE_STMTSTATUS_REPREPARE, 0) }
+    }
+}
+
 impl Drop for RawStatement {
     fn drop(&mut self) {
         // SAFETY: `stmt` is live, its connection still open (struct invariant), and it is

@@ -1,6 +1,8 @@
-//! A connection's thread: the worker that runs callers' jobs on it, and group commit.
+//! A connection's thread: the worker that runs callers' jobs on it, group commit, and
+//! borrowing the connection on a caller's thread instead.
 
 pub(crate) mod group;
+mod inline;
 pub(crate) mod reply;
 pub(crate) mod worker;
 

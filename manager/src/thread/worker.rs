@@ -3,7 +3,7 @@
 //!
 //! The connection itself sits in a mutex the thread takes per job, so a caller may also
 //! borrow it *inline* — on its own thread, with no hand-off — when nothing is queued for it
-//! (see [`Worker::try_inline`]). Keeping that to "nothing queued" preserves the order in
+//! (see [`inline`](super::inline)). Keeping that to "nothing queued" preserves the order in
 //! which work reached the connection.
 //!
 //! Autocommit writes may be sent as group [`Member`]s: the thread takes every member queued
@@ -30,7 +30,6 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use crate::conn::budget::Attempt;
 use crate::conn::{Cancel, Connection};
 use crate::telemetry::{Caller, Run};
 use crate::thread::group::{self, Member};
@@ -50,14 +49,14 @@ enum Command {
 }
 
 /// What the thread and the callers share.
-struct WorkerState {
+pub(super) struct WorkerState {
     /// `None` before the connection opens and after the thread stops.
-    conn: Mutex<Option<Connection>>,
+    pub(super) conn: Mutex<Option<Connection>>,
     /// Jobs sent and not yet finished.
     pending: AtomicUsize,
     alive: AtomicBool,
     /// Whether the connection was left inside a transaction by the last job that ran.
-    in_transaction: AtomicBool,
+    pub(super) in_transaction: AtomicBool,
     /// Set to stop every statement the connection runs from now on (the database closes).
     closing: Arc<AtomicBool>,
 }
@@ -67,7 +66,7 @@ struct WorkerState {
 pub(crate) struct Worker {
     queue: mpsc::Sender<Command>,
     role: Role,
-    state: Arc<WorkerState>,
+    pub(super) state: Arc<WorkerState>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -243,39 +242,6 @@ impl Worker {
         })
     }
 
-    /// Tries `f` on the connection *here*, on the calling thread, if nothing is queued for it
-    /// and no job is running; otherwise [`Attempt::Busy`], and the caller queues instead.
-    ///
-    /// Callers only do this while they alone may queue work (a reader they claimed, the
-    /// writer lease), so no job can slip in ahead of `f` and be overtaken. `f` must be short:
-    /// it blocks the calling (async) thread, which is why statements run this way carry a
-    /// time budget.
-    pub(crate) fn try_inline<R>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Attempt<R>,
-    ) -> Attempt<R> {
-        if self.queued() != 0 {
-            return Attempt::Busy;
-        }
-        let mut guard = match self.state.conn.try_lock() {
-            Ok(guard) => guard,
-            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return Attempt::Busy,
-        };
-        let Some(conn) = guard.as_mut() else {
-            return Attempt::Busy;
-        };
-        conn.set_run(Run {
-            inline: true,
-            ..Run::default()
-        });
-        let out = f(conn);
-        self.state
-            .in_transaction
-            .store(!conn.is_autocommit(), Ordering::Release);
-        out
-    }
-
     /// Asks the thread to close its connection once the jobs queued before have run.
     pub(crate) fn stop(&self) {
         let _ = self.queue.send(Command::Stop);
@@ -386,8 +352,9 @@ const TRANSACTION_SPIN: Duration = Duration::from_micros(50);
 /// (0.86–1.01).
 const REPLY_SPIN: Duration = Duration::from_micros(20);
 
-/// How long [`Worker::is_free`] looks for the thread to count its last job finished.
-const FREE_SPIN: Duration = Duration::from_micros(20);
+/// How long [`Worker::is_free`] and [`Worker::try_short`] look for the thread to count its
+/// last job finished.
+pub(super) const FREE_SPIN: Duration = Duration::from_micros(20);
 
 /// The next command, or `None` once every sender is gone. Outside a transaction nothing says
 /// another job is coming soon, so the thread parks at once rather than burn a core.
@@ -411,6 +378,7 @@ fn run(state: &WorkerState, work: impl FnOnce(&mut Connection)) -> bool {
     let Some(conn) = guard.as_mut() else {
         return false;
     };
+    conn.distrust_proofs();
     // A panic in a job (user code run through the escape hatch) must not take the
     // connection, and with it the database's only writer, down. The job's reply
     // channel is dropped during unwinding, so its caller sees `ConnectionLost`.

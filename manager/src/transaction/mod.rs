@@ -2,6 +2,7 @@
 
 mod hold;
 mod savepoint;
+mod send;
 mod stream;
 
 use std::sync::{Arc, Mutex};
@@ -10,10 +11,10 @@ use std::time::Instant;
 use tokio::sync::Notify;
 use tracing::{Instrument, Span};
 
+use crate::conn::Cancel;
 use crate::conn::record::Record;
 use crate::conn::run::{ExecuteResult, Limit};
 use crate::conn::tx::NESTED_SAVEPOINT;
-use crate::conn::{Cancel, Connection};
 use crate::connection_ref::ConnectionRef;
 use crate::db::DatabaseState;
 use crate::telemetry;
@@ -114,7 +115,11 @@ impl Transaction {
         {
             let _busy = tx.enter(&begin)?;
             tx.worker
-                .call_for(&tx.state.abandoned, move |conn| conn.control(&begin))
+                .call_for(&tx.state.abandoned, move |conn| {
+                    conn.control(&begin)?;
+                    conn.check_proofs();
+                    Ok(())
+                })
                 .instrument(tx.span.clone())
                 .await??;
         }
@@ -157,26 +162,6 @@ impl Transaction {
         }
     }
 
-    /// Runs `job` on the transaction's connection, after checking the transaction is still
-    /// open (SQLite rolls a transaction back by itself after some errors, such as a full disk).
-    pub(super) async fn run<R: Send + 'static>(
-        &self,
-        sql: &str,
-        job: impl FnOnce(&mut Connection, &str) -> Result<R> + Send + 'static,
-    ) -> Result<R> {
-        let _busy = self.enter(sql)?;
-        let sql = sql.to_owned();
-        self.worker
-            .call_for(&self.state.abandoned, move |conn| {
-                if conn.is_autocommit() {
-                    return Err(Error::TransactionAborted { sql });
-                }
-                job(conn, &sql)
-            })
-            .instrument(self.scope())
-            .await?
-    }
-
     /// Runs one statement in the transaction.
     ///
     /// # Errors
@@ -192,7 +177,7 @@ impl Transaction {
     /// stopped and the transaction rolled back.
     pub async fn execute(&self, sql: &str, params: impl Params) -> Result<ExecuteResult> {
         let params = params.into_values();
-        self.run(sql, move |conn, sql| {
+        self.run_statement(sql, Value::payload(&params), move |conn, sql| {
             conn.execute(sql, &params, Record::Yes)
         })
         .await
@@ -211,7 +196,7 @@ impl Transaction {
     }
 
     async fn fetch_limited(&self, sql: &str, params: Vec<Value>, limit: Limit) -> Result<Vec<Row>> {
-        self.run(sql, move |conn, sql| {
+        self.run_statement(sql, Value::payload(&params), move |conn, sql| {
             conn.fetch(sql, &params, limit, Record::Yes)
         })
         .await
@@ -320,6 +305,52 @@ impl Transaction {
 }
 
 impl Transaction {
+    /// Runs `f`, which runs the one statement `sql` through the transaction's connection:
+    /// what the diesel adapter runs each of its queries with.
+    ///
+    /// When `sql` is proven short (a straight-line program, on a connection that holds the
+    /// write lock: see the crate's docs on transactions) and the connection is free, `f` runs
+    /// right here, on the caller's thread; otherwise on the writer's thread, as
+    /// [`with_connection`](Self::with_connection). Either way it is part of the transaction.
+    /// `f` should run `sql` and nothing else: the proof is about `sql`, and something else
+    /// `f` runs holds the caller's thread for as long as it takes.
+    ///
+    /// ```
+    /// # async fn demo() -> litemux::Result<()> {
+    /// use diesel::RunQueryDsl;
+    /// let db = litemux::Database::open(":memory:").await?;
+    /// db.execute_batch("CREATE TABLE t(x INTEGER)").await?;
+    /// let tx = db.begin().await?;
+    /// let sql = "INSERT INTO t(x) VALUES (1)";
+    /// let inserted = tx
+    ///     .with_statement(sql, move |conn| diesel::sql_query(sql).execute(conn.diesel()))
+    ///     .await?;
+    /// assert_eq!(inserted, Ok(1));
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::TransactionAborted`] if SQLite already ended the transaction, and the errors
+    /// of [`execute`](Self::execute) before `f` runs.
+    ///
+    /// # Cancel safety
+    /// As [`execute`](Self::execute).
+    pub async fn with_statement<R: Send + 'static>(
+        &self,
+        sql: &str,
+        f: impl FnOnce(&mut ConnectionRef<'_>) -> R + Send + 'static,
+    ) -> Result<R> {
+        self.run_statement(sql, 0, move |conn, _| {
+            let out = f(&mut ConnectionRef::new(conn));
+            // `f` is the caller's code: whatever else it ran may have changed the schema.
+            conn.distrust_proofs();
+            Ok(out)
+        })
+        .await
+    }
+
     /// Fetches the first row, or [`Error::NoRows`].
     ///
     /// # Errors
