@@ -137,9 +137,11 @@ async fn a_recorder_sees_what_status_counts() {
         .await
         .unwrap_err();
     let tx = db.begin().await.unwrap();
-    tx.execute("INSERT INTO t(x) VALUES (?)", (9,))
-        .await
-        .unwrap();
+    for i in 0..20 {
+        tx.execute("INSERT INTO t(x) VALUES (?)", (i,))
+            .await
+            .unwrap();
+    }
     tx.commit().await.unwrap();
     assert!(db.run_health_check().await.unwrap().checkpointed);
     let c = db.status().counters;
@@ -159,10 +161,9 @@ async fn a_recorder_sees_what_status_counts() {
     assert_eq!(c.failed_statements, 1);
     assert_eq!(counted("litemux.inline.runs", None), c.inline_runs);
     assert_eq!(counted("litemux.inline.proven", None), c.proven_runs);
-    assert_eq!(
-        c.proven_runs, 1,
-        "the insert inside the transaction: {c:#?}"
-    );
+    // The inserts inside the transaction; any of them finds the writer's thread still
+    // counting the last job finished only on a loaded machine.
+    assert!((1..=20).contains(&c.proven_runs), "{c:#?}");
     assert_eq!(counted("litemux.connection.waits", writer), c.writer_waits);
     assert_eq!(counted("litemux.checkpoints", None), 1);
     assert_eq!(
