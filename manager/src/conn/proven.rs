@@ -77,3 +77,35 @@ impl Connection {
         self.proofs.checked = false;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::Context;
+    use crate::{Options, Result, Role};
+
+    /// Verdicts are kept, up to [`REMEMBERED`]; past that the memory starts over.
+    #[test]
+    fn verdicts_are_remembered_and_bounded() -> Result<()> {
+        let mut conn =
+            Connection::open(&Options::memory(), Role::Writer, Context::for_tests(None))?;
+        conn.batch("CREATE TABLE t(x INTEGER)", false)?;
+        conn.control("BEGIN IMMEDIATE")?;
+        let insert = |i: usize| format!("INSERT INTO t(x) VALUES ({i})");
+        for i in 0..10 {
+            assert!(conn.proven_short(&insert(i)));
+        }
+        assert_eq!(conn.proofs.verdicts.len(), 10, "each kept");
+        for i in 10..REMEMBERED + 10 {
+            conn.proven_short(&insert(i));
+            assert!(conn.proofs.verdicts.len() <= REMEMBERED);
+        }
+        assert_eq!(conn.proofs.verdicts.len(), 10, "started over once full");
+        conn.control("ROLLBACK")?;
+        assert!(
+            !conn.proven_short(&insert(0)),
+            "no write lock, nothing proven"
+        );
+        Ok(())
+    }
+}
