@@ -280,15 +280,31 @@ mod tests {
         let mut ops = insert();
         ops[6].0 = "Noop";
         assert!(!straight_line(&listing(&ops)), "no Halt ends the body");
-        let mut ops = insert();
-        ops[0].2 = 100;
-        assert!(
-            !straight_line(&listing(&ops)),
-            "Init jumps out of the program"
-        );
+        for past_the_end in [9, 10, 100] {
+            let mut ops = insert();
+            ops[0].2 = past_the_end;
+            assert!(
+                !straight_line(&listing(&ops)),
+                "Init jumps to {past_the_end}"
+            );
+        }
+        for into_itself in [0, 1] {
+            let mut ops = insert();
+            ops[0].2 = into_itself;
+            assert!(
+                !straight_line(&listing(&ops)),
+                "Init jumps to {into_itself}"
+            );
+        }
         let mut ops = insert();
         ops.pop();
         assert!(!straight_line(&listing(&ops)), "no Goto back");
+    }
+
+    #[test]
+    fn the_shortest_program_is_straight_line() {
+        let halt = [("Init", 0, 2), ("Halt", 0, 0), ("Goto", 0, 1)];
+        assert!(straight_line(&listing(&halt)));
     }
 
     #[test]
