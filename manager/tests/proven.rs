@@ -35,14 +35,32 @@ fn proven(db: &Database) -> u64 {
 /// A proven statement: one row, found by its rowid.
 const BUMP: &str = "UPDATE t SET x = x + 1 WHERE id = 1";
 
+/// Whether this is one of litemux's own threads (a connection's), not the caller's.
+fn on_a_litemux_thread() -> bool {
+    std::thread::current()
+        .name()
+        .is_some_and(|name| name.starts_with("litemux-"))
+}
+
+/// Rows in `log`.
+async fn logged(db: &Database) -> i64 {
+    db.fetch_one("SELECT count(*) FROM log", ())
+        .await
+        .unwrap()
+        .get(0)
+        .unwrap()
+}
+
+/// A trigger on `t` whose program loops over `t`: an update of `t` is no longer proven short.
+const COPY_TRIGGER: &str =
+    "CREATE TRIGGER copy AFTER UPDATE ON t BEGIN INSERT INTO log SELECT x FROM t; END";
+
 /// Where `sql` ran, sent once through [`Transaction::with_statement`]: `true` on the writer's
 /// own thread, `false` on the caller's.
 async fn on_writer_thread(tx: &litemux::Transaction, sql: &'static str) -> bool {
     tx.with_statement(sql, move |conn| {
         diesel::sql_query(sql).execute(conn.diesel()).unwrap();
-        std::thread::current()
-            .name()
-            .is_some_and(|name| name.starts_with("litemux-"))
+        on_a_litemux_thread()
     })
     .await
     .unwrap()
@@ -162,13 +180,11 @@ async fn statements_not_proven_short_run_on_the_writers_thread() {
         .unwrap();
     assert_eq!(proven(&db), before);
     tx.commit().await.unwrap();
-    let logged: i64 = db
-        .fetch_one("SELECT count(*) FROM log", ())
-        .await
-        .unwrap()
-        .get(0)
-        .unwrap();
-    assert_eq!(logged, 2, "the trigger ran, and the long row is there");
+    assert_eq!(
+        logged(&db).await,
+        2,
+        "the trigger ran, and the long row is there"
+    );
 }
 
 /// Runs `sql` through [`Transaction::execute`] until a run of it is proven short and runs
@@ -192,11 +208,7 @@ async fn a_trigger_created_in_the_transaction_takes_the_statement_off_the_caller
     let db = open_with_row(&t).await;
     let tx = db.begin().await.unwrap();
     assert!(executes_here(&db, &tx, BUMP).await);
-    tx.execute_batch(
-        "CREATE TRIGGER copy AFTER UPDATE ON t BEGIN INSERT INTO log SELECT x FROM t; END",
-    )
-    .await
-    .unwrap();
+    tx.execute_batch(COPY_TRIGGER).await.unwrap();
     assert!(
         on_writer_thread(&tx, BUMP).await,
         "the trigger loops over t"
@@ -209,13 +221,7 @@ async fn a_trigger_created_in_the_transaction_takes_the_statement_off_the_caller
         "looked at again as the next transaction begins, and proven without it"
     );
     tx.commit().await.unwrap();
-    let logged: i64 = db
-        .fetch_one("SELECT count(*) FROM log", ())
-        .await
-        .unwrap()
-        .get(0)
-        .unwrap();
-    assert_eq!(logged, 1, "the trigger ran once");
+    assert_eq!(logged(&db).await, 1, "the trigger ran once");
 }
 
 /// The same when the caller's own code, run here through `with_statement`, creates it.
@@ -229,16 +235,11 @@ async fn a_trigger_created_by_code_run_here_takes_the_statement_off_the_callers_
         created_here = !tx
             .with_statement(BUMP, |conn| {
                 diesel::sql_query(BUMP).execute(conn.diesel()).unwrap();
-                let here = !std::thread::current()
-                    .name()
-                    .is_some_and(|name| name.starts_with("litemux-"));
+                let here = !on_a_litemux_thread();
                 if here {
-                    diesel::sql_query(
-                        "CREATE TRIGGER copy AFTER UPDATE ON t \
-                         BEGIN INSERT INTO log SELECT x FROM t; END",
-                    )
-                    .execute(conn.diesel())
-                    .unwrap();
+                    diesel::sql_query(COPY_TRIGGER)
+                        .execute(conn.diesel())
+                        .unwrap();
                 }
                 !here
             })
@@ -266,23 +267,13 @@ async fn a_trigger_created_by_another_connection_takes_the_statement_off_the_cal
     tx.commit().await.unwrap();
 
     let mut other = diesel::SqliteConnection::establish(&t.path.to_string_lossy()).unwrap();
-    diesel::sql_query(
-        "CREATE TRIGGER copy AFTER UPDATE ON t BEGIN INSERT INTO log SELECT x FROM t; END",
-    )
-    .execute(&mut other)
-    .unwrap();
+    diesel::sql_query(COPY_TRIGGER).execute(&mut other).unwrap();
     drop(other);
 
     let tx = db.begin().await.unwrap();
     assert!(on_writer_thread(&tx, BUMP).await);
     tx.commit().await.unwrap();
-    let logged: i64 = db
-        .fetch_one("SELECT count(*) FROM log", ())
-        .await
-        .unwrap()
-        .get(0)
-        .unwrap();
-    assert_eq!(logged, 1, "the other connection's trigger ran");
+    assert_eq!(logged(&db).await, 1, "the other connection's trigger ran");
 }
 
 /// Before a deferred transaction's first write it holds no write lock, and a write could wait
@@ -371,9 +362,7 @@ async fn a_panic_in_a_statement_run_here_rolls_the_transaction_back() {
             let sql = "INSERT INTO t(x) VALUES (2)";
             tx.with_statement(sql, move |conn| {
                 diesel::sql_query(sql).execute(conn.diesel()).unwrap();
-                let on_writer = std::thread::current()
-                    .name()
-                    .is_some_and(|name| name.starts_with("litemux-"));
+                let on_writer = on_a_litemux_thread();
                 assert!(on_writer, "the caller's code panics on the caller's thread");
             })
             .await
