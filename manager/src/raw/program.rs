@@ -15,6 +15,7 @@
 
 use super::handle::Handle;
 use super::statement::{Prepared, RawValue};
+use crate::sql::first_keyword;
 
 /// Instructions that jump to P2 when taken (forward only, in a proven program).
 const JUMPS: &[&str] = &[
@@ -126,8 +127,15 @@ pub(super) fn is_straight_line(handle: &Handle, sql: &str) -> bool {
     program(handle, sql).is_some_and(|program| straight_line(&program))
 }
 
+/// Statements whose program is read. Compiling the others may act: a `PRAGMA` that sets a
+/// value can take effect as SQLite prepares it, even under `EXPLAIN`.
+const LISTED: &[&str] = &["INSERT", "UPDATE", "DELETE", "REPLACE", "SELECT", "WITH"];
+
 /// The instructions of `sql`'s program, `None` if it cannot be listed.
 fn program(handle: &Handle, sql: &str) -> Option<Vec<Instruction>> {
+    if !first_keyword(sql).is_some_and(|keyword| LISTED.contains(&keyword.as_str())) {
+        return None;
+    }
     let explain = format!("EXPLAIN {sql}");
     let (Some(mut listing), _) = Prepared::prepare(handle, &explain).ok()? else {
         return None;
@@ -337,7 +345,7 @@ mod tests {
     /// What SQLite really compiles, on a schema with an index, a foreign key with an action,
     /// a unique column and a trigger.
     mod compiled {
-        use crate::raw::RawConnection;
+        use crate::raw::{RawConnection, RawValue};
 
         fn connection() -> RawConnection {
             let mut conn = RawConnection::establish(":memory:").expect("opens");
@@ -403,6 +411,21 @@ mod tests {
             ] {
                 assert!(!conn.proves_short(sql), "{sql}");
             }
+        }
+
+        /// A pragma that sets a value may act as SQLite compiles it: it is not even read.
+        #[test]
+        fn a_pragma_is_not_compiled_to_be_read() {
+            let mut conn = connection();
+            assert!(!conn.proves_short("PRAGMA foreign_keys = OFF"));
+            let mut pragma = conn
+                .statement("PRAGMA foreign_keys")
+                .expect("prepares")
+                .expect("a statement")
+                .start(&[])
+                .expect("starts");
+            assert!(pragma.step().expect("steps"));
+            assert_eq!(pragma.column(0), RawValue::Integer(1), "still on");
         }
     }
 }
