@@ -246,6 +246,8 @@ mod tests {
             }
         }
         assert!(!straight_line(&listing(&ops)));
+        ops[5].2 = 5;
+        assert!(!straight_line(&listing(&ops)), "a jump to itself loops too");
         ops[5].2 = 6;
         assert!(straight_line(&listing(&ops)), "the same jump forward");
     }
