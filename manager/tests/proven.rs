@@ -4,7 +4,7 @@
 //! else, and everything once the schema may have changed, still goes to the writer's thread.
 
 use diesel::{Connection as _, RunQueryDsl};
-use litemux::{ConstraintKind, Database, Error, TransactionBehavior};
+use litemux::{ConstraintKind, Database, Error, TransactionBehavior, Value};
 
 use crate::{TempDb, count};
 
@@ -198,6 +198,44 @@ async fn executes_here(db: &Database, tx: &litemux::Transaction, sql: &str) -> b
         }
     }
     false
+}
+
+/// Parameters of up to 64 KiB of text and blobs may run here; one byte more never does,
+/// whatever the program.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_values_keep_a_statement_off_the_callers_thread() {
+    let t = TempDb::new();
+    let db = open(&t).await;
+    let tx = db.begin().await.unwrap();
+    let put = "INSERT INTO log(x) VALUES (?)";
+    let limit = 64 * 1024;
+    let ran_here = |value: Value| {
+        let (db, tx) = (&db, &tx);
+        async move {
+            for _ in 0..100 {
+                let before = proven(db);
+                tx.execute(put, (value.clone(),)).await.unwrap();
+                if proven(db) > before {
+                    return true;
+                }
+            }
+            false
+        }
+    };
+    assert!(ran_here(Value::Text("x".repeat(2000))).await);
+    assert!(
+        ran_here(Value::Text("x".repeat(limit))).await,
+        "at the limit"
+    );
+    assert!(
+        ran_here(Value::Blob(vec![7; limit])).await,
+        "blobs count alike"
+    );
+    let before = proven(&db);
+    tx.execute(put, ("x".repeat(limit + 1),)).await.unwrap();
+    tx.execute(put, (vec![7_u8; limit + 1],)).await.unwrap();
+    assert_eq!(proven(&db), before, "past the limit");
+    tx.commit().await.unwrap();
 }
 
 /// A trigger created inside the transaction changes what the insert compiles to: the next
