@@ -3,9 +3,10 @@
 //! budget SQLite enforces ([`Worker::try_inline`]), or proven short by their programs inside a
 //! write transaction ([`Worker::try_short`]).
 //!
-//! Either borrows the connection only when nothing is queued for it and no job runs on it:
-//! callers do this only while they alone may queue work (a reader they claimed, the writer
-//! lease), so no job can slip in ahead and be overtaken.
+//! Either borrows the connection only when nothing is queued for it and no job runs on it
+//! (`try_short` also when the only jobs left have answered, and waits for the thread to
+//! finish them up): callers do this only while they alone may queue work (a reader they
+//! claimed, the writer lease), so no job can slip in ahead and be overtaken.
 
 use std::sync::atomic::Ordering;
 use std::sync::{MutexGuard, TryLockError};
@@ -49,14 +50,18 @@ impl Worker {
         sql: &str,
         f: F,
     ) -> Result<R, F> {
-        // The transaction's last statement, if it ran on the thread, was answered just before
-        // the thread counted it finished: look for that a moment, as `is_free` does.
-        if spin_for(FREE_SPIN, || (self.queued() == 0).then_some(())).is_none() {
+        // Read in this order, equal counts mean every job still pending has answered (the
+        // transaction's last statement sent to the thread, or its BEGIN): the thread is only
+        // finishing it up, so waiting for the connection is waiting for that, a few
+        // microseconds. A job that has not answered (one whose caller stopped waiting still
+        // runs) may be long: then the connection is used here only if the thread finishes
+        // within a moment, and otherwise the statement queues behind it.
+        let pending = self.queued();
+        let settled = pending == self.state.answered.load(Ordering::Acquire);
+        if !settled && spin_for(FREE_SPIN, || (self.queued() == 0).then_some(())).is_none() {
             return Err(f);
         }
-        let Some(mut guard) = self.idle_connection() else {
-            return Err(f);
-        };
+        let mut guard = self.state.lock();
         let Some(conn) = guard.as_mut() else {
             return Err(f);
         };

@@ -54,6 +54,11 @@ pub(super) struct WorkerState {
     pub(super) conn: Mutex<Option<Connection>>,
     /// Jobs sent and not yet finished.
     pending: AtomicUsize,
+    /// Of those, jobs run for [`Worker::call_for`] that have answered: all that is left of
+    /// them is the thread finishing up (see [`Worker::try_short`]). Only the thread moves it,
+    /// and it counts a job down here before it counts it finished, so it never exceeds
+    /// `pending`.
+    pub(super) answered: AtomicUsize,
     alive: AtomicBool,
     /// Whether the connection was left inside a transaction by the last job that ran.
     pub(super) in_transaction: AtomicBool,
@@ -91,6 +96,7 @@ impl Worker {
         let state = Arc::new(WorkerState {
             conn: Mutex::new(None),
             pending: AtomicUsize::new(0),
+            answered: AtomicUsize::new(0),
             alive: AtomicBool::new(true),
             in_transaction: AtomicBool::new(false),
             closing: Arc::default(),
@@ -154,6 +160,13 @@ impl Worker {
         // Statements answered while spinning never make the task wait on anything, so it
         // would never give other tasks a turn; tokio's budget makes it yield now and then.
         tokio::task::consume_budget().await;
+        let state = Arc::clone(&self.state);
+        let f = move |conn: &mut Connection| {
+            let out = f(conn);
+            // Counted before the answer goes out, so whoever has the answer sees it counted.
+            state.answered.fetch_add(1, Ordering::Release);
+            out
+        };
         let mut reply = self.submit_with(f, cancel.clone(), false)?;
         match spin_for(REPLY_SPIN, || reply.try_recv()) {
             Some(out) => out,
@@ -277,7 +290,7 @@ impl Worker {
 }
 
 impl WorkerState {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Connection>> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Option<Connection>> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -334,6 +347,9 @@ fn serve(state: &WorkerState, jobs: &mpsc::Receiver<Command>) {
             }
             Command::Stop => return,
         };
+        // Answered jobs are finished now: counted down first, so `answered` never exceeds
+        // `pending` (see `try_short`). Only this thread moves it, and only within a command.
+        state.answered.store(0, Ordering::Release);
         state.pending.fetch_sub(finished, Ordering::AcqRel);
     }
 }
