@@ -109,9 +109,7 @@ impl RawStatement {
             consumed,
         ))
     }
-}
 
-impl RawStatement {
     /// How many times SQLite prepared the statement again (after a schema change) since it
     /// was first prepared.
     pub(super) fn reprepares(&self) -> c_int {
@@ -284,9 +282,7 @@ impl Running<'_> {
     /// Every column's name, read from SQLite once per preparation of the statement (a schema
     /// change makes SQLite prepare it again, and may rename its columns).
     pub(crate) fn column_names(&mut self) -> Arc<[String]> {
-        // SAFETY: `stmt` is live.
-        let prepared =
-            unsafe { ffi::sqlite3_stmt_status(self.stmt(), ffi::SQLITE_STMTSTATUS_REPREPARE, 0) };
+        let prepared = self.raw.reprepares();
         if let Some((at, names)) = &self.raw.columns
             && *at == prepared
         {
