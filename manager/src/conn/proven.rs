@@ -34,17 +34,22 @@ impl Connection {
         if !self.raw.holds_write_lock() {
             return false;
         }
-        if self.proofs.verdicts.get(sql) == Some(&false) {
+        let mut known = self.proofs.verdicts.get(sql).copied();
+        if known == Some(false) {
             // Saying no is always safe, and needs no check of the schema: such a statement
             // runs on the thread anyway. It is looked at again once a check finds the schema
             // changed, at the latest when the next transaction begins.
             return false;
         }
-        if !self.proofs.checked && !self.check_proofs() {
-            return false;
+        if !self.proofs.checked {
+            if !self.check_proofs() {
+                return false;
+            }
+            // The check forgets every verdict if the schema changed.
+            known = self.proofs.verdicts.get(sql).copied();
         }
-        if let Some(verdict) = self.proofs.verdicts.get(sql) {
-            return *verdict;
+        if let Some(verdict) = known {
+            return verdict;
         }
         let verdict = self.raw.proves_short(sql);
         if self.proofs.verdicts.len() >= REMEMBERED {
