@@ -12,7 +12,8 @@ use diesel_async::{AsyncConnection, AsyncConnectionCore, SimpleAsyncConnection};
 
 use crate::error::{to_connection_error, to_diesel};
 use crate::instrumentation::{CacheLog, begin_statement};
-use crate::query::{OwnedRow, QueryText, RowStream, SerializedQuery};
+use crate::loaded_row::LoadedRow;
+use crate::query::{QueryText, RowStream, SerializedQuery};
 use crate::raw::Raw;
 use crate::rendered::RenderedSql;
 use crate::routing::{self, Work};
@@ -281,7 +282,7 @@ impl AsyncConnectionCore for LitemuxConnection {
     type ExecuteFuture<'conn, 'query> = BoxFuture<'conn, QueryResult<usize>>;
     type LoadFuture<'conn, 'query> = BoxFuture<'conn, QueryResult<RowStream>>;
     type Stream<'conn, 'query> = RowStream;
-    type Row<'conn, 'query> = OwnedRow;
+    type Row<'conn, 'query> = LoadedRow;
     type Backend = Sqlite;
 
     fn load<'conn, 'query, T>(&'conn mut self, source: T) -> Self::LoadFuture<'conn, 'query>

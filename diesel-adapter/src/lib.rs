@@ -5,6 +5,7 @@ mod connection;
 mod error;
 mod instrumentation;
 mod levels;
+mod loaded_row;
 mod migrations;
 mod query;
 mod raw;
@@ -20,11 +21,12 @@ mod transaction_state;
 
 pub use connection::LitemuxConnection;
 pub use error::{Error, Result, litemux_error};
+pub use loaded_row::{LoadedRow, OwnedRow};
 pub use migrations::{
     WriterHarness, applied_migrations, has_pending_migration, revert_last_migration,
     run_pending_migrations, with_migration_harness,
 };
-pub use query::{OwnedRow, RowStream};
+pub use query::RowStream;
 pub use raw::Raw;
 pub use transaction_callback::TransactionCallback;
 pub use transaction_state::{LitemuxTransactionManager, TransactionState};

@@ -20,17 +20,12 @@ use diesel::row::IntoOwnedRow;
 use diesel::sql_types::Untyped;
 use diesel::sqlite::{Sqlite, SqliteConnection};
 
+use crate::loaded_row::{Chunk, LoadedRow, OwnedRow, Returns};
 use crate::rendered::RenderedSql;
 
 /// The bind values of one query, owned.
 type BindData =
     <<Sqlite as Backend>::BindCollector<'static> as MoveableBindCollector<Sqlite>>::BindData;
-
-/// A row copied out of SQLite: diesel's own owned SQLite row, so every `FromSql` works on it.
-pub type OwnedRow = <<SqliteConnection as LoadConnection>::Row<'static, 'static> as IntoOwnedRow<
-    'static,
-    Sqlite,
->>::OwnedRow;
 
 /// A diesel query reduced to what a connection thread needs: SQL text and owned binds.
 pub(crate) struct SerializedQuery {
@@ -125,7 +120,7 @@ pub(crate) fn load_capped(
 /// What a streamed load hands over.
 pub(crate) enum Loaded {
     /// The next rows, in order.
-    Rows(Vec<OwnedRow>),
+    Rows(Chunk),
     /// The query failed; nothing follows.
     Failed(diesel::result::Error),
 }
@@ -137,11 +132,24 @@ const STREAM_CHUNK: usize = 32;
 
 /// Runs `query` and hands its rows to `sink` as diesel steps them, in chunks: the first row
 /// alone (so a stream's reader has it as soon as SQLite does), then chunks doubling up to
-/// [`STREAM_CHUNK`] rows. `None` when the sink stopped taking them.
+/// [`STREAM_CHUNK`] rows. Rows the reader is done with come back here to be freed (see
+/// [`crate::loaded_row`]). `None` when the sink stopped taking them.
 pub(crate) fn load_into(
     conn: &mut SqliteConnection,
     query: &SerializedQuery,
     sink: &mut litemux::Sink<Loaded>,
+) -> QueryResult<Option<u64>> {
+    let returns = Arc::new(Returns::default());
+    let outcome = send_chunks(conn, query, sink, &returns);
+    returns.close();
+    outcome
+}
+
+fn send_chunks(
+    conn: &mut SqliteConnection,
+    query: &SerializedQuery,
+    sink: &mut litemux::Sink<Loaded>,
+    returns: &Arc<Returns>,
 ) -> QueryResult<Option<u64>> {
     let mut column_names = Default::default();
     let cursor = conn.load(query)?;
@@ -149,6 +157,7 @@ pub(crate) fn load_into(
     let mut size = 1;
     let mut chunk = Vec::with_capacity(size);
     let mut failure = None;
+    let mut spare = Vec::new();
     for row in cursor {
         let row = match row {
             Ok(row) => row,
@@ -160,9 +169,10 @@ pub(crate) fn load_into(
         chunk.push(row.into_owned(&mut column_names));
         if chunk.len() == size {
             size = (size * 2).min(STREAM_CHUNK);
+            returns.recycle(&mut spare);
             let full = std::mem::replace(&mut chunk, Vec::with_capacity(size));
             sent += full.len() as u64;
-            if !sink.send(Loaded::Rows(full)) {
+            if !sink.send(Loaded::Rows(Chunk::new(full, returns))) {
                 return Ok(None);
             }
         }
@@ -170,7 +180,7 @@ pub(crate) fn load_into(
     // The rows stepped before a failure reach the reader before it does.
     if !chunk.is_empty() {
         sent += chunk.len() as u64;
-        if !sink.send(Loaded::Rows(chunk)) {
+        if !sink.send(Loaded::Rows(Chunk::new(chunk, returns))) {
             return Ok(None);
         }
     }
@@ -196,8 +206,9 @@ pub struct RowStream {
 enum Rows {
     Loaded(std::vec::IntoIter<OwnedRow>),
     Streaming {
-        /// The rest of the chunk being read (the first one arrives while the load starts).
-        chunk: std::vec::IntoIter<OwnedRow>,
+        /// The chunk being read and the index of its next row (the first chunk arrives while
+        /// the load starts).
+        chunk: Option<Chunk>,
         stream: litemux::Streamed<Loaded>,
         /// What must live as long as the stream: the transaction it runs in.
         _hold: Option<Box<dyn Send>>,
@@ -231,12 +242,12 @@ impl RowStream {
         let first = std::future::poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await;
         let chunk = match first {
             Some(Loaded::Failed(e)) => return Err(e),
-            Some(Loaded::Rows(rows)) => rows,
-            None => Vec::new(),
+            Some(Loaded::Rows(chunk)) => Some(chunk),
+            None => None,
         };
         Ok(RowStream {
             rows: Rows::Streaming {
-                chunk: chunk.into_iter(),
+                chunk,
                 stream,
                 _hold: hold,
             },
@@ -245,17 +256,17 @@ impl RowStream {
 }
 
 impl futures_core::Stream for RowStream {
-    type Item = QueryResult<OwnedRow>;
+    type Item = QueryResult<LoadedRow>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         match &mut self.rows {
-            Rows::Loaded(rows) => Poll::Ready(rows.next().map(Ok)),
+            Rows::Loaded(rows) => Poll::Ready(rows.next().map(LoadedRow::alone).map(Ok)),
             Rows::Streaming { chunk, stream, .. } => loop {
-                if let Some(row) = chunk.next() {
+                if let Some(row) = chunk.as_mut().and_then(Iterator::next) {
                     return Poll::Ready(Some(Ok(row)));
                 }
                 match std::task::ready!(Pin::new(&mut *stream).poll_next(cx)) {
-                    Some(Loaded::Rows(rows)) => *chunk = rows.into_iter(),
+                    Some(Loaded::Rows(rows)) => *chunk = Some(rows),
                     Some(Loaded::Failed(e)) => return Poll::Ready(Some(Err(e))),
                     None => return Poll::Ready(None),
                 }
@@ -266,7 +277,10 @@ impl futures_core::Stream for RowStream {
     fn size_hint(&self) -> (usize, Option<usize>) {
         match &self.rows {
             Rows::Loaded(rows) => rows.size_hint(),
-            Rows::Streaming { chunk, .. } => (chunk.len(), None),
+            Rows::Streaming { chunk, .. } => {
+                let left = chunk.as_ref().map_or(0, Chunk::len);
+                (left, None)
+            }
         }
     }
 }

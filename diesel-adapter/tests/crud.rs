@@ -279,3 +279,89 @@ async fn queries_of_one_type_with_other_binds_return_their_own_rows() -> TestRes
         .await?;
     Ok(())
 }
+
+/// The ids of `users` named in `names`, on `conn`.
+async fn ids(conn: &mut LitemuxConnection, names: &[&str]) -> QueryResult<Vec<i32>> {
+    let mut ids = Vec::new();
+    for name in names {
+        ids.push(insert_user(conn, name).await?);
+    }
+    Ok(ids)
+}
+
+/// The adapter renders a query's SQL once per type only where the type fixes it: queries of
+/// one type whose SQL differs (boxed queries, `eq_any` lists of different lengths, boxed
+/// updates) each run their own statement, and queries of one fixed type run theirs with their
+/// own binds, on readers and inside a transaction alike.
+async fn one_type_many_statements(conn: &mut LitemuxConnection) -> QueryResult<()> {
+    let [ada, grace, edsger] = ids(conn, &["ada", "grace", "edsger"]).await?[..] else {
+        unreachable!("three users")
+    };
+    for _ in 0..2 {
+        let by_name = users::table
+            .into_boxed()
+            .filter(users::name.eq("grace"))
+            .select(users::id);
+        let from = users::table
+            .into_boxed()
+            .filter(users::id.ge(grace))
+            .select(users::id)
+            .order(users::id);
+        assert_eq!(by_name.load::<i32>(conn).await?, [grace]);
+        assert_eq!(from.load::<i32>(conn).await?, [grace, edsger]);
+        for list in [vec![edsger], vec![ada, grace, edsger], vec![ada, edsger]] {
+            let found = users::table
+                .filter(users::id.eq_any(&list))
+                .select(users::id)
+                .order(users::id)
+                .load::<i32>(conn)
+                .await?;
+            assert_eq!(found, list);
+        }
+        for (id, name) in [(ada, "ada"), (edsger, "edsger"), (grace, "grace")] {
+            let found = users::table.find(id).select(users::name);
+            assert_eq!(found.get_result::<String>(conn).await?, name);
+        }
+    }
+    for (filter_id, email) in [(ada, "a@example.com"), (edsger, "e@example.com")] {
+        let changed = diesel::update(users::table)
+            .into_boxed()
+            .filter(users::id.eq(filter_id))
+            .set(users::email.eq(email))
+            .execute(conn)
+            .await?;
+        assert_eq!(changed, 1);
+    }
+    let renamed = diesel::update(users::table.filter(users::id.ge(grace)))
+        .set(users::name.eq(users::name.concat("!")))
+        .execute(conn)
+        .await?;
+    assert_eq!(renamed, 2);
+    let emails = users::table
+        .select((users::name, users::email))
+        .order(users::id)
+        .load::<(String, Option<String>)>(conn)
+        .await?;
+    let expected = [
+        ("ada", Some("a@example.com")),
+        ("grace!", None),
+        ("edsger!", Some("e@example.com")),
+    ];
+    let expected: Vec<_> = expected
+        .into_iter()
+        .map(|(name, email)| (name.to_owned(), email.map(str::to_owned)))
+        .collect();
+    assert_eq!(emails, expected);
+    diesel::delete(users::table).execute(conn).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_of_one_type_run_the_statement_of_their_own_sql() -> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    one_type_many_statements(&mut conn).await?;
+    conn.transaction::<_, Error, _>(async |conn| one_type_many_statements(conn).await)
+        .await?;
+    Ok(())
+}

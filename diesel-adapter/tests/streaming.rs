@@ -11,7 +11,7 @@ use diesel_async::RunQueryDsl;
 use futures_util::StreamExt as _;
 use litemux_diesel::LitemuxConnection;
 
-use crate::common::{MIGRATIONS, NewUser, TestDb, TestResult, User, users};
+use crate::common::{MIGRATIONS, NewUser, Post, TestDb, TestResult, User, posts, users};
 
 diesel::define_sql_function! {
     /// Returns `x` and counts its calls: how far SQLite has stepped a query.
@@ -231,4 +231,75 @@ async fn a_stream_that_fails_part_way_yields_every_row_before_the_failure() -> T
         "a query failing at its first row fails the load"
     );
     Ok(())
+}
+
+#[derive(Debug, PartialEq, QueryableByName)]
+struct NamedUser {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    id: i32,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    email: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    name: String,
+}
+
+/// What each read returns, as `(nested structs by position, one struct by column name)`.
+type Reads = (Vec<(User, Post)>, Vec<NamedUser>);
+
+/// Users with and without an email, each with a post: more rows than a read loads at once.
+const SEED: &str = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 1000) \
+     INSERT INTO users(name, email) SELECT 'u' || x, CASE x % 3 WHEN 0 THEN NULL \
+     ELSE 'u' || x || '@example.com' END FROM c; \
+     INSERT INTO posts(user_id, title, body, published) \
+     SELECT id, 'post of ' || name, printf('%.*c', id % 50, 'b'), id % 2 FROM users;";
+
+const BY_NAME: &str = "SELECT email, name, id FROM users ORDER BY id DESC";
+
+/// Streamed rows are diesel's rows: read by position in nested structs (each a slice of the
+/// row) and by column name, through `load` and `load_stream`, outside and inside a
+/// transaction, they hold exactly what synchronous diesel reads from the same file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_rows_read_like_synchronous_diesels_by_position_and_by_name() -> TestResult {
+    use diesel::Connection as _;
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    diesel_async::SimpleAsyncConnection::batch_execute(&mut conn, SEED).await?;
+    let joined = || {
+        users::table
+            .inner_join(posts::table)
+            .select((User::as_select(), Post::as_select()))
+            .order(posts::id)
+    };
+    let mut sync = diesel::SqliteConnection::establish(&db.path().to_string_lossy())?;
+    let expected: Reads = (
+        diesel::RunQueryDsl::load(joined(), &mut sync)?,
+        diesel::RunQueryDsl::load(diesel::sql_query(BY_NAME), &mut sync)?,
+    );
+    assert_eq!(expected.0.len(), 1_000);
+    assert!(expected.1.iter().any(|u| u.email.is_none()));
+
+    let loaded: Reads = (
+        joined().load(&mut conn).await?,
+        diesel::sql_query(BY_NAME).load(&mut conn).await?,
+    );
+    assert_eq!(loaded, expected, "load");
+    let streamed: Reads = (
+        collect(joined().load_stream(&mut conn).await?).await?,
+        collect(diesel::sql_query(BY_NAME).load_stream(&mut conn).await?).await?,
+    );
+    assert_eq!(streamed, expected, "load_stream");
+    let in_transaction: Reads = conn
+        .transaction::<_, diesel::result::Error, _>(async |conn| {
+            Ok((
+                collect(joined().load_stream(conn).await?).await?,
+                diesel::sql_query(BY_NAME).load(conn).await?,
+            ))
+        })
+        .await?;
+    assert_eq!(in_transaction, expected, "in a transaction");
+    Ok(())
+}
+
+async fn collect<T>(rows: impl futures_util::Stream<Item = QueryResult<T>>) -> QueryResult<Vec<T>> {
+    futures_util::TryStreamExt::try_collect(rows).await
 }
