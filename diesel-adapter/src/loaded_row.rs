@@ -124,16 +124,18 @@ impl<'n> RowIndex<&'n str> for LoadedRow {
     }
 }
 
-/// Streamed rows in order, each going back to [`Returns`] once read.
+/// Streamed rows in order, each going back to [`Returns`] once read, and then their buffer.
 pub(crate) struct Chunk {
-    rows: std::vec::IntoIter<OwnedRow>,
+    /// The rows not yet read, last first (so reading one leaves the buffer in place).
+    rows: Vec<OwnedRow>,
     returns: Arc<Returns>,
 }
 
 impl Chunk {
-    pub(crate) fn new(rows: Vec<OwnedRow>, returns: &Arc<Returns>) -> Self {
+    pub(crate) fn new(mut rows: Vec<OwnedRow>, returns: &Arc<Returns>) -> Self {
+        rows.reverse();
         Chunk {
-            rows: rows.into_iter(),
+            rows,
             returns: Arc::clone(returns),
         }
     }
@@ -147,7 +149,7 @@ impl Iterator for Chunk {
     type Item = LoadedRow;
 
     fn next(&mut self) -> Option<LoadedRow> {
-        let row = self.rows.next()?;
+        let row = self.rows.pop()?;
         Some(LoadedRow(Held::Streamed {
             row: Some(row),
             returns: Arc::clone(&self.returns),
@@ -157,14 +159,14 @@ impl Iterator for Chunk {
 
 impl Drop for Chunk {
     fn drop(&mut self) {
-        // Rows never read (the stream was dropped) go back too.
-        for row in self.rows.by_ref() {
-            self.returns.give_back(row);
-        }
+        // With the rows never read, if the stream was dropped.
+        self.returns
+            .give_back_buffer(std::mem::take(&mut self.rows));
     }
 }
 
-/// Where read chunks wait for the thread that built them, until it stops building.
+/// Where read rows and emptied chunk buffers wait for the thread that built them, until it
+/// stops building.
 #[derive(Default)]
 pub(crate) struct Returns {
     state: Mutex<Returned>,
@@ -173,7 +175,8 @@ pub(crate) struct Returns {
 #[derive(Default)]
 struct Returned {
     rows: Vec<OwnedRow>,
-    /// The building thread is done: chunks are freed where they are dropped.
+    buffers: Vec<Vec<OwnedRow>>,
+    /// The building thread is done: rows and buffers are freed where they are dropped.
     closed: bool,
 }
 
@@ -192,22 +195,42 @@ impl Returns {
         drop(row);
     }
 
-    /// Frees the rows given back so far, here. `spare` is an empty buffer to collect the
-    /// next ones in, and is left empty again (a buffer keeps its capacity across chunks).
-    pub(crate) fn recycle(&self, spare: &mut Vec<OwnedRow>) {
-        std::mem::swap(&mut self.lock().rows, spare);
+    fn give_back_buffer(&self, mut rows: Vec<OwnedRow>) {
+        let mut state = self.lock();
+        if !state.closed {
+            state.rows.append(&mut rows);
+            state.buffers.push(rows);
+            return;
+        }
+        drop(state);
+        drop(rows);
+    }
+
+    /// Frees the rows given back so far, here, and returns an empty buffer for the next chunk
+    /// (one given back, when there is one). `spare` is an empty buffer to collect the next
+    /// rows in, and is left empty again (a buffer keeps its capacity across chunks).
+    pub(crate) fn recycle(&self, spare: &mut Vec<OwnedRow>) -> Option<Vec<OwnedRow>> {
+        let buffer = {
+            let mut state = self.lock();
+            std::mem::swap(&mut state.rows, spare);
+            state.buffers.pop()
+        };
         spare.clear();
+        buffer
     }
 
     /// The building thread is done: frees what was given back, and lets later chunks be
     /// freed where they are dropped.
     pub(crate) fn close(&self) {
-        let chunks = {
+        let returned = {
             let mut state = self.lock();
             state.closed = true;
-            std::mem::take(&mut state.rows)
+            (
+                std::mem::take(&mut state.rows),
+                std::mem::take(&mut state.buffers),
+            )
         };
-        drop(chunks);
+        drop(returned);
     }
 }
 
@@ -250,10 +273,13 @@ mod tests {
         assert_eq!(waiting(&returns), 3, "rows never read are given back too");
 
         let mut spare = Vec::new();
-        returns.recycle(&mut spare);
+        let buffer = returns.recycle(&mut spare).expect("the chunk's buffer");
+        assert!(buffer.is_empty() && buffer.capacity() >= 3);
         assert_eq!(waiting(&returns), 0);
         assert!(spare.is_empty(), "recycled rows are freed");
         assert!(spare.capacity() >= 3, "their buffer is kept");
+        let again = returns.recycle(&mut spare);
+        assert!(again.is_none(), "one chunk, one buffer");
 
         let mut late = Chunk::new(rows(2)?, &returns);
         let row = late.next().expect("a row");

@@ -169,8 +169,9 @@ fn send_chunks(
         chunk.push(row.into_owned(&mut column_names));
         if chunk.len() == size {
             size = (size * 2).min(STREAM_CHUNK);
-            returns.recycle(&mut spare);
-            let full = std::mem::replace(&mut chunk, Vec::with_capacity(size));
+            let mut next = returns.recycle(&mut spare).unwrap_or_default();
+            next.reserve_exact(size);
+            let full = std::mem::replace(&mut chunk, next);
             sent += full.len() as u64;
             if !sink.send(Loaded::Rows(Chunk::new(full, returns))) {
                 return Ok(None);
