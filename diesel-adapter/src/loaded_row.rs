@@ -167,7 +167,12 @@ impl Drop for Chunk {
 
 /// Where read rows and emptied chunk buffers wait for the thread that built them, until it
 /// stops building.
+///
+/// Aligned to cache lines of its own: the caller's thread writes its reference count and lock
+/// once per row, and an allocation of the building thread's next to it (the rows' shared
+/// column names, counted once per row) would otherwise go back and forth between the cores.
 #[derive(Default)]
+#[repr(align(128))]
 pub(crate) struct Returns {
     state: Mutex<Returned>,
 }
@@ -206,22 +211,9 @@ impl Returns {
         drop(rows);
     }
 
-    /// Frees the rows given back so far, here, and returns an empty buffer for the next chunk
-    /// (one given back, when there is one). `spare` is an empty buffer to collect the next
-    /// rows in, and is left empty again (a buffer keeps its capacity across chunks).
-    pub(crate) fn recycle(&self, spare: &mut Vec<OwnedRow>) -> Option<Vec<OwnedRow>> {
-        let buffer = {
-            let mut state = self.lock();
-            std::mem::swap(&mut state.rows, spare);
-            state.buffers.pop()
-        };
-        spare.clear();
-        buffer
-    }
-
-    /// The building thread is done: frees what was given back, and lets later chunks be
-    /// freed where they are dropped.
-    pub(crate) fn close(&self) {
+    /// The building thread is done: frees what was given back, and lets later rows and
+    /// buffers be freed where they are dropped.
+    fn close(&self) {
         let returned = {
             let mut state = self.lock();
             state.closed = true;
@@ -231,6 +223,46 @@ impl Returns {
             )
         };
         drop(returned);
+    }
+}
+
+/// The building thread's side of [`Returns`]: it frees one row given back per row it builds,
+/// so the allocator hands that memory straight to the new row from its per-thread cache.
+/// Dropping it closes the [`Returns`].
+#[derive(Default)]
+pub(crate) struct Recycler {
+    returns: Arc<Returns>,
+    /// Rows given back, to free.
+    freeing: Vec<OwnedRow>,
+}
+
+impl Recycler {
+    pub(crate) fn returns(&self) -> &Arc<Returns> {
+        &self.returns
+    }
+
+    /// Frees one row given back, if there is one: call it once per row built.
+    pub(crate) fn free_one(&mut self) {
+        drop(self.freeing.pop());
+    }
+
+    /// Takes the rows given back since the last call (to free, see [`free_one`](Self::free_one)),
+    /// and returns an empty buffer for the next chunk when one was given back.
+    pub(crate) fn collect(&mut self) -> Option<Vec<OwnedRow>> {
+        let mut state = self.returns.lock();
+        if self.freeing.is_empty() {
+            // Swapped, so both buffers keep their capacity.
+            std::mem::swap(&mut state.rows, &mut self.freeing);
+        } else {
+            self.freeing.append(&mut state.rows);
+        }
+        state.buffers.pop()
+    }
+}
+
+impl Drop for Recycler {
+    fn drop(&mut self) {
+        self.returns.close();
     }
 }
 
@@ -260,7 +292,8 @@ mod tests {
 
     #[test]
     fn read_rows_wait_for_their_thread_until_it_is_done() -> QueryResult<()> {
-        let returns = Arc::new(Returns::default());
+        let mut recycler = Recycler::default();
+        let returns = Arc::clone(recycler.returns());
         let mut chunk = Chunk::new(rows(3)?, &returns);
         assert_eq!(chunk.len(), 3);
         let first = chunk.next().expect("a row");
@@ -272,24 +305,23 @@ mod tests {
         drop(chunk);
         assert_eq!(waiting(&returns), 3, "rows never read are given back too");
 
-        let mut spare = Vec::new();
-        let buffer = returns.recycle(&mut spare).expect("the chunk's buffer");
+        let buffer = recycler.collect().expect("the chunk's buffer");
         assert!(buffer.is_empty() && buffer.capacity() >= 3);
         assert_eq!(waiting(&returns), 0);
-        assert!(spare.is_empty(), "recycled rows are freed");
-        assert!(spare.capacity() >= 3, "their buffer is kept");
-        let again = returns.recycle(&mut spare);
-        assert!(again.is_none(), "one chunk, one buffer");
+        assert_eq!(recycler.freeing.len(), 3);
+        recycler.free_one();
+        assert_eq!(recycler.freeing.len(), 2, "one freed per row built");
+        assert!(recycler.collect().is_none(), "one chunk, one buffer");
 
         let mut late = Chunk::new(rows(2)?, &returns);
         let row = late.next().expect("a row");
-        returns.close();
+        drop(recycler);
         drop(row);
         drop(late);
         assert_eq!(
             waiting(&returns),
             0,
-            "once closed, rows are freed where dropped"
+            "once the recycler is gone, rows are freed where dropped"
         );
         Ok(())
     }

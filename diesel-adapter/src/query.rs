@@ -20,7 +20,7 @@ use diesel::row::IntoOwnedRow;
 use diesel::sql_types::Untyped;
 use diesel::sqlite::{Sqlite, SqliteConnection};
 
-use crate::loaded_row::{Chunk, LoadedRow, OwnedRow, Returns};
+use crate::loaded_row::{Chunk, LoadedRow, OwnedRow, Recycler};
 use crate::rendered::RenderedSql;
 
 /// The bind values of one query, owned.
@@ -139,25 +139,13 @@ pub(crate) fn load_into(
     query: &SerializedQuery,
     sink: &mut litemux::Sink<Loaded>,
 ) -> QueryResult<Option<u64>> {
-    let returns = Arc::new(Returns::default());
-    let outcome = send_chunks(conn, query, sink, &returns);
-    returns.close();
-    outcome
-}
-
-fn send_chunks(
-    conn: &mut SqliteConnection,
-    query: &SerializedQuery,
-    sink: &mut litemux::Sink<Loaded>,
-    returns: &Arc<Returns>,
-) -> QueryResult<Option<u64>> {
+    let mut recycler = Recycler::default();
     let mut column_names = Default::default();
     let cursor = conn.load(query)?;
     let mut sent = 0;
     let mut size = 1;
     let mut chunk = Vec::with_capacity(size);
     let mut failure = None;
-    let mut spare = Vec::new();
     for row in cursor {
         let row = match row {
             Ok(row) => row,
@@ -166,14 +154,15 @@ fn send_chunks(
                 break;
             }
         };
+        recycler.free_one();
         chunk.push(row.into_owned(&mut column_names));
         if chunk.len() == size {
             size = (size * 2).min(STREAM_CHUNK);
-            let mut next = returns.recycle(&mut spare).unwrap_or_default();
+            let mut next = recycler.collect().unwrap_or_default();
             next.reserve_exact(size);
             let full = std::mem::replace(&mut chunk, next);
             sent += full.len() as u64;
-            if !sink.send(Loaded::Rows(Chunk::new(full, returns))) {
+            if !sink.send(Loaded::Rows(Chunk::new(full, recycler.returns()))) {
                 return Ok(None);
             }
         }
@@ -181,7 +170,7 @@ fn send_chunks(
     // The rows stepped before a failure reach the reader before it does.
     if !chunk.is_empty() {
         sent += chunk.len() as u64;
-        if !sink.send(Loaded::Rows(Chunk::new(chunk, returns))) {
+        if !sink.send(Loaded::Rows(Chunk::new(chunk, recycler.returns()))) {
             return Ok(None);
         }
     }
