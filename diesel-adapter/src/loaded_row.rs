@@ -298,6 +298,7 @@ mod tests {
         assert_eq!(chunk.len(), 3);
         let first = chunk.next().expect("a row");
         assert_eq!(Row::<Sqlite>::field_count(&first), 1);
+        assert!(format!("{first:?}").contains("OwnedSqliteRow"), "{first:?}");
         assert_eq!(chunk.len(), 2);
         assert_eq!(waiting(&returns), 0, "a row is given back when dropped");
         drop(first);

@@ -306,6 +306,13 @@ mod tests {
     }
 
     #[test]
+    fn query_text_shows_as_its_sql() {
+        let text = QueryText("SELECT 1 -- binds: []".into());
+        assert_eq!(text.to_string(), "SELECT 1 -- binds: []");
+        assert_eq!(format!("{text:?}"), "\"SELECT 1 -- binds: []\"");
+    }
+
+    #[test]
     fn serialized_queries_run_like_the_original() -> QueryResult<()> {
         let mut conn = SqliteConnection::establish(":memory:")
             .map_err(|e| diesel::result::Error::QueryBuilderError(Box::new(e)))?;

@@ -303,3 +303,70 @@ async fn streamed_rows_read_like_synchronous_diesels_by_position_and_by_name() -
 async fn collect<T>(rows: impl futures_util::Stream<Item = QueryResult<T>>) -> QueryResult<Vec<T>> {
     futures_util::TryStreamExt::try_collect(rows).await
 }
+
+diesel::define_sql_function! {
+    /// The name of the thread SQLite evaluates it on.
+    fn thread_name() -> diesel::sql_types::Text;
+}
+
+/// A read of a few rows runs inline, on the caller's thread (SQLite evaluates the query there);
+/// a read of more rows than are loaded at once streams from a reader's thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_reads_run_on_the_callers_thread_and_long_ones_on_a_readers() -> TestResult {
+    let db = TestDb::new();
+    let options = litemux::Options::new(db.path()).on_connect(|conn| {
+        thread_name_utils::register_impl(conn, || {
+            std::thread::current()
+                .name()
+                .unwrap_or("unnamed")
+                .to_owned()
+        })
+    });
+    let database = litemux::Database::open_with(options).await?;
+    litemux_diesel::run_pending_migrations(&database, MIGRATIONS).await?;
+    litemux::Database::execute(
+        &database,
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 300) \
+             INSERT INTO users(name) SELECT 'u' || x FROM c",
+        (),
+    )
+    .await?;
+    let mut conn = LitemuxConnection::from_database(database);
+    let threads = |limit: i64| users::table.select(thread_name()).limit(limit);
+    // The budget may stop an inline run on a loaded machine (it then runs on a reader): one
+    // of a hundred tries must stay inline.
+    let mut inline = false;
+    for _ in 0..100 {
+        let names: Vec<String> = threads(5).load(&mut conn).await?;
+        assert_eq!(names.len(), 5);
+        if names.iter().all(|name| !name.starts_with("litemux-")) {
+            inline = true;
+            break;
+        }
+    }
+    assert!(inline, "a read of 5 rows never ran on the caller's thread");
+    let names: Vec<String> = threads(300).load(&mut conn).await?;
+    assert_eq!(names.len(), 300);
+    assert!(
+        names.iter().all(|name| name.starts_with("litemux-reader")),
+        "{:?}",
+        names.iter().find(|name| !name.starts_with("litemux-reader"))
+    );
+    let last = conn.database().history().pop().expect("an entry");
+    assert_eq!((last.rows, last.role), (300, litemux::Role::Reader));
+
+    // A result loaded at once knows its length; a streamed one, the rows it holds so far
+    // (the first row travels alone).
+    use diesel_async::AsyncConnectionCore;
+    use futures_util::Stream as _;
+    let loaded = AsyncConnectionCore::load(&mut conn, threads(5)).await?;
+    assert_eq!(loaded.size_hint(), (5, Some(5)));
+    assert!(format!("{loaded:?}").contains("loaded"), "{loaded:?}");
+    let streamed = AsyncConnectionCore::load(&mut conn, threads(300)).await?;
+    assert_eq!(streamed.size_hint(), (1, None));
+    assert!(
+        format!("{streamed:?}").contains("streaming"),
+        "{streamed:?}"
+    );
+    Ok(())
+}
