@@ -4,9 +4,10 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::shard::{self, Padded, SHARDS};
 use crate::{Error, Result, Role, Value};
 
 /// One statement litemux ran.
@@ -32,18 +33,24 @@ pub struct HistoryEntry {
 }
 
 /// The ring of recent entries of one database.
+///
+/// Each thread records into a ring of its own shard (see [`shard`]), each keeping up to
+/// `capacity` entries, so the latest `capacity` overall are always kept; reading merges them
+/// in the order the statements were recorded.
 #[derive(Debug)]
 pub(crate) struct History {
     database: String,
     capacity: usize,
     record_params: bool,
-    entries: Mutex<VecDeque<Kept>>,
+    shards: [Padded<Mutex<VecDeque<Kept>>>; SHARDS],
 }
 
 /// An entry as the ring keeps it: without the database, which is the ring's, so recording
 /// allocates nothing once the ring is full (the oldest entry's text buffer is reused).
 #[derive(Debug)]
 struct Kept {
+    /// When it was recorded: the order of entries across shards.
+    recorded: Instant,
     sql: String,
     role: Role,
     duration: Duration,
@@ -59,7 +66,7 @@ impl History {
             database,
             capacity,
             record_params,
-            entries: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
+            shards: Default::default(),
         }
     }
 
@@ -99,9 +106,9 @@ impl History {
         if self.capacity == 0 {
             return;
         }
-        let time = SystemTime::now();
+        let (recorded, time) = (Instant::now(), SystemTime::now());
         let params = self.record_params.then(|| params.to_vec());
-        let mut entries = self.lock();
+        let mut entries = lock(&self.shards[shard::current()]);
         let mut text = if entries.len() == self.capacity {
             entries
                 .pop_front()
@@ -113,6 +120,7 @@ impl History {
         text.clear();
         text.push_str(sql);
         entries.push_back(Kept {
+            recorded,
             sql: text,
             role,
             duration,
@@ -124,7 +132,22 @@ impl History {
     }
 
     pub(crate) fn snapshot(&self) -> Vec<HistoryEntry> {
-        self.lock().iter().map(|kept| self.entry(kept)).collect()
+        let mut kept = Vec::new();
+        for shard in &self.shards {
+            kept.extend(
+                lock(shard)
+                    .iter()
+                    .map(|kept| (kept.recorded, self.entry(kept))),
+            );
+        }
+        self.latest(kept)
+    }
+
+    /// The latest `capacity` of entries gathered from the shards, oldest first.
+    fn latest(&self, mut kept: Vec<(Instant, HistoryEntry)>) -> Vec<HistoryEntry> {
+        kept.sort_by_key(|(recorded, _)| *recorded);
+        let older = kept.len().saturating_sub(self.capacity);
+        kept.drain(older..).map(|(_, entry)| entry).collect()
     }
 
     fn entry(&self, kept: &Kept) -> HistoryEntry {
@@ -143,8 +166,12 @@ impl History {
     /// Appends every entry to `path` as JSON lines (creating it with mode 0600), and empties
     /// the ring so the next flush does not repeat them.
     pub(crate) fn flush(&self, path: &Path) -> Result<usize> {
-        let kept: Vec<Kept> = self.lock().drain(..).collect();
-        let entries: Vec<HistoryEntry> = kept.iter().map(|kept| self.entry(kept)).collect();
+        let mut kept = Vec::new();
+        for shard in &self.shards {
+            let drained: Vec<Kept> = lock(shard).drain(..).collect();
+            kept.extend(drained.iter().map(|kept| (kept.recorded, self.entry(kept))));
+        }
+        let entries = self.latest(kept);
         let mut text = String::new();
         for entry in &entries {
             write_json_line(&mut text, entry);
@@ -158,12 +185,10 @@ impl History {
         file.flush().map_err(io_error)?;
         Ok(entries.len())
     }
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Kept>> {
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
+fn lock(shard: &Padded<Mutex<VecDeque<Kept>>>) -> MutexGuard<'_, VecDeque<Kept>> {
+    shard.0.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
@@ -372,5 +397,53 @@ mod tests {
         write_json_line(&mut line, &entries[0]);
         assert!(line.starts_with(r#"{"database":"db","sql":"b\n\"c\"","role":"writer","duration":3,"rows":1,"error":null,"time":""#));
         assert!(line.ends_with(",\"params\":[1]}\n"));
+    }
+
+    /// Records `sql` on a thread of its own (so, round the shards, on another shard).
+    fn record_elsewhere(history: &std::sync::Arc<History>, sql: &'static str) {
+        let history = std::sync::Arc::clone(history);
+        std::thread::spawn(move || {
+            history.record(sql, &[], Role::Reader, Duration::ZERO, Ok(0));
+        })
+        .join()
+        .expect("a recording thread");
+    }
+
+    fn sqls(entries: &[HistoryEntry]) -> Vec<&str> {
+        entries.iter().map(|entry| entry.sql.as_str()).collect()
+    }
+
+    #[test]
+    fn entries_from_every_thread_come_back_in_order_and_bounded() -> Result<()> {
+        let history = std::sync::Arc::new(History::new("db".into(), 5, false));
+        let all = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11"];
+        for (i, sql) in all.into_iter().enumerate() {
+            if i % 3 == 0 {
+                history.record(sql, &[], Role::Writer, Duration::ZERO, Ok(0));
+            } else {
+                record_elsewhere(&history, sql);
+            }
+        }
+        assert_eq!(sqls(&history.snapshot()), ["7", "8", "9", "10", "11"]);
+
+        let dir = tempfile::tempdir().map_err(|source| Error::HistoryIo {
+            path: "tempdir".into(),
+            source,
+        })?;
+        let path = dir.path().join("history.jsonl");
+        assert_eq!(history.flush(&path)?, 5, "the latest five, once");
+        let text = std::fs::read_to_string(&path).expect("the flushed file");
+        let flushed: Vec<&str> = text
+            .lines()
+            .map(|line| {
+                line.split("\"sql\":\"")
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+            })
+            .map(|sql| sql.expect("an sql field"))
+            .collect();
+        assert_eq!(flushed, ["7", "8", "9", "10", "11"]);
+        assert!(history.snapshot().is_empty(), "a flush empties every shard");
+        Ok(())
     }
 }

@@ -15,6 +15,7 @@ mod read_transaction;
 mod role;
 mod route;
 mod row;
+mod shard;
 mod sql;
 mod stream;
 mod telemetry;

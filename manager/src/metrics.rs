@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::Role;
+use crate::shard::{self, Padded, SHARDS};
 
 /// What a database did since it opened: a snapshot of its counters, in
 /// [`Status::counters`](crate::Status::counters).
@@ -72,7 +73,8 @@ pub struct Counters {
 /// One count, also published when the `metrics` feature is on.
 #[derive(Debug)]
 struct Count {
-    value: AtomicU64,
+    /// Per thread shard (see [`shard`]): every statement adds to one or two counts.
+    value: [Padded<AtomicU64>; SHARDS],
     #[cfg(feature = "metrics")]
     published: metrics::Counter,
 }
@@ -81,20 +83,26 @@ impl Count {
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
     fn new(name: &'static str, labels: &Labels, role: Option<Role>) -> Self {
         Count {
-            value: AtomicU64::new(0),
+            value: Default::default(),
             #[cfg(feature = "metrics")]
             published: metrics::counter!(name, labels.with(role)),
         }
     }
 
     fn add(&self, n: u64) {
-        self.value.fetch_add(n, Ordering::Relaxed);
+        self.value[shard::current()]
+            .0
+            .fetch_add(n, Ordering::Relaxed);
         #[cfg(feature = "metrics")]
         self.published.increment(n);
     }
 
     fn get(&self) -> u64 {
-        self.value.load(Ordering::Relaxed)
+        let shards = self
+            .value
+            .iter()
+            .map(|shard| shard.0.load(Ordering::Relaxed));
+        shards.fold(0, u64::wrapping_add)
     }
 }
 
@@ -102,7 +110,8 @@ impl Count {
 /// seconds, as OpenTelemetry's durations are) when the `metrics` feature is on.
 #[derive(Debug)]
 struct Time {
-    nanos: AtomicU64,
+    /// Per thread shard, as [`Count`]'s.
+    nanos: [Padded<AtomicU64>; SHARDS],
     #[cfg(feature = "metrics")]
     published: metrics::Histogram,
 }
@@ -111,7 +120,7 @@ impl Time {
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
     fn new(name: &'static str, labels: &Labels, role: Option<Role>) -> Self {
         Time {
-            nanos: AtomicU64::new(0),
+            nanos: Default::default(),
             #[cfg(feature = "metrics")]
             published: metrics::histogram!(name, labels.with(role)),
         }
@@ -119,13 +128,19 @@ impl Time {
 
     fn add(&self, d: Duration) {
         let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        self.nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.nanos[shard::current()]
+            .0
+            .fetch_add(nanos, Ordering::Relaxed);
         #[cfg(feature = "metrics")]
         self.published.record(d.as_secs_f64());
     }
 
     fn get(&self) -> Duration {
-        Duration::from_nanos(self.nanos.load(Ordering::Relaxed))
+        let shards = self
+            .nanos
+            .iter()
+            .map(|shard| shard.0.load(Ordering::Relaxed));
+        Duration::from_nanos(shards.fold(0, u64::wrapping_add))
     }
 }
 
@@ -333,5 +348,33 @@ impl Meters {
             checkpoint_time: self.checkpoint_time.get(),
             wal_pages: self.wal_pages.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_times_add_up_across_threads() {
+        let meters = std::sync::Arc::new(Meters::new("test"));
+        let threads: Vec<_> = (0..2 * SHARDS)
+            .map(|_| {
+                let meters = std::sync::Arc::clone(&meters);
+                std::thread::spawn(move || {
+                    for _ in 0..100 {
+                        meters.statement(Role::Reader, Duration::ZERO, None);
+                        meters.waited(Role::Writer, Duration::from_nanos(3));
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("a counting thread");
+        }
+        let counters = meters.snapshot();
+        assert_eq!(counters.reader_statements, 1_600);
+        assert_eq!(counters.writer_waits, 1_600);
+        assert_eq!(counters.writer_wait_time, Duration::from_nanos(4_800));
     }
 }

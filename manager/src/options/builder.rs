@@ -154,6 +154,10 @@ impl Options {
     }
 
     /// How many recent statements the history keeps (0 turns it off).
+    ///
+    /// Threads record into shards of their own (8), each keeping up to `capacity` entries so
+    /// the latest `capacity` overall are always there: memory is up to eight times that many
+    /// entries when statements run on many threads.
     #[must_use]
     pub fn history_capacity(mut self, capacity: usize) -> Self {
         self.history_capacity = capacity;
