@@ -350,7 +350,9 @@ async fn short_reads_run_on_the_callers_thread_and_long_ones_on_a_readers() -> T
     assert!(
         names.iter().all(|name| name.starts_with("litemux-reader")),
         "{:?}",
-        names.iter().find(|name| !name.starts_with("litemux-reader"))
+        names
+            .iter()
+            .find(|name| !name.starts_with("litemux-reader"))
     );
     let last = conn.database().history().pop().expect("an entry");
     assert_eq!((last.rows, last.role), (300, litemux::Role::Reader));
