@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::Role;
-use crate::shard::{self, Padded, SHARDS};
+use crate::shard::Sum;
 
 /// What a database did since it opened: a snapshot of its counters, in
 /// [`Status::counters`](crate::Status::counters).
@@ -73,8 +73,8 @@ pub struct Counters {
 /// One count, also published when the `metrics` feature is on.
 #[derive(Debug)]
 struct Count {
-    /// Per thread shard (see [`shard`]): every statement adds to one or two counts.
-    value: [Padded<AtomicU64>; SHARDS],
+    /// Sharded per thread (see [`Sum`]): every statement adds to one or two counts.
+    value: Sum,
     #[cfg(feature = "metrics")]
     published: metrics::Counter,
 }
@@ -90,19 +90,13 @@ impl Count {
     }
 
     fn add(&self, n: u64) {
-        self.value[shard::current()]
-            .0
-            .fetch_add(n, Ordering::Relaxed);
+        self.value.add(n);
         #[cfg(feature = "metrics")]
         self.published.increment(n);
     }
 
     fn get(&self) -> u64 {
-        let shards = self
-            .value
-            .iter()
-            .map(|shard| shard.0.load(Ordering::Relaxed));
-        shards.fold(0, u64::wrapping_add)
+        self.value.get()
     }
 }
 
@@ -110,8 +104,8 @@ impl Count {
 /// seconds, as OpenTelemetry's durations are) when the `metrics` feature is on.
 #[derive(Debug)]
 struct Time {
-    /// Per thread shard, as [`Count`]'s.
-    nanos: [Padded<AtomicU64>; SHARDS],
+    /// Sharded per thread, as [`Count`]'s.
+    nanos: Sum,
     #[cfg(feature = "metrics")]
     published: metrics::Histogram,
 }
@@ -128,19 +122,13 @@ impl Time {
 
     fn add(&self, d: Duration) {
         let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        self.nanos[shard::current()]
-            .0
-            .fetch_add(nanos, Ordering::Relaxed);
+        self.nanos.add(nanos);
         #[cfg(feature = "metrics")]
         self.published.record(d.as_secs_f64());
     }
 
     fn get(&self) -> Duration {
-        let shards = self
-            .nanos
-            .iter()
-            .map(|shard| shard.0.load(Ordering::Relaxed));
-        Duration::from_nanos(shards.fold(0, u64::wrapping_add))
+        Duration::from_nanos(self.nanos.get())
     }
 }
 
@@ -354,6 +342,7 @@ impl Meters {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shard::SHARDS;
 
     #[test]
     fn counts_and_times_add_up_across_threads() {

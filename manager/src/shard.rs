@@ -5,7 +5,7 @@
 //! thread writes the shard of its own index instead, and readers of the state (`history()`,
 //! `status()`) combine the shards.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Shards per piece of state: more than the threads that write at once on the machines
 /// litemux targets, few enough that combining them stays cheap.
@@ -24,6 +24,22 @@ pub(crate) fn current() -> usize {
 #[derive(Debug, Default)]
 #[repr(align(128))]
 pub(crate) struct Padded<T>(pub(crate) T);
+
+/// A sum many threads add to: each adds to its shard's cell, and reading sums the cells.
+#[derive(Debug, Default)]
+pub(crate) struct Sum([Padded<AtomicU64>; SHARDS]);
+
+impl Sum {
+    pub(crate) fn add(&self, n: u64) {
+        self.0[current()].0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The sum of every thread's additions so far (wrapping, as one counter would).
+    pub(crate) fn get(&self) -> u64 {
+        let cells = self.0.iter().map(|cell| cell.0.load(Ordering::Relaxed));
+        cells.fold(0, u64::wrapping_add)
+    }
+}
 
 #[cfg(test)]
 mod tests {
