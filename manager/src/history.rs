@@ -132,19 +132,20 @@ impl History {
     }
 
     pub(crate) fn snapshot(&self) -> Vec<HistoryEntry> {
-        let mut kept = Vec::new();
-        for shard in &self.shards {
-            kept.extend(
-                lock(shard)
-                    .iter()
-                    .map(|kept| (kept.recorded, self.entry(kept))),
-            );
-        }
-        self.latest(kept)
+        self.latest(false)
     }
 
-    /// The latest `capacity` of entries gathered from the shards, oldest first.
-    fn latest(&self, mut kept: Vec<(Instant, HistoryEntry)>) -> Vec<HistoryEntry> {
+    /// The latest `capacity` entries of all the shards' rings, oldest first; with `drain`,
+    /// the rings are emptied as they are read.
+    fn latest(&self, drain: bool) -> Vec<HistoryEntry> {
+        let mut kept = Vec::new();
+        for shard in &self.shards {
+            let mut ring = lock(shard);
+            kept.extend(ring.iter().map(|kept| (kept.recorded, self.entry(kept))));
+            if drain {
+                ring.clear();
+            }
+        }
         kept.sort_by_key(|(recorded, _)| *recorded);
         let older = kept.len().saturating_sub(self.capacity);
         kept.drain(older..).map(|(_, entry)| entry).collect()
@@ -163,15 +164,11 @@ impl History {
         }
     }
 
-    /// Appends every entry to `path` as JSON lines (creating it with mode 0600), and empties
-    /// the ring so the next flush does not repeat them.
+    /// Appends the entries [`snapshot`](Self::snapshot) would return to `path` as JSON lines
+    /// (creating it with mode 0600), and empties the rings so the next flush does not repeat
+    /// them.
     pub(crate) fn flush(&self, path: &Path) -> Result<usize> {
-        let mut kept = Vec::new();
-        for shard in &self.shards {
-            let drained: Vec<Kept> = lock(shard).drain(..).collect();
-            kept.extend(drained.iter().map(|kept| (kept.recorded, self.entry(kept))));
-        }
-        let entries = self.latest(kept);
+        let entries = self.latest(true);
         let mut text = String::new();
         for entry in &entries {
             write_json_line(&mut text, entry);
