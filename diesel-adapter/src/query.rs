@@ -196,8 +196,7 @@ pub struct RowStream {
 enum Rows {
     Loaded(std::vec::IntoIter<OwnedRow>),
     Streaming {
-        /// The chunk being read and the index of its next row (the first chunk arrives while
-        /// the load starts).
+        /// The rest of the chunk being read (the first one arrives while the load starts).
         chunk: Option<Chunk>,
         stream: litemux::Streamed<Loaded>,
         /// What must live as long as the stream: the transaction it runs in.

@@ -313,7 +313,11 @@ impl Transaction {
     /// right here, on the caller's thread; otherwise on the writer's thread, as
     /// [`with_connection`](Self::with_connection). Either way it is part of the transaction.
     /// `f` should run `sql` and nothing else: the proof is about `sql`, and something else
-    /// `f` runs holds the caller's thread for as long as it takes.
+    /// `f` runs holds the caller's thread for as long as it takes. The values `f` binds are
+    /// its own, so the bound [`execute`](Self::execute) puts on parameters (a statement whose
+    /// text and blobs pass 64 KiB always runs on the writer's thread) does not apply here:
+    /// send a statement that writes large values through
+    /// [`with_connection`](Self::with_connection).
     ///
     /// ```
     /// # async fn demo() -> litemux::Result<()> {
