@@ -192,6 +192,10 @@ async fn a_group_member_stopped_by_statement_timeout_fails_alone() {
 async fn closing_stops_a_statement_still_running_after_a_grace() {
     let t = TempDb::new();
     let db = open(&t, t.options().readers(1)).await;
+    // Classified beforehand: the reader checked out below is the read's own, not the one
+    // classifying it (closing then would fail the read with `Closed`, before it ran).
+    db.route(ENDLESS_READ).await.unwrap();
+    until("the reader is back", || db.status().readers_idle == 1).await;
     let read = tokio::spawn({
         let db = db.clone();
         async move { db.fetch_one(ENDLESS_READ, ()).await }
@@ -204,6 +208,31 @@ async fn closing_stops_a_statement_still_running_after_a_grace() {
         matches!(outcome, Err(Error::Interrupted { .. })),
         "{outcome:?}"
     );
+}
+
+/// An autocommit write gives the writer's lease up once it is queued, so closing finds the
+/// lease free while the write still runs: it is stopped after the grace all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_stops_a_queued_write_still_running_after_a_grace() {
+    let t = TempDb::new();
+    let db = open(&t, t.options().readers(1)).await;
+    db.execute(INSERT, (1,)).await.unwrap();
+    db.route(ENDLESS_WRITE).await.unwrap();
+    // The writer's thread counts a job finished just after it answered it.
+    until("the writer is idle", || db.status().writer_queued == 0).await;
+    let write = tokio::spawn({
+        let db = db.clone();
+        async move { db.execute(ENDLESS_WRITE, ()).await }
+    });
+    until("the write to start", || db.status().writer_queued == 1).await;
+    within("close", db.close()).await.expect("close");
+    let outcome = within("the write", write).await.unwrap();
+    assert!(
+        matches!(outcome, Err(Error::Interrupted { .. })),
+        "{outcome:?}"
+    );
+    let db = open(&t, t.options().readers(1)).await;
+    assert_eq!(crate::ints(&db, "SELECT x FROM t").await, [1], "undone");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@ mod history;
 mod inline;
 mod interrupts;
 mod lock_anchor;
+mod lock_waits;
 mod manager;
 #[cfg(feature = "metrics")]
 mod metrics_facade;

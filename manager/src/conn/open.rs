@@ -108,6 +108,12 @@ impl Connection {
         if let Some(hook) = &options.init {
             hook(self.raw.diesel()).map_err(|e| self.diesel_error("<on_connect hook>", e))?;
         }
+        // From here on litemux waits for other connections' locks itself, as long as the
+        // busy timeout says (which a PRAGMA above or the hook may have changed).
+        let timeout = self.fetch("PRAGMA busy_timeout", &[], Limit::First, Record::No)?;
+        let millis = timeout.first().and_then(|r| r.get::<i64>(0).ok());
+        let millis = millis.and_then(|ms| u64::try_from(ms).ok()).unwrap_or(0);
+        self.raw.wait_for_locks(Duration::from_millis(millis));
         // Last, so the hook may still create temporary objects on readers.
         match role {
             Role::Reader => {
@@ -142,8 +148,8 @@ impl Connection {
     }
 
     /// Makes lock waits fail at once instead of waiting up to the busy timeout.
-    pub(crate) fn never_wait(&mut self) -> Result<()> {
-        self.setup("PRAGMA busy_timeout = 0")
+    pub(crate) fn never_wait(&mut self) {
+        self.raw.wait_for_locks(Duration::ZERO);
     }
 }
 

@@ -241,7 +241,16 @@ impl DatabaseState {
         if let Some(readers) = &self.readers {
             readers.shut_down().await;
         }
-        let _ = self.writer.worker.call(self.last_job()).await;
+        // Autocommit writes give the lease up once queued: one may still run (or wait for
+        // another process's lock) ahead of the last job. Past the grace it is stopped too.
+        let mut last_job = std::pin::pin!(self.writer.worker.call(self.last_job()));
+        if crate::timer::timeout(CLOSE_GRACE, &mut last_job)
+            .await
+            .is_err()
+        {
+            self.writer.worker.interrupt();
+            let _ = last_job.await;
+        }
         self.writer.worker.stop();
         drop(lease);
         self.threads.join_all(CLOSE_GRACE).await;

@@ -75,7 +75,17 @@ impl Options {
         self
     }
 
-    /// How long SQLite waits on a lock held by another process before [`Error::Busy`](crate::Error::Busy).
+    /// How long a statement waits for a lock another process (or another connection on the
+    /// file) holds before it fails with [`Error::Busy`](crate::Error::Busy) (default 5 s).
+    ///
+    /// litemux does the waiting itself, in place of SQLite's own busy handler, so that a wait
+    /// never holds a caller's thread (a statement that would have to wait there is run again
+    /// on its connection's thread) and stops, with [`Error::Busy`](crate::Error::Busy), as
+    /// soon as the statement's caller is gone, its
+    /// [`statement_timeout`](Self::statement_timeout) passed or the database is closing.
+    /// Hence `PRAGMA busy_timeout` reads 0 on litemux's connections, and setting it at run
+    /// time is refused; a `busy_timeout` set by [`pragma`](Self::pragma) or the
+    /// [`on_connect`](Self::on_connect) hook takes the place of this option.
     #[must_use]
     pub fn busy_timeout(mut self, timeout: Duration) -> Self {
         self.busy_timeout = timeout;
@@ -279,7 +289,10 @@ impl Options {
     /// means no limit). The clock starts when the statement starts running, not while it waits
     /// for a connection; `execute_many`, `execute_batch` and the escape hatch's closures count
     /// as one statement. A stopped autocommit statement is undone as a whole; a write stopped
-    /// inside a transaction makes SQLite roll the whole transaction back.
+    /// inside a transaction makes SQLite roll the whole transaction back. A statement still
+    /// waiting for another process's lock (see [`busy_timeout`](Self::busy_timeout)) when
+    /// its timeout passes fails with [`Error::Busy`](crate::Error::Busy) instead, having done
+    /// nothing.
     ///
     /// ```
     /// use std::time::Duration;

@@ -238,7 +238,7 @@ impl Readers {
         let context = Arc::clone(context);
         Anchor::start("litemux-anchor".into(), timing, move || {
             let mut conn = Connection::open(&options, Role::Reader, Arc::clone(&context))?;
-            conn.never_wait()?;
+            conn.never_wait();
             Ok(conn)
         })
         .map(Some)

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use diesel::{ConnectionError, SqliteConnection};
 
@@ -79,6 +79,14 @@ impl RawConnection {
         deadline.timeout.set(timeout);
         *deadline.cancel.borrow_mut() = cancel;
         deadline.stopped.set(None);
+    }
+
+    /// Makes the connection wait up to `timeout` for a lock another connection holds, with
+    /// litemux's own busy handler: it never waits on a caller's thread (a statement running
+    /// under a deadline is stopped as if the deadline had passed), and stops waiting once the
+    /// statement's caller is gone, its timeout passed or the connection is closing.
+    pub(crate) fn wait_for_locks(&self, timeout: Duration) {
+        self.handle.wait_for_locks(timeout);
     }
 
     /// Whether the caller of the running job is gone, or the connection is closing.

@@ -7,6 +7,7 @@
 
 use std::ffi::CStr;
 use std::ptr::NonNull;
+use std::time::Duration;
 
 use diesel::{ConnectionError, SqliteConnection};
 use libsqlite3_sys as ffi;
@@ -83,6 +84,24 @@ impl Handle {
             );
         }
         Ok(handle)
+    }
+
+    /// Makes the connection wait up to `timeout` for a lock another connection holds, with
+    /// litemux's busy handler ([`hooks::wait_for_lock`]) in place of SQLite's.
+    pub(super) fn wait_for_locks(&self, timeout: Duration) {
+        self.deadline.lock_timeout.set(timeout);
+        // SAFETY: as for the progress handler in `establish`: a live handle, and the box the
+        // handler reads is freed only after the connection is closed. The handler replaced
+        // (SQLite's own, or none) belongs to nobody.
+        unsafe {
+            ffi::sqlite3_busy_handler(
+                self.as_ptr(),
+                Some(hooks::wait_for_lock),
+                std::ptr::from_ref::<Deadline>(&self.deadline)
+                    .cast_mut()
+                    .cast(),
+            );
+        }
     }
 
     /// Ends set-up: from now on the authorizer enforces `access` (see [`guard`]).

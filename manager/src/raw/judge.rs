@@ -82,6 +82,12 @@ fn pragma(name: &str, argument: Option<&str>, schema: Option<&str>) -> Facts {
              shared writer it would stop every write); open with `mode=ro` for a read-only \
              database",
         ),
+        // One setting per connection, whatever schema is named.
+        "busy_timeout" if argument.is_some() => Some(
+            "litemux refuses to change busy_timeout at run time (it would replace litemux's \
+             own lock waits, which never hold a caller's thread and stop when the caller is \
+             gone); set it with the `busy_timeout` option",
+        ),
         _ => None,
     };
     let sets = argument.is_some() && !QUERY_PRAGMAS.contains(&name);
@@ -104,6 +110,13 @@ mod tests {
         assert!(set("query_only", Some("0"), None).writes);
         assert!(set("query_only", Some("1"), None).refused.is_some());
         assert!(set("query_only", Some("1"), Some("aux")).refused.is_some());
+        assert!(set("busy_timeout", Some("10"), None).refused.is_some());
+        assert!(
+            set("BUSY_TIMEOUT", Some("10"), Some("aux"))
+                .refused
+                .is_some()
+        );
+        assert!(set("busy_timeout", None, None).refused.is_none());
         assert!(set("QUERY_ONLY", Some("0"), Some("main")).writes);
         assert!(!set("query_only", None, None).writes);
         assert!(!set("table_info", Some("t"), None).writes);
