@@ -22,7 +22,7 @@ use diesel::QueryResult;
 use diesel::connection::{
     TransactionDepthChange, TransactionManagerStatus, ValidTransactionManagerStatus,
 };
-use diesel::result::Error as DieselError;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 /// The outermost transaction level.
 pub(crate) const ONE: NonZeroU32 = NonZeroU32::MIN;
@@ -30,6 +30,19 @@ pub(crate) const ONE: NonZeroU32 = NonZeroU32::MIN;
 /// The savepoint level `depth + 1` opens, named as diesel names it.
 pub(crate) fn savepoint_name(depth: u32) -> String {
     format!("diesel_savepoint_{depth}")
+}
+
+/// The error for a statement, or a commit, that finds the transaction lent to a statement
+/// still running: a row stream of it still open.
+pub(crate) fn lent_out() -> DieselError {
+    DieselError::DatabaseError(
+        DatabaseErrorKind::Unknown,
+        Box::new(
+            "a row stream of this transaction is still open: read it to its end or drop it \
+             before the transaction's next statement or its end"
+                .to_owned(),
+        ),
+    )
 }
 
 /// What an open transaction is held by between its statements.
@@ -47,6 +60,9 @@ struct Slot<H> {
     held: Option<H>,
     /// The outermost level whose future was dropped, until the connection reconciles.
     abandoned: Option<NonZeroU32>,
+    /// Counts the transactions the connection ended: a [`Lent`] taken before the count moved
+    /// holds a transaction that is over, and ends it rather than putting it back.
+    epoch: u64,
 }
 
 fn lock<H>(slot: &Mutex<Slot<H>>) -> MutexGuard<'_, Slot<H>> {
@@ -66,6 +82,7 @@ impl<H> Default for Levels<H> {
             slot: Arc::new(Mutex::new(Slot {
                 held: None,
                 abandoned: None,
+                epoch: 0,
             })),
         }
     }
@@ -124,17 +141,26 @@ impl<H: Held> Levels<H> {
         lock(&self.slot).held = Some(held);
     }
 
-    /// Takes the outermost transaction out, to end it; `None` if it has ended already.
+    /// Takes the outermost transaction out, to end it; `None` if it has ended already or a
+    /// statement (a stream kept open) has it lent. Either way the transaction is over for the
+    /// connection: a statement that has it lent ends it when done instead of putting it back,
+    /// where it would come back to life, holding the writer, with diesel's depth at 0.
     pub(crate) fn take_held(&mut self) -> Option<H> {
-        lock(&self.slot).held.take()
+        let mut slot = lock(&self.slot);
+        slot.epoch = slot.epoch.wrapping_add(1);
+        slot.held.take()
     }
 
     /// Borrows the open transaction for one statement; `None` if none is held.
     pub(crate) fn take_lent(&mut self) -> Option<Lent<H>> {
-        let held = lock(&self.slot).held.take()?;
+        let mut slot = lock(&self.slot);
+        let held = slot.held.take()?;
+        let epoch = slot.epoch;
+        drop(slot);
         Some(Lent {
             slot: Arc::clone(&self.slot),
             held: Some(held),
+            epoch,
         })
     }
 
@@ -152,6 +178,8 @@ impl<H: Held> Levels<H> {
 pub(crate) struct Lent<H: Held> {
     slot: Arc<Mutex<Slot<H>>>,
     held: Option<H>,
+    /// The slot's epoch when lent.
+    epoch: u64,
 }
 
 impl<H: Held> Lent<H> {
@@ -166,8 +194,8 @@ impl<H: Held> Drop for Lent<H> {
     fn drop(&mut self) {
         let Some(held) = self.held.take() else { return };
         let mut slot = lock(&self.slot);
-        if slot.abandoned.is_some_and(H::ends_with) {
-            // The transaction was abandoned while this statement had it: end it now.
+        if slot.abandoned.is_some_and(H::ends_with) || slot.epoch != self.epoch {
+            // The transaction was abandoned, or ended, while this statement had it: end it.
             drop(slot);
             held.abandon();
         } else {
@@ -341,6 +369,21 @@ mod tests {
         assert_eq!(ended.load(Ordering::SeqCst), 1);
         assert!(levels.take_lent().is_none());
         assert_eq!(levels.reconcile(), Some(0));
+        Ok(())
+    }
+
+    #[test]
+    fn a_transaction_ended_while_lent_is_ended_when_given_back() -> QueryResult<()> {
+        let (mut levels, ended) = open::<false>(1)?;
+        let lent = levels.take_lent().expect("a transaction is held");
+        assert!(levels.take_held().is_none(), "the stream has it");
+        let next = Arc::new(AtomicUsize::new(0));
+        // The next transaction (possible where transactions do not share one writer).
+        levels.install(Probe(Arc::clone(&next)));
+        drop(lent);
+        assert_eq!(ended.load(Ordering::SeqCst), 1, "the old one ended");
+        assert_eq!(next.load(Ordering::SeqCst), 0, "the new one kept");
+        assert!(levels.take_lent().is_some(), "and still held");
         Ok(())
     }
 }

@@ -189,6 +189,11 @@ pub(crate) fn execute(conn: &mut SqliteConnection, query: &SerializedQuery) -> Q
 /// up to a few hundred rows read at once, a longer one stepped on its connection's thread as
 /// the stream is read, in bounded memory (see [`litemux::Streamed`]). Dropping it stops the
 /// query.
+///
+/// A stream read in a transaction holds the transaction for as long as it lives: the
+/// transaction's next statement, or its commit, fails until the stream is read to its end or
+/// dropped. A stream kept past its transaction's rollback keeps the transaction (and the
+/// writer) until it is dropped, and the transaction is rolled back then.
 pub struct RowStream {
     rows: Rows,
 }
@@ -199,7 +204,7 @@ enum Rows {
         /// The rest of the chunk being read (the first one arrives while the load starts).
         chunk: Option<Chunk>,
         stream: litemux::Streamed<Loaded>,
-        /// What must live as long as the stream: the transaction it runs in.
+        /// What must live until the stream ends: the transaction it runs in, lent to it.
         _hold: Option<Box<dyn Send>>,
     },
 }
@@ -249,7 +254,7 @@ impl futures_core::Stream for RowStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         match &mut self.rows {
-            Rows::Loaded(rows) => Poll::Ready(rows.next().map(LoadedRow::alone).map(Ok)),
+            Rows::Loaded(rows) => return Poll::Ready(rows.next().map(LoadedRow::alone).map(Ok)),
             Rows::Streaming { chunk, stream, .. } => loop {
                 if let Some(row) = chunk.as_mut().and_then(Iterator::next) {
                     return Poll::Ready(Some(Ok(row)));
@@ -257,10 +262,14 @@ impl futures_core::Stream for RowStream {
                 match std::task::ready!(Pin::new(&mut *stream).poll_next(cx)) {
                     Some(Loaded::Rows(rows)) => *chunk = Some(rows),
                     Some(Loaded::Failed(e)) => return Poll::Ready(Some(Err(e))),
-                    None => return Poll::Ready(None),
+                    None => break,
                 }
             },
         }
+        // The statement is over: the stream lets go of it, and of its transaction, which
+        // goes back to the connection for the next statement even if this stream is kept.
+        self.rows = Rows::Loaded(Vec::new().into_iter());
+        Poll::Ready(None)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

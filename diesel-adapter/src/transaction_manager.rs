@@ -5,12 +5,11 @@
 
 use diesel::QueryResult;
 use diesel::connection::{InstrumentationEvent, TransactionDepthChange, TransactionManagerStatus};
-use diesel::result::Error as DieselError;
 use diesel_async::{AsyncConnection, TransactionManager};
 
 use crate::LitemuxConnection;
 use crate::error::to_diesel;
-use crate::levels::{ONE, savepoint_name};
+use crate::levels::{ONE, lent_out, savepoint_name};
 use crate::transaction_callback::{closing_level, opening_level};
 use crate::transaction_state::{LitemuxTransactionManager, TransactionState};
 
@@ -77,6 +76,8 @@ impl TransactionManager<LitemuxConnection> for LitemuxTransactionManager {
                 match tx {
                     // litemux gives the writer back whether or not ROLLBACK succeeds.
                     Some(tx) => tx.rollback().await.map_err(to_diesel),
+                    // Ended already, or lent to a stream still open, which ends it when
+                    // dropped (see `Levels::take_held`).
                     None => Ok(()),
                 }
             } else {
@@ -100,9 +101,7 @@ impl TransactionManager<LitemuxConnection> for LitemuxTransactionManager {
             let state = conn.transaction_state();
             let guard = state.guard(depth);
             let outcome = if depth == ONE {
-                let mut tx = state
-                    .take_tx()
-                    .ok_or(DieselError::BrokenTransactionManager)?;
+                let mut tx = state.take_tx().ok_or_else(lent_out)?;
                 state.settle(&mut tx).await;
                 // On failure litemux has rolled back: nothing of the transaction is kept.
                 tx.commit().await.map_err(to_diesel)

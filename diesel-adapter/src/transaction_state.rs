@@ -20,11 +20,10 @@ use std::time::Instant;
 use diesel::QueryResult;
 use diesel::connection::SimpleConnection;
 use diesel::connection::{TransactionDepthChange, TransactionManagerStatus};
-use diesel::result::Error as DieselError;
 use litemux::ConnectionRef;
 
 use crate::error::{attach, litemux_view, to_diesel};
-use crate::levels::{GuardedState, Held, LevelGuard, Levels, ONE, savepoint_name};
+use crate::levels::{GuardedState, Held, LevelGuard, Levels, ONE, lent_out, savepoint_name};
 
 /// diesel-async's transaction manager for [`LitemuxConnection`](crate::LitemuxConnection): diesel's semantics (nested
 /// transactions are savepoints, test transactions, `RollbackTransaction`) on a
@@ -141,11 +140,9 @@ impl TransactionState {
     }
 
     pub(crate) fn take_lent(&mut self) -> QueryResult<Lent> {
-        // diesel says a transaction is open, yet there is none: only reachable if a lent
-        // transaction was leaked (`mem::forget` of a query future).
-        self.levels
-            .take_lent()
-            .ok_or(DieselError::BrokenTransactionManager)
+        // diesel says a transaction is open, yet it is not in its place: a stream of it is
+        // still open (or a query future holding it was leaked with `mem::forget`).
+        self.levels.take_lent().ok_or_else(lent_out)
     }
 
     /// Rolls back and releases the savepoint of an abandoned nested transaction.

@@ -278,3 +278,91 @@ async fn short_orm_writes_in_a_transaction_run_on_the_callers_thread() -> TestRe
     assert_eq!(committed_names(conn.database()).await?.len(), 199);
     Ok(())
 }
+
+/// A transaction's row stream holds the transaction while it is open: the transaction's next
+/// statement fails with a clear error (not a broken connection), and works again once the
+/// stream has been read to its end, even if the stream itself is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_while_a_stream_of_the_transaction_is_open_fails_until_it_ends() -> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    conn.transaction::<_, Error, _>(async |conn| {
+        insert_user(conn, "first").await?;
+        let mut open = users::table
+            .select(users::name)
+            .load_stream::<String>(conn)
+            .await?;
+        let e = insert_user(conn, "blocked").await.unwrap_err();
+        assert!(e.to_string().contains("row stream"), "{e}");
+        let read: Vec<String> = futures_util::TryStreamExt::try_collect(&mut open).await?;
+        assert_eq!(read, ["first"]);
+        insert_user(conn, "second").await?;
+        drop(open);
+        Ok(())
+    })
+    .await?;
+    assert_eq!(depth(&mut conn), None);
+    assert_eq!(user_names(&mut conn).await?, ["first", "second"]);
+    Ok(())
+}
+
+/// A stream kept past its transaction's rollback must not bring the transaction back when
+/// dropped (it used to: diesel's depth said none was open while the writer stayed held by it,
+/// and every write of the database timed out). It is rolled back then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_kept_past_its_transactions_rollback_ends_it_when_dropped() -> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    insert_user(&mut conn, "before").await?;
+    let mut kept = None;
+    let outcome = conn
+        .transaction::<(), Error, _>(async |conn| {
+            insert_user(conn, "inside").await?;
+            let stream = users::table
+                .select(users::name)
+                .load_stream::<String>(conn)
+                .await?;
+            kept = Some(stream);
+            Err(Error::RollbackTransaction)
+        })
+        .await;
+    assert_eq!(outcome, Err(Error::RollbackTransaction));
+    assert_eq!(depth(&mut conn), None);
+    drop(kept);
+    assert!(writer_is_free(conn.database()).await, "the writer is free");
+    assert_eq!(committed_names(conn.database()).await?, ["before"]);
+    // The connection's own next transaction begins, and its writes stay.
+    conn.transaction::<_, Error, _>(async |conn| insert_user(conn, "after").await)
+        .await?;
+    assert_eq!(user_names(&mut conn).await?, ["before", "after"]);
+    Ok(())
+}
+
+/// The same, on the commit path: the commit fails (the stream still has the transaction),
+/// nothing of the transaction is kept, and the connection goes on working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_kept_past_its_transactions_commit_fails_the_commit_and_ends_it() -> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    let mut kept = None;
+    let outcome = conn
+        .transaction::<(), Error, _>(async |conn| {
+            insert_user(conn, "inside").await?;
+            let stream = users::table
+                .select(users::name)
+                .load_stream::<String>(conn)
+                .await?;
+            kept = Some(stream);
+            Ok(())
+        })
+        .await;
+    let e = outcome.unwrap_err();
+    assert!(e.to_string().contains("row stream"), "{e}");
+    drop(kept);
+    assert!(writer_is_free(conn.database()).await, "the writer is free");
+    assert_eq!(depth(&mut conn), None);
+    assert!(committed_names(conn.database()).await?.is_empty());
+    insert_user(&mut conn, "after").await?;
+    assert_eq!(user_names(&mut conn).await?, ["after"]);
+    Ok(())
+}
