@@ -268,3 +268,54 @@ async fn an_interrupted_statement_is_recognisable() -> TestResult {
     insert_user(&mut conn, "after").await?;
     Ok(())
 }
+
+/// A diesel write tried inline that meets another process's write lock waits for it on the
+/// writer's thread, not the caller's: on a single-threaded runtime the caller's own timeout
+/// still fires, and the write, dropped, never runs once the lock is free.
+#[tokio::test(flavor = "current_thread")]
+async fn a_write_meeting_another_process_lock_waits_off_the_callers_thread() -> TestResult {
+    use diesel::connection::SimpleConnection as _;
+    use std::time::Duration;
+    let db = TestDb::new();
+    let mut conn = LitemuxConnection::establish(&db.url("readers=1&busy_timeout=60000")).await?;
+    litemux_diesel::run_pending_migrations(conn.database(), MIGRATIONS).await?;
+    let insert = || diesel::insert_into(users::table).values(NewUser::named("x"));
+    let counters = |conn: &LitemuxConnection| conn.database().status().counters;
+    let mut inline = false;
+    for _ in 0..100 {
+        let before = counters(&conn).inline_runs;
+        insert().execute(&mut conn).await?;
+        if counters(&conn).inline_runs > before {
+            inline = true;
+            break;
+        }
+    }
+    assert!(
+        inline,
+        "the insert never ran inline: the test tests nothing"
+    );
+    let committed = committed_names(conn.database()).await?.len();
+    let overruns = counters(&conn).inline_overruns;
+    let mut outsider = diesel::SqliteConnection::establish(db.path().to_str().unwrap())?;
+    outsider.batch_execute("PRAGMA busy_timeout = 0; BEGIN IMMEDIATE")?;
+    let gave_up =
+        tokio::time::timeout(Duration::from_millis(100), insert().execute(&mut conn)).await;
+    assert!(gave_up.is_err(), "the caller's thread waited: {gave_up:?}");
+    assert!(
+        counters(&conn).inline_overruns > overruns,
+        "tried here first"
+    );
+    let idle = async {
+        while conn.database().status().writer_queued > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), idle)
+        .await
+        .expect("the writer kept waiting for its gone caller");
+    outsider.batch_execute("COMMIT")?;
+    assert_eq!(committed_names(conn.database()).await?.len(), committed);
+    insert().execute(&mut conn).await?;
+    assert_eq!(committed_names(conn.database()).await?.len(), committed + 1);
+    Ok(())
+}
