@@ -306,14 +306,16 @@ async fn a_statement_while_a_stream_of_the_transaction_is_open_fails_until_it_en
     Ok(())
 }
 
-/// A stream kept past its transaction's rollback must not bring the transaction back when
-/// dropped (it used to: diesel's depth said none was open while the writer stayed held by it,
-/// and every write of the database timed out). It is rolled back then.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_kept_past_its_transactions_rollback_ends_it_when_dropped() -> TestResult {
-    let db = TestDb::new();
-    let mut conn = db.connect().await?;
-    insert_user(&mut conn, "before").await?;
+/// A row stream of the names, kept past the end of the transaction it was read in.
+type Kept = futures_util::stream::BoxStream<'static, QueryResult<String>>;
+
+/// Runs a transaction that inserts `inside`, opens a stream of the names, keeps it, and ends
+/// as `end` says (`Ok` commits, `Err` rolls back); returns its outcome and the kept stream.
+async fn transaction_keeping_a_stream(
+    conn: &mut LitemuxConnection,
+    end: Result<(), Error>,
+) -> (Result<(), Error>, Option<Kept>) {
+    use futures_util::StreamExt as _;
     let mut kept = None;
     let outcome = conn
         .transaction::<(), Error, _>(async |conn| {
@@ -322,10 +324,23 @@ async fn a_stream_kept_past_its_transactions_rollback_ends_it_when_dropped() -> 
                 .select(users::name)
                 .load_stream::<String>(conn)
                 .await?;
-            kept = Some(stream);
-            Err(Error::RollbackTransaction)
+            kept = Some(stream.boxed());
+            end
         })
         .await;
+    (outcome, kept)
+}
+
+/// A stream kept past its transaction's rollback must not bring the transaction back when
+/// dropped (it used to: diesel's depth said none was open while the writer stayed held by it,
+/// and every write of the database timed out). It is rolled back then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_kept_past_its_transactions_rollback_ends_it_when_dropped() -> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    insert_user(&mut conn, "before").await?;
+    let (outcome, kept) =
+        transaction_keeping_a_stream(&mut conn, Err(Error::RollbackTransaction)).await;
     assert_eq!(outcome, Err(Error::RollbackTransaction));
     assert_eq!(depth(&mut conn), None);
     drop(kept);
@@ -344,18 +359,7 @@ async fn a_stream_kept_past_its_transactions_rollback_ends_it_when_dropped() -> 
 async fn a_stream_kept_past_its_transactions_commit_fails_the_commit_and_ends_it() -> TestResult {
     let db = TestDb::new();
     let mut conn = db.connect().await?;
-    let mut kept = None;
-    let outcome = conn
-        .transaction::<(), Error, _>(async |conn| {
-            insert_user(conn, "inside").await?;
-            let stream = users::table
-                .select(users::name)
-                .load_stream::<String>(conn)
-                .await?;
-            kept = Some(stream);
-            Ok(())
-        })
-        .await;
+    let (outcome, kept) = transaction_keeping_a_stream(&mut conn, Ok(())).await;
     let e = outcome.unwrap_err();
     assert!(e.to_string().contains("row stream"), "{e}");
     drop(kept);
