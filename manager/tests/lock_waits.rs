@@ -250,3 +250,101 @@ async fn closing_stops_a_wait_for_a_lock() {
     let reopened = open(t.options().readers(1)).await;
     assert_eq!(count(&reopened).await, 0, "the stopped insert never ran");
 }
+
+/// Holds the writer's thread with a job until the returned sender sends.
+async fn block_writer(db: &Database) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let task = tokio::spawn({
+        let db = db.clone();
+        async move {
+            db.with_writer(move |_conn| {
+                let _ = rx.recv();
+            })
+            .await
+            .unwrap();
+        }
+    });
+    until("the blocker runs on the writer", || {
+        db.status().writer_queued == 1
+    })
+    .await;
+    (tx, task)
+}
+
+/// Two inserts that form a group commit while another process holds the write lock: the
+/// statement timeout must bound their wait, as it does for an insert alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_statement_timeout_bounds_a_group_commit_waiting_for_the_lock() {
+    let t = TempDb::new();
+    let timeout = Duration::from_millis(300);
+    let db = open(
+        t.options()
+            .readers(1)
+            .busy_timeout(LONG)
+            .statement_timeout(timeout)
+            .health_interval(LONG)
+            .inline_budget(Duration::ZERO),
+    )
+    .await;
+    db.route(INSERT).await.unwrap();
+    until("the writer is idle", || db.status().writer_queued == 0).await;
+    let outsider = Outsider::lock(&t, "BEGIN IMMEDIATE");
+    let (go, blocker) = block_writer(&db).await;
+    let inserts: Vec<_> = (0..2)
+        .map(|_| {
+            let db = db.clone();
+            tokio::spawn(async move { db.execute(INSERT, ()).await })
+        })
+        .collect();
+    until("both inserts are queued", || db.status().writer_queued == 3).await;
+    go.send(()).unwrap();
+    blocker.await.unwrap();
+    for insert in inserts {
+        let outcome = tokio::time::timeout(Duration::from_secs(10), insert)
+            .await
+            .expect("a grouped insert waited past its statement timeout")
+            .unwrap();
+        assert!(outcome.is_err(), "{outcome:?}");
+    }
+    outsider.release();
+    assert_eq!(count(&db).await, 0);
+}
+
+/// Two grouped inserts whose callers are gone: the writer must stop waiting for the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_commit_whose_callers_are_gone_stops_waiting_for_the_lock() {
+    let t = TempDb::new();
+    let db = open(
+        t.options()
+            .readers(1)
+            .busy_timeout(LONG)
+            .health_interval(LONG)
+            .inline_budget(Duration::ZERO),
+    )
+    .await;
+    db.route(INSERT).await.unwrap();
+    until("the writer is idle", || db.status().writer_queued == 0).await;
+    let outsider = Outsider::lock(&t, "BEGIN IMMEDIATE");
+    let (go, blocker) = block_writer(&db).await;
+    let inserts: Vec<_> = (0..2)
+        .map(|_| {
+            let db = db.clone();
+            tokio::spawn(async move { db.execute(INSERT, ()).await })
+        })
+        .collect();
+    until("both inserts are queued", || db.status().writer_queued == 3).await;
+    for insert in &inserts {
+        insert.abort();
+    }
+    for insert in inserts {
+        let _ = insert.await;
+    }
+    go.send(()).unwrap();
+    blocker.await.unwrap();
+    until("the writer stops waiting for its gone callers", || {
+        db.status().writer_queued == 0
+    })
+    .await;
+    outsider.release();
+    assert_eq!(count(&db).await, 0);
+}

@@ -147,6 +147,14 @@ impl Connection {
             .map_err(|f| Error::from_sqlite(sql, f.code, f.message))
     }
 
+    /// Runs `f` with lock waits failing at once, then puts the busy timeout back.
+    pub(crate) fn without_lock_waits<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let timeout = self.raw.set_lock_timeout(Duration::ZERO);
+        let out = f(self);
+        self.raw.set_lock_timeout(timeout);
+        out
+    }
+
     /// Makes lock waits fail at once instead of waiting up to the busy timeout.
     pub(crate) fn never_wait(&mut self) {
         self.raw.wait_for_locks(Duration::ZERO);

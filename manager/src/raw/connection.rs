@@ -89,6 +89,13 @@ impl RawConnection {
         self.handle.wait_for_locks(timeout);
     }
 
+    /// Sets how long a statement waits for a lock another connection holds, once
+    /// [`wait_for_locks`](Self::wait_for_locks) put litemux's busy handler in place; returns
+    /// the timeout it replaces.
+    pub(crate) fn set_lock_timeout(&self, timeout: Duration) -> Duration {
+        self.handle.deadline.lock_timeout.replace(timeout)
+    }
+
     /// Whether the caller of the running job is gone, or the connection is closing.
     pub(crate) fn cancelled(&self) -> bool {
         self.handle.deadline.cancelled()

@@ -122,9 +122,15 @@ pub(crate) fn commit(conn: &mut Connection, members: Vec<Box<dyn Member>>) {
             }),
             None => conn.control(sql),
         };
-        if control(conn, "BEGIN IMMEDIATE").is_err() {
-            // The write lock is not to be had (another process holds it past the busy
-            // timeout): each statement meets that on its own.
+        // Not waited for here: no caller's cancel flag or statement timeout guards the
+        // group's own BEGIN. If another process holds the lock, each member waits for it on
+        // its own, under its own guards.
+        if conn
+            .without_lock_waits(|conn| control(conn, "BEGIN IMMEDIATE"))
+            .is_err()
+        {
+            // The write lock is not to be had (another process holds it): each statement
+            // meets that on its own.
             break;
         }
         let commits = conn.commits();
