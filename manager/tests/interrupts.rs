@@ -387,3 +387,96 @@ async fn a_transaction_running_a_statement_longer_than_its_idle_timeout_keeps_th
     assert_eq!(crate::ints(&db, "SELECT x FROM t ORDER BY x").await, [1, 2]);
     db.close().await.unwrap();
 }
+
+/// The rows of `u`, as a sorted list.
+async fn rows_of_u(db: &Database) -> Vec<i64> {
+    let mut held = crate::ints(db, "SELECT x FROM u").await;
+    held.sort_unstable();
+    held
+}
+
+/// SQLite consults the progress handler once more as a statement *ends*, whenever the
+/// statement's step count (kept across runs of a cached statement) crossed the handler's
+/// interval, and reports `SQLITE_INTERRUPT` if it says stop then: after an insert in a
+/// transaction completed, or after `COMMIT` committed. A statement timeout spent the moment a
+/// job starts makes that happen every so often. Whatever each call reports must be what the
+/// file holds: every insert reported done and committed is there, no other is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_in_a_transaction_interrupted_only_as_it_ended_is_reported_done() {
+    let t = TempDb::new();
+    let options = t.options().readers(1);
+    let db = open(
+        &t,
+        options.clone().statement_timeout(Duration::from_nanos(1)),
+    )
+    .await;
+    db.execute_batch("CREATE TABLE u(x INTEGER)").await.unwrap();
+    // `abs` keeps it from being proven short: it runs on the writer's thread, under the
+    // statement timeout.
+    let insert = "INSERT INTO u(x) VALUES (abs(?))";
+    let mut committed = Vec::new();
+    for i in 0..3000_i64 {
+        let Ok(tx) = db.begin().await else { continue };
+        let inserted = match tx.execute(insert, (i,)).await {
+            Ok(_) => true,
+            Err(Error::Interrupted { .. }) => false,
+            Err(e) => panic!("insert {i}: {e:?}"),
+        };
+        // Committed even after a failure, as a careless caller would: a write reported
+        // interrupted was rolled back with its whole transaction, so nothing of it may stay.
+        if tx.commit().await.is_ok() && inserted {
+            committed.push(i);
+        }
+    }
+    db.close().await.unwrap();
+    let db = open(&t, options).await;
+    assert_eq!(rows_of_u(&db).await, committed);
+}
+
+/// The same report inside a group commit: a member's insert is done, SQLite reports it
+/// interrupted, and the group's `COMMIT` keeps it. Every insert reported done is in the file,
+/// and no other (nor one twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grouped_write_interrupted_only_as_it_ended_is_reported_done() {
+    let t = TempDb::new();
+    let options = t.options().readers(1);
+    let db = open(
+        &t,
+        options
+            .clone()
+            .inline_budget(Duration::ZERO)
+            .statement_timeout(Duration::from_nanos(1)),
+    )
+    .await;
+    db.execute_batch("CREATE TABLE u(x INTEGER)").await.unwrap();
+    let insert = "INSERT INTO u(x) VALUES (?)";
+    db.route(insert).await.unwrap();
+    let tasks: Vec<_> = (0..8_i64)
+        .map(|task| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let mut done = Vec::new();
+                for x in task * 1000..task * 1000 + 400 {
+                    match db.execute(insert, (x,)).await {
+                        Ok(_) => done.push(x),
+                        Err(Error::Interrupted { .. }) => {}
+                        Err(e) => panic!("{x}: {e:?}"),
+                    }
+                }
+                done
+            })
+        })
+        .collect();
+    let mut done = Vec::new();
+    for task in tasks {
+        done.extend(task.await.unwrap());
+    }
+    assert!(
+        db.status().counters.group_commits > 0,
+        "no group: the test tests nothing"
+    );
+    db.close().await.unwrap();
+    done.sort_unstable();
+    let db = open(&t, options).await;
+    assert_eq!(rows_of_u(&db).await, done);
+}

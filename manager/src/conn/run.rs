@@ -80,9 +80,10 @@ impl Connection {
                 Err(f) => break Err(f),
             }
         };
+        let writes = !running.readonly();
         drop(running);
         match stepped {
-            Err(f) if !self.committed_despite(before, &f) => {
+            Err(f) if !self.committed_despite(before, writes, &f) => {
                 Err(Error::from_sqlite(sql, f.code, f.message))
             }
             _ => Ok(self.executed_since(mark)),
@@ -128,8 +129,21 @@ impl Connection {
         let mut running = self.start(sql, params)?;
         // Columns are read after the first step: a schema change since the statement was
         // cached makes SQLite prepare it again there, possibly with other columns.
-        let mut row = running.step().map_err(failed)?;
+        let first = running.step();
         let mut rows = start(running.column_names());
+        let mut row = match first {
+            Ok(row) => row,
+            Err(f) => {
+                let writes = !running.readonly();
+                drop(running);
+                // A write without result rows is done at its first step.
+                return if self.committed_despite(before, writes, &f) {
+                    Ok(rows)
+                } else {
+                    Err(failed(f))
+                };
+            }
+        };
         let mut last = Ok(());
         while row {
             each(&mut rows, &running)?;
@@ -144,10 +158,11 @@ impl Connection {
                 }
             }
         }
+        let writes = !running.readonly();
         drop(running);
         match last {
             // A write's RETURNING rows are all out before it commits at its last step.
-            Err(f) if !self.committed_despite(before, &f) => Err(failed(f)),
+            Err(f) if !self.committed_despite(before, writes, &f) => Err(failed(f)),
             _ => Ok(rows),
         }
     }
@@ -234,6 +249,7 @@ impl Connection {
                 }
             }
         };
+        let writes = !running.readonly();
         drop(running);
         // Rows stepped before a failure reach the caller before it.
         if let Some(rest) = chunk.take()
@@ -243,7 +259,7 @@ impl Connection {
         }
         match stepped {
             // A write's RETURNING rows are all out before it commits at its last step.
-            Err(f) if !self.committed_despite(before, &f) => {
+            Err(f) if !self.committed_despite(before, writes, &f) => {
                 Err(Error::from_sqlite(sql, f.code, f.message))
             }
             _ => Ok(handed),
@@ -269,14 +285,23 @@ impl Connection {
         }
     }
 
-    /// Whether `failure` is SQLite reporting a statement interrupted *after* it committed in
-    /// autocommit mode: it checks its progress handler once more as a statement ends. Such a
-    /// statement is done, and is reported so, never as failed.
-    fn committed_despite(&self, before: Before, failure: &Failure) -> bool {
-        failure.code & 0xff == libsqlite3_sys::SQLITE_INTERRUPT
-            && before.autocommit
-            && self.is_autocommit()
-            && self.commits() != before.commits
+    /// Whether `failure` is SQLite reporting a statement interrupted *after* it ended: it
+    /// checks its progress handler once more as a statement ends, and reports
+    /// `SQLITE_INTERRUPT` if the handler says stop then. Such a statement is done, and is
+    /// reported so, never as failed:
+    /// - in autocommit mode, when it committed;
+    /// - inside a transaction, when it may write (`writes`: not `sqlite3_stmt_readonly`) and
+    ///   the transaction is still open. SQLite rolls the whole transaction back when it stops
+    ///   such a statement part-way, so an open transaction means it ran to its end.
+    fn committed_despite(&self, before: Before, writes: bool, failure: &Failure) -> bool {
+        if failure.code & 0xff != libsqlite3_sys::SQLITE_INTERRUPT {
+            return false;
+        }
+        if before.autocommit {
+            self.is_autocommit() && self.commits() != before.commits
+        } else {
+            writes && !self.is_autocommit()
+        }
     }
 
     /// Runs a script statement by statement, split by SQLite's own parser, so each statement
@@ -314,10 +339,11 @@ impl Connection {
             let started = Instant::now();
             let before = self.raw.total_changes();
             let judge = self.before();
+            let writes = !statement.shape().readonly;
             let outcome = statement.run_to_end(&[]);
             drop(statement);
             let outcome = match outcome {
-                Err(f) if !self.committed_despite(judge, &f) => {
+                Err(f) if !self.committed_despite(judge, writes, &f) => {
                     Err(Error::from_sqlite(sql, f.code, f.message))
                 }
                 _ => Ok(()),

@@ -51,9 +51,21 @@ impl Connection {
 
     fn run_to_end(&mut self, sql: &str) -> Result<()> {
         let failed = |f: Failure| Error::from_sqlite(sql, f.code, f.message);
-        match self.raw.statement(sql).map_err(failed)? {
-            Some(statement) => statement.run_to_end(&[]).map_err(failed),
+        let was_autocommit = self.raw.is_autocommit();
+        let outcome = match self.raw.statement(sql).map_err(failed)? {
+            Some(statement) => statement.run_to_end(&[]),
             None => Ok(()),
+        };
+        match outcome {
+            // SQLite consults the progress handler once more as a statement ends: a BEGIN,
+            // COMMIT or ROLLBACK reported interrupted after it took effect is done.
+            Err(f)
+                if f.code & 0xff == libsqlite3_sys::SQLITE_INTERRUPT
+                    && self.raw.is_autocommit() != was_autocommit =>
+            {
+                Ok(())
+            }
+            outcome => outcome.map_err(failed),
         }
     }
 

@@ -263,6 +263,14 @@ impl Running<'_> {
         }
     }
 
+    /// `sqlite3_stmt_readonly`: whether the statement makes no direct change to the file.
+    /// SQLite leaves a transaction open when it stops such a statement part-way, and rolls
+    /// the whole transaction back when it stops any other.
+    pub(crate) fn readonly(&self) -> bool {
+        // SAFETY: `stmt` is live.
+        unsafe { ffi::sqlite3_stmt_readonly(self.stmt()) != 0 }
+    }
+
     /// Advances to the next row: `Ok(true)` when there is one, `Ok(false)` when done.
     pub(crate) fn step(&mut self) -> Result<bool, Failure> {
         // SAFETY: `stmt` is live and has its parameters bound.
