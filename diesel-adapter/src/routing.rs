@@ -22,6 +22,10 @@ pub(crate) struct Work<R> {
     /// The outcome of a statement that committed although SQLite reported it interrupted
     /// (see `litemux::ConnectionRef::interrupted_after_commit`).
     finished: fn(&ConnectionRef<'_>) -> R,
+    /// Whether `finished` also stands for a statement SQLite reported interrupted as it
+    /// ended, on the connection's thread (see `ConnectionRef::ended_despite_interrupt`): only
+    /// for an outcome that is a count, which the connection still knows; rows are gone.
+    counted: bool,
 }
 
 impl<R> Clone for Work<R> {
@@ -40,6 +44,7 @@ impl Work<Vec<OwnedRow>> {
         // litemux never runs a statement with result columns (`RETURNING`) inline on the
         // writer, so one interrupted after its commit had no rows to lose.
         finished: |_| Vec::new(),
+        counted: false,
     };
 }
 
@@ -53,6 +58,7 @@ impl Work<Capped> {
         },
         // Only ever run on readers.
         finished: |_| Capped::All(Vec::new()),
+        counted: false,
     };
 }
 
@@ -62,6 +68,7 @@ impl Work<usize> {
         run: query::execute,
         rows: |&n| Some(n as u64),
         finished: |conn| usize::try_from(conn.changes()).unwrap_or(usize::MAX),
+        counted: true,
     };
 }
 
@@ -224,8 +231,12 @@ fn run_recorded<R>(
     cache: Option<&CacheLog>,
 ) -> QueryResult<R> {
     let started = Instant::now();
+    let before = conn.before_statement();
     let mut outcome = run_work(conn, query, work, cache);
-    if outcome.is_err() && conn.interrupted_after_commit() {
+    if let Err(e) = &outcome
+        && (conn.interrupted_after_commit()
+            || (work.counted && conn.ended_despite_interrupt(&query.sql, before, e)))
+    {
         outcome = Ok((work.finished)(conn));
     }
     match outcome {

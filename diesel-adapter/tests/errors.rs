@@ -319,3 +319,60 @@ async fn a_write_meeting_another_process_lock_waits_off_the_callers_thread() -> 
     assert_eq!(committed_names(conn.database()).await?.len(), committed + 1);
     Ok(())
 }
+
+/// SQLite checks its progress handler once more as a statement ends, and reports it
+/// interrupted if the statement timeout passed meanwhile, although it took effect. A statement
+/// timeout spent the moment a statement starts makes that happen every so often. Whatever
+/// each call reports must be what the file holds, for autocommit writes and for writes in a
+/// transaction whose caller goes on and commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_interrupted_only_as_it_ended_is_reported_done() -> TestResult {
+    use std::time::Duration;
+    let db = TestDb::new();
+    db.connect().await?.database().close().await?;
+    // Never inline, and a deferred transaction's first write is not proven short: every
+    // insert runs on the writer's thread, under the statement timeout.
+    let options = litemux::Options::new(db.path())
+        .readers(1)
+        .inline_budget(Duration::ZERO)
+        .transaction_behavior(litemux::TransactionBehavior::Deferred)
+        .statement_timeout(Duration::from_nanos(1));
+    let database = litemux::Database::open_with(options).await?;
+    let mut conn = LitemuxConnection::from_database(database.clone());
+    // One statement type, cached by diesel: its step count grows across runs, and SQLite
+    // consults the progress handler whenever it crosses the interval, now and then as the
+    // statement ends.
+    let insert = |x: i64| diesel::insert_into(users::table).values(users::name.eq(x.to_string()));
+    let mut done = Vec::new();
+    for x in 0..1500_i64 {
+        if insert(x).execute(&mut conn).await.is_ok() {
+            done.push(x);
+        }
+        let y = 100_000 + x;
+        let in_transaction = conn
+            .transaction::<_, Error, _>(async |conn| Ok(insert(y).execute(conn).await.is_ok()))
+            .await;
+        if in_transaction == Ok(true) {
+            done.push(y);
+        }
+    }
+    database.close().await?;
+    let reopened = db.connect().await?;
+    let mut held: Vec<i64> = committed_names(reopened.database())
+        .await?
+        .iter()
+        .map(|name| name.parse().expect("a number"))
+        .collect();
+    held.sort_unstable();
+    done.sort_unstable();
+    let kept_although_failed: Vec<_> = held
+        .iter()
+        .filter(|x| done.binary_search(x).is_err())
+        .collect();
+    let lost_although_done: Vec<_> = done
+        .iter()
+        .filter(|x| held.binary_search(x).is_err())
+        .collect();
+    assert_eq!((kept_although_failed, lost_although_done), (vec![], vec![]));
+    Ok(())
+}

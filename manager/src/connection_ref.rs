@@ -68,6 +68,47 @@ impl<'a> ConnectionRef<'a> {
         self.conn.interrupted_after_commit()
     }
 
+    /// Where the connection stands before a statement: give it to
+    /// [`ended_despite_interrupt`](Self::ended_despite_interrupt) if the statement fails.
+    pub fn before_statement(&self) -> StatementMark {
+        StatementMark(self.conn.before())
+    }
+
+    /// Whether the statement `sql`, which just failed with `error`, was reported interrupted
+    /// only as it ended, having taken effect: SQLite checks its progress handler (the statement timeout,
+    /// a caller gone, a closing database) once more as a statement ends. In autocommit mode
+    /// it had committed; inside a transaction it may write and the transaction is still open
+    /// (SQLite rolls the whole transaction back when it stops such a statement part-way).
+    /// Such a statement is done — report it as such (its count is [`changes`](Self::changes))
+    /// and do not run it again. `before` is [`before_statement`](Self::before_statement)'s
+    /// mark, taken just before it ran.
+    ///
+    /// ```
+    /// use diesel::RunQueryDsl;
+    /// # async fn demo() -> litemux::Result<()> {
+    /// let db = litemux::Database::open(":memory:").await?;
+    /// db.execute_batch("CREATE TABLE t(x)").await?;
+    /// let inserted = db.with_writer(|conn| {
+    ///     let sql = "INSERT INTO t VALUES (1)";
+    ///     let before = conn.before_statement();
+    ///     match diesel::sql_query(sql).execute(conn.diesel()) {
+    ///         Err(e) if conn.ended_despite_interrupt(sql, before, &e) => Ok(conn.changes()),
+    ///         outcome => outcome.map(|n| n as u64),
+    ///     }
+    /// }).await?;
+    /// assert_eq!(inserted, Ok(1));
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+    /// ```
+    pub fn ended_despite_interrupt(
+        &self,
+        sql: &str,
+        before: StatementMark,
+        error: &diesel::result::Error,
+    ) -> bool {
+        self.conn.ended_despite_interrupt(sql, before.0, error)
+    }
+
     /// Rows changed by the most recent INSERT, UPDATE or DELETE on this connection.
     pub fn changes(&self) -> u64 {
         self.conn.changes()
@@ -79,3 +120,7 @@ impl<'a> ConnectionRef<'a> {
         self.conn.diesel_error(sql, error)
     }
 }
+
+/// Where a connection stood before a statement ([`ConnectionRef::before_statement`]).
+#[derive(Debug, Clone, Copy)]
+pub struct StatementMark(crate::conn::run::Before);

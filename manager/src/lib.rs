@@ -25,7 +25,7 @@ mod transaction;
 mod value;
 
 pub use conn::run::ExecuteResult;
-pub use connection_ref::ConnectionRef;
+pub use connection_ref::{ConnectionRef, StatementMark};
 pub use database::Database;
 pub use database::status::Status;
 pub use db::health::HealthReport;

@@ -75,7 +75,7 @@ fn violated_columns(message: &str) -> Option<(&str, Vec<&str>)> {
 }
 
 /// SQLite's primary code for one of its fixed messages (`sqlite3ErrStr`), or `SQLITE_ERROR`.
-fn code_of_message(message: &str) -> i32 {
+pub(super) fn code_of_message(message: &str) -> i32 {
     const FIXED: &[(&str, i32)] = &[
         ("database is locked", ffi::SQLITE_BUSY),
         ("database table is locked", ffi::SQLITE_LOCKED),

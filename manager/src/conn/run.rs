@@ -50,9 +50,10 @@ pub(crate) struct Chunks {
     pub(crate) bytes: usize,
 }
 
-/// What [`Connection::committed_despite`] compares.
+/// Where the connection stood before a statement: what [`Connection::committed_despite`]
+/// compares.
 #[derive(Debug, Clone, Copy)]
-struct Before {
+pub(crate) struct Before {
     commits: u64,
     autocommit: bool,
 }
@@ -278,7 +279,7 @@ impl Connection {
     }
 
     /// Where the connection stood before a statement, so an interruption can be judged.
-    fn before(&self) -> Before {
+    pub(crate) fn before(&self) -> Before {
         Before {
             commits: self.commits(),
             autocommit: self.is_autocommit(),
@@ -302,6 +303,32 @@ impl Connection {
         } else {
             writes && !self.is_autocommit()
         }
+    }
+
+    /// [`committed_despite`](Self::committed_despite) for a statement someone else ran (a
+    /// diesel query through the escape hatch), which failed with `error`. diesel keeps only
+    /// SQLite's message (the connection's code is reset by then); whether `sql` may write is
+    /// asked of SQLite, preparing it again (only ever after an interruption inside a
+    /// transaction, which is rare).
+    pub(crate) fn ended_despite_interrupt(
+        &self,
+        sql: &str,
+        before: Before,
+        error: &diesel::result::Error,
+    ) -> bool {
+        let diesel::result::Error::DatabaseError(_, info) = error else {
+            return false;
+        };
+        let code = super::diesel_error::code_of_message(info.message());
+        if code & 0xff != libsqlite3_sys::SQLITE_INTERRUPT {
+            return false;
+        }
+        let writes = || matches!(self.raw.prepare_once(sql), Ok((Some(statement), _)) if !statement.shape().readonly);
+        let failure = Failure {
+            code,
+            message: info.message().to_owned(),
+        };
+        self.committed_despite(before, !before.autocommit && writes(), &failure)
     }
 
     /// Runs a script statement by statement, split by SQLite's own parser, so each statement
