@@ -480,3 +480,28 @@ async fn a_grouped_write_interrupted_only_as_it_ended_is_reported_done() {
     let db = open(&t, options).await;
     assert_eq!(rows_of_u(&db).await, done);
 }
+
+/// Transaction control is a few steps: SQLite must never report it interrupted, since it
+/// would report it so only after it took effect (as a statement ends, when the statement's
+/// step count, kept across runs, crossed the progress handler's interval). A savepoint
+/// reported failed although set, or released although reported failed, would leave the
+/// transaction's levels other than the caller believes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_control_is_never_reported_interrupted_after_taking_effect() {
+    let t = TempDb::new();
+    let db = open(
+        &t,
+        t.options()
+            .readers(1)
+            .statement_timeout(Duration::from_nanos(1)),
+    )
+    .await;
+    for _ in 0..30 {
+        let mut tx = db.begin().await.unwrap();
+        for _ in 0..100 {
+            tx.savepoint("a").await.unwrap();
+            tx.release("a").await.unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+}

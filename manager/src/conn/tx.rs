@@ -53,12 +53,17 @@ impl Connection {
         let failed = |f: Failure| Error::from_sqlite(sql, f.code, f.message);
         let was_autocommit = self.raw.is_autocommit();
         let outcome = match self.raw.statement(sql).map_err(failed)? {
-            Some(statement) => statement.run_to_end(&[]),
+            // A few steps: with its count restarted, SQLite never consults the progress
+            // handler for it, so it is never reported interrupted after it took effect.
+            Some(mut statement) => {
+                statement.restart_step_count();
+                statement.run_to_end(&[])
+            }
             None => Ok(()),
         };
         match outcome {
-            // SQLite consults the progress handler once more as a statement ends: a BEGIN,
-            // COMMIT or ROLLBACK reported interrupted after it took effect is done.
+            // Should a longer one be (SQLite consults the progress handler once more as a
+            // statement ends), a BEGIN, COMMIT or ROLLBACK that took effect is done.
             Err(f)
                 if f.code & 0xff == libsqlite3_sys::SQLITE_INTERRUPT
                     && self.raw.is_autocommit() != was_autocommit =>

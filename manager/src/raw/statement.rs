@@ -164,6 +164,17 @@ impl<'c> Statement<'c> {
         Ok(running)
     }
 
+    /// Restarts the statement's step count, which SQLite keeps across runs and by which it
+    /// decides when to consult the progress handler: a run of fewer steps than the handler's
+    /// interval then never consults it, neither part-way nor as it ends (when SQLite would
+    /// report a statement that took effect as interrupted).
+    pub(crate) fn restart_step_count(&mut self) {
+        // SAFETY: `stmt` is live; resetting a counter reads and writes nothing else.
+        unsafe {
+            ffi::sqlite3_stmt_status(self.raw.stmt.as_ptr(), ffi::SQLITE_STMTSTATUS_VM_STEP, 1);
+        }
+    }
+
     /// Binds `params` and steps until done, discarding any rows.
     pub(crate) fn run_to_end(self, params: &[Value]) -> Result<(), Failure> {
         let mut running = self.start(params)?;
