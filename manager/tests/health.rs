@@ -122,3 +122,56 @@ async fn busy_readers_are_left_alone_and_the_writer_is_not_disturbed() {
     snapshot.fetch_all("SELECT * FROM t", ()).await.unwrap();
     tx.commit().await.unwrap();
 }
+
+/// A health pass that finds the writer's lease free queues its checkpoint behind whatever
+/// the writer's thread is running, like any write, and lets the lease go: a write arriving
+/// meanwhile queues behind it too, instead of waiting for the lease until the writer timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_health_pass_waiting_behind_a_long_job_keeps_no_writer_waiting() {
+    let t = TempDb::new();
+    let timeout = Duration::from_millis(300);
+    let db = Database::open_with(
+        t.options()
+            .readers(1)
+            .writer_timeout(timeout)
+            .health_interval(Duration::from_millis(10)),
+    )
+    .await
+    .unwrap();
+    db.execute_batch("CREATE TABLE t(x)").await.unwrap();
+    // A long job on the writer's thread, which says when it runs.
+    let (running, started) = std::sync::mpsc::channel::<()>();
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let blocker = tokio::spawn({
+        let db = db.clone();
+        async move {
+            db.with_writer(move |_| {
+                running.send(()).unwrap();
+                held.recv().is_ok()
+            })
+            .await
+        }
+    });
+    tokio::task::spawn_blocking(move || started.recv().unwrap())
+        .await
+        .unwrap();
+    // The next health pass queues its checkpoint behind it.
+    crate::until("a health pass waits behind the job", || {
+        db.status().writer_queued == 2
+    })
+    .await;
+    let insert = tokio::spawn({
+        let db = db.clone();
+        async move { db.execute("INSERT INTO t VALUES (1)", ()).await }
+    });
+    // Queued, it waits as long as the job ahead takes; waiting for the lease instead, it
+    // would fail after the writer timeout and never queue.
+    crate::until("the insert queues", || db.status().writer_queued == 3).await;
+    release.send(()).unwrap();
+    assert!(blocker.await.unwrap().unwrap());
+    let inserted = insert.await.unwrap();
+    assert!(
+        matches!(&inserted, Ok(r) if r.rows_affected == 1),
+        "{inserted:?}"
+    );
+}

@@ -48,12 +48,15 @@ pub(crate) async fn pass(shared: &DatabaseState) -> HealthReport {
     let wal = shared.options.is_wal_file() && !shared.options.force_rollback;
     let mut checkpointed = false;
     if wal && let Some(lease) = shared.writer.try_lease() {
+        // The lease goes once the job is queued, as for any write: the job may wait behind
+        // a long one already on the writer's thread, and callers arriving meanwhile queue
+        // behind it instead of waiting for the lease (and timing out).
         let ran = shared
             .writer
-            .worker
-            .call(|conn| conn.is_autocommit() && conn.checkpoint(Checkpoint::Passive).is_ok())
+            .queue(lease, |conn| {
+                Ok(conn.is_autocommit() && conn.checkpoint(Checkpoint::Passive).is_ok())
+            })
             .await;
-        drop(lease);
         checkpointed = ran.unwrap_or(false);
     }
     HealthReport {
