@@ -146,12 +146,23 @@ async fn a_group_member_stopped_by_statement_timeout_fails_alone() {
     let first = db.execute(ENDLESS_WRITE, ()).await;
     assert!(matches!(first, Err(Error::Interrupted { .. })), "{first:?}");
     // Hold the writer's thread so the writes below queue up back to back and form a group.
+    // The job says when it runs: the count of queued jobs could still include the write
+    // above, which the thread counts finished just after answering it.
+    let (running, started) = std::sync::mpsc::channel::<()>();
     let (release, held) = std::sync::mpsc::channel::<()>();
     let blocker = tokio::spawn({
         let db = db.clone();
-        async move { db.with_writer(move |_| held.recv().is_ok()).await }
+        async move {
+            db.with_writer(move |_| {
+                running.send(()).unwrap();
+                held.recv().is_ok()
+            })
+            .await
+        }
     });
-    until("the writer to be held", || db.status().writer_queued == 1).await;
+    tokio::task::spawn_blocking(move || started.recv().unwrap())
+        .await
+        .unwrap();
     let mut writes = Vec::new();
     for (i, (sql, x)) in [
         (INSERT, Some(1)),
