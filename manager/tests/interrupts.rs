@@ -146,23 +146,7 @@ async fn a_group_member_stopped_by_statement_timeout_fails_alone() {
     let first = db.execute(ENDLESS_WRITE, ()).await;
     assert!(matches!(first, Err(Error::Interrupted { .. })), "{first:?}");
     // Hold the writer's thread so the writes below queue up back to back and form a group.
-    // The job says when it runs: the count of queued jobs could still include the write
-    // above, which the thread counts finished just after answering it.
-    let (running, started) = std::sync::mpsc::channel::<()>();
-    let (release, held) = std::sync::mpsc::channel::<()>();
-    let blocker = tokio::spawn({
-        let db = db.clone();
-        async move {
-            db.with_writer(move |_| {
-                running.send(()).unwrap();
-                held.recv().is_ok()
-            })
-            .await
-        }
-    });
-    tokio::task::spawn_blocking(move || started.recv().unwrap())
-        .await
-        .unwrap();
+    let (release, blocker) = crate::hold_writer(&db).await;
     let mut writes = Vec::new();
     for (i, (sql, x)) in [
         (INSERT, Some(1)),
@@ -515,4 +499,33 @@ async fn transaction_control_is_never_reported_interrupted_after_taking_effect()
         }
         tx.commit().await.unwrap();
     }
+}
+
+/// The same for a write whose rows are fetched (`RETURNING`): rows reported are rows kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_write_interrupted_only_as_it_ended_is_reported_done() {
+    let t = TempDb::new();
+    let options = t.options().readers(1);
+    let db = open(
+        &t,
+        options.clone().statement_timeout(Duration::from_nanos(1)),
+    )
+    .await;
+    db.execute_batch("CREATE TABLE u(x INTEGER)").await.unwrap();
+    let insert = "INSERT INTO u(x) VALUES (abs(?)) RETURNING x";
+    let mut committed = Vec::new();
+    for i in 0..3000_i64 {
+        let Ok(tx) = db.begin().await else { continue };
+        let inserted = match tx.fetch_all(insert, (i,)).await {
+            Ok(rows) => rows.len() == 1 && rows[0].get::<i64>(0).unwrap() == i,
+            Err(Error::Interrupted { .. }) => false,
+            Err(e) => panic!("insert {i}: {e:?}"),
+        };
+        if tx.commit().await.is_ok() && inserted {
+            committed.push(i);
+        }
+    }
+    db.close().await.unwrap();
+    let db = open(&t, options).await;
+    assert_eq!(rows_of_u(&db).await, committed);
 }

@@ -51,26 +51,15 @@ impl Connection {
 
     fn run_to_end(&mut self, sql: &str) -> Result<()> {
         let failed = |f: Failure| Error::from_sqlite(sql, f.code, f.message);
-        let was_autocommit = self.raw.is_autocommit();
-        let outcome = match self.raw.statement(sql).map_err(failed)? {
+        match self.raw.statement(sql).map_err(failed)? {
             // A few steps: with its count restarted, SQLite never consults the progress
-            // handler for it, so it is never reported interrupted after it took effect.
+            // handler for it (it would do so as the statement ends, and report one that took
+            // effect as interrupted).
             Some(mut statement) => {
                 statement.restart_step_count();
-                statement.run_to_end(&[])
+                statement.run_to_end(&[]).map_err(failed)
             }
             None => Ok(()),
-        };
-        match outcome {
-            // Should a longer one be (SQLite consults the progress handler once more as a
-            // statement ends), a BEGIN, COMMIT or ROLLBACK that took effect is done.
-            Err(f)
-                if f.code & 0xff == libsqlite3_sys::SQLITE_INTERRUPT
-                    && self.raw.is_autocommit() != was_autocommit =>
-            {
-                Ok(())
-            }
-            outcome => outcome.map_err(failed),
         }
     }
 
