@@ -139,22 +139,8 @@ async fn a_health_pass_waiting_behind_a_long_job_keeps_no_writer_waiting() {
     .await
     .unwrap();
     db.execute_batch("CREATE TABLE t(x)").await.unwrap();
-    // A long job on the writer's thread, which says when it runs.
-    let (running, started) = std::sync::mpsc::channel::<()>();
-    let (release, held) = std::sync::mpsc::channel::<()>();
-    let blocker = tokio::spawn({
-        let db = db.clone();
-        async move {
-            db.with_writer(move |_| {
-                running.send(()).unwrap();
-                held.recv().is_ok()
-            })
-            .await
-        }
-    });
-    tokio::task::spawn_blocking(move || started.recv().unwrap())
-        .await
-        .unwrap();
+    // A long job on the writer's thread.
+    let (release, blocker) = crate::hold_writer(&db).await;
     // The next health pass queues its checkpoint behind it.
     crate::until("a health pass waits behind the job", || {
         db.status().writer_queued == 2

@@ -131,6 +131,34 @@ pub(crate) async fn until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Holds the writer's thread with a job until the returned sender sends (or is dropped);
+/// returns once the job runs. Waiting for the queued-job count instead could see the job
+/// before it: the writer's thread counts a job finished just after answering it.
+pub(crate) async fn hold_writer(
+    db: &Database,
+) -> (
+    std::sync::mpsc::Sender<()>,
+    tokio::task::JoinHandle<litemux::Result<bool>>,
+) {
+    let (running, started) = std::sync::mpsc::channel::<()>();
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let job = tokio::spawn({
+        let db = db.clone();
+        async move {
+            db.with_writer(move |_| {
+                let _ = running.send(());
+                held.recv().is_ok()
+            })
+            .await
+        }
+    });
+    tokio::task::spawn_blocking(move || started.recv())
+        .await
+        .expect("the waiting thread")
+        .expect("the job never ran");
+    (release, job)
+}
+
 /// Statements in a loop for [`Ticker::longest_run_without_a_tick`].
 pub(crate) const STATEMENTS: usize = 2000;
 

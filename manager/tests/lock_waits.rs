@@ -251,24 +251,30 @@ async fn closing_stops_a_wait_for_a_lock() {
     assert_eq!(count(&reopened).await, 0, "the stopped insert never ran");
 }
 
-/// Holds the writer's thread with a job until the returned sender sends.
-async fn block_writer(db: &Database) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let task = tokio::spawn({
-        let db = db.clone();
-        async move {
-            db.with_writer(move |_conn| {
-                let _ = rx.recv();
-            })
-            .await
-            .unwrap();
-        }
-    });
-    until("the blocker runs on the writer", || {
-        db.status().writer_queued == 1
-    })
-    .await;
-    (tx, task)
+/// Two inserts queued back to back behind a job holding the writer's thread, so they form a
+/// group once it is released, while another process holds the write lock. Returns the
+/// outsider, the job's release and the job, and the inserts.
+async fn group_facing_a_lock(
+    t: &TempDb,
+    db: &Database,
+) -> (
+    Outsider,
+    std::sync::mpsc::Sender<()>,
+    tokio::task::JoinHandle<litemux::Result<bool>>,
+    Vec<tokio::task::JoinHandle<litemux::Result<litemux::ExecuteResult>>>,
+) {
+    db.route(INSERT).await.unwrap();
+    until("the writer is idle", || db.status().writer_queued == 0).await;
+    let outsider = Outsider::lock(t, "BEGIN IMMEDIATE");
+    let (go, blocker) = crate::hold_writer(db).await;
+    let inserts: Vec<_> = (0..2)
+        .map(|_| {
+            let db = db.clone();
+            tokio::spawn(async move { db.execute(INSERT, ()).await })
+        })
+        .collect();
+    until("both inserts are queued", || db.status().writer_queued == 3).await;
+    (outsider, go, blocker, inserts)
 }
 
 /// Two inserts that form a group commit while another process holds the write lock: the
@@ -286,19 +292,9 @@ async fn the_statement_timeout_bounds_a_group_commit_waiting_for_the_lock() {
             .inline_budget(Duration::ZERO),
     )
     .await;
-    db.route(INSERT).await.unwrap();
-    until("the writer is idle", || db.status().writer_queued == 0).await;
-    let outsider = Outsider::lock(&t, "BEGIN IMMEDIATE");
-    let (go, blocker) = block_writer(&db).await;
-    let inserts: Vec<_> = (0..2)
-        .map(|_| {
-            let db = db.clone();
-            tokio::spawn(async move { db.execute(INSERT, ()).await })
-        })
-        .collect();
-    until("both inserts are queued", || db.status().writer_queued == 3).await;
+    let (outsider, go, blocker, inserts) = group_facing_a_lock(&t, &db).await;
     go.send(()).unwrap();
-    blocker.await.unwrap();
+    assert!(blocker.await.unwrap().unwrap());
     for insert in inserts {
         let outcome = tokio::time::timeout(Duration::from_secs(10), insert)
             .await
@@ -322,17 +318,7 @@ async fn a_group_commit_whose_callers_are_gone_stops_waiting_for_the_lock() {
             .inline_budget(Duration::ZERO),
     )
     .await;
-    db.route(INSERT).await.unwrap();
-    until("the writer is idle", || db.status().writer_queued == 0).await;
-    let outsider = Outsider::lock(&t, "BEGIN IMMEDIATE");
-    let (go, blocker) = block_writer(&db).await;
-    let inserts: Vec<_> = (0..2)
-        .map(|_| {
-            let db = db.clone();
-            tokio::spawn(async move { db.execute(INSERT, ()).await })
-        })
-        .collect();
-    until("both inserts are queued", || db.status().writer_queued == 3).await;
+    let (outsider, go, blocker, inserts) = group_facing_a_lock(&t, &db).await;
     for insert in &inserts {
         insert.abort();
     }
@@ -340,7 +326,7 @@ async fn a_group_commit_whose_callers_are_gone_stops_waiting_for_the_lock() {
         let _ = insert.await;
     }
     go.send(()).unwrap();
-    blocker.await.unwrap();
+    assert!(blocker.await.unwrap().unwrap());
     until("the writer stops waiting for its gone callers", || {
         db.status().writer_queued == 0
     })

@@ -201,19 +201,7 @@ async fn group_commit_sizes_are_a_histogram() {
     let insert = "INSERT INTO t(x) VALUES (?)";
     db.execute(insert, (0,)).await.unwrap();
     // Hold the writer's thread until four writes are queued behind it: they commit as one.
-    let (release, held) = std::sync::mpsc::channel::<()>();
-    let (running, started) = tokio::sync::oneshot::channel::<()>();
-    let blocker = tokio::spawn({
-        let db = db.clone();
-        async move {
-            db.with_writer(move |_| {
-                let _ = running.send(());
-                held.recv().is_ok()
-            })
-            .await
-        }
-    });
-    started.await.unwrap();
+    let (release, blocker) = crate::hold_writer(&db).await;
     let writes: Vec<_> = (1..=4)
         .map(|i| {
             let db = db.clone();

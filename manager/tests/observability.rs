@@ -289,19 +289,7 @@ async fn each_member_of_a_group_commit_runs_in_its_own_callers_span() {
     // Known as DML from now on, so later runs may join a group.
     db.execute(insert, (0,)).await.unwrap();
     // Hold the writer's thread until all three writes are queued behind it.
-    let (release, held) = std::sync::mpsc::channel::<()>();
-    let (running, started) = tokio::sync::oneshot::channel::<()>();
-    let blocker = tokio::spawn({
-        let db = db.clone();
-        async move {
-            db.with_writer(move |_| {
-                let _ = running.send(());
-                held.recv().is_ok()
-            })
-            .await
-        }
-    });
-    started.await.unwrap();
+    let (release, blocker) = crate::hold_writer(&db).await;
     let writes: Vec<_> = (1..=3)
         .map(|i| {
             let db = db.clone();
