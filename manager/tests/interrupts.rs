@@ -394,10 +394,13 @@ async fn rows_of_u(db: &Database) -> Vec<i64> {
 /// statement's step count (kept across runs of a cached statement) crossed the handler's
 /// interval, and reports `SQLITE_INTERRUPT` if it says stop then: after an insert in a
 /// transaction completed, or after `COMMIT` committed. A statement timeout spent the moment a
-/// job starts makes that happen every so often. Whatever each call reports must be what the
-/// file holds: every insert reported done and committed is there, no other is.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_in_a_transaction_interrupted_only_as_it_ended_is_reported_done() {
+/// job starts makes that happen every so often. Runs `insert` (told `i`, answering whether it
+/// inserted `i`) in 3000 transactions, each committed even after a failure, as a careless
+/// caller would: every insert reported done and committed must be in the file, no other
+/// (one reported interrupted was rolled back with its whole transaction).
+async fn transactions_keep_what_they_report(
+    insert: impl AsyncFn(&litemux::Transaction, i64) -> litemux::Result<bool>,
+) {
     let t = TempDb::new();
     let options = t.options().readers(1);
     let db = open(
@@ -406,19 +409,14 @@ async fn a_write_in_a_transaction_interrupted_only_as_it_ended_is_reported_done(
     )
     .await;
     db.execute_batch("CREATE TABLE u(x INTEGER)").await.unwrap();
-    // `abs` keeps it from being proven short: it runs on the writer's thread, under the
-    // statement timeout.
-    let insert = "INSERT INTO u(x) VALUES (abs(?))";
     let mut committed = Vec::new();
     for i in 0..3000_i64 {
         let Ok(tx) = db.begin().await else { continue };
-        let inserted = match tx.execute(insert, (i,)).await {
-            Ok(_) => true,
+        let inserted = match insert(&tx, i).await {
+            Ok(inserted) => inserted,
             Err(Error::Interrupted { .. }) => false,
             Err(e) => panic!("insert {i}: {e:?}"),
         };
-        // Committed even after a failure, as a careless caller would: a write reported
-        // interrupted was rolled back with its whole transaction, so nothing of it may stay.
         if tx.commit().await.is_ok() && inserted {
             committed.push(i);
         }
@@ -426,6 +424,31 @@ async fn a_write_in_a_transaction_interrupted_only_as_it_ended_is_reported_done(
     db.close().await.unwrap();
     let db = open(&t, options).await;
     assert_eq!(rows_of_u(&db).await, committed);
+}
+
+// `abs` keeps these inserts from being proven short: they run on the writer's thread, under
+// the statement timeout.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_in_a_transaction_interrupted_only_as_it_ended_is_reported_done() {
+    transactions_keep_what_they_report(async |tx, i| {
+        tx.execute("INSERT INTO u(x) VALUES (abs(?))", (i,))
+            .await
+            .map(|done| done.rows_affected == 1)
+    })
+    .await;
+}
+
+/// The same for a write whose rows are fetched (`RETURNING`): rows reported are rows kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_write_interrupted_only_as_it_ended_is_reported_done() {
+    transactions_keep_what_they_report(async |tx, i| {
+        let rows = tx
+            .fetch_all("INSERT INTO u(x) VALUES (abs(?)) RETURNING x", (i,))
+            .await?;
+        Ok(rows.len() == 1 && rows[0].get::<i64>(0)? == i)
+    })
+    .await;
 }
 
 /// The same report inside a group commit: a member's insert is done, SQLite reports it
@@ -499,33 +522,4 @@ async fn transaction_control_is_never_reported_interrupted_after_taking_effect()
         }
         tx.commit().await.unwrap();
     }
-}
-
-/// The same for a write whose rows are fetched (`RETURNING`): rows reported are rows kept.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_returning_write_interrupted_only_as_it_ended_is_reported_done() {
-    let t = TempDb::new();
-    let options = t.options().readers(1);
-    let db = open(
-        &t,
-        options.clone().statement_timeout(Duration::from_nanos(1)),
-    )
-    .await;
-    db.execute_batch("CREATE TABLE u(x INTEGER)").await.unwrap();
-    let insert = "INSERT INTO u(x) VALUES (abs(?)) RETURNING x";
-    let mut committed = Vec::new();
-    for i in 0..3000_i64 {
-        let Ok(tx) = db.begin().await else { continue };
-        let inserted = match tx.fetch_all(insert, (i,)).await {
-            Ok(rows) => rows.len() == 1 && rows[0].get::<i64>(0).unwrap() == i,
-            Err(Error::Interrupted { .. }) => false,
-            Err(e) => panic!("insert {i}: {e:?}"),
-        };
-        if tx.commit().await.is_ok() && inserted {
-            committed.push(i);
-        }
-    }
-    db.close().await.unwrap();
-    let db = open(&t, options).await;
-    assert_eq!(rows_of_u(&db).await, committed);
 }
