@@ -295,9 +295,12 @@ impl Connection {
     ///   the transaction is still open. SQLite rolls the whole transaction back when it stops
     ///   such a statement part-way, so an open transaction means it ran to its end.
     fn committed_despite(&self, before: Before, writes: bool, failure: &Failure) -> bool {
-        if failure.code & 0xff != libsqlite3_sys::SQLITE_INTERRUPT {
-            return false;
-        }
+        failure.code & 0xff == libsqlite3_sys::SQLITE_INTERRUPT && self.ended_since(before, writes)
+    }
+
+    /// Whether a statement SQLite reported interrupted had ended (see
+    /// [`committed_despite`](Self::committed_despite)), by where the connection stands now.
+    fn ended_since(&self, before: Before, writes: bool) -> bool {
         if before.autocommit {
             self.is_autocommit() && self.commits() != before.commits
         } else {
@@ -324,11 +327,7 @@ impl Connection {
             return false;
         }
         let writes = || matches!(self.raw.prepare_once(sql), Ok((Some(statement), _)) if !statement.shape().readonly);
-        let failure = Failure {
-            code,
-            message: info.message().to_owned(),
-        };
-        self.committed_despite(before, !before.autocommit && writes(), &failure)
+        self.ended_since(before, !before.autocommit && writes())
     }
 
     /// Runs a script statement by statement, split by SQLite's own parser, so each statement

@@ -80,9 +80,7 @@ impl Deadline {
             None
         }
     }
-}
 
-impl Deadline {
     /// Whether the statement waiting for a lock, after `tries` naps, should try it again
     /// after a nap (how long) or stop waiting (`None`: SQLite then fails it with
     /// `SQLITE_BUSY`).
