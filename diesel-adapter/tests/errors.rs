@@ -327,18 +327,8 @@ async fn a_write_meeting_another_process_lock_waits_off_the_callers_thread() -> 
 /// transaction whose caller goes on and commits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_interrupted_only_as_it_ended_is_reported_done() -> TestResult {
-    use std::time::Duration;
     let db = TestDb::new();
-    db.connect().await?.database().close().await?;
-    // Never inline, and a deferred transaction's first write is not proven short: every
-    // insert runs on the writer's thread, under the statement timeout.
-    let options = litemux::Options::new(db.path())
-        .readers(1)
-        .inline_budget(Duration::ZERO)
-        .transaction_behavior(litemux::TransactionBehavior::Deferred)
-        .statement_timeout(Duration::from_nanos(1));
-    let database = litemux::Database::open_with(options).await?;
-    let mut conn = LitemuxConnection::from_database(database.clone());
+    let (database, mut conn) = timed_out_at_once(&db).await?;
     // One statement type, cached by diesel: its step count grows across runs, and SQLite
     // consults the progress handler whenever it crosses the interval, now and then as the
     // statement ends.
@@ -357,6 +347,62 @@ async fn a_write_interrupted_only_as_it_ended_is_reported_done() -> TestResult {
         }
     }
     database.close().await?;
+    assert_the_file_holds_exactly(&db, done).await
+}
+
+/// As [`a_write_interrupted_only_as_it_ended_is_reported_done`], for writes whose rows come
+/// back (`RETURNING`, stepped to its end by `get_results`), at once in autocommit mode and
+/// streamed in a transaction: a write reported done returns its row, one reported failed
+/// left nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_write_interrupted_only_as_it_ended_is_reported_done_with_its_row() -> TestResult
+{
+    let db = TestDb::new();
+    let (database, mut conn) = timed_out_at_once(&db).await?;
+    let insert = |x: i64| {
+        diesel::insert_into(users::table)
+            .values(users::name.eq(x.to_string()))
+            .returning(users::name)
+    };
+    let mut done = Vec::new();
+    for x in 0..1500_i64 {
+        if let Ok(names) = insert(x).get_results::<String>(&mut conn).await {
+            assert_eq!(names, [x.to_string()]);
+            done.push(x);
+        }
+        let y = 100_000 + x;
+        let in_transaction = conn
+            .transaction::<_, Error, _>(async |conn| {
+                Ok(insert(y).get_results::<String>(conn).await.ok())
+            })
+            .await;
+        if let Ok(Some(names)) = in_transaction {
+            assert_eq!(names, [y.to_string()]);
+            done.push(y);
+        }
+    }
+    database.close().await?;
+    assert_the_file_holds_exactly(&db, done).await
+}
+
+/// A database on `db` whose statement timeout passes the moment a statement starts, and a
+/// connection to it. Never inline, and a deferred transaction's first write is not proven
+/// short: every write runs on the writer's thread, under the statement timeout.
+async fn timed_out_at_once(db: &TestDb) -> TestResult<(litemux::Database, LitemuxConnection)> {
+    use std::time::Duration;
+    db.connect().await?.database().close().await?;
+    let options = litemux::Options::new(db.path())
+        .readers(1)
+        .inline_budget(Duration::ZERO)
+        .transaction_behavior(litemux::TransactionBehavior::Deferred)
+        .statement_timeout(Duration::from_nanos(1));
+    let database = litemux::Database::open_with(options).await?;
+    let conn = LitemuxConnection::from_database(database.clone());
+    Ok((database, conn))
+}
+
+/// Asserts that the users in `db`'s file are named exactly the numbers in `done`.
+async fn assert_the_file_holds_exactly(db: &TestDb, mut done: Vec<i64>) -> TestResult {
     let reopened = db.connect().await?;
     let mut held: Vec<i64> = committed_names(reopened.database())
         .await?
