@@ -132,9 +132,7 @@ impl Connection {
             return outcome;
         }
         if base_in_transaction {
-            // The outer transaction ended under us; start a new one so later work is still
-            // discarded at close.
-            let _ = self.control("BEGIN IMMEDIATE");
+            let _ = self.reopen_base();
         } else {
             self.rollback_open_transaction();
         }
@@ -142,6 +140,18 @@ impl Connection {
             Err(e) => Err(e),
             Ok(_) => Err(Error::UnfinishedTransaction { sql: sql.into() }),
         }
+    }
+
+    /// In `force_rollback` mode the writer keeps an outer transaction open for the
+    /// database's life, and SQLite can end it under us (`INSERT OR ROLLBACK`,
+    /// `RAISE(ROLLBACK)`, an interrupted write, a full disk). Begins a new one if so, so
+    /// that later work is still discarded at close rather than committed.
+    pub(crate) fn reopen_base(&mut self) -> Result<()> {
+        if self.is_autocommit() {
+            tracing::warn!(target: "litemux", "SQLite ended the force_rollback transaction; beginning another");
+            self.control("BEGIN IMMEDIATE")?;
+        }
+        Ok(())
     }
 
     /// Lends the connection to user code (the escape hatch). If `f` panics after opening a

@@ -16,10 +16,12 @@ use crate::telemetry;
 use crate::thread::worker::Worker;
 use crate::{Error, Result};
 
+/// Rolls back a transaction handle's transaction: with `nested` (in `force_rollback` mode)
+/// its savepoint, leaving the outer transaction open, or a new one begun if SQLite ended it.
 pub(super) fn roll_back(conn: &mut Connection, nested: bool) -> Result<()> {
     if nested {
         if conn.is_autocommit() {
-            return Ok(());
+            return conn.reopen_base();
         }
         conn.rollback_savepoint(NESTED_SAVEPOINT)
     } else {
