@@ -39,6 +39,31 @@ async fn a_second_open_of_a_file_opens_no_connection() {
     );
 }
 
+/// Opens of one file racing each other start one database, which the others join: none
+/// opens a writer of its own, and none fails on the write lock a force_rollback writer holds
+/// from the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_opens_of_a_file_start_one_database() {
+    let t = TempDb::new();
+    let opened = Arc::new(AtomicUsize::new(0));
+    let options = counted(&t, &opened)
+        .force_rollback(true)
+        .busy_timeout(Duration::from_millis(100));
+    let opens: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(Database::open_with(options.clone())))
+        .collect();
+    let mut dbs = Vec::new();
+    for open in opens {
+        dbs.push(open.await.unwrap().expect("every racing open succeeds"));
+    }
+    assert!(dbs.iter().all(|db| db.same_database(&dbs[0])));
+    assert_eq!(
+        opened.load(Ordering::SeqCst),
+        1,
+        "one writer connection, and force_rollback opens no reader"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_open_while_a_write_transaction_runs_does_not_wait_for_it() {
     let t = TempDb::new();

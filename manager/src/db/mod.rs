@@ -1,9 +1,11 @@
 //! A database file's state in the process, and how an open reaches it: started afresh, or
-//! joined when the file is already open (see [`registry`]), with its [`health`] task.
+//! joined when the file is already open (see [`registry`]; opens of one file take
+//! [`turns`]), with its [`health`] task.
 
 pub(crate) mod health;
 pub(crate) mod registry;
 pub(crate) mod state;
+mod turns;
 
 use std::sync::Arc;
 
@@ -24,33 +26,18 @@ pub(crate) async fn open(options: Options) -> Result<Arc<DatabaseState>> {
         path: options.path.clone(),
         source: Box::new(source),
     })?;
+    let _turn = turns::take(&key).await;
     loop {
         match registry::find(&key) {
             Found::Open(existing) => return joined_by(existing, &options),
-            Found::Closing(stopped) => {
-                registry::stopped(stopped).await;
-                continue;
-            }
-            Found::Vacant => {}
-        }
-        let shared = Arc::new(DatabaseState::start(options.clone()).await?);
-        match registry::insert(key.clone(), &shared, shared.stopped_rx.clone()) {
-            Found::Vacant => {
-                health::spawn(&shared);
-                return Ok(shared);
-            }
-            // Another open won the race. Ours never served anyone; only its threads
-            // need stopping.
-            Found::Open(winner) => {
-                let _ = shared.shut_down().await;
-                return joined_by(winner, &options);
-            }
-            Found::Closing(stopped) => {
-                let _ = shared.shut_down().await;
-                registry::stopped(stopped).await;
-            }
+            Found::Closing(stopped) => registry::stopped(stopped).await,
+            Found::Vacant => break,
         }
     }
+    let shared = Arc::new(DatabaseState::start(options.clone()).await?);
+    registry::insert(key, &shared, shared.stopped_rx.clone());
+    health::spawn(&shared);
+    Ok(shared)
 }
 
 /// Keeps the handle just taken on `shared` for an open with `options`, if they agree with

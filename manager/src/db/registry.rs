@@ -81,22 +81,12 @@ pub(crate) fn find(key: &Path) -> Found {
         .map_or(Found::Vacant, Entry::state)
 }
 
-/// Registers `shared` under `key` if nothing runs there; otherwise returns what does (a
-/// running database with a handle taken, or one closing), and `shared` should be shut down.
-pub(crate) fn insert(
-    key: PathBuf,
-    shared: &Arc<DatabaseState>,
-    stopped: watch::Receiver<()>,
-) -> Found {
+/// Registers `shared` under `key`, where [`find`] found nothing running: the caller holds
+/// the file's turn (see [`turns`](super::turns)), so no other open can have registered since.
+pub(crate) fn insert(key: PathBuf, shared: &Arc<DatabaseState>, stopped: watch::Receiver<()>) {
     let mut guard = lock();
     let open = guard.get_or_insert_with(HashMap::new);
     open.retain(|_, entry| entry.stopped.has_changed().is_ok());
-    if let Some(entry) = open.get(&key) {
-        match entry.state() {
-            Found::Vacant => {}
-            other => return other,
-        }
-    }
     open.insert(
         key,
         Entry {
@@ -104,7 +94,6 @@ pub(crate) fn insert(
             stopped,
         },
     );
-    Found::Vacant
 }
 
 /// Waits until the database `stopped` belongs to has ended its connection threads.
