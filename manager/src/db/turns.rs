@@ -41,3 +41,40 @@ pub(crate) async fn take(key: &Path) -> Turn {
         _guard: line.lock_owned().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt as _;
+
+    use super::*;
+
+    fn lines() -> usize {
+        TURNS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map_or(0, HashMap::len)
+    }
+
+    #[tokio::test]
+    async fn opens_of_one_file_wait_for_each_others_turn() {
+        let key = Path::new("/litemux-turns-test/one.db");
+        let first = take(key).await;
+        let mut second = std::pin::pin!(take(key));
+        assert!(
+            second.as_mut().now_or_never().is_none(),
+            "both had the turn"
+        );
+        drop(first);
+        second.await;
+    }
+
+    #[tokio::test]
+    async fn files_no_longer_opening_are_forgotten() {
+        for i in 0..50 {
+            drop(take(&PathBuf::from(format!("/litemux-turns-test/{i}.db"))).await);
+        }
+        // Other tests may hold a turn meanwhile: at most a few lines, never one per file.
+        assert!(lines() < 10, "{} lines kept", lines());
+    }
+}
