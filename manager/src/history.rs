@@ -22,7 +22,9 @@ pub struct HistoryEntry {
     pub role: Role,
     /// How long SQLite took, from prepare to the last row.
     pub duration: Duration,
-    /// Rows returned (queries) or changed (writes).
+    /// Rows returned (queries) or changed (writes: by the statement itself, not by the
+    /// triggers it fired, as in
+    /// [`ExecuteResult::rows_affected`](crate::ExecuteResult::rows_affected)).
     pub rows: u64,
     /// The error's message, when it failed.
     pub error: Option<String>,

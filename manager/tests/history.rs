@@ -228,3 +228,29 @@ async fn a_lent_connection_says_a_finished_statement_was_not_interrupted() {
         .unwrap();
     assert!(!said);
 }
+
+/// A write's `rows` in the history is the rows the statement itself changed, whether it ran
+/// through `execute` or `execute_batch`: rows changed by the triggers it fired are not counted
+/// (as `ExecuteResult::rows_affected` does not count them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_rows_of_a_write_are_the_same_through_execute_and_execute_batch() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    db.execute_batch(
+        "CREATE TABLE log(y);
+         CREATE TRIGGER t_log AFTER INSERT ON t BEGIN INSERT INTO log VALUES (new.x); INSERT INTO log VALUES (new.x); END;",
+    )
+    .await
+    .unwrap();
+    let sql = "INSERT INTO t(x) VALUES (7)";
+    let done = db.execute(sql, ()).await.unwrap();
+    db.execute_batch(sql).await.unwrap();
+    let rows: Vec<u64> = db
+        .history()
+        .iter()
+        .filter(|e| e.sql == sql)
+        .map(|e| e.rows)
+        .collect();
+    assert_eq!(done.rows_affected, 1);
+    assert_eq!(rows, [1, 1], "execute vs execute_batch");
+}

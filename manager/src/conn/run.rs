@@ -363,7 +363,7 @@ impl Connection {
             let span = self.span(sql, &[]);
             let _entered = span.enter();
             let started = Instant::now();
-            let before = self.raw.total_changes();
+            let mark = self.change_count();
             let judge = self.before();
             let writes = !statement.shape().readonly;
             let outcome = statement.run_to_end(&[]);
@@ -374,7 +374,8 @@ impl Connection {
                 }
                 _ => Ok(()),
             };
-            let changed = u64::try_from(self.raw.total_changes() - before).unwrap_or(0);
+            // As `execute` counts: the statement's own rows, not those its triggers changed.
+            let changed = self.executed_since(mark).rows_affected;
             let counted = outcome.as_ref().map(|()| changed);
             self.record(&span, sql, &[], started, Rows::Affected, counted);
             outcome?;
