@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use litemux::{Database, Role, Value};
+use litemux::{Database, Error, Role, Value};
 
 use crate::TempDb;
 
@@ -253,4 +253,48 @@ async fn history_rows_of_a_write_are_the_same_through_execute_and_execute_batch(
         .collect();
     assert_eq!(done.rows_affected, 1);
     assert_eq!(rows, [1, 1], "execute vs execute_batch");
+}
+
+/// A flush that cannot write its file (here: its directory does not exist) fails with
+/// `Error::HistoryIo` and loses nothing: the history keeps every entry, and a later flush to a
+/// file that can be written writes them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_that_fails_keeps_the_history() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    db.execute("INSERT INTO t(x) VALUES (1)", ()).await.unwrap();
+    let before = db.history().len();
+    assert!(before >= 2, "CREATE TABLE and INSERT");
+    let nowhere = t.dir.path().join("no such dir").join("history.jsonl");
+    assert!(matches!(
+        db.flush_history(&nowhere).await,
+        Err(Error::HistoryIo { .. })
+    ));
+    assert_eq!(
+        db.history().len(),
+        before,
+        "the entries that were not written are gone"
+    );
+    // And a later flush to a good file has them.
+    let good = t.dir.path().join("history.jsonl");
+    assert_eq!(db.flush_history(&good).await.unwrap(), before);
+}
+
+/// The same at close: a history file that cannot be written makes `close` fail with
+/// `Error::HistoryIo`, and the history still has every entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_file_that_cannot_be_written_at_close_keeps_the_history() {
+    let t = TempDb::new();
+    let nowhere = t.dir.path().join("no such dir").join("at-close.jsonl");
+    let db = Database::open_with(t.options().history_file(&nowhere))
+        .await
+        .unwrap();
+    db.execute_batch("CREATE TABLE t(x)").await.unwrap();
+    let before = db.history();
+    assert_eq!(before.len(), 1);
+    let closed = db.close().await;
+    assert!(matches!(closed, Err(Error::HistoryIo { .. })), "{closed:?}");
+    // Closing may add entries of its own (the WAL checkpoint).
+    let after = db.history();
+    assert!(after.starts_with(&before), "{after:?}");
 }

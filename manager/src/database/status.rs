@@ -18,8 +18,12 @@ impl Database {
     /// like [`HistoryEntry`]'s fields; the file is created with mode 0600) and clears it.
     /// Returns how many entries were written.
     ///
+    /// Entries leave the history only once written: when the file cannot be opened or
+    /// written, the history keeps them (a later flush writes them; after a write that failed
+    /// partway, some of them may then be in the file twice).
+    ///
     /// # Errors
-    /// [`Error::HistoryIo`](crate::Error::HistoryIo).
+    /// [`Error::HistoryIo`](crate::Error::HistoryIo), and the history is kept.
     ///
     /// # Cancel safety
     /// Cancel safe (the write itself is synchronous).

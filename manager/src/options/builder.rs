@@ -184,7 +184,10 @@ impl Options {
         self
     }
 
-    /// A JSON-lines file the history is appended to when the database closes.
+    /// A JSON-lines file the history is appended to when the database closes (as by
+    /// [`Database::flush_history`](crate::Database::flush_history): if it cannot be written,
+    /// the close fails with [`Error::HistoryIo`](crate::Error::HistoryIo) and
+    /// [`Database::history`](crate::Database::history) still has the entries).
     #[must_use]
     pub fn history_file(mut self, path: impl AsRef<Path>) -> Self {
         self.history_file = Some(path.as_ref().to_path_buf());
