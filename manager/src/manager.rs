@@ -54,7 +54,8 @@ impl Manager {
     }
 
     /// Opens `url` (a path, `:memory:` or a `sqlite://` URL) under `alias`. Opening an alias
-    /// again replaces it (the old handle is closed).
+    /// again replaces it: the old handle is closed, and the old `url` no longer leads to the
+    /// alias.
     ///
     /// # Errors
     /// As [`Database::open`].
@@ -76,6 +77,8 @@ impl Manager {
         let db = Database::open_with(options).await?;
         let replaced = {
             let mut entries = self.lock();
+            // A path the alias was opened with before leads to the old file, closed below.
+            entries.alias_of_path.retain(|_, a| a != alias);
             entries
                 .alias_of_path
                 .insert(url.to_owned(), alias.to_owned());

@@ -83,3 +83,30 @@ async fn closing_one_database_by_path_leaves_the_others_reachable_by_path() {
     );
     m.shutdown().await.unwrap();
 }
+
+/// An alias opened again on another file leaves its old path: `get` and `close` by the old path
+/// say `UnknownAlias` instead of reaching (and closing) the new file's database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alias_opened_again_on_another_file_forgets_the_old_path() {
+    let (a, b) = (TempDb::new(), TempDb::new());
+    let (path_a, path_b) = (a.path.to_str().unwrap(), b.path.to_str().unwrap());
+    let m = Manager::new();
+    m.open(path_a, "main").await.unwrap();
+    let on_b = m.open(path_b, "main").await.unwrap();
+    match m.get(path_a) {
+        Err(Error::UnknownAlias(_)) => {}
+        Ok(db) => panic!(
+            "get({path_a}) returned the database of {path_b}: {}",
+            db.same_database(&on_b)
+        ),
+        Err(e) => panic!("{e}"),
+    }
+    // Closing by the old path closes the other file's database.
+    let closed = m.close(path_a).await;
+    assert!(
+        matches!(closed, Err(Error::UnknownAlias(_))),
+        "close({path_a}) closed {path_b}'s database: {closed:?}"
+    );
+    assert!(m.get("main").is_ok());
+    m.shutdown().await.unwrap();
+}
