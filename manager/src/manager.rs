@@ -7,6 +7,9 @@ use crate::{Database, Error, Options, Result};
 
 /// Several databases open at once, reachable by alias or by the path they were opened with.
 ///
+/// One path may be open under several aliases, each with its own handle on the file's one
+/// database: the path leads to the latest of them still open.
+///
 /// ```
 /// # async fn demo() -> litemux::Result<()> {
 /// # let dir = tempfile::tempdir().unwrap();
@@ -30,8 +33,27 @@ pub struct Manager {
 #[derive(Default)]
 struct Entries {
     by_alias: HashMap<String, Database>,
-    /// Path (as given to `open`) to alias, so `get` accepts either.
-    alias_of_path: HashMap<String, String>,
+    /// Path (as given to `open`) to every alias open with it, oldest first, so `get` accepts
+    /// either, and the path stays reachable while any of its aliases is open.
+    aliases_of_path: HashMap<String, Vec<String>>,
+}
+
+impl Entries {
+    /// The alias `alias_or_path` names: the latest alias opened with it as path, else itself.
+    fn alias<'a>(&'a self, alias_or_path: &'a str) -> &'a str {
+        self.aliases_of_path
+            .get(alias_or_path)
+            .and_then(|aliases| aliases.last())
+            .map_or(alias_or_path, String::as_str)
+    }
+
+    /// Forgets `alias` as an alias of any path; a path left with none is forgotten.
+    fn unmap(&mut self, alias: &str) {
+        self.aliases_of_path.retain(|_, aliases| {
+            aliases.retain(|a| a != alias);
+            !aliases.is_empty()
+        });
+    }
 }
 
 impl std::fmt::Debug for Manager {
@@ -78,10 +100,12 @@ impl Manager {
         let replaced = {
             let mut entries = self.lock();
             // A path the alias was opened with before leads to the old file, closed below.
-            entries.alias_of_path.retain(|_, a| a != alias);
+            entries.unmap(alias);
             entries
-                .alias_of_path
-                .insert(url.to_owned(), alias.to_owned());
+                .aliases_of_path
+                .entry(url.to_owned())
+                .or_default()
+                .push(alias.to_owned());
             entries.by_alias.insert(alias.to_owned(), db.clone())
         };
         if let Some(old) = replaced {
@@ -90,19 +114,16 @@ impl Manager {
         Ok(db)
     }
 
-    /// The database opened under `alias_or_path`.
+    /// The database opened under `alias_or_path`: an alias, or a path given to `open` (the
+    /// latest alias still open with it).
     ///
     /// # Errors
     /// [`Error::UnknownAlias`] when nothing was opened under that name; nothing is created.
     pub fn get(&self, alias_or_path: &str) -> Result<Database> {
         let entries = self.lock();
-        let alias = entries
-            .alias_of_path
-            .get(alias_or_path)
-            .map_or(alias_or_path, String::as_str);
         entries
             .by_alias
-            .get(alias)
+            .get(entries.alias(alias_or_path))
             .cloned()
             .ok_or_else(|| Error::UnknownAlias(alias_or_path.to_owned()))
     }
@@ -112,7 +133,9 @@ impl Manager {
         self.lock().by_alias.keys().cloned().collect()
     }
 
-    /// Closes the database under `alias_or_path` and forgets it.
+    /// Closes the handle under `alias_or_path` and forgets its alias. By a path open under
+    /// several aliases, closes the latest one's; the path then leads to the others, which go
+    /// on working (see [`Database::close`]).
     ///
     /// # Errors
     /// [`Error::UnknownAlias`], or the close's error.
@@ -122,12 +145,8 @@ impl Manager {
     pub async fn close(&self, alias_or_path: &str) -> Result<()> {
         let db = {
             let mut entries = self.lock();
-            let alias = entries
-                .alias_of_path
-                .get(alias_or_path)
-                .cloned()
-                .unwrap_or_else(|| alias_or_path.to_owned());
-            entries.alias_of_path.retain(|_, a| *a != alias);
+            let alias = entries.alias(alias_or_path).to_owned();
+            entries.unmap(&alias);
             entries.by_alias.remove(&alias)
         };
         db.ok_or_else(|| Error::UnknownAlias(alias_or_path.to_owned()))?
@@ -145,7 +164,7 @@ impl Manager {
     pub async fn shutdown(&self) -> Result<()> {
         let all: Vec<Database> = {
             let mut entries = self.lock();
-            entries.alias_of_path.clear();
+            entries.aliases_of_path.clear();
             entries.by_alias.drain().map(|(_, db)| db).collect()
         };
         let mut first_error = None;

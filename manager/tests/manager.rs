@@ -110,3 +110,26 @@ async fn an_alias_opened_again_on_another_file_forgets_the_old_path() {
     assert!(m.get("main").is_ok());
     m.shutdown().await.unwrap();
 }
+
+/// One file open under two aliases: closing one alias leaves the path leading to the file
+/// through the other (the manager keeps every alias of a path, and forgets only the closed one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_one_of_two_aliases_of_a_file_keeps_its_path_reachable() {
+    let t = TempDb::new();
+    let path = t.path.to_str().unwrap();
+    let m = Manager::new();
+    let first = m.open(path, "first").await.unwrap();
+    m.open(path, "second").await.unwrap();
+    m.close("second").await.unwrap();
+    let by_path = m.get(path);
+    assert!(
+        by_path.as_ref().is_ok_and(|db| db.same_database(&first)),
+        "{path} is still open as `first`, but get says {by_path:?}"
+    );
+    assert!(matches!(m.get("second"), Err(Error::UnknownAlias(_))));
+    // By the path, the latest alias still open is closed: then nothing is left.
+    m.close(path).await.unwrap();
+    assert!(matches!(m.get("first"), Err(Error::UnknownAlias(_))));
+    assert!(matches!(m.get(path), Err(Error::UnknownAlias(_))));
+    m.shutdown().await.unwrap();
+}
