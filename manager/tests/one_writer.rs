@@ -244,3 +244,40 @@ async fn a_queued_write_whose_caller_gave_up_never_runs() {
     let xs = crate::ints(&db, "SELECT x FROM t ORDER BY x").await;
     assert_eq!(xs, [1], "the abandoned write ran");
 }
+
+/// A file opened first through a symbolic link to it, before it exists (SQLite creates the
+/// link's target), then by its own path, has one writer: both opens join one database.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_opened_through_a_dangling_symlink_then_by_its_path_has_one_writer() {
+    let t = TempDb::new();
+    let link = t.dir.path().join("link.db");
+    std::os::unix::fs::symlink(&t.path, &link).unwrap();
+    let through_link = Database::open_with(Options::new(&link).readers(1))
+        .await
+        .unwrap();
+    assert!(t.path.exists(), "the open created the target");
+    let direct = Database::open(t.path.to_str().unwrap()).await.unwrap();
+    assert!(
+        through_link.same_database(&direct),
+        "two databases, so two writers, on one file"
+    );
+    // The one writer serves both: a write through one handle waits for a transaction
+    // through the other instead of failing on SQLite's lock.
+    through_link
+        .execute_batch("CREATE TABLE t(x)")
+        .await
+        .unwrap();
+    let tx = through_link.begin().await.unwrap();
+    tx.execute("INSERT INTO t(x) VALUES (1)", ()).await.unwrap();
+    let write = tokio::spawn({
+        let direct = direct.clone();
+        async move { direct.execute("INSERT INTO t(x) VALUES (2)", ()).await }
+    });
+    tx.commit().await.unwrap();
+    write.await.unwrap().unwrap();
+    assert_eq!(
+        crate::ints(&direct, "SELECT x FROM t ORDER BY x").await,
+        [1, 2]
+    );
+}

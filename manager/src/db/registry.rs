@@ -54,23 +54,40 @@ fn lock() -> MutexGuard<'static, Option<Map>> {
     OPEN.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The key a file is registered under: its canonical path, or, for a file not created yet,
-/// its canonical directory joined with its name.
+/// How many symbolic links [`key`] follows towards a file not created yet (Linux's limit).
+const MAX_LINKS: usize = 40;
+
+/// The key a file is registered under: its canonical path. A file not created yet is keyed
+/// where SQLite will create it: its canonical directory joined with its name, after
+/// following the path while it is a dangling symbolic link (SQLite creates the link's
+/// target, which a later open may name directly).
 pub(crate) fn key(path: &Path) -> Result<PathBuf> {
-    if let Ok(canonical) = std::fs::canonicalize(path) {
-        return Ok(canonical);
+    let mut path = path.to_path_buf();
+    for _ in 0..=MAX_LINKS {
+        if let Ok(canonical) = std::fs::canonicalize(&path) {
+            return Ok(canonical);
+        }
+        let name = path.file_name().ok_or_else(|| {
+            Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the path names no file",
+            ))
+        })?;
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let parent = std::fs::canonicalize(parent).map_err(Error::Io)?;
+        match std::fs::read_link(&path) {
+            // A relative target is relative to the link's directory.
+            Ok(target) => path = parent.join(target),
+            Err(_) => return Ok(parent.join(name)),
+        }
     }
-    let name = path.file_name().ok_or_else(|| {
-        Error::Io(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "the path names no file",
-        ))
-    })?;
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    Ok(std::fs::canonicalize(parent).map_err(Error::Io)?.join(name))
+    Err(Error::Io(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        "too many levels of symbolic links",
+    )))
 }
 
 /// What runs on the file registered under `key`.
@@ -115,6 +132,37 @@ mod tests {
         let here = std::fs::canonicalize(".").map_err(Error::Io)?;
         assert_eq!(key(Path::new(name))?, here.join(name));
         assert!(!Path::new(name).exists(), "computing a key creates nothing");
+        Ok(())
+    }
+
+    /// Links to a file not created yet, relative and absolute, in a chain, are keyed at the
+    /// file: where SQLite creates it.
+    #[cfg(unix)]
+    #[test]
+    fn a_dangling_link_is_keyed_at_its_target() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(Error::Io)?;
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).map_err(Error::Io)?;
+        let file = sub.join("a.db");
+        let link = |target: &Path, at: &Path| std::os::unix::fs::symlink(target, at);
+        link(Path::new("sub/a.db"), &dir.path().join("relative")).map_err(Error::Io)?;
+        link(&file, &dir.path().join("absolute")).map_err(Error::Io)?;
+        link(Path::new("../relative"), &sub.join("chained")).map_err(Error::Io)?;
+        let want = key(&file)?;
+        for name in ["relative", "absolute", "sub/chained"] {
+            assert_eq!(key(&dir.path().join(name))?, want, "{name}");
+        }
+        assert_eq!(
+            want,
+            std::fs::canonicalize(&sub).map_err(Error::Io)?.join("a.db")
+        );
+        std::fs::write(&file, b"").map_err(Error::Io)?;
+        assert_eq!(key(&dir.path().join("sub/chained"))?, key(&file)?);
+
+        let (a, b) = (dir.path().join("loop_a"), dir.path().join("loop_b"));
+        link(&b, &a).map_err(Error::Io)?;
+        link(&a, &b).map_err(Error::Io)?;
+        assert!(key(&a).is_err(), "a loop of links is no file");
         Ok(())
     }
 
