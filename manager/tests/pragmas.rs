@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use diesel::connection::SimpleConnection;
 
+use litemux::{Database, Error};
+
 use crate::TempDb;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,4 +124,31 @@ async fn readers_refuse_writes_themselves() {
         .unwrap();
     assert!(refused);
     assert_eq!(crate::count(&db).await, 0);
+}
+
+/// A PRAGMA SQLite does not know (here a misspelt `cache_size`) is refused at open with
+/// `Error::InvalidOption` naming `pragma`, instead of being run, ignored by SQLite without a
+/// word, and doing nothing. A known one, however spelt (`main.CACHE_SIZE`), is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misspelt_pragma_is_refused_not_ignored() {
+    let t = TempDb::new();
+    let cache_size = async |db: &Database| -> i64 {
+        let row = db.fetch_one("PRAGMA cache_size", ()).await.unwrap();
+        row.get(0).unwrap()
+    };
+    match Database::open_with(t.options().pragma("cache_sise", "-4321")).await {
+        Err(Error::InvalidOption { key, reason }) => {
+            assert_eq!(key, "pragma");
+            assert!(reason.contains("`cache_sise`"), "{reason}");
+        }
+        Ok(db) => panic!(
+            "the misspelt pragma was accepted and ignored (cache_size is {})",
+            cache_size(&db).await
+        ),
+        Err(e) => panic!("{e:?}"),
+    }
+    let db = Database::open_with(t.options().pragma("main.CACHE_SIZE", "-4321"))
+        .await
+        .unwrap();
+    assert_eq!(cache_size(&db).await, -4321);
 }

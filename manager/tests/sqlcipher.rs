@@ -223,3 +223,26 @@ async fn the_lock_anchor_opens_with_the_key_too() {
         .expect("the anchor never held on the encrypted file");
     db.close().await.unwrap();
 }
+
+/// SQLCipher's own PRAGMAs are missing from `PRAGMA pragma_list`, yet SQLCipher knows them:
+/// the check that refuses unknown PRAGMAs lets them through, and still refuses a misspelt one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlciphers_own_pragmas_are_not_refused_as_unknown() {
+    let t = TempDb::new();
+    let db = Database::open_with(t.options().key("k").pragma("cipher_memory_security", "ON"))
+        .await
+        .unwrap();
+    let on: String = db
+        .fetch_one("PRAGMA cipher_memory_security", ())
+        .await
+        .unwrap()
+        .get(0)
+        .unwrap();
+    assert_eq!(on, "1");
+    db.close().await.unwrap();
+    let misspelt = Database::open_with(t.options().key("k").pragma("kdf_iters", "1")).await;
+    assert!(
+        matches!(&misspelt, Err(Error::InvalidOption { key, .. }) if key == "pragma"),
+        "{misspelt:?}"
+    );
+}

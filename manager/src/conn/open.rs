@@ -9,6 +9,7 @@ use super::record::Record;
 use super::run::Limit;
 use super::{Connection, Context};
 use crate::options::OpenMode;
+use crate::options::check::check_pragma_known;
 use crate::raw::{Access, RawConnection};
 use crate::telemetry::Run;
 use crate::{Error, Options, Result, Role};
@@ -20,7 +21,8 @@ const SESSION_OBJECTS: &str = "SELECT (SELECT count(*) FROM temp.sqlite_schema) 
 impl Connection {
     /// Opens a connection and applies, in order: busy timeout (so every later step waits on
     /// locks instead of failing), journal mode (writer only, before any reader exists),
-    /// `synchronous`, `foreign_keys`, the user's PRAGMAs, `query_only` (readers), the hook.
+    /// `synchronous`, `foreign_keys`, the user's PRAGMAs (the writer first refuses one SQLite
+    /// does not know), `query_only` (readers), the hook.
     pub(crate) fn open(options: &Options, role: Role, context: Arc<Context>) -> Result<Self> {
         let open_error = |source: Error| Error::Open {
             path: options.path.clone(),
@@ -40,6 +42,8 @@ impl Connection {
         conn.configure(options, role).map_err(|e| match e {
             // Says what failed, with the path: no need for another layer.
             Error::WrongKey { .. } => e,
+            // Names the option at fault, as the checks of the options before opening do.
+            Error::InvalidOption { ref key, .. } if key == "pragma" => e,
             e => open_error(e),
         })?;
         Ok(conn)
@@ -102,6 +106,10 @@ impl Connection {
         ))?;
         let foreign_keys = if options.foreign_keys { "ON" } else { "OFF" };
         self.setup(&format!("PRAGMA foreign_keys = {foreign_keys}"))?;
+        if role == Role::Writer {
+            // Once per database: its readers run the same PRAGMAs on the same library.
+            self.check_pragma_names(options)?;
+        }
         for (name, value) in &options.pragmas {
             self.setup(&format!("PRAGMA {name} = {value}"))?;
         }
@@ -136,6 +144,31 @@ impl Connection {
                     namespace: self.context.classified.namespace(),
                 });
             }
+        }
+        Ok(())
+    }
+
+    /// Refuses a PRAGMA of the user's that this SQLite does not know (see
+    /// [`check_pragma_known`]). A build without `PRAGMA pragma_list`
+    /// (`SQLITE_OMIT_INTROSPECTION_PRAGMAS`) lists nothing: then none is refused.
+    fn check_pragma_names(&mut self, options: &Options) -> Result<()> {
+        if options.pragmas.is_empty() {
+            return Ok(());
+        }
+        let listed: Vec<String> = self
+            .fetch("PRAGMA pragma_list", &[], Limit::All, Record::No)?
+            .iter()
+            .filter_map(|row| row.get::<String>(0).ok())
+            .collect();
+        if listed.is_empty() {
+            return Ok(());
+        }
+        // Plain SQLite ignores it, so it returns nothing.
+        let sqlcipher = !self
+            .fetch("PRAGMA cipher_version", &[], Limit::First, Record::No)?
+            .is_empty();
+        for (name, _) in &options.pragmas {
+            check_pragma_known(name, &listed, sqlcipher)?;
         }
         Ok(())
     }

@@ -117,7 +117,13 @@ impl Options {
         self
     }
 
-    /// An extra `PRAGMA name = value` for every connection, run after litemux's own.
+    /// An extra `PRAGMA name = value` for every connection, run after litemux's own. `name`
+    /// may be `schema.name`.
+    ///
+    /// SQLite ignores a PRAGMA it does not know without a word; litemux refuses it instead:
+    /// the open fails with [`Error::InvalidOption`](crate::Error::InvalidOption) (key
+    /// `pragma`) unless `name` is in the linked SQLite's `PRAGMA pragma_list` or, built as
+    /// SQLCipher, is one of SQLCipher's own (`cipher_*`, `kdf_iter`, ...).
     #[must_use]
     pub fn pragma(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.pragmas.push((name.into(), value.into()));

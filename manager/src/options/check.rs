@@ -173,6 +173,41 @@ fn check_pragma(name: &str, value: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// The PRAGMAs SQLCipher handles itself before SQLite looks a PRAGMA up, so that
+/// `PRAGMA pragma_list` leaves them out: these, and every one whose name starts `cipher`.
+const SQLCIPHER_PRAGMAS: [&str; 4] = [
+    "kdf_iter",
+    "fast_kdf_iter",
+    "rekey_cipher",
+    "rekey_kdf_iter",
+];
+
+/// Refuses a PRAGMA given to [`Options::pragma`] (`name` or `schema.name`) that the SQLite
+/// running it does not know: neither in `listed` (what its `PRAGMA pragma_list` returns) nor,
+/// when it is `sqlcipher`, one of SQLCipher's own. SQLite ignores an unknown PRAGMA without a
+/// word, so a misspelt one would silently do nothing.
+pub(crate) fn check_pragma_known(
+    name: &str,
+    listed: &[String],
+    sqlcipher: bool,
+) -> Result<(), Error> {
+    let bare = name.rsplit('.').next().unwrap_or(name);
+    let sqlcipher_own = || {
+        bare.get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case("cipher"))
+            || SQLCIPHER_PRAGMAS
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(bare))
+    };
+    if listed.iter().any(|known| known.eq_ignore_ascii_case(bare)) || sqlcipher && sqlcipher_own() {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "pragma",
+        format!("`{name}` is not a PRAGMA this SQLite knows (it would ignore it)"),
+    ))
+}
+
 /// SQLCipher's key runs as `PRAGMA key = '<key>'`: an empty one would mean no encryption
 /// at all, a NUL would cut it short, and `***` is what `Display` prints in place of a key, so
 /// taking it for one would encrypt a file with a placeholder.
@@ -249,6 +284,32 @@ mod tests {
             .readers(MAX_READERS)
             .pragma("main.cache_size", "-16000");
         assert!(fine.check().is_ok());
+    }
+
+    #[test]
+    fn a_pragma_is_known_if_listed_or_sqlciphers_own_under_sqlcipher() {
+        let listed = ["cache_size".to_owned(), "key".to_owned()];
+        for name in ["cache_size", "main.CACHE_SIZE", "key"] {
+            assert!(check_pragma_known(name, &listed, false).is_ok(), "{name}");
+        }
+        for name in [
+            "cipher_page_size",
+            "CIPHER",
+            "kdf_iter",
+            "temp.rekey_kdf_iter",
+        ] {
+            assert!(check_pragma_known(name, &listed, true).is_ok(), "{name}");
+            assert!(check_pragma_known(name, &listed, false).is_err(), "{name}");
+        }
+        for name in ["cache_sise", "main.cache", "ciph", "x.kdf_iters"] {
+            match check_pragma_known(name, &listed, true) {
+                Err(Error::InvalidOption { key, reason }) => {
+                    assert_eq!(key, "pragma");
+                    assert!(reason.contains(name), "{reason}");
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! [`Options`]: everything [`Database::open_with`](crate::Database::open_with) can be told.
 
 mod builder;
-mod check;
+pub(crate) mod check;
 mod display;
 mod keywords;
 #[cfg(feature = "serde")]
