@@ -1,5 +1,6 @@
-//! Read transactions: a snapshot that ends when the handle ends or is dropped; on a database
-//! without readers, one that pins the writer and refuses to write through it.
+//! Read transactions: a snapshot taken when the handle begins, which ends when the handle
+//! ends or is dropped; on a database without readers, one that pins the writer and refuses
+//! to write through it.
 
 use litemux::{Database, Error, Role};
 
@@ -95,4 +96,24 @@ async fn without_readers_a_read_transaction_pins_the_writer_and_refuses_writes()
         !db.with_writer(|c| c.in_transaction()).await.unwrap(),
         "end() ended the snapshot on the writer"
     );
+}
+
+/// A read transaction's snapshot is taken when it begins, not at its first query: a write
+/// committed after `begin_read` returns, before the snapshot's first read, is not seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_is_taken_when_the_read_transaction_begins() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    db.execute("INSERT INTO t(x) VALUES (1)", ()).await.unwrap();
+    let snapshot = db.begin_read().await.unwrap();
+    db.execute("INSERT INTO t(x) VALUES (2)", ()).await.unwrap();
+    let seen = snapshot
+        .fetch_one("SELECT count(*) FROM t", ())
+        .await
+        .unwrap()
+        .get::<i64>(0)
+        .unwrap();
+    assert_eq!(seen, 1);
+    drop(snapshot);
+    assert_eq!(count(&db).await, 2);
 }
