@@ -64,10 +64,11 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 ///
 /// # Consistency
 /// [`Consistency::ReadYourWrites`] by default: after each commit on the primary the connection
-/// keeps the primary's WAL position (`pg_current_wal_lsn()`, read after the commit), and a
-/// replica serves a read only once its `pg_last_wal_replay_lsn()` has reached it, waiting at
-/// most [`read_your_writes_timeout`](ClusterOptions::read_your_writes_timeout) before the
-/// primary serves it instead. That costs one round trip after each write, and one before each
+/// keeps the primary's WAL position (`pg_current_wal_insert_lsn()`, read after the commit: it
+/// includes the commit record also under `synchronous_commit = off`), and a replica serves a
+/// read only once its `pg_last_wal_replay_lsn()` has reached it, waiting at most
+/// [`read_your_writes_timeout`](ClusterOptions::read_your_writes_timeout) before the primary
+/// serves it instead. That costs one round trip after each write, and one before each
 /// replica read once the connection has written. [`position`](Self::position) and
 /// [`require_position`](Self::require_position) carry the position between connections.
 ///

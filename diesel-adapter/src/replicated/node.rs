@@ -42,7 +42,7 @@ pub struct NodeStatus {
     /// it had not replayed); zero for the primary, `None` before the first check.
     pub lag: Option<Duration>,
     /// The WAL position the node had reached at its last check: replayed, for a replica;
-    /// written, for the primary.
+    /// inserted (`pg_current_wal_insert_lsn()`), for the primary.
     pub position: Option<WalPosition>,
     /// Reads outside transactions this node served so far.
     pub reads: u64,

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use diesel::sql_types::{Bool, Nullable, Text};
+use diesel::sql_types::{Bool, Integer, Nullable, Text};
 use diesel_async::RunQueryDsl;
 
 use super::node::{Node, NodeError, NodeId, NodeRole, PgObject};
@@ -218,13 +218,44 @@ impl Nodes {
     }
 }
 
-/// The primary's WAL write position now (`pg_current_wal_lsn()`).
+#[derive(diesel::QueryableByName)]
+struct InsertPosition {
+    #[diesel(sql_type = Text)]
+    lsn: String,
+    #[diesel(sql_type = Integer)]
+    block: i32,
+}
+
+/// The primary's WAL position now: the end of the last record it inserted
+/// (`pg_current_wal_insert_lsn()`), so it includes every commit made so far. The write
+/// position (`pg_current_wal_lsn()`) would not: under `synchronous_commit = off` COMMIT
+/// returns before its commit record is written out.
 pub(super) async fn current_position(conn: &mut PgObject) -> Result<WalPosition> {
-    let text: String = diesel::select(diesel::dsl::sql::<Text>("pg_current_wal_lsn()::text"))
-        .get_result(&mut **conn)
-        .await?;
-    text.parse()
-        .map_err(|e| Error::Diesel(diesel::result::Error::DeserializationError(Box::new(e))))
+    let row: InsertPosition = diesel::sql_query(
+        "SELECT pg_current_wal_insert_lsn()::text AS lsn, \
+         current_setting('wal_block_size')::integer AS block",
+    )
+    .get_result(&mut **conn)
+    .await?;
+    let insert = row
+        .lsn
+        .parse()
+        .map_err(|e| Error::Diesel(diesel::result::Error::DeserializationError(Box::new(e))))?;
+    Ok(record_end(insert, u64::try_from(row.block).unwrap_or(0)))
+}
+
+/// The end of the last record before insert position `insert`. PostgreSQL gives an insert
+/// position at a page boundary as just past the next page's header, while a replica's replay
+/// position is the end of the record it replayed, the boundary itself: waiting for the header
+/// too would wait for whoever writes the next record.
+fn record_end(insert: WalPosition, block: u64) -> WalPosition {
+    // A page header is 24 bytes; a segment's first page has a long one, 40. An offset of 40
+    // on another page (a record continued from the page before ends there) also gives the
+    // boundary, which lies inside that record: a replica is past it once it has replayed it.
+    match insert.as_u64().checked_rem(block) {
+        Some(offset @ (24 | 40)) => WalPosition::from_u64(insert.as_u64() - offset),
+        _ => insert,
+    }
 }
 
 impl Error {
@@ -233,5 +264,22 @@ impl Error {
             url: node.url.clone(),
             source: Box::new(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_insert_position_past_a_page_header_is_the_page_boundary() {
+        let at = |n: u64| record_end(WalPosition::from_u64(n), 8192);
+        assert_eq!(at(8192 + 24).as_u64(), 8192);
+        assert_eq!(at((16 << 20) + 40).as_u64(), 16 << 20);
+        assert_eq!(at(8192 + 40).as_u64(), 8192);
+        for inside in [8192 + 48, 8192 + 8, 8192 + 23, 8191, 0] {
+            assert_eq!(at(inside).as_u64(), inside);
+        }
+        assert_eq!(record_end(WalPosition::from_u64(24), 0).as_u64(), 24);
     }
 }

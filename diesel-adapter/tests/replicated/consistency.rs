@@ -173,3 +173,36 @@ async fn a_position_older_than_the_one_held_changes_nothing() -> TestResult {
     assert_eq!(conn.position(), None);
     Ok(())
 }
+
+/// Read-your-writes holds on a primary with `synchronous_commit = off` (a common setting):
+/// the position kept after a commit includes the commit record, which the primary may not
+/// have written out yet when COMMIT returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_your_writes_holds_under_asynchronous_commit() -> TestResult {
+    const ROUNDS: i32 = 200;
+    let servers = servers!("consistency_async_commit");
+    servers
+        .on_primary(
+            "CREATE TABLE counter (v INTEGER NOT NULL); INSERT INTO counter VALUES (0); \
+             ALTER DATABASE litemux_consistency_async_commit SET synchronous_commit = off",
+        )
+        .await?;
+    servers.settle().await?;
+    let cluster = servers.cluster().await?;
+    let mut conn = cluster.get().await?;
+    let mut stale = Vec::new();
+    for v in 1..=ROUNDS {
+        write(&mut conn, v).await?;
+        let seen = read(&mut conn).await?;
+        if seen.v != v {
+            stale.push((v, seen.v, servers.node_of(seen.port)));
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "{} of {ROUNDS} reads missed the connection's own commit (wrote, saw, node): {:?}",
+        stale.len(),
+        &stale[..stale.len().min(5)]
+    );
+    Ok(())
+}
