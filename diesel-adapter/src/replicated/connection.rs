@@ -68,8 +68,9 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// includes the commit record also under `synchronous_commit = off`), and a replica serves a
 /// read only once its `pg_last_wal_replay_lsn()` has reached it, waiting at most
 /// [`read_your_writes_timeout`](ClusterOptions::read_your_writes_timeout) before the primary
-/// serves it instead. That costs one round trip after each write, and one before each
-/// replica read once the connection has written. [`position`](Self::position) and
+/// serves it instead. That costs one round trip after each write and each read the primary
+/// serves (a read may write: a function that inserts), and one before each replica read once
+/// the connection has written. [`position`](Self::position) and
 /// [`require_position`](Self::require_position) carry the position between connections.
 ///
 /// # Transactions

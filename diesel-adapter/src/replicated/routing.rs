@@ -157,6 +157,9 @@ impl Router {
         let mut conn = self.primary_connection().await?;
         let rows = load(&mut conn, query).await?;
         self.served(NodeId::Primary, waited, waited_in_vain);
+        // A read may write (a function that inserts): on a replica it is refused and retried
+        // as a write, here it just commits, so its position must be kept as a write's.
+        self.note_commit(Some(&mut conn)).await;
         Ok(rows)
     }
 

@@ -206,3 +206,42 @@ async fn read_your_writes_holds_under_asynchronous_commit() -> TestResult {
     );
     Ok(())
 }
+
+/// A read that runs on the primary (here under `Consistency::Primary`) may write (a function
+/// that inserts): it sets the position too, so a later read-your-writes read sees the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_in_a_read_on_the_primary_sets_the_position() -> TestResult {
+    let servers = servers!(exclusive "consistency_select_write_position");
+    servers
+        .on_primary(
+            "CREATE TABLE counter (v INTEGER NOT NULL); INSERT INTO counter VALUES (0); \
+             CREATE FUNCTION bump(to_v INTEGER) RETURNS INTEGER LANGUAGE sql AS \
+               $$ UPDATE counter SET v = to_v RETURNING v $$;",
+        )
+        .await?;
+    servers.settle().await?;
+    let cluster = servers.options().max_replica_lag(Duration::from_secs(3600));
+    let cluster = litemux_diesel::replicated::Cluster::connect_with(cluster).await?;
+    let _paused = (
+        ReplayPaused::new(&servers.replicas[0]).await?,
+        ReplayPaused::new(&servers.replicas[1]).await?,
+    );
+    let mut conn = cluster.get().await?;
+    conn.set_consistency(Consistency::Primary);
+    let bumped: i32 = diesel::select(diesel::dsl::sql::<Integer>("bump(5)"))
+        .get_result(&mut conn)
+        .await?;
+    assert_eq!(bumped, 5);
+    assert!(
+        conn.position().is_some(),
+        "no position after a write on the primary"
+    );
+    conn.set_consistency(Consistency::ReadYourWrites);
+    let seen = read(&mut conn).await?;
+    assert_eq!(
+        (seen.v, servers.node_of(seen.port)),
+        (5, "primary"),
+        "read-your-writes missed the connection's own write"
+    );
+    Ok(())
+}
