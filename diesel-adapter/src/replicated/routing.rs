@@ -4,7 +4,8 @@
 //! [reads only](super::query::reads_only) goes to a healthy replica (round robin) — after that
 //! replica has replayed the connection's last commit, under
 //! [`Consistency::ReadYourWrites`] — and everything else to the primary. A replica that refuses
-//! a statement as a write (SQLSTATE 25006) hands it to the primary; one that fails leaves the
+//! a statement as a write (SQLSTATE 25006), or as a function it cannot run in recovery
+//! (55000), hands it to the primary; one that fails leaves the
 //! rotation and the read tries the next; with none left, the primary serves the read.
 
 use std::sync::Arc;
@@ -24,12 +25,20 @@ use super::query::{PgQuery, PgRow, reads_only};
 use super::read_route::ReadRoute;
 use super::transaction_state::ClusterTransactionState;
 
-/// Whether a replica refused a statement because it writes: it did nothing there.
+/// Whether a replica refused a statement that only a primary can run, before it did anything
+/// there: one that writes (SQLSTATE 25006), or a function a standby cannot run
+/// (`pg_current_wal_lsn()`...: SQLSTATE 55000, "recovery is in progress").
 fn refused_write(error: &DieselError) -> bool {
-    matches!(
-        error,
-        DieselError::DatabaseError(DatabaseErrorKind::ReadOnlyTransaction, _)
-    )
+    match error {
+        DieselError::DatabaseError(DatabaseErrorKind::ReadOnlyTransaction, _) => true,
+        // diesel keeps no SQLSTATE for 55000 (an `Unknown`, shared with other errors): its
+        // message tells. A server whose messages are translated (`lc_messages`) reports it
+        // as the error it is instead.
+        DieselError::DatabaseError(DatabaseErrorKind::Unknown, info) => {
+            info.message() == "recovery is in progress"
+        }
+        _ => false,
+    }
 }
 
 /// Whether an error says the connection is gone rather than the statement failed.

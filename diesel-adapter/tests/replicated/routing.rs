@@ -198,6 +198,25 @@ async fn a_write_that_looks_like_a_read_is_refused_by_the_replica_and_runs_once_
     Ok(())
 }
 
+/// A function only a primary can run (`pg_current_wal_lsn()`: a replica says "recovery is in
+/// progress", SQLSTATE 55000, before doing anything) runs on the primary, as a refused write does.
+#[tokio::test]
+async fn a_function_only_the_primary_can_run_runs_on_the_primary() -> TestResult {
+    let servers = servers!("routing_primary_only");
+    let cluster = servers.cluster().await?;
+    let mut conn = cluster.get().await?;
+    conn.set_consistency(Consistency::Eventual);
+    for _ in 0..2 {
+        let lsn: String = diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(
+            "pg_current_wal_lsn()::text",
+        ))
+        .get_result(&mut conn)
+        .await?;
+        lsn.parse::<litemux_diesel::replicated::WalPosition>()?;
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn cluster_connections_work_in_a_diesel_async_pool() -> TestResult {
     use diesel_async::pooled_connection::AsyncDieselConnectionManager;
