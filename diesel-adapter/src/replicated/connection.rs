@@ -55,10 +55,10 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 ///
 /// # Routing
 /// Outside a transaction, a load whose SQL only reads (it starts with `SELECT`, `VALUES`,
-/// `TABLE`, `SHOW`, or a `WITH` without `INSERT`/`UPDATE`/`DELETE`/`MERGE`, and locks no rows)
-/// runs on a healthy replica, taken in turn. Everything else — `execute`, `batch_execute`,
-/// `INSERT ... RETURNING` — runs on the primary. Replica sessions are read-only
-/// (`default_transaction_read_only`), so a write that looks like a read (`SELECT nextval(..)`,
+/// `TABLE`, `SHOW`, or a `WITH` without `INSERT`/`UPDATE`/`DELETE`/`MERGE`, and takes no row
+/// lock or advisory lock) runs on a healthy replica, taken in turn. Everything else —
+/// `execute`, `batch_execute`, `INSERT ... RETURNING` — runs on the primary. Replica sessions
+/// are read-only (`default_transaction_read_only`), so a write that looks like a read (`SELECT nextval(..)`,
 /// a function that writes) is refused there with SQLSTATE 25006 before it does anything, and
 /// runs on the primary; so does a function only a primary can run (`pg_current_wal_lsn()`,
 /// refused with "recovery is in progress"). With no healthy replica, reads run on the primary.

@@ -87,7 +87,8 @@ impl Query for PgQuery {
 
 /// Whether `sql` looks like it only reads, judged from its text: it starts (after comments
 /// and parentheses) with `SELECT`, `VALUES`, `TABLE`, `SHOW` or a `WITH` whose body has no
-/// `INSERT`/`UPDATE`/`DELETE`/`MERGE`, and takes no row locks (`FOR UPDATE`, `FOR SHARE`...).
+/// `INSERT`/`UPDATE`/`DELETE`/`MERGE`, and takes no locks: no row locks (`FOR UPDATE`, `FOR
+/// SHARE`...) and no advisory locks (`pg_advisory_lock`, `pg_try_advisory_xact_lock`...).
 ///
 /// It may call a write a read (a `SELECT` of a function that writes, `nextval`): replicas run
 /// read-only, refuse it (SQLSTATE 25006) before it does anything, and it is retried on the
@@ -102,7 +103,16 @@ pub(super) fn reads_only(sql: &str) -> bool {
             .any(|w| matches!(w.as_str(), "INSERT" | "UPDATE" | "DELETE" | "MERGE")),
         _ => false,
     };
-    reads && !locks_rows(&words)
+    reads && !locks_rows(&words) && !advisory_locks(&words)
+}
+
+/// A call of an advisory lock function (`pg_advisory_lock`, `pg_try_advisory_xact_lock_shared`,
+/// `pg_advisory_unlock_all`...): a standby takes advisory locks too, but they are the
+/// primary's that other clients contend for.
+fn advisory_locks(words: &[String]) -> bool {
+    words
+        .iter()
+        .any(|w| w.starts_with("PG_") && w.contains("ADVISORY"))
 }
 
 /// `FOR UPDATE`, `FOR NO KEY UPDATE`, `FOR SHARE`, `FOR KEY SHARE`: a lock only the primary can
@@ -189,6 +199,7 @@ mod tests {
             "WITH t AS (SELECT 1) SELECT * FROM t",
             "SELECT 'INSERT' AS word, \"update\" FROM t",
             "SELECT * FROM t WHERE x = 'for update'",
+            "SELECT 'pg_advisory_lock(1)'",
         ] {
             assert!(reads_only(sql), "{sql}");
         }
@@ -206,6 +217,9 @@ mod tests {
             "SELECT * FROM t FOR NO KEY UPDATE",
             "SELECT * FROM t FOR SHARE",
             "SELECT * FROM t FOR KEY SHARE SKIP LOCKED",
+            "SELECT pg_advisory_lock(1)",
+            "select pg_catalog.pg_try_advisory_xact_lock_shared($1)",
+            "SELECT pg_advisory_unlock_all()",
             "CREATE TABLE t (x int)",
             "COPY t TO STDOUT",
             "EXPLAIN ANALYZE INSERT INTO t VALUES (1)",

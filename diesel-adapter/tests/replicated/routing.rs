@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Integer};
+use diesel::sql_types::{BigInt, Bool, Integer};
 use diesel_async::pooled_connection::PoolableConnection;
 use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection, TransactionManager};
 use litemux_diesel::replicated::{ClusterConnection, Consistency, NodeRole};
@@ -213,6 +213,35 @@ async fn a_function_only_the_primary_can_run_runs_on_the_primary() -> TestResult
         .get_result(&mut conn)
         .await?;
         lsn.parse::<litemux_diesel::replicated::WalPosition>()?;
+    }
+    Ok(())
+}
+
+/// Advisory locks are the primary's: a `SELECT` of an advisory lock function outside a
+/// transaction runs there, where other clients take the same locks, not on a replica.
+#[tokio::test]
+async fn advisory_locks_are_taken_on_the_primary() -> TestResult {
+    let servers = servers!("routing_advisory");
+    let cluster = servers.cluster().await?;
+    // Another client holds the lock on the primary (a worker without litemux, say).
+    let mut other = diesel_async::AsyncPgConnection::establish(&servers.primary).await?;
+    let held: bool = diesel::select(diesel::dsl::sql::<Bool>("pg_try_advisory_lock(4242)"))
+        .get_result(&mut other)
+        .await?;
+    assert!(held);
+    let mut conn = cluster.get().await?;
+    conn.set_consistency(Consistency::Eventual);
+    for sql in [
+        "pg_try_advisory_xact_lock(4242)",
+        "pg_catalog.pg_try_advisory_xact_lock_shared(4242)",
+    ] {
+        let got: bool = diesel::select(diesel::dsl::sql::<Bool>(sql))
+            .get_result(&mut conn)
+            .await?;
+        assert!(
+            !got,
+            "{sql} took a lock another client holds on the primary"
+        );
     }
     Ok(())
 }
