@@ -162,7 +162,7 @@ impl Node {
         // Several readers may meet the same outage at once: back off once per outage step.
         if health.retry_at.is_none_or(|at| at <= now) {
             health.retry_at = Some(now + health.backoff);
-            health.backoff = (health.backoff * 2).min(options.max_backoff);
+            health.backoff = health.backoff.saturating_mul(2).min(options.max_backoff);
         }
         health.healthy = false;
         health.problem = Some(text);

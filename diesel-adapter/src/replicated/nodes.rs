@@ -146,8 +146,8 @@ impl Nodes {
                 self.primary
                     .checked(Some(position), Some(Duration::ZERO), None, &self.options);
                 let now = Instant::now();
-                let keep =
-                    (self.options.max_replica_lag * 2).max(self.options.health_interval * 10);
+                let keep = (self.options.max_replica_lag.saturating_mul(2))
+                    .max(self.options.health_interval.saturating_mul(10));
                 let mut samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
                 while samples
                     .front()

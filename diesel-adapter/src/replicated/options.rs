@@ -2,6 +2,11 @@
 
 use std::time::Duration;
 
+/// The longest wait the cluster schedules: longer option values (`Duration::MAX` for "never")
+/// are cut to it, so that adding one to an `Instant` cannot overflow. About 30 years, as
+/// tokio's far future.
+pub(super) const NEVER: Duration = Duration::from_secs(86_400 * 365 * 30);
+
 /// How to build a [`Cluster`](super::Cluster): node URLs (PostgreSQL connection URLs, as
 /// `tokio-postgres` takes them) and the limits routing and health checks work to.
 ///
@@ -61,37 +66,41 @@ impl ClusterOptions {
     }
 
     /// A replica further behind the primary than this leaves the rotation until it catches up
-    /// (default 5 s).
+    /// (default 5 s). `Duration::MAX`: a lagging replica stays.
     pub fn max_replica_lag(mut self, lag: Duration) -> Self {
-        self.max_replica_lag = lag;
+        self.max_replica_lag = lag.min(NEVER);
         self
     }
 
     /// How long a read-your-writes read waits for a replica to replay the connection's last
-    /// commit before it runs on the primary instead (default 100 ms). Zero: never wait.
+    /// commit before it runs on the primary instead (default 100 ms). Zero: never wait;
+    /// `Duration::MAX`: wait as long as it takes.
     pub fn read_your_writes_timeout(mut self, timeout: Duration) -> Self {
-        self.read_your_writes_timeout = timeout;
+        self.read_your_writes_timeout = timeout.min(NEVER);
         self
     }
 
     /// How often replicas are checked: replay position, lag, and whether a replica that left
-    /// the rotation is back (default 1 s). It is also the first back-off after a failure.
+    /// the rotation is back (default 1 s; at least 10 ms). It is also the first back-off after
+    /// a failure. `Duration::MAX`: only [`Cluster::check_health`](super::Cluster::check_health)
+    /// checks.
     pub fn health_interval(mut self, interval: Duration) -> Self {
-        self.health_interval = interval.max(Duration::from_millis(10));
+        self.health_interval = interval.clamp(Duration::from_millis(10), NEVER);
         self
     }
 
     /// The longest wait between two attempts on a replica that keeps failing (default 30 s):
     /// the back-off doubles from [`health_interval`](Self::health_interval) up to this.
+    /// `Duration::MAX`: no limit.
     pub fn max_backoff(mut self, backoff: Duration) -> Self {
-        self.max_backoff = backoff;
+        self.max_backoff = backoff.min(NEVER);
         self
     }
 
     /// How long getting a connection from a node's pool (opening one if needed) may take
-    /// (default 10 s).
+    /// (default 10 s). `Duration::MAX`: no limit.
     pub fn checkout_timeout(mut self, timeout: Duration) -> Self {
-        self.checkout_timeout = timeout;
+        self.checkout_timeout = timeout.min(NEVER);
         self
     }
 

@@ -245,3 +245,30 @@ async fn a_write_in_a_read_on_the_primary_sets_the_position() -> TestResult {
     );
     Ok(())
 }
+
+/// `read_your_writes_timeout(Duration::MAX)` waits as long as a replica takes to replay the
+/// connection's writes (no deadline), rather than overflowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_your_writes_timeout_of_duration_max_waits_without_a_deadline() -> TestResult {
+    let servers = servers!("consistency_max_ryw");
+    servers
+        .on_primary("CREATE TABLE counter (v INTEGER NOT NULL); INSERT INTO counter VALUES (0)")
+        .await?;
+    servers.settle().await?;
+    let options = servers.options().read_your_writes_timeout(Duration::MAX);
+    let outcome = tokio::spawn(async move {
+        let cluster = litemux_diesel::replicated::Cluster::connect_with(options).await?;
+        let mut conn = cluster.get().await?;
+        write(&mut conn, 1).await?;
+        let seen = read(&mut conn).await?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>((seen.v, conn.last_read().cloned()))
+    })
+    .await;
+    let (v, route) = match outcome {
+        Ok(outcome) => outcome.map_err(|e| e.to_string())?,
+        Err(panicked) => return Err(format!("panicked: {panicked:?}").into()),
+    };
+    assert_eq!(v, 1);
+    assert_eq!(route.map(|r| r.role), Some(NodeRole::Replica));
+    Ok(())
+}

@@ -133,3 +133,43 @@ async fn a_lagging_replica_leaves_the_rotation_until_it_catches_up() -> TestResu
     assert!(after.get("replica1").copied().unwrap_or(0) > 0, "{after:?}");
     Ok(())
 }
+
+/// `Duration::MAX` means never, for every duration option (never evict a lagging replica,
+/// never check again, never retry a failed replica): connecting, checking health, a replica
+/// that fails and reads all work, nothing overflows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duration_max_options_mean_never() -> TestResult {
+    let servers = servers!("health_duration_max");
+    let options = servers
+        .options()
+        // Refuses connections: it fails at once, and backs off for `health_interval`.
+        .replica("postgres://postgres@127.0.0.1:1/nowhere")
+        .max_replica_lag(Duration::MAX)
+        .health_interval(Duration::MAX)
+        .max_backoff(Duration::MAX)
+        .checkout_timeout(Duration::MAX);
+    let given_replicas = servers.replicas.len();
+    let outcome = tokio::spawn(async move {
+        let cluster = Cluster::connect_with(options).await?;
+        cluster.check_health().await;
+        let mut conn = cluster.get().await?;
+        let mut ports = Vec::new();
+        for _ in 0..4 {
+            let row: Port = diesel::sql_query("SELECT inet_server_port() AS port")
+                .get_result(&mut conn)
+                .await?;
+            ports.push(row.port);
+        }
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>((cluster.status(), ports))
+    })
+    .await;
+    let (status, ports) = match outcome {
+        Ok(outcome) => outcome.map_err(|e| e.to_string())?,
+        Err(panicked) => return Err(format!("panicked: {panicked:?}").into()),
+    };
+    assert!(!status[given_replicas + 1].healthy, "{status:?}");
+    let tally = servers.tally(&ports);
+    assert_eq!(tally.values().sum::<usize>(), 4, "{tally:?}");
+    assert!(!tally.contains_key("primary"), "{tally:?}");
+    Ok(())
+}
