@@ -11,9 +11,10 @@ use crate::Result;
 /// [`ClusterConnection`](super::ClusterConnection)s with [`get`](Self::get).
 ///
 /// A background task checks the replicas every
-/// [`health_interval`](ClusterOptions::health_interval): a replica that refuses connections or
-/// lags more than [`max_replica_lag`](ClusterOptions::max_replica_lag) leaves the rotation
-/// (a failing one with back-off) and comes back once it answers and has caught up. With no
+/// [`health_interval`](ClusterOptions::health_interval): a replica that refuses connections,
+/// does not answer within [`replica_timeout`](ClusterOptions::replica_timeout) or lags more
+/// than [`max_replica_lag`](ClusterOptions::max_replica_lag) leaves the rotation (a failing
+/// one with back-off) and comes back once it answers and has caught up. With no
 /// healthy replica, reads run on the primary. Clones share one cluster; the task ends when the
 /// last clone is dropped.
 ///

@@ -61,7 +61,10 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// are read-only (`default_transaction_read_only`), so a write that looks like a read (`SELECT nextval(..)`,
 /// a function that writes) is refused there with SQLSTATE 25006 before it does anything, and
 /// runs on the primary; so does a function only a primary can run (`pg_current_wal_lsn()`,
-/// refused with "recovery is in progress"). With no healthy replica, reads run on the primary.
+/// refused with "recovery is in progress"). A replica that does not answer a read within
+/// [`replica_timeout`](ClusterOptions::replica_timeout) leaves the rotation (its connection is
+/// closed) and the read runs on the next replica. With no healthy replica, reads run on the
+/// primary.
 ///
 /// # Consistency
 /// [`Consistency::ReadYourWrites`] by default: after each commit on the primary the connection

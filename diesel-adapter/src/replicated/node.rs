@@ -35,8 +35,9 @@ pub struct NodeStatus {
     pub url: String,
     /// Primary or replica.
     pub role: NodeRole,
-    /// Whether the node takes work now. A replica that refused connections or lags more than
-    /// `max_replica_lag` is out of the rotation until a health check finds it well again.
+    /// Whether the node takes work now. A replica that refused connections, did not answer
+    /// within `replica_timeout` or lags more than `max_replica_lag` is out of the rotation
+    /// until a health check finds it well again.
     pub healthy: bool,
     /// How far behind the primary a replica was at its last check (the age of the oldest WAL
     /// it had not replayed); zero for the primary, `None` before the first check.
@@ -88,6 +89,10 @@ pub enum NodeError {
     /// No connection became free, and none could be opened, within `checkout_timeout`.
     #[error("no connection within {0:?}")]
     Timeout(Duration),
+    /// A replica did not answer a statement within `replica_timeout`: it hangs (a network
+    /// partition, a frozen host), or the statement takes longer than that.
+    #[error("did not answer within {0:?}")]
+    Unresponsive(Duration),
 }
 
 fn lock(health: &Mutex<Health>) -> MutexGuard<'_, Health> {
@@ -213,6 +218,25 @@ impl Node {
             position: health.position,
             reads: self.reads.load(Ordering::Relaxed),
             problem: health.problem.clone(),
+        }
+    }
+}
+
+/// Runs `statement` on replica `node`'s connection `conn` for at most `replica_timeout`. If
+/// the replica does not answer in time, `conn` is closed (a hung server would hang whoever
+/// used it next) and the replica leaves the rotation: `None`.
+pub(super) async fn on_replica<R>(
+    node: &Node,
+    mut conn: PgObject,
+    options: &ClusterOptions,
+    statement: impl AsyncFnOnce(&mut PgObject) -> R,
+) -> Option<(PgObject, R)> {
+    match tokio::time::timeout(options.replica_timeout, statement(&mut conn)).await {
+        Ok(outcome) => Some((conn, outcome)),
+        Err(_) => {
+            discard(conn);
+            node.failed(&NodeError::Unresponsive(options.replica_timeout), options);
+            None
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use diesel::sql_types::{Bool, Integer, Nullable, Text};
 use diesel_async::RunQueryDsl;
 
-use super::node::{Node, NodeError, NodeId, NodeRole, PgObject};
+use super::node::{Node, NodeError, NodeId, NodeRole, PgObject, on_replica};
 use super::options::ClusterOptions;
 use super::position::WalPosition;
 use crate::{Error, Result};
@@ -169,20 +169,23 @@ impl Nodes {
     }
 
     async fn check_replica(&self, node: &Node, primary: Option<WalPosition>) {
-        let outcome = async {
-            let mut conn = node.checkout().await.map_err(Error::from_node(node))?;
-            let state: ReplicaState = diesel::sql_query(
+        let conn = match node.checkout().await {
+            Ok(conn) => conn,
+            Err(e) => return node.failed(&e, &self.options),
+        };
+        let check = on_replica(node, conn, &self.options, async |conn| {
+            diesel::sql_query(
                 "SELECT pg_is_in_recovery() AS in_recovery, \
                  pg_last_wal_replay_lsn()::text AS replayed",
             )
-            .get_result(&mut *conn)
-            .await?;
-            Ok::<_, Error>(state)
-        }
-        .await;
-        let state = match outcome {
-            Ok(state) => state,
-            Err(e) => return node.failed(&e, &self.options),
+            .get_result::<ReplicaState>(&mut **conn)
+            .await
+        });
+        // `None`: it hung, and has left the rotation.
+        let state = match check.await {
+            Some((_, Ok(state))) => state,
+            Some((_, Err(e))) => return node.failed(&e, &self.options),
+            None => return,
         };
         let replayed = state.replayed.as_deref().and_then(|t| t.parse().ok());
         let (lag, problem) = match (state.in_recovery, replayed) {

@@ -30,6 +30,7 @@ pub struct ClusterOptions {
     pub(super) health_interval: Duration,
     pub(super) max_backoff: Duration,
     pub(super) checkout_timeout: Duration,
+    pub(super) replica_timeout: Duration,
 }
 
 impl ClusterOptions {
@@ -49,6 +50,7 @@ impl ClusterOptions {
             health_interval: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
             checkout_timeout: Duration::from_secs(10),
+            replica_timeout: Duration::from_secs(30),
         }
     }
 
@@ -101,6 +103,20 @@ impl ClusterOptions {
     /// (default 10 s). `Duration::MAX`: no limit.
     pub fn checkout_timeout(mut self, timeout: Duration) -> Self {
         self.checkout_timeout = timeout.min(NEVER);
+        self
+    }
+
+    /// How long a replica may take to answer outside a transaction — a read, the check of its
+    /// replay position before one, a health check — before it counts as hung (default 30 s;
+    /// at least 10 ms). A replica that hangs (a network partition, a frozen host) answers
+    /// nothing and refuses nothing: past this, its connection is closed, it leaves the
+    /// rotation as a failed one does, and the read runs on the next replica or the primary.
+    /// A read that takes longer than this on a healthy replica is cut short the same way and
+    /// runs again elsewhere: give slow reads (reports) room, or run them in a
+    /// [`read_transaction`](super::ClusterConnection::read_transaction), which this does not
+    /// bound. `Duration::MAX`: no limit.
+    pub fn replica_timeout(mut self, timeout: Duration) -> Self {
+        self.replica_timeout = timeout.clamp(Duration::from_millis(10), NEVER);
         self
     }
 

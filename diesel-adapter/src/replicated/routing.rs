@@ -6,7 +6,8 @@
 //! [`Consistency::ReadYourWrites`] — and everything else to the primary. A replica that refuses
 //! a statement as a write (SQLSTATE 25006), or as a function it cannot run in recovery
 //! (55000), hands it to the primary; one that fails leaves the
-//! rotation and the read tries the next; with none left, the primary serves the read.
+//! rotation and the read tries the next; so does one that does not answer within
+//! `replica_timeout`. With none left, the primary serves the read.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ use diesel_async::{AsyncConnectionCore, RunQueryDsl};
 use futures_util::TryStreamExt;
 
 use super::consistency::Consistency;
-use super::node::{NodeId, PgObject};
+use super::node::{NodeId, PgObject, on_replica};
 use super::nodes::{Nodes, current_position};
 use super::position::WalPosition;
 use super::query::{PgQuery, PgRow, reads_only};
@@ -241,7 +242,7 @@ impl Router {
         }
         while let Some(n) = self.cluster.pick_replica(&tried) {
             tried.push(n);
-            let Some((mut conn, replay)) = self.ready_replica(n).await else {
+            let Some((conn, replay)) = self.ready_replica(n).await else {
                 continue;
             };
             match replay {
@@ -252,7 +253,15 @@ impl Router {
                     break;
                 }
             }
-            match load(&mut conn, query).await {
+            let node = &self.cluster.replicas[n];
+            let read = on_replica(node, conn, &self.cluster.options, async |conn| {
+                load(conn, query).await
+            });
+            // It hung, and has left the rotation: the next replica, or the primary.
+            let Some((mut conn, outcome)) = read.await else {
+                continue;
+            };
+            match outcome {
                 Ok(rows) => {
                     self.served(NodeId::Replica(n), waited, false);
                     return Read::Done(Ok(rows));
@@ -288,11 +297,15 @@ impl Router {
             (Consistency::ReadYourWrites, Some(position)) => position,
             _ => return Some((conn, Replay::Ready(Duration::ZERO))),
         };
+        let node = &self.cluster.replicas[n];
+        let options = &self.cluster.options;
         let started = Instant::now();
-        let deadline = started + self.cluster.options.read_your_writes_timeout;
+        let deadline = started + options.read_your_writes_timeout;
         let mut pause = Duration::from_micros(250);
         loop {
-            match replayed(&mut conn).await {
+            let (back, outcome) = on_replica(node, conn, options, replayed).await?;
+            conn = back;
+            match outcome {
                 Ok(Some(replayed)) if replayed >= wanted => {
                     return Some((conn, Replay::Ready(started.elapsed())));
                 }
@@ -300,7 +313,7 @@ impl Router {
                 Ok(None) => return Some((conn, Replay::Behind(started.elapsed()))),
                 Ok(Some(_)) => {}
                 Err(e) => {
-                    self.cluster.replicas[n].failed(&e, &self.cluster.options);
+                    node.failed(&e, options);
                     return None;
                 }
             }

@@ -9,7 +9,7 @@ use diesel::sql_types::Integer;
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use litemux_diesel::replicated::{Cluster, ClusterConnection};
 
-use super::{ReplayPaused, Servers, Stopped, TestResult, servers};
+use super::{Frozen, ReplayPaused, Servers, Stopped, TestResult, servers};
 
 #[derive(QueryableByName)]
 struct Port {
@@ -171,5 +171,53 @@ async fn duration_max_options_mean_never() -> TestResult {
     let tally = servers.tally(&ports);
     assert_eq!(tally.values().sum::<usize>(), 4, "{tally:?}");
     assert!(!tally.contains_key("primary"), "{tally:?}");
+    Ok(())
+}
+
+/// A replica that hangs (answers nothing, refuses nothing) holds up nothing for longer than
+/// `replica_timeout`: not a health check, not a read (its connection is discarded and the read
+/// runs elsewhere), not the wait for its replay position under read-your-writes. It leaves
+/// the rotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_replica_leaves_the_rotation_within_the_replica_timeout() -> TestResult {
+    const REPLICA_TIMEOUT: Duration = Duration::from_millis(500);
+    let servers = servers!(exclusive "health_hung");
+    servers.on_primary("CREATE TABLE t (x INTEGER)").await?;
+    servers.settle().await?;
+    let options = servers
+        .options()
+        .replica_timeout(REPLICA_TIMEOUT)
+        // No background check: each cluster meets the hang only where the test looks.
+        .health_interval(Duration::from_secs(3600));
+    // One cluster per path; connecting leaves an idle pooled connection to each replica.
+    let checked = Cluster::connect_with(options.clone()).await?;
+    let eventual = Cluster::connect_with(options.clone()).await?;
+    let read_your_writes = Cluster::connect_with(options).await?;
+    let mut eventual_conn = eventual.get().await?;
+    eventual_conn.set_consistency(litemux_diesel::replicated::Consistency::Eventual);
+    let mut read_your_writes_conn = read_your_writes.get().await?;
+    read_your_writes_conn
+        .batch_execute("INSERT INTO t VALUES (1)")
+        .await?;
+
+    let frozen = Frozen::new(&servers.replicas[0]).await?;
+    assert!(!frozen.0.is_empty(), "no backend to freeze");
+    let bound = REPLICA_TIMEOUT * 4;
+    let health = tokio::time::timeout(bound, checked.check_health()).await;
+    assert!(health.is_ok(), "check_health took over {bound:?}");
+    for conn in [&mut eventual_conn, &mut read_your_writes_conn] {
+        // The rotation starts at replica1, so the first read meets the hang.
+        let during = tokio::time::timeout(bound, reads(&servers, conn, 2)).await;
+        let during = during.map_err(|_| format!("a read took over {bound:?}"))??;
+        assert_eq!(during.get("replica1"), None, "{during:?}");
+    }
+    for cluster in [&checked, &eventual, &read_your_writes] {
+        let status = cluster.status();
+        assert!(!status[1].healthy, "{status:?}");
+        let problem = status[1].problem.as_deref().unwrap_or_default();
+        assert!(problem.contains("did not answer"), "{status:?}");
+        assert!(status[2].healthy, "{status:?}");
+    }
+    drop(frozen);
     Ok(())
 }

@@ -326,6 +326,53 @@ impl Drop for Stopped {
     }
 }
 
+/// The backends of a test's database on one node stopped (SIGSTOP) until dropped, also when
+/// the test fails: a node that hangs (a network partition, a frozen host) rather than refusing.
+/// The node's postmaster runs on, so new connections to it work.
+pub(crate) struct Frozen(Vec<i32>);
+
+impl Frozen {
+    pub(crate) async fn new(url: &str) -> TestResult<Frozen> {
+        #[derive(diesel::QueryableByName)]
+        struct Pid {
+            #[diesel(sql_type = Integer)]
+            pid: i32,
+        }
+        let mut conn = AsyncPgConnection::establish(url).await?;
+        let pids: Vec<Pid> = diesel::sql_query(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+             AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+        )
+        .load(&mut conn)
+        .await?;
+        let mut frozen = Frozen(Vec::new());
+        for Pid { pid } in pids {
+            // Recorded first: the guard resumes whatever a failed `kill` may have stopped.
+            frozen.0.push(pid);
+            let status = Command::new("kill")
+                .args(["-STOP", &pid.to_string()])
+                .status()?;
+            if !status.success() {
+                return Err(format!("kill -STOP {pid}: {status}").into());
+            }
+        }
+        Ok(frozen)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let resumed = Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .status();
+            if !matches!(resumed, Ok(s) if s.success()) {
+                eprintln!("could not resume backend {pid}: {resumed:?}");
+            }
+        }
+    }
+}
+
 /// Skips the test (returns `Ok`) when there is no cluster.
 macro_rules! servers {
     ($name:expr) => {
