@@ -88,6 +88,13 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// [`AsyncConnection::transaction`] gets diesel-async's default, where a dropped future leaves
 /// the transaction open until the connection is dropped.
 ///
+/// # One connection per statement
+/// Outside a transaction each statement runs on whichever pooled connection of its node is
+/// free, so two statements in a row may run on different connections. **Opening a transaction
+/// by hand (`BEGIN`, `START TRANSACTION`) outside [`transaction`](Self::transaction) is
+/// refused** with [`RefusedStatement::Transaction`](super::RefusedStatement): the pooled
+/// connection would go back to its pool inside it, for other connections' writes to join.
+///
 /// # Cancel safety
 /// A query future dropped after it was polled may still run its statement to completion on
 /// the server (outside a transaction a write then commits). Transactions are covered above.

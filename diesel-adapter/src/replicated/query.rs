@@ -8,6 +8,8 @@ use diesel::query_builder::{AstPass, Query, QueryBuilder, QueryFragment, QueryId
 use diesel::sql_types::Untyped;
 use diesel_async::{AsyncConnectionCore, AsyncPgConnection};
 
+use super::statements::statements;
+
 /// The bind values of one query, owned.
 type BindData = <Pg as Backend>::BindCollector<'static>;
 
@@ -123,62 +125,10 @@ fn locks_rows(words: &[String]) -> bool {
     })
 }
 
-/// The SQL's keywords and identifiers in upper case, skipping comments, string literals and
-/// quoted identifiers (which cannot hide a keyword).
+/// The SQL's keywords and identifiers in upper case, all statements' together (see
+/// [`statements`]).
 fn words(sql: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut chars = sql.char_indices().peekable();
-    while let Some((at, c)) = chars.next() {
-        match c {
-            '-' if sql[at..].starts_with("--") => {
-                for (_, c) in chars.by_ref() {
-                    if c == '\n' {
-                        break;
-                    }
-                }
-            }
-            '/' if sql[at..].starts_with("/*") => {
-                chars.next();
-                let mut depth = 1;
-                while depth > 0 {
-                    match chars.next() {
-                        Some((i, '*')) if sql[i..].starts_with("*/") => {
-                            chars.next();
-                            depth -= 1;
-                        }
-                        Some((i, '/')) if sql[i..].starts_with("/*") => {
-                            chars.next();
-                            depth += 1;
-                        }
-                        Some(_) => {}
-                        None => break,
-                    }
-                }
-            }
-            '\'' | '"' => {
-                // '' and "" inside are two quotes in a row: leaving and re-entering is the same.
-                for (_, inner) in chars.by_ref() {
-                    if inner == c {
-                        break;
-                    }
-                }
-            }
-            c if c.is_alphabetic() || c == '_' => {
-                let mut word = c.to_uppercase().collect::<String>();
-                while let Some(&(_, next)) = chars.peek() {
-                    if next.is_alphanumeric() || next == '_' || next == '$' {
-                        word.extend(next.to_uppercase());
-                        chars.next();
-                    } else {
-                        break;
-                    }
-                }
-                words.push(word);
-            }
-            _ => {}
-        }
-    }
-    words
+    statements(sql).into_iter().flat_map(|s| s.words).collect()
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ use super::nodes::{Nodes, current_position};
 use super::position::WalPosition;
 use super::query::{PgQuery, PgRow, reads_only};
 use super::read_route::ReadRoute;
+use super::refused::admit;
 use super::transaction_state::ClusterTransactionState;
 
 /// Whether a replica refused a statement that only a primary can run, before it did anything
@@ -99,6 +100,7 @@ impl Router {
         transaction: &mut ClusterTransactionState,
         query: PgQuery,
     ) -> QueryResult<Vec<PgRow>> {
+        admit(&query.sql, transaction.depth()?.is_some())?;
         if let Some(mut lent) = transaction.lend()? {
             return load(&mut lent.pinned().conn, &query).await;
         }
@@ -121,6 +123,7 @@ impl Router {
         transaction: &mut ClusterTransactionState,
         query: PgQuery,
     ) -> QueryResult<usize> {
+        admit(&query.sql, transaction.depth()?.is_some())?;
         if let Some(mut lent) = transaction.lend()? {
             return AsyncConnectionCore::execute_returning_count(&mut *lent.pinned().conn, &query)
                 .await;
@@ -135,6 +138,7 @@ impl Router {
         sql: &str,
     ) -> QueryResult<()> {
         use diesel_async::SimpleAsyncConnection;
+        admit(sql, transaction.depth()?.is_some())?;
         if let Some(mut lent) = transaction.lend()? {
             return lent.pinned().conn.batch_execute(sql).await;
         }

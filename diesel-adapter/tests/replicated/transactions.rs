@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{BigInt, Integer};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
-use litemux_diesel::replicated::{ClusterConnection, NodeRole};
+use litemux_diesel::replicated::{ClusterConnection, NodeRole, RefusedStatement};
 
 use super::{Servers, TestResult, servers};
 
@@ -279,5 +279,54 @@ async fn a_connection_dropped_in_a_test_transaction_leaves_nothing() -> TestResu
     drop(conn);
     no_open_transactions(&servers).await?;
     assert_eq!(committed(&servers).await?, 0);
+    Ok(())
+}
+
+/// Opening a transaction by hand outside `transaction()` (`BEGIN` in a script, or as a query)
+/// is refused before anything runs: the pooled connection would go back to its pool inside
+/// the transaction, and another connection's autocommit write would land in it, return `Ok`
+/// and never commit. Inside `transaction()` the same script runs.
+#[tokio::test]
+async fn a_transaction_opened_by_hand_is_refused_and_leaves_no_connection_in_one() -> TestResult {
+    let servers = servers!("transactions_by_hand");
+    servers.on_primary(SCHEMA).await?;
+    let cluster = servers.cluster().await?;
+    let mut conn = cluster.get().await?;
+    for outcome in [
+        conn.batch_execute("BEGIN").await,
+        conn.batch_execute("INSERT INTO t VALUES (1); START TRANSACTION; INSERT INTO t VALUES (2)")
+            .await,
+        diesel::sql_query("BEGIN")
+            .execute(&mut conn)
+            .await
+            .map(drop),
+    ] {
+        let Err(DieselError::QueryBuilderError(cause)) = &outcome else {
+            panic!("expected a refusal, got {outcome:?}");
+        };
+        assert!(
+            matches!(
+                cause.downcast_ref::<RefusedStatement>(),
+                Some(RefusedStatement::Transaction { .. })
+            ),
+            "{cause}"
+        );
+        assert!(cause.to_string().contains("transaction"), "{cause}");
+    }
+    assert_eq!(committed(&servers).await?, 0, "a refused script ran");
+    drop(conn);
+
+    // Another connection's autocommit write commits.
+    let mut other = cluster.get().await?;
+    other.batch_execute("INSERT INTO t VALUES (3)").await?;
+    assert_eq!(committed(&servers).await?, 1);
+    assert_eq!(open_transactions(&servers).await?, 0);
+
+    other
+        .transaction::<_, DieselError, _>(async |conn| {
+            conn.batch_execute("BEGIN; INSERT INTO t VALUES (4)").await
+        })
+        .await?;
+    assert_eq!(committed(&servers).await?, 2);
     Ok(())
 }
