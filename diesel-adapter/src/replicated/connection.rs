@@ -58,9 +58,9 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// `TABLE`, `SHOW`, or a `WITH` without `INSERT`/`UPDATE`/`DELETE`/`MERGE`, and takes no row
 /// lock or advisory lock) runs on a healthy replica, taken in turn. Everything else —
 /// `execute`, `batch_execute`, `INSERT ... RETURNING` — runs on the primary. Replica sessions
-/// are read-only (`default_transaction_read_only`), so a write that looks like a read (`SELECT nextval(..)`,
-/// a function that writes) is refused there with SQLSTATE 25006 before it does anything, and
-/// runs on the primary; so does a function only a primary can run (`pg_current_wal_lsn()`,
+/// are read-only (`default_transaction_read_only`), so a write that looks like a read
+/// (`SELECT nextval(..)`, a function that writes) is refused there with SQLSTATE 25006 before
+/// it does anything, and runs on the primary; so does a function only a primary can run (`pg_current_wal_lsn()`,
 /// refused with "recovery is in progress"). A replica that does not answer a read within
 /// [`replica_timeout`](ClusterOptions::replica_timeout) leaves the rotation (its connection is
 /// closed) and the read runs on the next replica. With no healthy replica, reads run on the
@@ -90,10 +90,22 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 ///
 /// # One connection per statement
 /// Outside a transaction each statement runs on whichever pooled connection of its node is
-/// free, so two statements in a row may run on different connections. **Opening a transaction
-/// by hand (`BEGIN`, `START TRANSACTION`) outside [`transaction`](Self::transaction) is
-/// refused** with [`RefusedStatement::Transaction`](super::RefusedStatement): the pooled
-/// connection would go back to its pool inside it, for other connections' writes to join.
+/// free, so two statements in a row may run on different connections, and a transaction's
+/// connection serves others once it ends. Hence:
+/// - **Session-bound results are unreliable outside a transaction**: `lastval()` or
+///   `currval()` after an `INSERT` may ask another session. Use `RETURNING`, or run both
+///   statements in one [`transaction`](Self::transaction).
+/// - **Opening a transaction by hand (`BEGIN`, `START TRANSACTION`) outside `transaction` is
+///   refused** ([`RefusedStatement::Transaction`](super::RefusedStatement::Transaction)): the
+///   pooled connection would go back to its pool inside it, for other connections' writes to
+///   join.
+/// - **Changing the session is refused, in and out of transactions**
+///   ([`RefusedStatement::SessionState`](super::RefusedStatement::SessionState)): `SET` (not
+///   `SET LOCAL`), `RESET`, `LISTEN`, `CREATE TEMP TABLE` (unless `ON COMMIT DROP`), `PREPARE`,
+///   `DISCARD`, session advisory locks... would reach other connections, not this one's next
+///   statement. Use `SET LOCAL` (or `set_config(.., .., true)`) and `pg_advisory_xact_lock`
+///   inside a transaction, or settings in the URL
+///   (`postgres://db1/app?options=-c%20search_path%3Dapp`), which every pooled connection gets.
 ///
 /// # Cancel safety
 /// A query future dropped after it was polled may still run its statement to completion on

@@ -14,7 +14,9 @@ impl Cluster {
     /// Runs the migrations of `source` not yet applied, on the primary (replicas receive them
     /// by replication), each in its own transaction, and returns the versions applied.
     /// Works on any tokio runtime: diesel's migration harness is synchronous, so it runs on a
-    /// blocking thread.
+    /// blocking thread. Migrations run through a
+    /// [`ClusterConnection`](super::ClusterConnection), so a migration that changes the
+    /// session (`SET` rather than `SET LOCAL`, as `pg_dump` writes) is refused.
     ///
     /// ```no_run
     /// # async fn demo(cluster: litemux_diesel::replicated::Cluster) -> litemux_diesel::Result<()> {

@@ -44,6 +44,26 @@ pub enum RefusedStatement {
         /// The statement refused.
         statement: String,
     },
+    /// A statement that changes the session (in or out of a transaction: a transaction's
+    /// connection serves others once it ends): `SET` (not `SET LOCAL`), `RESET`, `LISTEN`,
+    /// `UNLISTEN`, `DISCARD`, `PREPARE`, `DEALLOCATE`, `LOAD`, `CREATE TEMP ...` (unless `ON
+    /// COMMIT DROP`), `SELECT ... INTO TEMP`, `DECLARE ... WITH HOLD`, a session advisory lock
+    /// (`pg_advisory_lock`, `pg_try_advisory_lock` and their `_shared` forms) and
+    /// `set_config(.., .., false)`. Instead: `SET LOCAL` or `set_config(.., .., true)` inside
+    /// a [`transaction`](super::ClusterConnection::transaction), `pg_advisory_xact_lock` inside
+    /// one, or settings every connection gets from the URL
+    /// (`?options=-c%20search_path%3Dapp`).
+    #[error(
+        "`{statement}` changes the session, which would stay with a pooled connection that \
+         other connections use next (a ClusterConnection runs each statement outside a \
+         transaction on any pooled connection); use SET LOCAL, set_config(.., .., true) or \
+         pg_advisory_xact_lock inside ClusterConnection::transaction, or settings in the \
+         connection URL's `options`"
+    )]
+    SessionState {
+        /// The statement refused.
+        statement: String,
+    },
 }
 
 /// Whether `sql` may run: `Err` (diesel's error holding a [`RefusedStatement`]) if one of its
@@ -68,7 +88,49 @@ fn refusal(statement: &Statement<'_>, in_transaction: bool) -> Option<RefusedSta
     };
     // Inside one, BEGIN is a no-op and the transaction's end is diesel's COMMIT or ROLLBACK.
     let opens = matches!((word(0), word(1)), ("BEGIN", _) | ("START", "TRANSACTION"));
-    (opens && !in_transaction).then(|| RefusedStatement::Transaction { statement: text() })
+    if opens && !in_transaction {
+        return Some(RefusedStatement::Transaction { statement: text() });
+    }
+    changes_session(&statement.words).then(|| RefusedStatement::SessionState { statement: text() })
+}
+
+/// Whether a statement leaves state on its session past its transaction; see
+/// [`RefusedStatement::SessionState`].
+fn changes_session(words: &[String]) -> bool {
+    let word = |n: usize| words.get(n).map_or("", String::as_str);
+    let pair = |a: &str, b: &str| words.windows(2).any(|w| w[0] == a && w[1] == b);
+    let temporary = |w: &String| matches!(w.as_str(), "TEMP" | "TEMPORARY");
+    let statement = match word(0) {
+        // SET LOCAL, SET TRANSACTION and SET CONSTRAINTS last until the transaction ends.
+        "SET" => !matches!(word(1), "LOCAL" | "TRANSACTION" | "CONSTRAINTS"),
+        "RESET" | "LISTEN" | "UNLISTEN" | "DISCARD" | "DEALLOCATE" | "LOAD" => true,
+        "PREPARE" => word(1) != "TRANSACTION",
+        // CREATE [OR REPLACE] [LOCAL | GLOBAL] TEMP[ORARY] [RECURSIVE] TABLE | VIEW | SEQUENCE
+        "CREATE" => {
+            let kind = |w: &&String| !matches!(w.as_str(), "TABLE" | "VIEW" | "SEQUENCE");
+            words.iter().skip(1).take_while(kind).any(temporary) && !pair("COMMIT", "DROP")
+        }
+        "DECLARE" => pair("WITH", "HOLD"),
+        _ => false,
+    };
+    // SELECT ... INTO TEMP t (not INSERT INTO temp, a table of that name).
+    let into_temporary = matches!(word(0), "SELECT" | "WITH")
+        && !words.iter().any(|w| w == "INSERT")
+        && words.windows(2).any(|w| w[0] == "INTO" && temporary(&w[1]));
+    // Session advisory locks; the `_XACT_` ones end with their transaction.
+    let session_lock = words.iter().any(|w| {
+        matches!(
+            w.as_str(),
+            "PG_ADVISORY_LOCK"
+                | "PG_ADVISORY_LOCK_SHARED"
+                | "PG_TRY_ADVISORY_LOCK"
+                | "PG_TRY_ADVISORY_LOCK_SHARED"
+        )
+    });
+    // set_config(name, value, is_local): string and parameter arguments leave no words, so
+    // the word after it is a literal `is_local` (or an expression, which is let through).
+    let session_config = pair("SET_CONFIG", "FALSE");
+    statement || into_temporary || session_lock || session_config
 }
 
 #[cfg(test)]
@@ -106,6 +168,61 @@ mod tests {
             "SELECT 'BEGIN'",
         ] {
             assert_eq!(refused(sql, false), None, "{sql}");
+        }
+    }
+
+    #[test]
+    fn changing_the_session_is_refused_in_and_out_of_transactions() {
+        for sql in [
+            "SET TIME ZONE 'Asia/Tokyo'",
+            "set search_path = app",
+            "SET SESSION statement_timeout = 0",
+            "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+            "SET ROLE admin",
+            "RESET ALL",
+            "LISTEN jobs",
+            "UNLISTEN *",
+            "DISCARD ALL",
+            "PREPARE q AS SELECT 1",
+            "DEALLOCATE q",
+            "LOAD 'auto_explain'",
+            "CREATE TEMP TABLE x (a int)",
+            "CREATE LOCAL TEMPORARY TABLE x (a int)",
+            "CREATE OR REPLACE TEMP VIEW v AS SELECT 1",
+            "SELECT 1 AS a INTO TEMP x",
+            "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+            "SELECT pg_advisory_lock(1)",
+            "SELECT pg_catalog.pg_try_advisory_lock_shared($1)",
+            "SELECT pg_catalog.set_config('search_path', '', false)",
+            "INSERT INTO t VALUES (1); SET x.y = 1",
+        ] {
+            for in_transaction in [false, true] {
+                assert!(
+                    matches!(
+                        refused(sql, in_transaction),
+                        Some(RefusedStatement::SessionState { .. })
+                    ),
+                    "{sql}"
+                );
+            }
+        }
+        for sql in [
+            "SET LOCAL TIME ZONE 'UTC'",
+            "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            "SET CONSTRAINTS ALL DEFERRED",
+            "PREPARE TRANSACTION 'x'",
+            "CREATE TEMP TABLE x (a int) ON COMMIT DROP",
+            "CREATE TABLE temp (a int)",
+            "INSERT INTO temp VALUES (1)",
+            "WITH x AS (SELECT 1) INSERT INTO temp SELECT * FROM x",
+            "SELECT set_config('app.user', $1, true)",
+            "SELECT pg_advisory_xact_lock(1), pg_advisory_unlock(1)",
+            "DECLARE c CURSOR FOR SELECT 1",
+            "INSERT INTO settings (k) VALUES ('SET')",
+            "UPDATE t SET x = 1",
+            "SELECT * FROM reset",
+        ] {
+            assert_eq!(refused(sql, true), None, "{sql}");
         }
     }
 }

@@ -4,10 +4,11 @@
 use std::collections::BTreeSet;
 
 use diesel::prelude::*;
+use diesel::result::Error as DieselError;
 use diesel::sql_types::{BigInt, Bool, Integer};
 use diesel_async::pooled_connection::PoolableConnection;
 use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection, TransactionManager};
-use litemux_diesel::replicated::{ClusterConnection, Consistency, NodeRole};
+use litemux_diesel::replicated::{ClusterConnection, Consistency, NodeRole, RefusedStatement};
 
 use super::{TestResult, servers};
 
@@ -243,6 +244,104 @@ async fn advisory_locks_are_taken_on_the_primary() -> TestResult {
             "{sql} took a lock another client holds on the primary"
         );
     }
+    Ok(())
+}
+
+/// A statement that changes the session (`SET`, `LISTEN`, `CREATE TEMP TABLE`, a session
+/// advisory lock...) is refused, in and out of transactions, before it runs: it would stay
+/// with a pooled connection that other connections use next. `SET LOCAL` in a transaction
+/// runs, and ends with it.
+#[tokio::test]
+async fn changing_the_session_is_refused_and_set_local_in_a_transaction_runs() -> TestResult {
+    let servers = servers!("routing_session_state");
+    let cluster = servers.cluster().await?;
+    let mut conn = cluster.get().await?;
+    let time_zone = async |conn: &mut ClusterConnection| {
+        #[derive(QueryableByName)]
+        struct Setting {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            value: String,
+        }
+        diesel::sql_query("SELECT current_setting('TimeZone') AS value")
+            .get_result::<Setting>(conn)
+            .await
+            .map(|s| s.value)
+    };
+    let before = time_zone(&mut conn).await?;
+    assert_ne!(before, "Asia/Tokyo");
+    let refused = |outcome: QueryResult<()>| {
+        let Err(DieselError::QueryBuilderError(cause)) = &outcome else {
+            panic!("expected a refusal, got {outcome:?}");
+        };
+        assert!(
+            matches!(
+                cause.downcast_ref::<RefusedStatement>(),
+                Some(RefusedStatement::SessionState { .. })
+            ),
+            "{cause}"
+        );
+        assert!(cause.to_string().contains("SET LOCAL"), "{cause}");
+    };
+    refused(conn.batch_execute("SET TIME ZONE 'Asia/Tokyo'").await);
+    refused(conn.batch_execute("LISTEN jobs").await);
+    refused(
+        conn.batch_execute("CREATE TEMP TABLE scratch (x int)")
+            .await,
+    );
+    refused(
+        diesel::select(diesel::dsl::sql::<Bool>("pg_try_advisory_lock(1)"))
+            .get_result::<bool>(&mut conn)
+            .await
+            .map(drop),
+    );
+    let in_transaction = conn
+        .transaction::<_, DieselError, _>(async |conn| {
+            refused(conn.batch_execute("SET TIME ZONE 'Asia/Tokyo'").await);
+            conn.batch_execute("SET LOCAL TIME ZONE 'Asia/Tokyo'")
+                .await?;
+            time_zone(conn).await
+        })
+        .await?;
+    assert_eq!(in_transaction, "Asia/Tokyo");
+
+    // No connection of either node took the setting: a fresh one on each sees the default.
+    for consistency in [Consistency::Primary, Consistency::Eventual] {
+        let mut other = cluster.get().await?;
+        other.set_consistency(consistency);
+        for _ in 0..4 {
+            assert_eq!(time_zone(&mut other).await?, before, "{consistency:?}");
+        }
+    }
+    Ok(())
+}
+
+/// Outside a transaction each statement may run on another pooled connection, so
+/// session-bound results (`lastval()`, `currval()`) are unreliable there; the documented ways
+/// work: `RETURNING`, or both statements in one transaction.
+#[tokio::test]
+async fn returning_or_a_transaction_gives_the_id_just_inserted() -> TestResult {
+    let servers = servers!("routing_lastval");
+    servers.on_primary(SCHEMA).await?;
+    let cluster = servers.cluster().await?;
+    let mut conn = cluster.get().await?;
+    let returned: i32 = diesel::insert_into(marks::table)
+        .values(marks::port.eq(1))
+        .returning(marks::id)
+        .get_result(&mut conn)
+        .await?;
+    assert_eq!(returned, 1);
+    let last = conn
+        .transaction::<_, DieselError, _>(async |conn| {
+            diesel::insert_into(marks::table)
+                .values(marks::port.eq(2))
+                .execute(conn)
+                .await?;
+            diesel::select(diesel::dsl::sql::<BigInt>("lastval()"))
+                .get_result::<i64>(conn)
+                .await
+        })
+        .await?;
+    assert_eq!(last, 2);
     Ok(())
 }
 
