@@ -106,9 +106,11 @@ where
 {
     // In a `force_rollback` database the writer is always inside a transaction: each
     // migration then runs under a savepoint instead of BEGIN ... COMMIT.
-    db.with_writer(move |conn| within_open_transaction(conn, |conn| f(&mut WriterHarness { conn })))
-        .await?
-        .map_err(Error::Migration)
+    db.with_writer(move |conn| {
+        within_open_transaction(conn, 1, |conn| f(&mut WriterHarness { conn }))
+    })
+    .await?
+    .map_err(Error::Migration)
 }
 
 /// Runs every migration of `source` not yet applied, oldest first, each in its own

@@ -7,6 +7,8 @@
 //! transaction manager is told so for the closure's duration, so `conn.transaction(...)` in the
 //! closure opens a savepoint instead of failing on `BEGIN`.
 
+use std::num::NonZeroU32;
+
 use diesel::QueryResult;
 use diesel::connection::{
     AnsiTransactionManager, TransactionDepthChange, TransactionManager, TransactionManagerStatus,
@@ -103,8 +105,15 @@ impl LitemuxConnection {
         F: FnOnce(&mut SqliteConnection) -> QueryResult<R> + Send + 'static,
         R: Send + 'static,
     {
+        // The sync connection's savepoints are named after its depth, as they would be on one
+        // diesel connection: the same name as one of ours would make a rollback in `f` stop
+        // at that savepoint, and a later rollback of ours at the one `f` left.
+        let depth = self
+            .transaction_state_mut()
+            .depth()?
+            .map_or(0, NonZeroU32::get);
         let job = move |conn: &mut ConnectionRef<'_>| {
-            within_open_transaction(conn, |conn| {
+            within_open_transaction(conn, depth, |conn| {
                 f(conn.diesel()).map_err(|e| attach(e, |e| litemux_view(conn, SYNC_SQL, e)))
             })
         };
@@ -117,9 +126,11 @@ impl LitemuxConnection {
 }
 
 /// Runs `f` on `conn`, telling diesel's transaction manager a transaction is open when litemux
-/// holds one, and forgetting whatever `f` left in diesel's bookkeeping afterwards.
+/// holds one, at `depth` levels (at least one: litemux's own), and forgetting whatever `f` left
+/// in diesel's bookkeeping afterwards.
 pub(crate) fn within_open_transaction<R>(
     conn: &mut ConnectionRef<'_>,
+    depth: u32,
     f: impl FnOnce(&mut ConnectionRef<'_>) -> R,
 ) -> R {
     if !conn.in_transaction() {
@@ -128,7 +139,9 @@ pub(crate) fn within_open_transaction<R>(
     if let TransactionManagerStatus::Valid(valid) = diesel_status(conn.diesel())
         && valid.transaction_depth().is_none()
     {
-        let _ = valid.change_transaction_depth(TransactionDepthChange::IncreaseDepth);
+        for _ in 0..depth.max(1) {
+            let _ = valid.change_transaction_depth(TransactionDepthChange::IncreaseDepth);
+        }
     }
     let out = f(conn);
     // The real transaction is litemux's: diesel's connection is back outside any.

@@ -71,6 +71,43 @@ async fn a_batch_insert_with_defaults_and_returning() -> TestResult {
     Ok(())
 }
 
+/// A transaction the sync connection opens inside a nested one of ours gets a savepoint name
+/// of its own, as on one diesel connection: rolling it back and then ours leaves nothing of
+/// either (with one name for both, our rollback stopped at the savepoint the sync one left,
+/// and the outer commit kept the nested transaction's row).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_transaction_inside_a_nested_one_is_rolled_back_exactly() -> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    conn.transaction::<_, Error, _>(async |conn| {
+        insert_user(conn, "kept").await?;
+        let nested = conn
+            .transaction::<(), Error, _>(async |conn| {
+                insert_user(conn, "rolled back with its level").await?;
+                let sync = conn
+                    .with_sync_connection(|c| {
+                        c.transaction::<(), Error, _>(|c| {
+                            diesel::RunQueryDsl::execute(
+                                diesel::insert_into(users::table)
+                                    .values(NewUser::named("rolled back by sync diesel")),
+                                c,
+                            )?;
+                            Err(Error::RollbackTransaction)
+                        })
+                    })
+                    .await;
+                assert_eq!(sync, Err(Error::RollbackTransaction));
+                Err(Error::RollbackTransaction)
+            })
+            .await;
+        assert_eq!(nested, Err(Error::RollbackTransaction));
+        Ok(())
+    })
+    .await?;
+    assert_eq!(committed_names(conn.database()).await?, ["kept"]);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_insert_joins_the_connections_transaction() -> TestResult {
     let db = TestDb::new();
