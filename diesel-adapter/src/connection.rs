@@ -16,6 +16,7 @@ use crate::loaded_row::LoadedRow;
 use crate::query::{QueryText, RowStream, SerializedQuery};
 use crate::raw::Raw;
 use crate::rendered::RenderedSql;
+use crate::reporting::{Reporting, SharedInstrumentation};
 use crate::routing::{self, Work};
 use crate::transaction_state::{LitemuxTransactionManager, TransactionState};
 
@@ -91,7 +92,7 @@ pub struct LitemuxConnection {
     db: litemux::Database,
     transaction_state: TransactionState,
     /// diesel's instrumentation, called on the caller's thread around every query.
-    instrumentation: Option<Box<dyn Instrumentation>>,
+    instrumentation: SharedInstrumentation,
     /// What litemux begins transactions with, learnt when first needed.
     begin_statement: Option<&'static str>,
     /// The SQL of the query types this connection ran.
@@ -123,7 +124,9 @@ impl LitemuxConnection {
         LitemuxConnection {
             db,
             transaction_state: TransactionState::default(),
-            instrumentation: diesel::connection::get_default_instrumentation(),
+            instrumentation: SharedInstrumentation::new(
+                diesel::connection::get_default_instrumentation(),
+            ),
             begin_statement: None,
             rendered: RenderedSql::default(),
         }
@@ -174,8 +177,8 @@ impl LitemuxConnection {
         query: QueryResult<SerializedQuery>,
         work: Work<R>,
     ) -> QueryResult<R> {
-        self.query_started(text.as_ref());
         let cache = text.is_some().then(CacheLog::default);
+        let reporting = self.instrumentation.start(text);
         let outcome = match query {
             Ok(query) => {
                 let state = &mut self.transaction_state;
@@ -184,7 +187,7 @@ impl LitemuxConnection {
             Err(e) => Err(e),
         };
         self.report_cached(cache.as_ref());
-        self.query_finished(text.as_ref(), outcome.as_ref().err());
+        reporting.finish(outcome.as_ref().err());
         outcome
     }
 
@@ -204,8 +207,8 @@ impl LitemuxConnection {
         text: Option<QueryText>,
         query: QueryResult<SerializedQuery>,
     ) -> QueryResult<RowStream> {
-        self.query_started(text.as_ref());
         let cache = text.is_some().then(CacheLog::default);
+        let reporting = self.instrumentation.start(text);
         let outcome = match query {
             Ok(query) => {
                 let state = &mut self.transaction_state;
@@ -214,7 +217,7 @@ impl LitemuxConnection {
             Err(e) => Err(e),
         };
         self.report_cached(cache.as_ref());
-        self.query_finished(text.as_ref(), outcome.as_ref().err());
+        reporting.finish(outcome.as_ref().err());
         outcome
     }
 
@@ -225,22 +228,10 @@ impl LitemuxConnection {
             .get_or_insert_with(|| begin_statement(self.db.options()))
     }
 
-    pub(crate) fn query_started(&mut self, text: Option<&QueryText>) {
-        if let Some(text) = text {
-            self.instrumentation
-                .on_connection_event(InstrumentationEvent::start_query(text));
-        }
-    }
-
-    pub(crate) fn query_finished(
-        &mut self,
-        text: Option<&QueryText>,
-        error: Option<&diesel::result::Error>,
-    ) {
-        if let Some(text) = text {
-            self.instrumentation
-                .on_connection_event(InstrumentationEvent::finish_query(text, error));
-        }
+    /// Reports `StartQuery` for `text`, if someone listens; the returned [`Reporting`]
+    /// reports the statement's end (see `reporting.rs`).
+    pub(crate) fn query_started(&self, text: Option<QueryText>) -> Reporting {
+        self.instrumentation.start(text)
     }
 
     /// A statement given as text, as instrumentation shows it, when someone listens.
@@ -266,14 +257,13 @@ impl SimpleAsyncConnection for LitemuxConnection {
     /// begin or end transactions), else on the writer (where it may, but must not leave one
     /// open). Each statement of it appears in the history.
     async fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
-        let text = self.statement_text(query);
-        self.query_started(text.as_ref());
+        let reporting = self.query_started(self.statement_text(query));
         let outcome = match self.transaction_state.lend().await {
             Ok(Some(mut lent)) => lent.tx().execute_batch(query).await.map_err(to_diesel),
             Ok(None) => self.db.execute_batch(query).await.map_err(to_diesel),
             Err(e) => Err(e),
         };
-        self.query_finished(text.as_ref(), outcome.as_ref().err());
+        reporting.finish(outcome.as_ref().err());
         outcome
     }
 }
@@ -326,7 +316,7 @@ impl AsyncConnection for LitemuxConnection {
             opened.as_ref().err(),
         ));
         let mut conn = LitemuxConnection::from_database(opened?);
-        conn.instrumentation = instrumentation;
+        conn.instrumentation = SharedInstrumentation::new(instrumentation);
         Ok(conn)
     }
 
@@ -339,7 +329,7 @@ impl AsyncConnection for LitemuxConnection {
     }
 
     fn set_instrumentation(&mut self, instrumentation: impl Instrumentation) {
-        self.instrumentation = Some(Box::new(instrumentation));
+        self.instrumentation = SharedInstrumentation::new(Some(Box::new(instrumentation)));
     }
 
     fn set_prepared_statement_cache_size(&mut self, _size: CacheSize) {

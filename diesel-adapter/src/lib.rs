@@ -12,6 +12,7 @@ mod raw;
 mod rendered;
 #[cfg(feature = "postgres")]
 pub mod replicated;
+mod reporting;
 mod routing;
 mod sync_connection;
 mod transaction;

@@ -14,15 +14,15 @@ use crate::transaction_callback::{closing_level, opening_level};
 use crate::transaction_state::{LitemuxTransactionManager, TransactionState};
 
 /// Runs `step`, reported to instrumentation as the statement `sql`: `StartQuery` before,
-/// `FinishQuery` with its error after, as diesel's connections report transaction statements.
+/// `FinishQuery` with its error after (also if this future is dropped part-way), as diesel's
+/// connections report transaction statements.
 async fn reported<F>(conn: &mut LitemuxConnection, sql: &str, step: F) -> QueryResult<()>
 where
     F: AsyncFnOnce(&mut LitemuxConnection) -> QueryResult<()>,
 {
-    let text = conn.statement_text(sql);
-    conn.query_started(text.as_ref());
+    let reporting = conn.query_started(conn.statement_text(sql));
     let outcome = step(conn).await;
-    conn.query_finished(text.as_ref(), outcome.as_ref().err());
+    reporting.finish(outcome.as_ref().err());
     outcome
 }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use diesel::connection::InstrumentationEvent;
 use diesel::prelude::*;
 use diesel::result::Error;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
 use litemux::Role;
 use litemux_diesel::LitemuxConnection;
 
@@ -203,6 +203,84 @@ async fn events_run_inside_the_callers_span() -> TestResult {
         "{spans:?}"
     );
     Ok(())
+}
+
+/// A statement whose future is dropped while it waits still reports its end, as diesel's own
+/// connections always do: an instrumentation that opens a span or starts a timer on
+/// `StartQuery` must see every one of them finish. Each kind of statement here waits for the
+/// writer, which another transaction holds, and is dropped while it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_whose_future_is_dropped_still_reports_its_end() -> TestResult {
+    use futures_util::FutureExt as _;
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    conn.set_instrumentation(move |event: InstrumentationEvent<'_>| {
+        let seen = match event {
+            InstrumentationEvent::StartQuery { query, .. } => format!("start {query}"),
+            InstrumentationEvent::FinishQuery { query, error, .. } => match error {
+                Some(e) => format!("finish {query}: {e}"),
+                None => format!("finish {query}"),
+            },
+            _ => return,
+        };
+        sink.lock().expect("not poisoned").push(seen);
+    });
+    let held = conn.database().begin().await?;
+    let pending_then_dropped = |future: futures_util::future::BoxFuture<'_, ()>| {
+        let mut future = future;
+        assert!(
+            future.as_mut().now_or_never().is_none(),
+            "it waits for the writer"
+        );
+    };
+    pending_then_dropped(Box::pin(
+        diesel::sql_query("INSERT INTO users(name) VALUES ('executed')")
+            .execute(&mut conn)
+            .map(drop),
+    ));
+    pending_then_dropped(Box::pin(
+        diesel::sql_query("INSERT INTO users(name) VALUES ('loaded') RETURNING id")
+            .load::<Id>(&mut conn)
+            .map(drop),
+    ));
+    pending_then_dropped(Box::pin(
+        conn.batch_execute("INSERT INTO users(name) VALUES ('batch')")
+            .map(drop),
+    ));
+    pending_then_dropped(Box::pin(
+        conn.transaction::<_, Error, _>(async |_| Ok(())).map(drop),
+    ));
+    held.rollback().await?;
+    insert_user(&mut conn, "after").await?;
+
+    let seen = seen.lock().expect("not poisoned").clone();
+    let dropped = ": the caller stopped waiting (its future was dropped)";
+    let expected_ends = [
+        "INSERT INTO users(name) VALUES ('executed')",
+        "INSERT INTO users(name) VALUES ('loaded') RETURNING id",
+        "INSERT INTO users(name) VALUES ('batch')",
+        "BEGIN IMMEDIATE",
+    ];
+    for (pair, query) in seen.chunks(2).zip(expected_ends) {
+        assert!(pair[0].starts_with(&format!("start {query}")), "{seen:#?}");
+        assert!(pair[1].starts_with(&format!("finish {query}")), "{seen:#?}");
+        assert!(pair[1].contains(dropped), "{seen:#?}");
+    }
+    assert_eq!(seen.len(), 2 * expected_ends.len() + 2, "{seen:#?}");
+    assert!(
+        seen[seen.len() - 1].starts_with("finish INSERT"),
+        "{seen:#?}"
+    );
+    Ok(())
+}
+
+#[derive(QueryableByName)]
+struct Id {
+    #[allow(dead_code)]
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    id: i32,
 }
 
 fn kind(event: &InstrumentationEvent<'_>) -> &'static str {

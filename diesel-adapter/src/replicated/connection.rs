@@ -1,6 +1,7 @@
 //! [`ClusterConnection`]: diesel-async's connection traits over a [`Cluster`], and
 //! [`Cluster::get`], which hands them out.
 
+use crate::reporting::SharedInstrumentation;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -122,7 +123,7 @@ pub struct ClusterConnection {
     /// Where statements run outside a transaction, and what reads must see.
     pub(super) router: Router,
     transaction_state: ClusterTransactionState,
-    instrumentation: Option<Box<dyn Instrumentation>>,
+    instrumentation: SharedInstrumentation,
 }
 
 impl std::fmt::Debug for ClusterConnection {
@@ -159,7 +160,9 @@ impl Cluster {
         Ok(ClusterConnection {
             router: Router::new(Arc::clone(self.nodes())),
             transaction_state: ClusterTransactionState::default(),
-            instrumentation: diesel::connection::get_default_instrumentation(),
+            instrumentation: SharedInstrumentation::new(
+                diesel::connection::get_default_instrumentation(),
+            ),
         })
     }
 }
@@ -209,20 +212,6 @@ impl ClusterConnection {
         &mut self.transaction_state
     }
 
-    fn query_started(&mut self, text: Option<&QueryText>) {
-        if let Some(text) = text {
-            self.instrumentation
-                .on_connection_event(InstrumentationEvent::start_query(text));
-        }
-    }
-
-    fn query_finished(&mut self, text: Option<&QueryText>, error: Option<&diesel::result::Error>) {
-        if let Some(text) = text {
-            self.instrumentation
-                .on_connection_event(InstrumentationEvent::finish_query(text, error));
-        }
-    }
-
     /// The query as instrumentation shows it, rendered only when someone listens.
     fn query_text<T: QueryFragment<Pg>>(&self, query: &T) -> Option<QueryText> {
         self.instrumentation
@@ -238,12 +227,12 @@ impl SimpleAsyncConnection for ClusterConnection {
             .instrumentation
             .is_some()
             .then(|| QueryText(query.to_owned()));
-        self.query_started(text.as_ref());
+        let reporting = self.instrumentation.start(text);
         let outcome = self
             .router
             .batch_on_primary(&mut self.transaction_state, query)
             .await;
-        self.query_finished(text.as_ref(), outcome.as_ref().err());
+        reporting.finish(outcome.as_ref().err());
         outcome
     }
 }
@@ -264,7 +253,7 @@ impl AsyncConnectionCore for ClusterConnection {
         let text = self.query_text(&query);
         let rendered = PgQuery::new(&query);
         Box::pin(async move {
-            self.query_started(text.as_ref());
+            let reporting = self.instrumentation.start(text);
             let outcome = match rendered {
                 Ok(query) => {
                     self.router
@@ -273,7 +262,7 @@ impl AsyncConnectionCore for ClusterConnection {
                 }
                 Err(e) => Err(e),
             };
-            self.query_finished(text.as_ref(), outcome.as_ref().err());
+            reporting.finish(outcome.as_ref().err());
             let rows = outcome?;
             let stream: Self::Stream<'conn, 'query> =
                 Box::pin(futures_util::stream::iter(rows.into_iter().map(Ok)));
@@ -291,7 +280,7 @@ impl AsyncConnectionCore for ClusterConnection {
         let text = self.query_text(&source);
         let rendered = PgQuery::new(&source);
         Box::pin(async move {
-            self.query_started(text.as_ref());
+            let reporting = self.instrumentation.start(text);
             let outcome = match rendered {
                 Ok(query) => {
                     self.router
@@ -300,7 +289,7 @@ impl AsyncConnectionCore for ClusterConnection {
                 }
                 Err(e) => Err(e),
             };
-            self.query_finished(text.as_ref(), outcome.as_ref().err());
+            reporting.finish(outcome.as_ref().err());
             outcome
         })
     }
@@ -337,7 +326,7 @@ impl AsyncConnection for ClusterConnection {
             opened.as_ref().err(),
         ));
         let mut conn = opened?;
-        conn.instrumentation = instrumentation;
+        conn.instrumentation = SharedInstrumentation::new(instrumentation);
         Ok(conn)
     }
 
@@ -350,7 +339,7 @@ impl AsyncConnection for ClusterConnection {
     }
 
     fn set_instrumentation(&mut self, instrumentation: impl Instrumentation) {
-        self.instrumentation = Some(Box::new(instrumentation));
+        self.instrumentation = SharedInstrumentation::new(Some(Box::new(instrumentation)));
     }
 
     fn set_prepared_statement_cache_size(&mut self, _size: CacheSize) {
