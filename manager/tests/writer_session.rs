@@ -106,3 +106,18 @@ async fn reads_of_an_attached_database_work_outside_a_transaction() {
     db.fetch_all("SELECT x FROM t", ()).await.unwrap();
     assert_eq!(role_of(&db, "SELECT x FROM t"), Some(Role::Reader));
 }
+
+/// A TEMP virtual table lives in the writer's session too: a read of it outside a
+/// transaction runs there, as it does inside one, and reads the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temp_virtual_table_reads_the_same_inside_and_outside_a_transaction() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    db.execute("CREATE VIRTUAL TABLE temp.pages USING dbstat(main)", ())
+        .await
+        .unwrap();
+    let (outside, inside) =
+        outside_and_inside(&db, "SELECT count(*) FROM pages WHERE name = 't'").await;
+    assert_eq!(outside, inside);
+    assert_eq!(outside, [[Value::Integer(1)]]);
+}

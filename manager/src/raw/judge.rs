@@ -54,6 +54,14 @@ pub(super) fn judge(
             namespace: true,
             ..Facts::default()
         },
+        // A virtual table outside `main` (`CREATE VIRTUAL TABLE temp.t ...`) is a session
+        // object too, which readers lack.
+        ffi::SQLITE_CREATE_VTABLE if in_session => Facts {
+            writes: true,
+            session: true,
+            namespace: true,
+            ..Facts::default()
+        },
         // Every other action changes a table, the schema or statistics.
         _ => Facts {
             writes: true,
