@@ -749,3 +749,67 @@ async fn a_read_stream_that_fails_on_a_reader_is_not_run_again_on_the_writer() -
     assert_eq!(ran, [Role::Reader, Role::Reader], "{ran:?}");
     Ok(())
 }
+
+/// The table `t` with the rows 1, 2, 3, on a database with readers.
+async fn three_rows(t: &TempDb) -> Database {
+    let db = t.open().await;
+    db.execute_batch("INSERT INTO t(x) VALUES (1), (2), (3)")
+        .await
+        .unwrap();
+    db
+}
+
+/// Whether `got` is all of 1, 2, 3 or ends with an error: never a statement that returned
+/// fewer rows, or none, and said nothing.
+fn whole_or_failed(got: &[Result<litemux::Row, Error>]) -> bool {
+    matches!(got.last(), Some(Err(_))) || got.len() == 3
+}
+
+/// A read transaction's stream whose transaction ended before the stream was first polled
+/// ends with an error, not as a query with no rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_transaction_stream_whose_transaction_ended_first_is_not_silently_short() {
+    let t = TempDb::new();
+    let db = three_rows(&t).await;
+    let snapshot = db.begin_read().await.unwrap();
+    let rows = snapshot.fetch("SELECT x FROM t ORDER BY x", ());
+    drop(snapshot);
+    let got = collect(rows).await;
+    assert!(whole_or_failed(&got), "{got:?}");
+}
+
+/// The same for a write transaction's stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_transaction_stream_whose_transaction_was_dropped_first_is_not_silently_short() {
+    let t = TempDb::new();
+    let db = three_rows(&t).await;
+    let tx = db.begin().await.unwrap();
+    let rows = tx.fetch("SELECT x FROM t ORDER BY x", ());
+    drop(tx);
+    let got = collect(rows).await;
+    assert!(whole_or_failed(&got), "{got:?}");
+}
+
+/// A write streamed from a transaction that commits before the stream is first polled: the
+/// commit ends the stream, and its statement never runs, neither then nor later in whatever
+/// transaction holds the writer when the stream is polled (here another caller's, which
+/// would commit it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_write_of_a_committed_transaction_never_runs_in_the_next_one() {
+    let t = TempDb::new();
+    let db = three_rows(&t).await;
+    let tx = db.begin().await.unwrap();
+    let rows = tx.fetch("INSERT INTO t(x) VALUES (99) RETURNING x", ());
+    tx.commit().await.unwrap();
+    let other = db.begin().await.unwrap();
+    let got = collect(rows).await;
+    other.commit().await.unwrap();
+    assert!(
+        matches!(got.as_slice(), [Err(Error::Interrupted { .. })]),
+        "{got:?}"
+    );
+    assert_eq!(
+        crate::ints(&db, "SELECT x FROM t WHERE x = 99").await,
+        Vec::<i64>::new()
+    );
+}

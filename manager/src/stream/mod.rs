@@ -26,7 +26,7 @@ use crate::thread::worker::Worker;
 use crate::{Error, Result, Row, Value};
 pub(crate) use pipe::Stopper;
 pub(crate) use rows::Pinned;
-use rows::{Chunk, Open, Place, open, open_routed};
+use rows::{Chunk, Open, Place, open_routed, start};
 pub(crate) use streamed::stream_with;
 pub use streamed::{Sink, Streamed};
 
@@ -132,9 +132,11 @@ impl RowStream {
             Pinned::Write { abandoned } => Some(abandoned.clone()),
             Pinned::Read => None,
         };
+        // Queued now, while the transaction surely holds its connection: queued at the
+        // first poll, after the transaction ended, it would run in the next one's.
+        let started = start(&worker, Place::Pinned(place), sql, params, stop, armed);
         RowStream::starting(async move {
-            let place = Place::Pinned(place);
-            let mut open = open(&worker, place, sql, params, stop, armed).await?;
+            let mut open = started?.first().await;
             open._hold = Some(hold);
             Ok(open)
         })

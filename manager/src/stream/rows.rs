@@ -136,20 +136,63 @@ pub(super) async fn open(
     stopper: Stopper,
     armed: Option<Cancel>,
 ) -> Result<Open> {
-    let (sender, mut pipe) = pipe(&stopper, PIPE_CHUNKS);
+    Ok(start(worker, place, sql, params, stopper, armed)?
+        .first()
+        .await)
+}
+
+/// A statement whose job is queued, its first chunk not yet awaited.
+pub(super) struct Started {
+    pipe: PipeReceiver<Chunk>,
+    stop: Stop,
+}
+
+/// Queues the statement's job on `worker` now (see [`open`]).
+pub(super) fn start(
+    worker: &Worker,
+    place: Place,
+    sql: String,
+    params: Vec<Value>,
+    stopper: Stopper,
+    armed: Option<Cancel>,
+) -> Result<Started> {
+    let (sender, pipe) = pipe(&stopper, PIPE_CHUNKS);
     let stop = Stop(stopper);
     let cancel = stop.0.cancel.clone();
+    let mut job = Unrun(Some((sender, sql)));
     worker.start(armed.as_ref().unwrap_or(&stop.0.cancel), move |conn| {
-        produce(conn, place, &sql, params, &cancel, sender);
+        if let Some((out, sql)) = job.0.take() {
+            produce(conn, place, &sql, params, &cancel, out);
+        }
     })?;
-    let first = std::future::poll_fn(|cx| pipe.poll_recv(cx)).await;
-    Ok(Open {
-        pipe,
-        first,
-        chunk: Vec::new().into_iter(),
-        _stop: stop,
-        _hold: None,
-    })
+    Ok(Started { pipe, stop })
+}
+
+impl Started {
+    /// Waits for the first chunk.
+    pub(super) async fn first(mut self) -> Open {
+        let first = std::future::poll_fn(|cx| self.pipe.poll_recv(cx)).await;
+        Open {
+            pipe: self.pipe,
+            first,
+            chunk: Vec::new().into_iter(),
+            _stop: self.stop,
+            _hold: None,
+        }
+    }
+}
+
+/// A stream's job not run yet. Dropped unrun (skipped because its stream was stopped or its
+/// transaction abandoned, or its connection's thread stopped), it ends the stream with
+/// [`Error::Interrupted`]: never as a statement that returned no rows.
+struct Unrun(Option<(PipeSender<Chunk>, String)>);
+
+impl Drop for Unrun {
+    fn drop(&mut self) {
+        if let Some((out, sql)) = self.0.take() {
+            out.push_last(Chunk::Failed(Error::Interrupted { sql }));
+        }
+    }
 }
 
 /// The job: runs `sql` on `conn` and hands its rows to `out`.
@@ -183,6 +226,12 @@ fn produce(
         return;
     }
     match &place {
+        // Its transaction ended the stream (commit, rollback) before the job ran: nothing
+        // runs, or it would run in whatever the writer does next.
+        Place::Pinned(Pinned::Write { .. }) if cancel.is_cancelled() => {
+            out.push_last(Chunk::Failed(Error::Interrupted { sql: sql.into() }));
+            return;
+        }
         Place::Reader { .. } if !classified.reads_the_file() => {
             out.push_last(Chunk::NotARead(params));
             return;

@@ -22,8 +22,10 @@ impl Transaction {
     /// [`Error::StreamOpen`](crate::Error::StreamOpen) if another stream of the transaction is open.
     ///
     /// # Cancel safety
+    /// The statement is queued at once, behind the transaction's earlier statements.
     /// Dropping the stream stops a read at once; a write (`... RETURNING`) is never stopped
-    /// half-way and stays part of the transaction (see [`RowStream`]).
+    /// half-way and stays part of the transaction (see [`RowStream`]). A write whose stream
+    /// is dropped, or whose transaction ends, before it starts never runs.
     pub fn fetch(&self, sql: &str, params: impl Params) -> RowStream {
         let stopper = Stopper::default();
         let streaming = {
