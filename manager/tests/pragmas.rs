@@ -152,3 +152,16 @@ async fn a_misspelt_pragma_is_refused_not_ignored() {
         .unwrap();
     assert_eq!(cache_size(&db).await, -4321);
 }
+
+/// SQLCipher's own PRAGMAs are only known to a SQLCipher build: plain SQLite would ignore
+/// them, so they are refused there like any other unknown one.
+#[cfg(not(feature = "sqlcipher"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlciphers_pragmas_are_refused_by_plain_sqlite() {
+    let t = TempDb::new();
+    let opened = Database::open_with(t.options().pragma("cipher_page_size", "4096")).await;
+    assert!(
+        matches!(&opened, Err(Error::InvalidOption { key, .. }) if key == "pragma"),
+        "{opened:?}"
+    );
+}
