@@ -107,3 +107,23 @@ async fn statements_that_fail_to_prepare_report_diesels_error() -> TestResult {
     }
     Ok(())
 }
+
+/// The pre-`RETURNING` way to learn a new row's id, `last_insert_rowid()`, reads the writer
+/// that inserted it, as on diesel's one connection (a reader never inserted anything).
+#[tokio::test]
+async fn last_insert_rowid_is_read_on_the_writer() -> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    diesel::insert_into(users::table)
+        .values((users::id.eq(42), users::name.eq("ada")))
+        .execute(&mut conn)
+        .await?;
+    let last: i64 = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+        "last_insert_rowid()",
+    ))
+    .get_result(&mut conn)
+    .await?;
+    assert_eq!(last, 42);
+    assert_eq!(last_role(&conn, "SELECT last_insert_rowid()"), Role::Writer);
+    Ok(())
+}

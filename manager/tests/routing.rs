@@ -64,6 +64,32 @@ async fn insert_returning_returns_the_new_row_from_the_writer() {
     assert_eq!(again.unwrap().get::<i64>(0).unwrap(), 2);
 }
 
+/// `last_insert_rowid()`, `changes()` and `total_changes()` tell what a connection did: read
+/// on a reader, which never writes, they said 0. They run on the writer, as on one
+/// connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_connection_last_did_is_read_on_the_writer() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    let inserted = db
+        .execute("INSERT INTO t(id, x) VALUES (42, 1)", ())
+        .await
+        .unwrap();
+    assert_eq!(inserted.last_insert_rowid, 42);
+    let last_id = crate::ints(&db, "SELECT last_insert_rowid()").await;
+    assert_eq!(last_id, [42]);
+    db.execute("UPDATE t SET x = 2", ()).await.unwrap();
+    let changes = "SELECT changes(), TOTAL_CHANGES() > 0";
+    let row = db.fetch_one(changes, ()).await.unwrap();
+    assert_eq!(
+        (row.get::<i64>(0).unwrap(), row.get::<bool>(1).unwrap()),
+        (1, true)
+    );
+    for sql in ["SELECT last_insert_rowid()", changes] {
+        assert_eq!(role_of(&db, sql), Some(Role::Writer), "{sql}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attach_runs_on_the_writer() {
     let t = TempDb::new();

@@ -22,6 +22,9 @@ const QUERY_PRAGMAS: &[&str] = &[
     "quick_check",
 ];
 
+/// Functions whose result is the connection's own state: its last insert and its changes.
+const SESSION_FUNCTIONS: &[&str] = &["last_insert_rowid", "changes", "total_changes"];
+
 /// PRAGMAs that act on the file even without an argument.
 const ACTING_PRAGMAS: &[&str] = &["optimize", "wal_checkpoint", "incremental_vacuum"];
 
@@ -40,7 +43,16 @@ pub(super) fn judge(
             unresolved: schema.is_none(),
             ..Facts::default()
         },
-        ffi::SQLITE_SELECT | ffi::SQLITE_FUNCTION | ffi::SQLITE_RECURSIVE => Facts::default(),
+        // What the connection last did is the writer's to say: a reader never wrote.
+        ffi::SQLITE_FUNCTION => Facts {
+            session: argument.is_some_and(|f| {
+                SESSION_FUNCTIONS
+                    .iter()
+                    .any(|known| known.eq_ignore_ascii_case(f))
+            }),
+            ..Facts::default()
+        },
+        ffi::SQLITE_SELECT | ffi::SQLITE_RECURSIVE => Facts::default(),
         ffi::SQLITE_TRANSACTION | ffi::SQLITE_SAVEPOINT => Facts::default(),
         ffi::SQLITE_PRAGMA => pragma(name.unwrap_or(""), argument, schema),
         ffi::SQLITE_CREATE_TEMP_INDEX
