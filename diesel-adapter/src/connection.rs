@@ -258,6 +258,12 @@ impl SimpleAsyncConnection for LitemuxConnection {
     /// open). Each statement of it appears in the history.
     async fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
         let reporting = self.query_started(self.statement_text(query));
+        // As diesel: SQLite would stop reading at the NUL, so nothing of the script runs.
+        if let Err(nul) = std::ffi::CString::new(query) {
+            let error = diesel::result::Error::InvalidCString(nul);
+            reporting.finish(Some(&error));
+            return Err(error);
+        }
         let outcome = match self.transaction_state.lend().await {
             Ok(Some(mut lent)) => lent.tx().execute_batch(query).await.map_err(to_diesel),
             Ok(None) => self.db.execute_batch(query).await.map_err(to_diesel),

@@ -422,3 +422,20 @@ async fn assert_the_file_holds_exactly(db: &TestDb, mut done: Vec<i64>) -> TestR
     assert_eq!((kept_although_failed, lost_although_done), (vec![], vec![]));
     Ok(())
 }
+
+/// A script holding a NUL fails as on diesel's own connection, `InvalidCString`, and none of
+/// it runs (SQLite would stop reading at the NUL).
+#[tokio::test]
+async fn a_script_holding_a_nul_fails_as_diesels_and_runs_nothing() -> TestResult {
+    use diesel_async::SimpleAsyncConnection;
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    let script = "INSERT INTO users(name) VALUES ('before'); SELECT '\0'";
+    let outcome = conn.batch_execute(script).await;
+    assert!(
+        matches!(outcome, Err(Error::InvalidCString(_))),
+        "{outcome:?}"
+    );
+    assert!(committed_names(conn.database()).await?.is_empty());
+    Ok(())
+}

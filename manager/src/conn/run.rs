@@ -334,6 +334,10 @@ impl Connection {
     /// is classified (and recorded) on its own. Transaction control is refused unless
     /// `allow_transaction_control`.
     pub(crate) fn batch(&mut self, script: &str, allow_transaction_control: bool) -> Result<()> {
+        // SQLite stops reading at a NUL: such a script is refused before any of it runs.
+        if script.contains('\0') {
+            return Err(nul_in(script));
+        }
         let mut rest = script;
         while has_statement(rest) {
             let (statement, consumed) = self
@@ -347,11 +351,7 @@ impl Connection {
                 // SQLite read nothing: the text goes on past a NUL, where SQLite stops
                 // reading. Going round again would never end.
                 if consumed == 0 {
-                    return Err(Error::from_sqlite(
-                        rest,
-                        libsqlite3_sys::SQLITE_ERROR,
-                        "unrecognized token: a NUL character ends SQL text".into(),
-                    ));
+                    return Err(nul_in(rest));
                 }
                 continue;
             };
@@ -382,4 +382,13 @@ impl Connection {
         }
         Ok(())
     }
+}
+
+/// The error for SQL text holding a NUL, where SQLite stops reading it.
+fn nul_in(sql: &str) -> Error {
+    Error::from_sqlite(
+        sql,
+        libsqlite3_sys::SQLITE_ERROR,
+        "unrecognized token: a NUL character ends SQL text".into(),
+    )
 }
