@@ -204,6 +204,15 @@ fn produce(
     cancel: &Cancel,
     out: PipeSender<Chunk>,
 ) {
+    // Its stream is gone, or was ended by its transaction (commit, rollback, drop), before
+    // the job ran: nothing runs. A write transaction's job is armed with the transaction's
+    // flag only, so it runs even then, and this is where it learns; run now, it would run in
+    // whatever the writer does next. (Once running, a write in a transaction is never
+    // stopped half-way, which would roll the whole transaction back.)
+    if cancel.is_cancelled() || out.is_closed() {
+        out.push_last(Chunk::Failed(Error::Interrupted { sql: sql.into() }));
+        return;
+    }
     let on_reader = matches!(place, Place::Reader { .. });
     let classified = match conn.classify(sql) {
         Ok(classified) => classified,
@@ -219,19 +228,7 @@ fn produce(
         }
     };
     let kind = classified.kind;
-    let in_write_transaction = matches!(place, Place::Pinned(Pinned::Write { .. }));
-    // The stream is gone already: nothing runs. Except a write in a write transaction: once
-    // sent, a transaction's statement runs, as `Transaction::execute` promises.
-    if out.is_closed() && (kind == Kind::Read || !in_write_transaction) {
-        return;
-    }
     match &place {
-        // Its transaction ended the stream (commit, rollback) before the job ran: nothing
-        // runs, or it would run in whatever the writer does next.
-        Place::Pinned(Pinned::Write { .. }) if cancel.is_cancelled() => {
-            out.push_last(Chunk::Failed(Error::Interrupted { sql: sql.into() }));
-            return;
-        }
         Place::Reader { .. } if !classified.reads_the_file() => {
             out.push_last(Chunk::NotARead(params));
             return;
