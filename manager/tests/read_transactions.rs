@@ -117,3 +117,42 @@ async fn a_snapshot_is_taken_when_the_read_transaction_begins() {
     drop(snapshot);
     assert_eq!(count(&db).await, 2);
 }
+
+/// How long a close or an open may take before the test calls it hung.
+const HUNG: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Closing while a read transaction is held stops its reader: close returns, and the
+/// snapshot's next statement fails instead of reading a closed database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_with_a_read_transaction_held_returns_and_ends_it() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    let snapshot = db.begin_read().await.unwrap();
+    snapshot.fetch_all("SELECT x FROM t", ()).await.unwrap();
+    tokio::time::timeout(HUNG, db.close())
+        .await
+        .expect("close waited for the read transaction forever")
+        .unwrap();
+    let after = snapshot.fetch_all("SELECT x FROM t", ()).await;
+    assert!(
+        matches!(after, Err(Error::Closed | Error::ConnectionLost { .. })),
+        "{after:?}"
+    );
+}
+
+/// A leaked read transaction (`mem::forget`) does not keep its file from ever being opened
+/// again in the process: the database's last handle going shuts its readers down anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaked_read_transaction_does_not_keep_the_file_from_opening_again() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    db.execute("INSERT INTO t(x) VALUES (1)", ()).await.unwrap();
+    let snapshot = db.begin_read().await.unwrap();
+    snapshot.fetch_all("SELECT x FROM t", ()).await.unwrap();
+    std::mem::forget(snapshot);
+    drop(db);
+    let again = tokio::time::timeout(HUNG, t.open())
+        .await
+        .expect("the file never opened again");
+    assert_eq!(count(&again).await, 1);
+}

@@ -391,7 +391,8 @@ impl Database {
     /// checkpoints the WAL, writes the history file if configured, and waits for every
     /// connection to close; an open of the same file meanwhile waits for that, then opens it
     /// afresh. Statements still running a second after it began waiting are stopped: their
-    /// callers get [`Error::Interrupted`]. Closing twice is a no-op.
+    /// callers get [`Error::Interrupted`]. A [`ReadTransaction`] still held is ended: its
+    /// next statement fails. Closing twice is a no-op.
     ///
     /// # Errors
     /// [`Error::HistoryIo`] if the configured history file cannot be written.

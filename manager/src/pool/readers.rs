@@ -346,9 +346,14 @@ impl Readers {
         self.anchor.as_ref().is_some_and(Anchor::is_held)
     }
 
-    /// Closes the pool; readers checked out close when they come back.
+    /// Closes the pool and stops every reader's thread once it has run what is queued on it:
+    /// a reader still checked out (a read transaction, perhaps one that was leaked) would
+    /// otherwise keep its thread, and closing, waiting forever. Its holder's next statement
+    /// fails.
     pub(crate) fn close(&self) {
-        write(&self.open).clear();
+        for reader in write(&self.open).drain(..) {
+            reader.worker.stop();
+        }
         self.pool.close();
     }
 
