@@ -813,3 +813,32 @@ async fn a_streamed_write_of_a_committed_transaction_never_runs_in_the_next_one(
         Vec::<i64>::new()
     );
 }
+
+/// A stream of a transaction SQLite has already rolled back (`INSERT OR ROLLBACK`) runs
+/// nothing: its write would otherwise commit on its own, outside any transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_a_transaction_sqlite_rolled_back_runs_nothing() {
+    let t = TempDb::new();
+    let db = three_rows(&t).await;
+    db.execute("INSERT INTO t(id, x) VALUES (10, 10)", ())
+        .await
+        .unwrap();
+    let tx = db.begin().await.unwrap();
+    let conflict = tx
+        .execute("INSERT OR ROLLBACK INTO t(id, x) VALUES (10, 11)", ())
+        .await;
+    assert!(
+        matches!(conflict, Err(Error::Constraint { .. })),
+        "{conflict:?}"
+    );
+    let got = collect(tx.fetch("INSERT INTO t(x) VALUES (99) RETURNING x", ())).await;
+    assert!(
+        matches!(got.as_slice(), [Err(Error::TransactionAborted { .. })]),
+        "{got:?}"
+    );
+    drop(tx);
+    assert_eq!(
+        crate::ints(&db, "SELECT x FROM t WHERE x = 99").await,
+        Vec::<i64>::new()
+    );
+}
