@@ -3,6 +3,7 @@
 
 pub(crate) mod anchor;
 pub(crate) mod readers;
+mod returning;
 pub(crate) mod threads;
 pub(crate) mod writer;
 

@@ -20,6 +20,7 @@ use crate::conn::budget::Attempt;
 use crate::conn::{Connection, Context};
 use crate::metrics::Meters;
 use crate::pool::anchor::{Anchor, Timing};
+use crate::pool::returning::Returning;
 use crate::pool::threads::Threads;
 use crate::thread::worker::Worker;
 use crate::{Error, Options, Result, Role};
@@ -34,6 +35,8 @@ pub(crate) struct PooledReader {
     /// Used by an inline run since the health task last looked: such runs bypass the pool,
     /// so its own idle clock misses them.
     used: AtomicBool,
+    /// Its pool's readers on their way back.
+    returning: Arc<Returning>,
 }
 
 impl PooledReader {
@@ -81,6 +84,7 @@ pub(crate) struct ReaderManager {
     threads: Arc<Threads>,
     opened: AtomicUsize,
     open: OpenReaders,
+    returning: Arc<Returning>,
 }
 
 impl managed::Manager for ReaderManager {
@@ -101,6 +105,7 @@ impl managed::Manager for ReaderManager {
             opened: Instant::now(),
             taken: AtomicBool::new(false),
             used: AtomicBool::new(false),
+            returning: Arc::clone(&self.returning),
         });
         write(&self.open).push(Arc::clone(&reader));
         Ok(reader)
@@ -153,10 +158,12 @@ impl Drop for Reader {
         // only from its thread, once everything queued before has run and any transaction
         // is rolled back: the next holder never waits behind, nor reads through, someone
         // else's work. If the thread is gone, the object drops here and the pool discards it.
+        let on_its_way = object.returning.start();
         let _ = self.worker.send(move |conn| {
             conn.rollback_open_transaction();
             object.give_back();
             drop(object);
+            drop(on_its_way);
         });
     }
 }
@@ -169,6 +176,7 @@ fn write(open: &OpenReaders) -> std::sync::RwLockWriteGuard<'_, Vec<Arc<PooledRe
 pub(crate) struct Readers {
     pool: managed::Pool<ReaderManager>,
     open: OpenReaders,
+    returning: Arc<Returning>,
     timeout: Duration,
     max_age: Option<Duration>,
     /// `None` unless the file is in WAL mode and the anchor is on.
@@ -202,12 +210,14 @@ impl Readers {
         let anchor = Self::anchor(&options, &context)?;
         let meters = Arc::clone(&context.meters);
         let open = OpenReaders::default();
+        let returning = Arc::new(Returning::default());
         let manager = ReaderManager {
             options,
             connect,
             threads,
             opened: AtomicUsize::new(0),
             open: Arc::clone(&open),
+            returning: Arc::clone(&returning),
         };
         let pool = managed::Pool::builder(manager)
             .max_size(size)
@@ -218,6 +228,7 @@ impl Readers {
         Ok(Readers {
             pool,
             open,
+            returning,
             timeout,
             max_age,
             anchor,
@@ -301,12 +312,20 @@ impl Readers {
             waited: self.timeout,
         };
         let checkout = if self.timeout.is_zero() {
-            // deadpool's own try-once, which needs no timer.
+            // deadpool's own try-once, which needs no timer; again while a reader is on its
+            // way back.
             let once = managed::Timeouts {
                 wait: Some(Duration::ZERO),
                 ..managed::Timeouts::new()
             };
-            self.pool.timeout_get(&once).await
+            loop {
+                let mark = self.returning.mark();
+                match self.pool.timeout_get(&once).await {
+                    Err(PoolError::Timeout(TimeoutType::Wait))
+                        if self.returning.worth_another_try(mark).await => {}
+                    checkout => break checkout,
+                }
+            }
         } else {
             crate::timer::timeout(self.timeout, self.pool.get())
                 .await

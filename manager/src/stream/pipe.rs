@@ -111,7 +111,7 @@ impl<T> PipeSender<T> {
     }
 
     /// Queues the last item, room or not: why the rows ended.
-    pub(super) fn push_last(self, item: T) {
+    pub(super) fn push_last(&self, item: T) {
         let mut ends = self.0.lock();
         if !ends.receiver_gone {
             ends.queue.push_back(item);

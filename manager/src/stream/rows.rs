@@ -162,7 +162,11 @@ pub(super) fn start(
     let mut job = Unrun(Some((sender, sql)));
     worker.start(armed.as_ref().unwrap_or(&stop.0.cancel), move |conn| {
         if let Some((out, sql)) = job.0.take() {
-            produce(conn, place, &sql, params, &cancel, out);
+            produce(conn, &place, &sql, params, &cancel, &out);
+            // A reader held goes back to its pool (or is on its way) before the stream ends:
+            // a read its caller makes next then finds it.
+            drop(place);
+            drop(out);
         }
     })?;
     Ok(Started { pipe, stop })
@@ -198,11 +202,11 @@ impl Drop for Unrun {
 /// The job: runs `sql` on `conn` and hands its rows to `out`.
 fn produce(
     conn: &mut Connection,
-    place: Place,
+    place: &Place,
     sql: &str,
     params: Vec<Value>,
     cancel: &Cancel,
-    out: PipeSender<Chunk>,
+    out: &PipeSender<Chunk>,
 ) {
     // Its stream is gone, or was ended by its transaction (commit, rollback, drop), before
     // the job ran: nothing runs. A write transaction's job is armed with the transaction's
@@ -228,7 +232,7 @@ fn produce(
         }
     };
     let kind = classified.kind;
-    match &place {
+    match place {
         Place::Reader { .. } if !classified.reads_the_file() => {
             out.push_last(Chunk::NotARead(params));
             return;
@@ -266,7 +270,7 @@ fn produce(
         ..
     } = place
     {
-        outcome = conn.restore_base(base_in_transaction, sql, outcome);
+        outcome = conn.restore_base(*base_in_transaction, sql, outcome);
     }
     let declined = match &outcome {
         // Before any row, as `fetch_all` does on a reader (see `shared::read_here`).
