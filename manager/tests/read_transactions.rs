@@ -2,6 +2,7 @@
 //! ends or is dropped; on a database without readers, one that pins the writer and refuses
 //! to write through it.
 
+use futures_util::StreamExt as _;
 use litemux::{Database, Error, Role};
 
 use crate::{TempDb, count};
@@ -75,6 +76,20 @@ async fn without_readers_a_read_transaction_pins_the_writer_and_refuses_writes()
         .await
         .unwrap_err();
     assert!(matches!(refused, Error::ReadOnly { .. }), "{refused:?}");
+    // Its streams the same: reads stream, writes are refused.
+    let streamed: Vec<_> = snapshot.fetch("SELECT x FROM t", ()).collect().await;
+    assert!(
+        matches!(streamed.as_slice(), [Ok(row)] if row.get::<i64>(0).unwrap() == 1),
+        "{streamed:?}"
+    );
+    let refused: Vec<_> = snapshot
+        .fetch("INSERT INTO t VALUES (2) RETURNING x", ())
+        .collect()
+        .await;
+    assert!(
+        matches!(refused.as_slice(), [Err(Error::ReadOnly { .. })]),
+        "{refused:?}"
+    );
     assert!(
         snapshot
             .fetch_optional("SELECT x FROM t WHERE x = 1", ())
