@@ -224,6 +224,10 @@ impl<H: Held> Drop for LevelGuard<H> {
             let mut slot = lock(&self.slot);
             slot.abandoned = Some(slot.abandoned.map_or(level, |old| old.min(level)));
             if H::ends_with(level) {
+                // Over for the connection, also if a statement (a stream kept elsewhere) has it
+                // lent: that one ends it when given back, after the abandonment is
+                // reconciled and forgotten (see `Lent`'s `Drop`).
+                slot.epoch = slot.epoch.wrapping_add(1);
                 slot.held.take()
             } else {
                 None

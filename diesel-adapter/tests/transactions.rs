@@ -370,3 +370,43 @@ async fn a_stream_kept_past_its_transactions_commit_fails_the_commit_and_ends_it
     assert_eq!(user_names(&mut conn).await?, ["after"]);
     Ok(())
 }
+
+/// A stream of a transaction, kept elsewhere while the transaction's future is dropped (a
+/// timeout, a cancelled request), and dropped only after the connection was used again
+/// (which reconciles diesel's depth to 0, as a pool's check at checkout does): the stream
+/// ends the transaction, instead of putting it back in the connection, where it held the
+/// writer with diesel seeing no transaction.
+#[tokio::test]
+async fn a_stream_kept_past_its_transactions_dropped_future_ends_it_when_dropped() -> TestResult {
+    use futures_util::StreamExt as _;
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    let mut kept = None;
+    let slot = &mut kept;
+    let (started, parked) = tokio::sync::oneshot::channel();
+    {
+        let transaction = conn.transaction::<(), Error, _>(async move |conn| {
+            insert_user(conn, "abandoned").await?;
+            let stream = users::table
+                .select(users::name)
+                .load_stream::<String>(conn)
+                .await?;
+            *slot = Some(stream.boxed());
+            let _ = started.send(());
+            std::future::pending().await
+        });
+        tokio::select! {
+            _ = transaction => unreachable!("it never ends"),
+            _ = parked => {}
+        }
+    }
+    assert_eq!(depth(&mut conn), None, "diesel sees no transaction");
+    drop(kept);
+    assert!(
+        writer_is_free(conn.database()).await,
+        "the abandoned transaction still holds the writer"
+    );
+    insert_user(&mut conn, "after").await?;
+    assert_eq!(committed_names(conn.database()).await?, ["after"]);
+    Ok(())
+}
