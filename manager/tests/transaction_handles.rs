@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use litemux::Database;
+use litemux::{Database, Error};
 
 use crate::{TempDb, count};
 
@@ -221,4 +221,77 @@ async fn in_force_rollback_mode_ending_a_transaction_leaves_nothing_to_undo() {
         failed.is_empty(),
         "ending the transactions failed: {failed:?}"
     );
+}
+
+/// Savepoint names starting with `litemux_` are litemux's own (a nested transaction's, a
+/// force_rollback transaction's): SQLite, which tells savepoints apart by name without
+/// regard to case, would roll back or release the user's in place of litemux's. They are
+/// refused, and the nested transaction's rollback stays whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn savepoint_names_of_litemux_are_refused() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    db.transaction(async |tx| {
+        let inner: Result<(), Error> = tx
+            .transaction(async |inner| {
+                inner.execute("INSERT INTO t(x) VALUES (1)", ()).await?;
+                let taken = inner.savepoint("LITEMUX_SP_1").await;
+                assert!(matches!(taken, Err(Error::Refused { .. })), "{taken:?}");
+                for name in ["litemux_nested", "Litemux_sp_1"] {
+                    let refused = inner.rollback_to(name).await;
+                    assert!(matches!(refused, Err(Error::Refused { .. })), "{refused:?}");
+                    let refused = inner.release(name).await;
+                    assert!(matches!(refused, Err(Error::Refused { .. })), "{refused:?}");
+                }
+                Err(Error::Closed)
+            })
+            .await;
+        assert!(matches!(inner, Err(Error::Closed)), "{inner:?}");
+        Ok::<_, Error>(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(crate::count(&db).await, 0);
+}
+
+/// Inside a nested transaction, a savepoint set outside it may not be rolled back to or
+/// released: SQLite would end the nested transaction's own savepoint with it, and what the
+/// nested transaction wrote next would stay when it fails. One set inside it may be, and
+/// the outer level may use its own again once the nested one has ended (also when its future
+/// was dropped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nested_transaction_cannot_end_a_savepoint_set_outside_it() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    let mut tx = db.begin().await.unwrap();
+    tx.savepoint("outer").await.unwrap();
+    let nested: Result<(), Error> = tx
+        .transaction(async |inner| {
+            let refused = inner.rollback_to("outer").await;
+            assert!(matches!(refused, Err(Error::Refused { .. })), "{refused:?}");
+            let refused = inner.release("OUTER").await;
+            assert!(matches!(refused, Err(Error::Refused { .. })), "{refused:?}");
+            inner.savepoint("inner").await?;
+            inner.execute("INSERT INTO t(x) VALUES (1)", ()).await?;
+            inner.rollback_to("inner").await?;
+            inner.execute("INSERT INTO t(x) VALUES (2)", ()).await?;
+            Err(Error::Closed)
+        })
+        .await;
+    assert!(matches!(nested, Err(Error::Closed)), "{nested:?}");
+    // A nested transaction dropped part-way leaves its level too.
+    {
+        let dropped = tx.transaction(async |inner| {
+            inner.execute("INSERT INTO t(x) VALUES (3)", ()).await?;
+            std::future::pending::<Result<(), Error>>().await
+        });
+        let mut dropped = std::pin::pin!(dropped);
+        let _ = futures_util::FutureExt::now_or_never(dropped.as_mut());
+    }
+    tx.execute("INSERT INTO t(x) VALUES (4)", ()).await.unwrap();
+    tx.rollback_to("outer").await.unwrap();
+    tx.execute("INSERT INTO t(x) VALUES (5)", ()).await.unwrap();
+    tx.release("outer").await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(crate::ints(&db, "SELECT x FROM t ORDER BY x").await, [5]);
 }

@@ -5,6 +5,7 @@ mod savepoint;
 mod send;
 mod stream;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -54,8 +55,11 @@ pub struct Transaction {
     /// True when the transaction is itself a savepoint in force-rollback mode's outer
     /// transaction, so it must end with RELEASE / ROLLBACK TO instead of COMMIT / ROLLBACK.
     nested_in_base: bool,
-    /// Depth of `tx.transaction(...)` nesting, naming each level's savepoint.
-    depth: usize,
+    /// Depth of `tx.transaction(...)` nesting, naming each level's savepoint; shared with
+    /// each level's guard, which leaves the level also if its future is dropped.
+    depth: Arc<AtomicUsize>,
+    /// The savepoints set by name.
+    named: savepoint::Named,
     /// The transaction's span, from BEGIN to its end.
     span: Span,
     /// The span current when it began: statements sent from there run inside `span`, those
@@ -68,7 +72,7 @@ impl std::fmt::Debug for Transaction {
         f.debug_struct("Transaction")
             .field("database", &self.shared.label)
             .field("open", &self.state.lock().lease.is_some())
-            .field("depth", &self.depth)
+            .field("depth", &self.depth.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -108,7 +112,8 @@ impl Transaction {
             worker,
             state,
             nested_in_base,
-            depth: 0,
+            depth: Arc::default(),
+            named: savepoint::Named::default(),
             parent: Span::current().id(),
             span,
         };
