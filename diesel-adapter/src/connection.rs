@@ -73,10 +73,17 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// a [`litemux::Transaction`] (`BEGIN IMMEDIATE` unless the database was opened with another
 /// `transaction` behaviour). **Dropping a [`transaction`](Self::transaction) future, or the
 /// connection while it is in a (test) transaction, rolls back and frees the writer at once**,
-/// on any runtime. Call `transaction` as a method (`conn.transaction(...)`): that resolves to
-/// the cancel-safe inherent method. Generic code calling [`AsyncConnection::transaction`] gets
-/// diesel-async's default, which cannot be overridden here: a dropped future there leaves the
-/// transaction open until the connection is dropped (pools discard such a connection as broken).
+/// on any runtime. Call `transaction` as a method on a `LitemuxConnection`
+/// (`conn.transaction(...)`): that resolves to the cancel-safe inherent method. Generic code
+/// calling [`AsyncConnection::transaction`] gets diesel-async's default, which cannot be
+/// overridden here: a dropped future there leaves the transaction open until the connection
+/// is dropped (pools discard such a connection as broken, but only when it is next checked
+/// out: until then it holds the writer). **A pooled connection is such a case** when
+/// `AsyncConnection` is in scope: the pool's guard type implements the trait itself, so
+/// `conn.transaction(...)` on it is the trait's method. Call
+/// `LitemuxConnection::transaction(&mut conn, ...)` there (the guard derefs to the
+/// connection), or set [`litemux::Options::idle_in_transaction_timeout`] to bound how long an
+/// abandoned transaction can hold the writer.
 ///
 /// # Cancel safety
 /// A query future (`load`, `execute`, `batch_execute`, ...) dropped before it is polled does

@@ -239,3 +239,35 @@ async fn a_connection_returned_inside_a_transaction_is_discarded() -> TestResult
     assert!(writer_is_free(&database).await);
     Ok(())
 }
+
+/// With `AsyncConnection` in scope, `conn.transaction(..)` on a pooled connection is the
+/// trait's method (the pool's guard implements it), which cannot roll back a dropped future;
+/// the documented form, `LitemuxConnection::transaction(&mut conn, ..)`, is the cancel-safe
+/// one: the writer is free at once, before the connection is checked out again.
+#[tokio::test]
+async fn the_documented_transaction_call_on_a_pooled_connection_is_cancel_safe() -> TestResult {
+    use diesel_async::AsyncConnection as _;
+    use diesel_async::pooled_connection::deadpool::Pool;
+    use tokio::sync::oneshot;
+    let db = TestDb::new();
+    litemux_diesel::run_pending_migrations(db.connect().await?.database(), MIGRATIONS).await?;
+    let pool = Pool::builder(manager(&db)).max_size(2).build()?;
+    let mut conn = pool.get().await?;
+    let (started, parked) = oneshot::channel();
+    let transaction =
+        LitemuxConnection::transaction::<(), Error, _>(&mut conn, async move |conn| {
+            insert_user(conn, "abandoned").await?;
+            let _ = started.send(());
+            std::future::pending().await
+        });
+    tokio::select! {
+        _ = transaction => unreachable!("it never ends"),
+        _ = parked => {}
+    }
+    // While the abandoned connection is still checked out, another one writes at once.
+    let mut other = pool.get().await?;
+    insert_user(&mut other, "other").await?;
+    assert_eq!(committed_names(other.database()).await?, ["other"]);
+    drop(conn);
+    Ok(())
+}
