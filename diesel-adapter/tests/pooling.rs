@@ -246,6 +246,8 @@ async fn a_connection_returned_inside_a_transaction_is_discarded() -> TestResult
 /// one: the writer is free at once, before the connection is checked out again.
 #[tokio::test]
 async fn the_documented_transaction_call_on_a_pooled_connection_is_cancel_safe() -> TestResult {
+    // In scope on purpose: it is what makes `conn.transaction(..)` the trait's method.
+    #[allow(unused_imports)]
     use diesel_async::AsyncConnection as _;
     use diesel_async::pooled_connection::deadpool::Pool;
     use tokio::sync::oneshot;

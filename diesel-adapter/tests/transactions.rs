@@ -410,3 +410,29 @@ async fn a_stream_kept_past_its_transactions_dropped_future_ends_it_when_dropped
     assert_eq!(committed_names(conn.database()).await?, ["after"]);
     Ok(())
 }
+
+/// Transaction control sent as a query inside a transaction (`sql_query("COMMIT")`) is
+/// refused, as the raw escape hatch refuses it: run, it committed half the transaction, which
+/// then went on in autocommit mode while diesel reported it rolled back.
+#[tokio::test]
+async fn transaction_control_sent_as_a_query_inside_a_transaction_is_refused() -> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    for control in ["COMMIT", "rollback", "SAVEPOINT x", "RELEASE x", "END"] {
+        let outcome = conn
+            .transaction::<(), Error, _>(async |conn| {
+                insert_user(conn, "before").await?;
+                let refused = diesel::sql_query(control).execute(conn).await;
+                assert!(refused.is_err(), "{control}: {refused:?}");
+                insert_user(conn, "after").await?;
+                Err(Error::RollbackTransaction)
+            })
+            .await;
+        assert_eq!(outcome, Err(Error::RollbackTransaction), "{control}");
+        assert!(
+            committed_names(conn.database()).await?.is_empty(),
+            "{control}"
+        );
+    }
+    Ok(())
+}

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use super::lex::first_keyword;
+use super::lex::{TRANSACTION_CONTROL, first_keyword};
 use super::shape::StatementShape;
 
 /// Where a statement may run.
@@ -58,9 +58,7 @@ impl Classified {
     pub(crate) fn new(sql: &str, shape: StatementShape, epoch: u64) -> Self {
         let keyword = first_keyword(sql);
         let kind = match keyword.as_deref() {
-            Some("BEGIN" | "COMMIT" | "END" | "ROLLBACK" | "SAVEPOINT" | "RELEASE") => {
-                Kind::TransactionControl
-            }
+            Some(word) if TRANSACTION_CONTROL.contains(&word) => Kind::TransactionControl,
             Some("ATTACH" | "DETACH" | "VACUUM" | "REINDEX" | "ANALYZE") => Kind::Write,
             _ if shape.facts.writes => Kind::Write,
             _ if shape.readonly => Kind::Read,

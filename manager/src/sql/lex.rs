@@ -14,6 +14,22 @@ pub(crate) fn first_keyword(sql: &str) -> Option<String> {
     (!word.is_empty()).then_some(word)
 }
 
+/// Whether `sql`'s first keyword begins, ends or names a transaction or a savepoint, without
+/// allocating (it is asked of every statement a transaction lends its connection for).
+pub(crate) fn controls_transaction(sql: &str) -> bool {
+    let rest = skip_trivia(sql);
+    let word = &rest[..rest
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(rest.len())];
+    TRANSACTION_CONTROL
+        .iter()
+        .any(|keyword| keyword.eq_ignore_ascii_case(word))
+}
+
+/// The keywords that begin transaction control statements.
+pub(crate) const TRANSACTION_CONTROL: [&str; 6] =
+    ["BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE"];
+
 /// Whether `sql` holds anything but white space, comments and semicolons.
 pub(crate) fn has_statement(sql: &str) -> bool {
     let mut rest = sql;
@@ -57,6 +73,30 @@ mod tests {
         assert_eq!(first_keyword("/* unterminated"), None);
         assert!(!has_statement(" ; -- c\n ; /* */ "));
         assert!(has_statement("; SELECT 1"));
+    }
+
+    #[test]
+    fn transaction_control_is_told_by_its_first_keyword() {
+        for sql in [
+            "COMMIT",
+            "  -- done\n commit;",
+            "/* x */End",
+            "ROLLBACK TO a",
+            "savepoint a",
+            "RELEASE a",
+            "BEGIN IMMEDIATE",
+        ] {
+            assert!(controls_transaction(sql), "{sql}");
+        }
+        for sql in [
+            "SELECT 'COMMIT'",
+            "ENDING",
+            "",
+            "-- COMMIT",
+            "UPDATE t SET end = 1",
+        ] {
+            assert!(!controls_transaction(sql), "{sql}");
+        }
     }
 
     #[test]

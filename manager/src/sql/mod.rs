@@ -11,5 +11,5 @@ pub(crate) mod lex;
 pub(crate) mod shape;
 
 pub(crate) use classify::{ClassificationCache, Classified, Kind};
-pub(crate) use lex::{first_keyword, has_statement, quote_identifier};
+pub(crate) use lex::{controls_transaction, first_keyword, has_statement, quote_identifier};
 pub(crate) use shape::{Facts, StatementShape};

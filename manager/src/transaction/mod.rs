@@ -18,6 +18,7 @@ use crate::conn::run::{ExecuteResult, Limit};
 use crate::conn::tx::NESTED_SAVEPOINT;
 use crate::connection_ref::ConnectionRef;
 use crate::db::DatabaseState;
+use crate::sql::controls_transaction;
 use crate::telemetry;
 use crate::thread::worker::Worker;
 use crate::{Error, Params, Result, Row, Value};
@@ -341,6 +342,8 @@ impl Transaction {
     /// ```
     ///
     /// # Errors
+    /// [`Error::TransactionControl`] for a statement that begins, ends or names a transaction
+    /// or savepoint (`COMMIT`, `ROLLBACK`, `SAVEPOINT`, ...: the transaction's own to run);
     /// [`Error::TransactionAborted`] if SQLite already ended the transaction, and the errors
     /// of [`execute`](Self::execute) before `f` runs.
     ///
@@ -351,6 +354,9 @@ impl Transaction {
         sql: &str,
         f: impl FnOnce(&mut ConnectionRef<'_>) -> R + Send + 'static,
     ) -> Result<R> {
+        if controls_transaction(sql) {
+            return Err(Error::TransactionControl { sql: sql.into() });
+        }
         self.run_statement(sql, 0, move |conn, _| {
             let out = f(&mut ConnectionRef::new(conn));
             // `f` is the caller's code: whatever else it ran may have changed the schema.
