@@ -182,9 +182,18 @@ impl Connection {
 
     /// Runs `f` with lock waits failing at once, then puts the busy timeout back.
     pub(crate) fn without_lock_waits<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
-        let timeout = self.raw.set_lock_timeout(Duration::ZERO);
+        self.with_lock_timeout(Duration::ZERO, f)
+    }
+
+    /// Runs `f` with lock waits bounded by `timeout` instead of the busy timeout.
+    pub(crate) fn with_lock_timeout<R>(
+        &mut self,
+        timeout: Duration,
+        f: impl FnOnce(&mut Self) -> R,
+    ) -> R {
+        let usual = self.raw.set_lock_timeout(timeout);
         let out = f(self);
-        self.raw.set_lock_timeout(timeout);
+        self.raw.set_lock_timeout(usual);
         out
     }
 

@@ -33,6 +33,9 @@ pub(crate) struct ReadStart {
 pub(crate) enum Checkpoint {
     /// Copies what it can without waiting for anyone.
     Passive,
+    /// Copies everything, then waits for readers to leave the WAL so the next write starts
+    /// it over (a PASSIVE checkpoint never can while reads overlap back to back).
+    Restart,
     /// Waits for readers, copies everything and truncates the WAL file (at close).
     Truncate,
 }
@@ -205,9 +208,11 @@ impl Connection {
 
     /// Runs a WAL checkpoint, recorded as a statement, and counts what it did (see
     /// [`Counters`](crate::Counters)).
-    pub(crate) fn checkpoint(&mut self, mode: Checkpoint) -> Result<()> {
+    /// Checkpoints the WAL; returns the pages the WAL held.
+    pub(crate) fn checkpoint(&mut self, mode: Checkpoint) -> Result<u64> {
         let sql = match mode {
             Checkpoint::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
+            Checkpoint::Restart => "PRAGMA wal_checkpoint(RESTART)",
             Checkpoint::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
         };
         let started = Instant::now();
@@ -223,6 +228,6 @@ impl Connection {
         let (wal_pages, copied) = (column(1), column(2));
         self.context.meters.checkpoint(copied, wal_pages, took);
         tracing::debug!(target: "litemux::health", database = self.context.history.database(), wal_pages, copied, duration_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX), "checkpoint");
-        Ok(())
+        Ok(wal_pages)
     }
 }

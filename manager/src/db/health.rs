@@ -1,6 +1,7 @@
 //! The health task: recycles idle and aged readers and keeps the WAL from growing unbounded.
 
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use crate::conn::tx::Checkpoint;
 use crate::db::state::DatabaseState;
@@ -11,7 +12,7 @@ use crate::db::state::DatabaseState;
 pub struct HealthReport {
     /// Readers closed for being idle or old (they reopen on demand).
     pub readers_closed: usize,
-    /// Whether a passive WAL checkpoint ran (it is skipped while a transaction holds the writer).
+    /// Whether a WAL checkpoint ran (it is skipped while a transaction holds the writer).
     pub checkpointed: bool,
 }
 
@@ -35,9 +36,25 @@ pub(crate) fn spawn(shared: &Arc<DatabaseState>) {
     });
 }
 
-/// One pass: retire readers past `max_idle_time` / `max_connection_age`, then a PASSIVE
-/// checkpoint if the writer is free (it never waits for readers, so it cannot stall anyone;
-/// `journal_size_limit` then keeps the WAL file itself small).
+/// WAL pages past which a pass starts the WAL over (SQLite's default autocheckpoint size).
+/// SQLite's own checkpoints are PASSIVE: they copy frames, but the WAL starts over only when
+/// a write finds every frame copied and no reader in it, which never happens while reads
+/// overlap back to back, so under steady reads and writes the WAL grew without end.
+const RESTART_PAGES: u64 = 1000;
+
+/// How long a RESTART checkpoint waits for readers to leave the WAL (the writer's thread
+/// waits meanwhile): reads are short, and a long read transaction only defers it.
+const RESTART_WAIT: Duration = Duration::from_millis(20);
+
+/// How long a pass waits for the writer's lease: behind autocommit writes, which hold it only
+/// to queue, a moment; behind a transaction, it gives up and checkpoints next time.
+const LEASE_WAIT: Duration = Duration::from_millis(100);
+
+/// One pass: retire readers past `max_idle_time` / `max_connection_age`, then, if the writer
+/// can be had within [`LEASE_WAIT`], a PASSIVE checkpoint (it never waits for readers), and
+/// a RESTART one (waiting at most [`RESTART_WAIT`] for them) once the WAL has passed
+/// [`RESTART_PAGES`]: the next write then starts the WAL over, and `journal_size_limit` keeps
+/// the file itself small. The WAL is so bounded by what is written between two passes.
 pub(crate) async fn pass(shared: &DatabaseState) -> HealthReport {
     let readers_closed = shared.readers.as_ref().map_or(0, |readers| {
         readers.retire(
@@ -47,14 +64,33 @@ pub(crate) async fn pass(shared: &DatabaseState) -> HealthReport {
     });
     let wal = shared.options.is_wal_file() && !shared.options.force_rollback;
     let mut checkpointed = false;
-    if wal && let Some(lease) = shared.writer.try_lease() {
+    let lease = if wal {
+        crate::timer::timeout(LEASE_WAIT, shared.writer.lease())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    } else {
+        None
+    };
+    if let Some(lease) = lease {
         // The lease goes once the job is queued, as for any write: the job may wait behind
         // a long one already on the writer's thread, and callers arriving meanwhile queue
         // behind it instead of waiting for the lease (and timing out).
         let ran = shared
             .writer
             .queue(lease, |conn| {
-                Ok(conn.is_autocommit() && conn.checkpoint(Checkpoint::Passive).is_ok())
+                if !conn.is_autocommit() {
+                    return Ok(false);
+                }
+                let Ok(pages) = conn.checkpoint(Checkpoint::Passive) else {
+                    return Ok(false);
+                };
+                if pages >= RESTART_PAGES {
+                    let _ = conn.with_lock_timeout(RESTART_WAIT, |conn| {
+                        conn.checkpoint(Checkpoint::Restart)
+                    });
+                }
+                Ok(true)
             })
             .await;
         checkpointed = ran.unwrap_or(false);

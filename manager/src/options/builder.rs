@@ -217,7 +217,10 @@ impl Options {
         self
     }
 
-    /// How often the health task runs.
+    /// How often the health task runs: it retires idle and aged readers, checkpoints the
+    /// WAL, and starts it over once it has passed 1,000 pages (waiting up to 20 ms for
+    /// readers to leave it). The WAL therefore holds at most about what is written between
+    /// two passes, beyond those 1,000 pages.
     #[must_use]
     pub fn health_interval(mut self, interval: Duration) -> Self {
         self.health_interval = interval;
