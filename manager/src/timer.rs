@@ -52,15 +52,6 @@ pub(crate) async fn timeout<F: Future>(limit: Duration, future: F) -> Result<F::
     .await
 }
 
-/// Waits `period`.
-///
-/// # Cancel safety
-/// Cancel safe.
-pub(crate) async fn sleep(period: Duration) {
-    let never = std::future::pending::<()>();
-    let _ = timeout(period, never).await;
-}
-
 /// One registered deadline; dropping it unregisters it (the timer skips dead entries).
 struct Alarm {
     entry: Arc<Entry>,

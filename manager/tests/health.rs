@@ -214,3 +214,35 @@ async fn the_wal_stays_bounded_under_steady_reads_and_writes() {
     );
     db.close().await.unwrap();
 }
+
+/// A database opened from a runtime that then ends (a sync set-up function; diesel-async's
+/// `AsyncConnectionWrapper` builds such a runtime) and used from another: its health task
+/// runs on (it ran on the first runtime, and ended with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_task_outlives_the_runtime_that_opened_the_database() {
+    let t = TempDb::new();
+    let options = t
+        .options()
+        .readers(2)
+        .lock_anchor(Duration::ZERO)
+        .max_idle_time(Some(Duration::ZERO))
+        .health_interval(Duration::from_millis(10));
+    let db = tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(Database::open_with(options)).unwrap()
+    })
+    .await
+    .unwrap();
+    db.execute_batch("CREATE TABLE t(x)").await.unwrap();
+    db.fetch_all("SELECT * FROM t", ()).await.unwrap();
+    assert!(db.status().readers_open > 0);
+    // With max_idle_time zero, any pass retires every idle reader.
+    crate::until("the health task retires the idle readers", || {
+        db.status().readers_open == 0
+    })
+    .await;
+    db.close().await.unwrap();
+}

@@ -3,8 +3,11 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use crate::conn::tx::Checkpoint;
 use crate::db::state::DatabaseState;
+use crate::thread::block_on::block_on;
 
 /// What one health pass did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -16,24 +19,41 @@ pub struct HealthReport {
     pub checkpointed: bool,
 }
 
-/// Starts the background task of `shared`. It holds only a weak reference, so it never keeps
-/// a database open, and ends when the database closes.
+/// Starts the background task of `shared`, on a thread of its own: on a runtime it would end
+/// with the runtime that opened the database (a short-lived one, such as diesel-async's
+/// `AsyncConnectionWrapper` builds), while the database lives on. It holds only a weak
+/// reference, so it never keeps a database open, and ends once the database has stopped.
 pub(crate) fn spawn(shared: &Arc<DatabaseState>) {
     let weak: Weak<DatabaseState> = Arc::downgrade(shared);
     let period = shared.options.health_interval;
-    tokio::spawn(async move {
-        // litemux's own timer, not tokio's: the runtime may have no time driver. A pass that
-        // overruns the period delays the next one rather than bunching them.
-        loop {
-            crate::timer::sleep(period).await;
-            let Some(shared) = weak.upgrade() else { break };
-            if shared.is_closed() {
-                break;
-            }
-            let report = pass(&shared).await;
-            tracing::trace!(target: "litemux::health", database = %shared.label, ?report);
-        }
+    let stopped = shared.stopped_rx.clone();
+    let started = crate::thread::start("litemux-health".into(), move || {
+        block_on(run(weak, period, stopped));
     });
+    if let Err(error) = started {
+        tracing::error!(target: "litemux::health", %error, "no health task: idle readers are not retired, nor the WAL started over");
+    }
+}
+
+/// The task: a pass every `period` (litemux's own timer: no runtime is needed; a pass that
+/// overruns the period delays the next one rather than bunching them), until the database
+/// has stopped.
+async fn run(weak: Weak<DatabaseState>, period: Duration, mut stopped: watch::Receiver<()>) {
+    loop {
+        let ended = async {
+            // Nothing is ever sent: this ends when the database has stopped.
+            while stopped.changed().await.is_ok() {}
+        };
+        if crate::timer::timeout(period, ended).await.is_ok() {
+            break;
+        }
+        let Some(shared) = weak.upgrade() else { break };
+        if shared.is_closed() {
+            break;
+        }
+        let report = pass(&shared).await;
+        tracing::trace!(target: "litemux::health", database = %shared.label, ?report);
+    }
 }
 
 /// WAL pages past which a pass starts the WAL over (SQLite's default autocheckpoint size).

@@ -1,6 +1,8 @@
 //! A connection's thread: the worker that runs callers' jobs on it, group commit, and
-//! borrowing the connection on a caller's thread instead.
+//! borrowing the connection on a caller's thread instead; and running litemux's own
+//! background work on a thread of its own (`block_on`).
 
+pub(crate) mod block_on;
 pub(crate) mod group;
 mod inline;
 pub(crate) mod reply;
