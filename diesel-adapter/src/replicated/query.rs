@@ -8,7 +8,7 @@ use diesel::query_builder::{AstPass, Query, QueryBuilder, QueryFragment, QueryId
 use diesel::sql_types::Untyped;
 use diesel_async::{AsyncConnectionCore, AsyncPgConnection};
 
-use super::statements::statements;
+use super::statements::Statement;
 
 /// The bind values of one query, owned.
 type BindData = <Pg as Backend>::BindCollector<'static>;
@@ -96,13 +96,17 @@ impl Query for PgQuery {
 /// read-only, refuse it (SQLSTATE 25006) before it does anything, and it is retried on the
 /// primary. The other way round, a read judged a write (a `WITH` that merely mentions
 /// `INSERT`) runs on the primary, which is correct, only not spread.
-pub(super) fn reads_only(sql: &str) -> bool {
-    let words = words(sql);
-    let reads = match words.first().map(String::as_str) {
-        Some("SELECT" | "VALUES" | "TABLE" | "SHOW") => true,
-        Some("WITH") => !words
+pub(super) fn reads_only(statements: &[Statement<'_>]) -> bool {
+    // All statements' words together.
+    let words: Vec<&str> = statements
+        .iter()
+        .flat_map(|s| s.words.iter().map(String::as_str))
+        .collect();
+    let reads = match words.first() {
+        Some(&("SELECT" | "VALUES" | "TABLE" | "SHOW")) => true,
+        Some(&"WITH") => !words
             .iter()
-            .any(|w| matches!(w.as_str(), "INSERT" | "UPDATE" | "DELETE" | "MERGE")),
+            .any(|w| matches!(*w, "INSERT" | "UPDATE" | "DELETE" | "MERGE")),
         _ => false,
     };
     reads && !locks_rows(&words) && !advisory_locks(&words)
@@ -111,7 +115,7 @@ pub(super) fn reads_only(sql: &str) -> bool {
 /// A call of an advisory lock function (`pg_advisory_lock`, `pg_try_advisory_xact_lock_shared`,
 /// `pg_advisory_unlock_all`...): a standby takes advisory locks too, but they are the
 /// primary's that other clients contend for.
-fn advisory_locks(words: &[String]) -> bool {
+fn advisory_locks(words: &[&str]) -> bool {
     words
         .iter()
         .any(|w| w.starts_with("PG_") && w.contains("ADVISORY"))
@@ -119,21 +123,16 @@ fn advisory_locks(words: &[String]) -> bool {
 
 /// `FOR UPDATE`, `FOR NO KEY UPDATE`, `FOR SHARE`, `FOR KEY SHARE`: a lock only the primary can
 /// take.
-fn locks_rows(words: &[String]) -> bool {
-    words.windows(2).any(|pair| {
-        pair[0] == "FOR" && matches!(pair[1].as_str(), "UPDATE" | "SHARE" | "NO" | "KEY")
-    })
-}
-
-/// The SQL's keywords and identifiers in upper case, all statements' together (see
-/// [`statements`]).
-fn words(sql: &str) -> Vec<String> {
-    statements(sql).into_iter().flat_map(|s| s.words).collect()
+fn locks_rows(words: &[&str]) -> bool {
+    words
+        .windows(2)
+        .any(|pair| pair[0] == "FOR" && matches!(pair[1], "UPDATE" | "SHARE" | "NO" | "KEY"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replicated::statements::statements;
 
     #[test]
     fn plain_reads_are_reads() {
@@ -151,7 +150,7 @@ mod tests {
             "SELECT * FROM t WHERE x = 'for update'",
             "SELECT 'pg_advisory_lock(1)'",
         ] {
-            assert!(reads_only(sql), "{sql}");
+            assert!(reads_only(&statements(sql)), "{sql}");
         }
     }
 
@@ -178,7 +177,7 @@ mod tests {
             "",
             "   ",
         ] {
-            assert!(!reads_only(sql), "{sql}");
+            assert!(!reads_only(&statements(sql)), "{sql}");
         }
     }
 }

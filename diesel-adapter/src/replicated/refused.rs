@@ -4,7 +4,7 @@
 
 use diesel::result::Error as DieselError;
 
-use super::statements::{Statement, statements};
+use super::statements::Statement;
 
 /// A statement a [`ClusterConnection`](super::ClusterConnection) refused before running
 /// anything of the query or script it is in.
@@ -68,9 +68,9 @@ pub enum RefusedStatement {
 
 /// Whether `sql` may run: `Err` (diesel's error holding a [`RefusedStatement`]) if one of its
 /// statements is refused.
-pub(super) fn admit(sql: &str, in_transaction: bool) -> Result<(), DieselError> {
-    for statement in statements(sql) {
-        if let Some(refused) = refusal(&statement, in_transaction) {
+pub(super) fn admit(statements: &[Statement<'_>], in_transaction: bool) -> Result<(), DieselError> {
+    for statement in statements {
+        if let Some(refused) = refusal(statement, in_transaction) {
             return Err(DieselError::QueryBuilderError(Box::new(refused)));
         }
     }
@@ -136,6 +136,7 @@ fn changes_session(words: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replicated::statements::statements;
 
     fn refused(sql: &str, in_transaction: bool) -> Option<RefusedStatement> {
         statements(sql)

@@ -25,6 +25,7 @@ use super::position::WalPosition;
 use super::query::{PgQuery, PgRow, reads_only};
 use super::read_route::ReadRoute;
 use super::refused::admit;
+use super::statements::statements;
 use super::transaction_state::ClusterTransactionState;
 
 /// Whether a replica refused a statement that only a primary can run, before it did anything
@@ -100,17 +101,20 @@ impl Router {
         transaction: &mut ClusterTransactionState,
         query: PgQuery,
     ) -> QueryResult<Vec<PgRow>> {
-        admit(&query.sql, transaction.depth()?.is_some())?;
+        // Split into words once, for the refusals and for routing.
+        let statements = statements(&query.sql);
+        admit(&statements, transaction.depth()?.is_some())?;
         if let Some(mut lent) = transaction.lend()? {
             return load(&mut lent.pinned().conn, &query).await;
         }
-        if reads_only(&query.sql) && self.consistency != Consistency::Primary {
+        let reads = reads_only(&statements);
+        if reads && self.consistency != Consistency::Primary {
             match self.read_on_replica(&query).await {
                 Read::Done(outcome) => return outcome,
                 Read::Misjudged => return self.write_on_primary(&query, load).await,
             }
         }
-        if reads_only(&query.sql) {
+        if reads {
             return self.read_on_primary(&query, Duration::ZERO, false).await;
         }
         self.write_on_primary(&query, load).await
@@ -123,7 +127,7 @@ impl Router {
         transaction: &mut ClusterTransactionState,
         query: PgQuery,
     ) -> QueryResult<usize> {
-        admit(&query.sql, transaction.depth()?.is_some())?;
+        admit(&statements(&query.sql), transaction.depth()?.is_some())?;
         if let Some(mut lent) = transaction.lend()? {
             return AsyncConnectionCore::execute_returning_count(&mut *lent.pinned().conn, &query)
                 .await;
@@ -138,7 +142,7 @@ impl Router {
         sql: &str,
     ) -> QueryResult<()> {
         use diesel_async::SimpleAsyncConnection;
-        admit(sql, transaction.depth()?.is_some())?;
+        admit(&statements(sql), transaction.depth()?.is_some())?;
         if let Some(mut lent) = transaction.lend()? {
             return lent.pinned().conn.batch_execute(sql).await;
         }
