@@ -5,25 +5,26 @@
 
 /// The first keyword of `sql`, upper-cased, skipping white space and comments.
 pub(crate) fn first_keyword(sql: &str) -> Option<String> {
-    let rest = skip_trivia(sql);
-    let word: String = rest
-        .chars()
-        .take_while(char::is_ascii_alphabetic)
-        .map(|c| c.to_ascii_uppercase())
-        .collect();
-    (!word.is_empty()).then_some(word)
+    let word = first_word(sql);
+    (!word.is_empty()).then(|| word.to_ascii_uppercase())
 }
 
 /// Whether `sql`'s first keyword begins, ends or names a transaction or a savepoint, without
 /// allocating (it is asked of every statement a transaction lends its connection for).
 pub(crate) fn controls_transaction(sql: &str) -> bool {
-    let rest = skip_trivia(sql);
-    let word = &rest[..rest
-        .find(|c: char| !c.is_ascii_alphabetic())
-        .unwrap_or(rest.len())];
+    let word = first_word(sql);
     TRANSACTION_CONTROL
         .iter()
         .any(|keyword| keyword.eq_ignore_ascii_case(word))
+}
+
+/// The letters `sql` starts with, after white space and comments; empty if none.
+fn first_word(sql: &str) -> &str {
+    let rest = skip_trivia(sql);
+    let end = rest
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(rest.len());
+    &rest[..end]
 }
 
 /// The keywords that begin transaction control statements.
