@@ -13,11 +13,12 @@ use diesel_async::{AsyncConnection, AsyncConnectionCore, SimpleAsyncConnection};
 use crate::error::{to_connection_error, to_diesel};
 use crate::instrumentation::{CacheLog, begin_statement};
 use crate::loaded_row::LoadedRow;
-use crate::query::{QueryText, RowStream, SerializedQuery};
+use crate::query::{QueryText, RowStream};
 use crate::raw::Raw;
 use crate::rendered::RenderedSql;
 use crate::reporting::{Reporting, SharedInstrumentation};
 use crate::routing::{self, Work};
+use crate::serialized::SerializedQuery;
 use crate::transaction_state::{LitemuxTransactionManager, TransactionState};
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -92,8 +93,9 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// transaction, which goes on. Transactions are covered above.
 ///
 /// # Statement caches
-/// The connections behind it are shared, each with diesel's prepared-statement cache keyed by
-/// SQL text; [`set_prepared_statement_cache_size`](AsyncConnection::set_prepared_statement_cache_size)
+/// The connections behind it are shared, each with diesel's prepared-statement cache, keyed as
+/// on a `SqliteConnection`: by the query's type where the type fixes the SQL, else by SQL text;
+/// [`set_prepared_statement_cache_size`](AsyncConnection::set_prepared_statement_cache_size)
 /// therefore has no effect.
 pub struct LitemuxConnection {
     db: litemux::Database,

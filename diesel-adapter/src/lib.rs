@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+mod column_names;
 mod connection;
 mod error;
 mod instrumentation;
@@ -14,6 +15,7 @@ mod rendered;
 pub mod replicated;
 mod reporting;
 mod routing;
+mod serialized;
 mod sync_connection;
 mod transaction;
 mod transaction_callback;

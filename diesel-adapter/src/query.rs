@@ -1,89 +1,25 @@
-//! Queries and rows as they cross to a connection thread: the SQL text and owned bind values
-//! go there, owned rows come back.
-//!
-//! A diesel query borrows its parameters and is neither `Send` nor `'static`, so it cannot be
-//! handed to a connection thread. [`SerializedQuery`] renders it on the caller's thread: SQL
-//! from diesel's SQLite query builder (once per query type where it cannot change, see
-//! [`RenderedSql`]), binds through diesel's
-//! [`MoveableBindCollector`]. On the connection thread it is a diesel query again, whose SQL text
-//! keys diesel's prepared-statement cache there.
+//! Running a serialized query on a connection thread and handing its rows over: at once for
+//! a short result, in chunks for a stream ([`RowStream`]).
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use diesel::QueryResult;
-use diesel::backend::Backend;
-use diesel::connection::LoadConnection;
-use diesel::query_builder::{AstPass, MoveableBindCollector, Query, QueryFragment, QueryId};
-use diesel::row::IntoOwnedRow;
-use diesel::sql_types::Untyped;
-use diesel::sqlite::{Sqlite, SqliteConnection};
+use diesel::sqlite::SqliteConnection;
 
+use crate::column_names::RowCopier;
 use crate::loaded_row::{Chunk, LoadedRow, OwnedRow, Recycler};
-use crate::rendered::RenderedSql;
-
-/// The bind values of one query, owned.
-type BindData =
-    <<Sqlite as Backend>::BindCollector<'static> as MoveableBindCollector<Sqlite>>::BindData;
-
-/// A diesel query reduced to what a connection thread needs: SQL text and owned binds.
-pub(crate) struct SerializedQuery {
-    pub(crate) sql: Arc<str>,
-    safe_to_cache: bool,
-    binds: BindData,
-}
-
-impl SerializedQuery {
-    /// Renders `query`'s SQL (or takes it from `rendered`) and collects its binds, on the
-    /// calling thread.
-    pub(crate) fn new<T>(query: &T, rendered: &mut RenderedSql) -> QueryResult<Self>
-    where
-        T: QueryFragment<Sqlite> + QueryId + ?Sized,
-    {
-        let backend = Sqlite;
-        let safe_to_cache = query.is_safe_to_cache_prepared(&backend)?;
-        let sql = rendered.sql_of(query, safe_to_cache)?;
-        let mut collector = <Sqlite as Backend>::BindCollector::default();
-        query.collect_binds(&mut collector, &mut (), &backend)?;
-        Ok(SerializedQuery {
-            sql,
-            safe_to_cache,
-            binds: collector.moveable(),
-        })
-    }
-}
-
-impl QueryFragment<Sqlite> for SerializedQuery {
-    fn walk_ast<'b>(&'b self, mut pass: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
-        if !self.safe_to_cache {
-            pass.unsafe_to_cache_prepared();
-        }
-        pass.push_sql(&self.sql);
-        pass.push_bind_collector_data::<BindData>(&self.binds)
-    }
-}
-
-impl QueryId for SerializedQuery {
-    // No static id: diesel's statement cache then keys on the SQL text.
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
-}
-
-impl Query for SerializedQuery {
-    type SqlType = Untyped;
-}
+use crate::serialized::SerializedQuery;
 
 /// Runs `query` and copies its rows out (on a connection thread).
 pub(crate) fn load_rows(
     conn: &mut SqliteConnection,
     query: &SerializedQuery,
 ) -> QueryResult<Vec<OwnedRow>> {
-    let mut column_names = Default::default();
-    let cursor = conn.load(query)?;
+    let mut copier = RowCopier::new(query);
     let mut rows = Vec::new();
-    for row in cursor {
-        rows.push(row?.into_owned(&mut column_names));
+    for row in query.load(conn)? {
+        rows.push(copier.copy(row?));
     }
     Ok(rows)
 }
@@ -105,14 +41,13 @@ pub(crate) fn load_capped(
     conn: &mut SqliteConnection,
     query: &SerializedQuery,
 ) -> QueryResult<Capped> {
-    let mut column_names = Default::default();
-    let cursor = conn.load(query)?;
+    let mut copier = RowCopier::new(query);
     let mut rows = Vec::new();
-    for row in cursor {
+    for row in query.load(conn)? {
         if rows.len() == LOAD_AT_ONCE {
             return Ok(Capped::More);
         }
-        rows.push(row?.into_owned(&mut column_names));
+        rows.push(copier.copy(row?));
     }
     Ok(Capped::All(rows))
 }
@@ -140,8 +75,8 @@ pub(crate) fn load_into(
     sink: &mut litemux::Sink<Loaded>,
 ) -> QueryResult<Option<u64>> {
     let mut recycler = Recycler::default();
-    let mut column_names = Default::default();
-    let cursor = conn.load(query)?;
+    let mut copier = RowCopier::new(query);
+    let cursor = query.load(conn)?;
     let mut sent = 0;
     let mut size = 1;
     let mut chunk = Vec::with_capacity(size);
@@ -155,7 +90,7 @@ pub(crate) fn load_into(
             }
         };
         recycler.free_one();
-        chunk.push(row.into_owned(&mut column_names));
+        chunk.push(copier.copy(row));
         if chunk.len() == size {
             size = (size * 2).min(STREAM_CHUNK);
             let mut next = recycler.collect().unwrap_or_default();
@@ -182,7 +117,7 @@ pub(crate) fn load_into(
 
 /// Runs `query` for its effect (on a connection thread) and returns the rows it changed.
 pub(crate) fn execute(conn: &mut SqliteConnection, query: &SerializedQuery) -> QueryResult<usize> {
-    diesel::connection::Connection::execute_returning_count(conn, query)
+    query.execute(conn)
 }
 
 /// A query's rows, as the `Stream` diesel-async expects (`load`, `load_stream`): a result of
@@ -304,6 +239,7 @@ impl diesel::connection::DebugQuery for QueryText {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rendered::RenderedSql;
     use diesel::prelude::*;
 
     diesel::table! {

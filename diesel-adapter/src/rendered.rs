@@ -1,4 +1,5 @@
-//! The SQL of each query type, rendered once per connection.
+//! What a connection learns once per query type: the SQL text, and the column names of the
+//! rows it returns.
 //!
 //! diesel's own `SqliteConnection` renders a query's SQL only to prepare it: once its statement
 //! is cached, keyed by the query's type, the query is only walked for its binds. A litemux
@@ -6,37 +7,85 @@
 //! of a query type whose SQL cannot change, on diesel's own condition for keying its statement
 //! cache on the type: a static `QueryId`, and safe to cache prepared (which rules out `IN`
 //! lists of bound values, raw SQL and boxed queries).
+//!
+//! Rows copied out of SQLite share a list of their column names, which diesel builds per load
+//! (a string per column); a [`QueryType`] keeps the last one, which a load reuses once it has
+//! checked it against its statement's (see `crate::column_names`).
 
 use std::any::TypeId;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use diesel::QueryResult;
 use diesel::query_builder::{QueryBuilder, QueryFragment, QueryId};
 use diesel::sqlite::{Sqlite, SqliteQueryBuilder};
 
-/// SQL text by query type (see the module docs).
+/// The column names rows copied out of SQLite share, as diesel's owned row keeps them.
+pub(crate) type ColumnNames = Arc<[Option<String>]>;
+
+/// Query types by type id (see the module docs).
 #[derive(Debug, Default)]
 pub(crate) struct RenderedSql {
-    by_type: HashMap<TypeId, Arc<str>>,
+    by_type: HashMap<TypeId, Arc<QueryType>>,
+}
+
+/// One query type whose SQL cannot change.
+#[derive(Debug)]
+pub(crate) struct QueryType {
+    pub(crate) sql: Arc<str>,
+    /// The column names of the rows a load of it last returned.
+    names: Mutex<Option<ColumnNames>>,
+}
+
+impl QueryType {
+    /// The column names a load last found, unchecked.
+    pub(crate) fn names(&self) -> Option<ColumnNames> {
+        self.names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn keep_names(&self, names: ColumnNames) {
+        *self.names.lock().unwrap_or_else(PoisonError::into_inner) = Some(names);
+    }
+}
+
+/// A query's SQL text, and whether it is kept for its type.
+pub(crate) enum Text {
+    /// Rendered for this query alone.
+    Once(Arc<str>),
+    Kept(Arc<QueryType>),
+}
+
+impl Text {
+    pub(crate) fn sql(&self) -> &Arc<str> {
+        match self {
+            Text::Once(sql) => sql,
+            Text::Kept(kept) => &kept.sql,
+        }
+    }
 }
 
 impl RenderedSql {
     /// The SQL of `query`, rendered now or, for a type whose SQL cannot change, the first time
     /// it was asked for. `safe_to_cache` is `query.is_safe_to_cache_prepared()`.
-    pub(crate) fn sql_of<T>(&mut self, query: &T, safe_to_cache: bool) -> QueryResult<Arc<str>>
+    pub(crate) fn text_of<T>(&mut self, query: &T, safe_to_cache: bool) -> QueryResult<Text>
     where
         T: QueryFragment<Sqlite> + QueryId + ?Sized,
     {
         let Some(key) = T::query_id().filter(|_| safe_to_cache) else {
-            return render(query);
+            return render(query).map(Text::Once);
         };
-        if let Some(sql) = self.by_type.get(&key) {
-            return Ok(Arc::clone(sql));
+        if let Some(kept) = self.by_type.get(&key) {
+            return Ok(Text::Kept(Arc::clone(kept)));
         }
-        let sql = render(query)?;
-        self.by_type.insert(key, Arc::clone(&sql));
-        Ok(sql)
+        let kept = Arc::new(QueryType {
+            sql: render(query)?,
+            names: Mutex::new(None),
+        });
+        self.by_type.insert(key, Arc::clone(&kept));
+        Ok(Text::Kept(kept))
     }
 
     /// How many query types have their SQL kept.
@@ -69,7 +118,7 @@ mod tests {
         query: &T,
     ) -> QueryResult<String> {
         let safe = query.is_safe_to_cache_prepared(&Sqlite)?;
-        Ok(rendered.sql_of(query, safe)?.to_string())
+        Ok(rendered.text_of(query, safe)?.sql().to_string())
     }
 
     #[test]

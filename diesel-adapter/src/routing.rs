@@ -11,7 +11,8 @@ use litemux::{ConnectionRef, Role};
 use crate::error::{attach, litemux_view, to_diesel};
 use crate::instrumentation::CacheLog;
 use crate::loaded_row::OwnedRow;
-use crate::query::{self, Capped, Loaded, RowStream, SerializedQuery};
+use crate::query::{self, Capped, Loaded, RowStream};
+use crate::serialized::SerializedQuery;
 use crate::transaction_state::TransactionState;
 
 /// What to do with a query on its connection thread, and how many rows the history counts.
