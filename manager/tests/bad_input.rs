@@ -1,7 +1,7 @@
 //! Bad input gets a typed, clear error: no panic, no hang, nothing committed lost.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use diesel::Connection;
@@ -236,20 +236,59 @@ async fn an_escape_hatch_closure_cannot_leave_the_writer_in_a_transaction() {
     assert_eq!(count(&db).await, 1);
 }
 
-/// Run in a child process by `a_file_locked_by_another_process_is_busy`: takes an exclusive
-/// lock on the file named by `LITEMUX_LOCK_FILE`, says so, and holds it until stdin closes.
+/// Run in a child process by [`LockHolder`]: runs `LITEMUX_LOCK_SQL` (which leaves a
+/// transaction open) on the file `LITEMUX_LOCK_FILE`, says so, and holds the transaction
+/// until stdin closes.
 #[test]
-#[ignore = "helper process for a_file_locked_by_another_process_is_busy"]
-fn hold_exclusive_lock() {
-    let Ok(path) = std::env::var("LITEMUX_LOCK_FILE") else {
+#[ignore = "helper process for LockHolder"]
+fn hold_lock() {
+    let (Ok(path), Ok(sql)) = (
+        std::env::var("LITEMUX_LOCK_FILE"),
+        std::env::var("LITEMUX_LOCK_SQL"),
+    ) else {
         return;
     };
     let mut conn = diesel::SqliteConnection::establish(&path).unwrap();
-    conn.batch_execute("PRAGMA journal_mode = DELETE; CREATE TABLE IF NOT EXISTS t(x); BEGIN EXCLUSIVE; INSERT INTO t VALUES (1);")
-        .unwrap();
+    conn.batch_execute(&sql).unwrap();
     println!("LOCKED");
     let mut line = String::new();
     let _ = std::io::stdin().read_line(&mut line);
+}
+
+/// Another process holding a lock on a file (the transaction its SQL leaves open), until
+/// dropped.
+pub(crate) struct LockHolder(Child);
+
+impl LockHolder {
+    pub(crate) fn start(path: &std::path::Path, sql: &str) -> LockHolder {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "bad_input::hold_lock",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("LITEMUX_LOCK_FILE", path)
+            .env("LITEMUX_LOCK_SQL", sql)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        assert!(
+            lines.any(|l| l.is_ok_and(|l| l.trim_end().ends_with("LOCKED"))),
+            "helper never locked"
+        );
+        LockHolder(child)
+    }
+}
+
+impl Drop for LockHolder {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,32 +301,14 @@ async fn a_file_locked_by_another_process_is_busy() {
         )
         .unwrap();
     }
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "bad_input::hold_exclusive_lock",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("LITEMUX_LOCK_FILE", &t.path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    assert!(
-        lines.any(|l| l.is_ok_and(|l| l.trim_end().ends_with("LOCKED"))),
-        "helper never locked"
-    );
+    let holder = LockHolder::start(&t.path, "BEGIN EXCLUSIVE; INSERT INTO t VALUES (1);");
     let options = t
         .options()
         .busy_timeout(Duration::from_millis(100))
         .readers(1);
     let e = Database::open_with(options.clone()).await.unwrap_err();
     assert!(e.is_busy(), "{e:?}");
-    drop(child.stdin.take());
-    child.wait().unwrap();
+    drop(holder);
     // The lock is gone; what was committed before is there, the other process's
     // uncommitted row is not.
     let db = Database::open_with(options).await.unwrap();
@@ -416,4 +437,58 @@ async fn a_query_failing_after_its_first_row_fails_whole_everywhere() {
     let one = db.fetch_one(sql, ()).await.unwrap();
     assert_eq!(one.get::<i64>(0).unwrap(), 1);
     assert_eq!(count(&db).await, 2);
+}
+
+/// Fails the test instead of hanging it.
+pub(crate) async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(20), f).await {
+        Ok(v) => v,
+        Err(_) => panic!("hung: {what} did not finish within 20 s"),
+    }
+}
+
+/// The contract: "An error's `Display` includes SQLite's own message." An open that fails
+/// because SQLite says the file is not a database displays only "cannot open database
+/// `<path>`": SQLite's message is two `source()` levels down, lost to `{e}` in a log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_error_displays_sqlites_message() {
+    let t = TempDb::new();
+    std::fs::write(&t.path, vec![0x5a; 8192]).unwrap();
+    let e = Database::open(t.path.to_str().unwrap()).await.unwrap_err();
+    assert!(matches!(e, Error::Open { .. }), "{e:?}");
+    assert!(
+        e.to_string().contains("file is not a database"),
+        "Display lacks SQLite's message: `{e}` (Debug: {e:?})"
+    );
+}
+
+/// `Database::open` documents a file "locked past the busy timeout" as [`Error::Open`]. In
+/// `force_rollback` mode, a file another process holds the write lock on fails the open
+/// with a bare [`Error::Busy`] about `BEGIN IMMEDIATE` instead: no path, not the variant a
+/// caller matches for "cannot open". (After the lock goes, the file opens: that part holds.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_force_rollback_open_of_a_file_locked_by_another_process_is_an_open_error() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    db.execute("INSERT INTO t(x) VALUES (1)", ()).await.unwrap();
+    db.close().await.unwrap();
+    let options = t
+        .options()
+        .force_rollback(true)
+        .busy_timeout(Duration::from_millis(200));
+    let holder = LockHolder::start(&t.path, "BEGIN IMMEDIATE; INSERT INTO t(x) VALUES (99);");
+    let e = within("the open", Database::open_with(options.clone()))
+        .await
+        .unwrap_err();
+    drop(holder);
+    let again = within("the open after the lock went", Database::open_with(options))
+        .await
+        .unwrap();
+    assert_eq!(crate::ints(&again, "SELECT x FROM t").await, [1]);
+    again.close().await.unwrap();
+    assert!(e.is_busy(), "{e:?}");
+    assert!(
+        matches!(&e, Error::Open { source, .. } if source.is_busy()),
+        "expected Error::Open (busy), got {e:?}"
+    );
 }

@@ -2,12 +2,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 
 use litemux::{Database, Error};
 
 use crate::TempDb;
+use crate::bad_input::{LockHolder, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn defaults_apply_to_writer_and_readers() {
@@ -164,4 +166,85 @@ async fn sqlciphers_pragmas_are_refused_by_plain_sqlite() {
         matches!(&opened, Err(Error::InvalidOption { key, .. }) if key == "pragma"),
         "{opened:?}"
     );
+}
+
+/// A `busy_timeout` past SQLite's `int` is refused as an option ("instead of becoming
+/// zero", `options::a_busy_timeout_past_sqlites_int_is_refused_instead_of_becoming_zero`),
+/// and `Options::busy_timeout` documents that one set by `pragma` takes the option's place.
+/// Given as `pragma("busy_timeout", "3000000000")` (or `-1`) it is accepted and silently
+/// becomes 0: SQLite's `sqlite3Atoi` reads an overflowing value as 0, litemux reads the
+/// result back (conn/open.rs) and every write against another process's lock fails at once
+/// with `database is locked` instead of waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_timeout_pragma_sqlite_cannot_hold_is_refused_instead_of_becoming_zero() {
+    let mut failures = Vec::new();
+    for value in ["3000000000", "-1"] {
+        let t = TempDb::new();
+        let opened =
+            Database::open_with(t.options().readers(1).pragma("busy_timeout", value)).await;
+        let db = match opened {
+            Err(Error::InvalidOption { key, .. }) if key == "pragma" => continue,
+            Err(other) => panic!("{value}: {other:?}"),
+            Ok(db) => db,
+        };
+        db.execute_batch("CREATE TABLE t(x)").await.unwrap();
+        let holder = LockHolder::start(&t.path, "BEGIN IMMEDIATE; INSERT INTO t VALUES (9);");
+        let started = std::time::Instant::now();
+        let write = tokio::time::timeout(
+            Duration::from_secs(1),
+            db.execute("INSERT INTO t VALUES (1)", ()),
+        )
+        .await;
+        let waited = started.elapsed();
+        drop(holder);
+        db.close().await.unwrap();
+        if let Ok(outcome) = write {
+            failures.push(format!(
+                "busy_timeout={value}: neither refused at open nor waited: {outcome:?} after {waited:?}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// `PRAGMA locking_mode = EXCLUSIVE` is refused at run time ("EXCLUSIVE would lock its
+/// readers out of the file for good"), and so is `query_only` ("on the shared writer it would
+/// stop every write"). Given to `Options::pragma`, both are accepted and the open succeeds,
+/// with a database on which no write can ever succeed: with `locking_mode` every write waits
+/// out the busy timeout and fails `database is locked` (the lock is litemux's own readers');
+/// with `query_only` every write fails read-only. Bad input should fail the open, naming the
+/// pragma, as it does at run time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pragma_refused_at_run_time_does_not_open_a_database_that_cannot_write() {
+    let mut failures = Vec::new();
+    for (name, value) in [("locking_mode", "exclusive"), ("query_only", "1")] {
+        let t = TempDb::new();
+        let opened = within(
+            "the open",
+            Database::open_with(
+                t.options()
+                    .readers(2)
+                    .busy_timeout(Duration::from_millis(300))
+                    .pragma(name, value),
+            ),
+        )
+        .await;
+        let db = match opened {
+            Err(Error::InvalidOption { .. } | Error::Refused { .. }) => continue,
+            Err(other) => panic!("{name}: {other:?}"),
+            Ok(db) => db,
+        };
+        let write = within(
+            "the write",
+            db.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);"),
+        )
+        .await;
+        within("the close", db.close()).await.unwrap();
+        if let Err(e) = write {
+            failures.push(format!(
+                "{name}={value}: opened, then every write fails: {e:?}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
 }

@@ -295,3 +295,33 @@ async fn a_nested_transaction_cannot_end_a_savepoint_set_outside_it() {
     tx.commit().await.unwrap();
     assert_eq!(crate::ints(&db, "SELECT x FROM t ORDER BY x").await, [5]);
 }
+
+/// A nested transaction whose closure fails with an error after which SQLite rolled the
+/// whole transaction back (a trigger's `RAISE(ROLLBACK)`, `INSERT OR ROLLBACK`) returns
+/// `TransactionAborted { sql: "litemux_sp_1" }` — the error of rolling back its savepoint —
+/// in place of the closure's own error: SQLite's message (`boom`) and the failing statement
+/// are lost, and `sql` is not a statement. `Database::transaction` keeps the closure's error
+/// in the same situation (it only logs the rollback's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nested_transaction_returns_its_closures_error_when_sqlite_rolled_back() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    db.execute_batch(
+        "CREATE TRIGGER boom BEFORE INSERT ON t WHEN NEW.x = 666 \
+         BEGIN SELECT RAISE(ROLLBACK, 'boom'); END;",
+    )
+    .await
+    .unwrap();
+    let mut tx = db.begin().await.unwrap();
+    tx.execute("INSERT INTO t(x) VALUES (1)", ()).await.unwrap();
+    let inner = tx
+        .transaction(async |inner| inner.execute("INSERT INTO t(x) VALUES (666)", ()).await)
+        .await
+        .unwrap_err();
+    drop(tx);
+    assert_eq!(crate::count(&db).await, 0);
+    assert!(
+        matches!(&inner, Error::Constraint { message, .. } if message == "boom"),
+        "the closure's error was replaced: {inner:?} (`{inner}`)"
+    );
+}

@@ -16,7 +16,7 @@ use crate::pool::writer::{Lease, Writer};
 use crate::route::Router;
 use crate::route::inline::InlinePolicy;
 use crate::thread::worker::Worker;
-use crate::{Options, Result, Role};
+use crate::{Error, Options, Result, Role};
 
 /// How long closing lets running statements finish before it stops them (see
 /// [`Error::Interrupted`]).
@@ -77,9 +77,15 @@ impl DatabaseState {
         };
         threads.add(thread, Some(&worker));
         if options.force_rollback {
+            // A file another process holds locked past the busy timeout fails the open, as
+            // it does in normal mode (where the writer's first write would meet the lock).
             worker
                 .call(|conn| conn.control("BEGIN IMMEDIATE"))
-                .await??;
+                .await?
+                .map_err(|source| Error::Open {
+                    path: options.path.clone(),
+                    source: Box::new(source),
+                })?;
         }
         let readers = if options.reader_count() > 0 {
             let readers = Readers::new(

@@ -19,7 +19,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// The database could not be opened or configured: the path is missing or a directory,
     /// the file is not a database, or a PRAGMA run at open failed. `source` says which.
-    #[error("cannot open database `{}`", path.display())]
+    #[error("cannot open database `{}`: {source}", path.display())]
     Open {
         /// The path as given to `open`.
         path: PathBuf,
@@ -50,11 +50,11 @@ pub enum Error {
     },
 
     /// SQLite could not open the connection (diesel's report; the cause of [`Error::Open`]).
-    #[error("cannot connect")]
+    #[error("cannot connect: {0}")]
     Connect(#[source] diesel::ConnectionError),
 
     /// A filesystem operation outside SQLite failed (used as the cause of [`Error::Open`]).
-    #[error("filesystem error")]
+    #[error("filesystem error: {0}")]
     Io(#[source] std::io::Error),
 
     /// SQLite rejected or failed a statement for a reason not covered by a more specific

@@ -123,7 +123,10 @@ impl Options {
     /// SQLite ignores a PRAGMA it does not know without a word; litemux refuses it instead:
     /// the open fails with [`Error::InvalidOption`](crate::Error::InvalidOption) (key
     /// `pragma`) unless `name` is in the linked SQLite's `PRAGMA pragma_list` or, built as
-    /// SQLCipher, is one of SQLCipher's own (`cipher_*`, `kdf_iter`, ...).
+    /// SQLCipher, is one of SQLCipher's own (`cipher_*`, `kdf_iter`, ...). It refuses as well
+    /// what it refuses at run time because the database could not write with it
+    /// (`locking_mode`, `query_only`), and a `busy_timeout` outside 0..=2147483647 ms, which
+    /// SQLite would read as 0.
     #[must_use]
     pub fn pragma(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.pragmas.push((name.into(), value.into()));

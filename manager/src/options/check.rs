@@ -170,7 +170,39 @@ fn check_pragma(name: &str, value: &str) -> Result<(), Error> {
             format!("`{value}` is not one PRAGMA value (for `{name}`)"),
         ));
     }
-    Ok(())
+    check_pragma_setting(name, value)
+}
+
+/// Refuses a PRAGMA litemux also refuses at run time, as it would leave a database that cannot
+/// write, and a `busy_timeout` SQLite would silently read as 0 (it holds an `int` of
+/// milliseconds, and reads what does not fit as 0).
+fn check_pragma_setting(name: &str, value: &str) -> Result<(), Error> {
+    let (schema, bare) = match name.split_once('.') {
+        Some((schema, bare)) => (Some(schema), bare),
+        None => (None, name),
+    };
+    let on_main = schema.is_none_or(|s| s.eq_ignore_ascii_case("main"));
+    let refused = if bare.eq_ignore_ascii_case("locking_mode") && on_main {
+        "litemux refuses locking_mode: EXCLUSIVE would lock its readers out of the file"
+    } else if bare.eq_ignore_ascii_case("query_only") {
+        "litemux refuses query_only: on the writer it would stop every write; open with \
+         `mode=ro` for a read-only database"
+    } else if bare.eq_ignore_ascii_case("busy_timeout")
+        && value
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .is_none_or(|ms| !(0..=i64::from(i32::MAX)).contains(&ms))
+    {
+        "a busy_timeout is whole milliseconds from 0 to 2147483647 (SQLite reads any other \
+         value as 0, and every lock would fail at once)"
+    } else {
+        return Ok(());
+    };
+    Err(Error::invalid(
+        "pragma",
+        format!("`{name} = {value}`: {refused}"),
+    ))
 }
 
 /// The PRAGMAs SQLCipher handles itself before SQLite looks a PRAGMA up, so that

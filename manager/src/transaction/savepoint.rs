@@ -179,11 +179,16 @@ impl Transaction {
                 self.control(format!("RELEASE {name}")).await?;
                 Ok(value)
             }
-            Err(e) => {
-                self.run(&name, |conn, name| conn.rollback_savepoint(name))
-                    .await?;
-                Err(e)
-            }
+            Err(e) => match self
+                .run(&name, |conn, name| conn.rollback_savepoint(name))
+                .await
+            {
+                // SQLite rolled back the whole transaction, savepoint and all, when the
+                // closure failed: its error says why, and nothing of the transaction can
+                // commit any more.
+                Ok(()) | Err(Error::TransactionAborted { .. }) => Err(e),
+                Err(rollback) => Err(rollback.into()),
+            },
         }
     }
 }
