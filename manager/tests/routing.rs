@@ -90,6 +90,30 @@ async fn what_the_connection_last_did_is_read_on_the_writer() {
     }
 }
 
+/// A setting changed at run time is the writer's; reading it reads the writer's value, in
+/// both forms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setting_of_the_connection_is_read_where_it_was_set() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    db.execute("PRAGMA foreign_keys = OFF", ()).await.unwrap();
+    db.execute("PRAGMA recursive_triggers = ON", ())
+        .await
+        .unwrap();
+    for (sql, value) in [
+        ("PRAGMA foreign_keys", 0),
+        ("SELECT foreign_keys FROM pragma_foreign_keys", 0),
+        ("PRAGMA recursive_triggers", 1),
+        ("SELECT * FROM pragma_recursive_triggers", 1),
+    ] {
+        assert_eq!(crate::ints(&db, sql).await, [value], "{sql}");
+        assert_eq!(role_of(&db, sql), Some(Role::Writer), "{sql}");
+    }
+    assert_eq!(role_of(&db, "PRAGMA user_version"), None, "not run yet");
+    crate::ints(&db, "PRAGMA user_version").await;
+    assert_eq!(role_of(&db, "PRAGMA user_version"), Some(Role::Reader));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attach_runs_on_the_writer() {
     let t = TempDb::new();

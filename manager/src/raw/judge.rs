@@ -8,6 +8,39 @@ use libsqlite3_sys as ffi;
 
 use crate::sql::Facts;
 
+/// PRAGMAs that read a setting of the connection, not of the file: a setting changed at run
+/// time is the writer's (readers keep the ones they opened with), so reading one is read there.
+const CONNECTION_PRAGMAS: &[&str] = &[
+    "analysis_limit",
+    "automatic_index",
+    "busy_timeout",
+    "cache_size",
+    "cache_spill",
+    "cell_size_check",
+    "checkpoint_fullfsync",
+    "collation_list",
+    "database_list",
+    "defer_foreign_keys",
+    "foreign_keys",
+    "fullfsync",
+    "function_list",
+    "ignore_check_constraints",
+    "journal_size_limit",
+    "legacy_alter_table",
+    "mmap_size",
+    "module_list",
+    "read_uncommitted",
+    "recursive_triggers",
+    "reverse_unordered_selects",
+    "secure_delete",
+    "synchronous",
+    "temp_store",
+    "threads",
+    "trusted_schema",
+    "wal_autocheckpoint",
+    "writable_schema",
+];
+
 /// PRAGMAs whose argument is the subject of a query, not a new value.
 const QUERY_PRAGMAS: &[&str] = &[
     "table_info",
@@ -39,7 +72,7 @@ pub(super) fn judge(
     let in_session = schema.is_some_and(|s| !s.eq_ignore_ascii_case("main"));
     match action {
         ffi::SQLITE_READ => Facts {
-            session: in_session,
+            session: in_session || name.is_some_and(reads_a_connection_setting),
             unresolved: schema.is_none(),
             ..Facts::default()
         },
@@ -83,6 +116,17 @@ pub(super) fn judge(
     }
 }
 
+/// Whether `table` is the table-valued form of a PRAGMA that reads a setting of the
+/// connection (`SELECT * FROM pragma_foreign_keys`).
+fn reads_a_connection_setting(table: &str) -> bool {
+    table
+        .get(..7)
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case("pragma_"))
+        && CONNECTION_PRAGMAS
+            .iter()
+            .any(|pragma| pragma.eq_ignore_ascii_case(&table[7..]))
+}
+
 fn pragma(name: &str, argument: Option<&str>, schema: Option<&str>) -> Facts {
     let name = name.to_ascii_lowercase();
     let name = name.as_str();
@@ -114,7 +158,8 @@ fn pragma(name: &str, argument: Option<&str>, schema: Option<&str>) -> Facts {
     Facts {
         writes: sets || ACTING_PRAGMAS.contains(&name) || refused.is_some(),
         configures: sets,
-        session: schema.is_some() && !on_main,
+        session: (schema.is_some() && !on_main)
+            || (argument.is_none() && CONNECTION_PRAGMAS.contains(&name)),
         refused,
         ..Facts::default()
     }
@@ -154,6 +199,23 @@ mod tests {
                 .refused
                 .is_some()
         );
+    }
+
+    #[test]
+    fn reading_a_setting_of_the_connection_is_the_session() {
+        let read = |name, schema| judge(ffi::SQLITE_PRAGMA, Some(name), None, schema);
+        assert!(read("foreign_keys", None).session);
+        assert!(read("Recursive_Triggers", Some("main")).session);
+        assert!(!read("foreign_keys", None).writes);
+        assert!(!read("user_version", None).session, "a setting of the file");
+        assert!(!read("table_info", None).session);
+        let set = judge(ffi::SQLITE_PRAGMA, Some("foreign_keys"), Some("off"), None);
+        assert!(set.writes && !set.session);
+        let table = |name| judge(ffi::SQLITE_READ, Some(name), Some("foreign_keys"), None);
+        assert!(table("pragma_foreign_keys").session);
+        assert!(table("PRAGMA_Cache_Size").session);
+        assert!(!table("pragma_user_version").session);
+        assert!(!table("pragma_").session && !table("t").session);
     }
 
     #[test]
