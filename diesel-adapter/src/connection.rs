@@ -15,6 +15,7 @@ use crate::instrumentation::{CacheLog, begin_statement};
 use crate::loaded_row::LoadedRow;
 use crate::query::{QueryText, RowStream};
 use crate::raw::Raw;
+use crate::reader_streams::ReaderStreams;
 use crate::rendered::RenderedSql;
 use crate::reporting::{Reporting, SharedInstrumentation};
 use crate::routing::{self, Work};
@@ -106,6 +107,8 @@ pub struct LitemuxConnection {
     begin_statement: Option<&'static str>,
     /// The SQL of the query types this connection ran.
     rendered: RenderedSql,
+    /// Its streams open on readers, while which its reads run on the writer.
+    reader_streams: ReaderStreams,
 }
 
 impl std::fmt::Debug for LitemuxConnection {
@@ -138,6 +141,7 @@ impl LitemuxConnection {
             ),
             begin_statement: None,
             rendered: RenderedSql::default(),
+            reader_streams: ReaderStreams::default(),
         }
     }
 
@@ -191,7 +195,15 @@ impl LitemuxConnection {
         let outcome = match query {
             Ok(query) => {
                 let state = &mut self.transaction_state;
-                routing::run(&self.db, state, query, work, cache.clone()).await
+                routing::run(
+                    &self.db,
+                    &self.reader_streams,
+                    state,
+                    query,
+                    work,
+                    cache.clone(),
+                )
+                .await
             }
             Err(e) => Err(e),
         };
@@ -221,7 +233,7 @@ impl LitemuxConnection {
         let outcome = match query {
             Ok(query) => {
                 let state = &mut self.transaction_state;
-                routing::load(&self.db, state, query, cache.clone()).await
+                routing::load(&self.db, &self.reader_streams, state, query, cache.clone()).await
             }
             Err(e) => Err(e),
         };

@@ -300,13 +300,17 @@ pub(crate) fn to_connection_error(error: litemux::Error) -> diesel::ConnectionEr
     }
 }
 
-/// `error: cause: cause ...`, for diesel error types that can only hold a string.
+/// `error: cause: cause ...`, for diesel error types that can only hold a string. A cause an
+/// error's message already ends with (litemux's open errors show theirs) is not repeated.
 pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text

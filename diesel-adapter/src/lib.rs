@@ -10,6 +10,7 @@ mod loaded_row;
 mod migrations;
 mod query;
 mod raw;
+mod reader_streams;
 mod rendered;
 #[cfg(feature = "postgres")]
 pub mod replicated;

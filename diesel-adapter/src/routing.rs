@@ -12,6 +12,7 @@ use crate::error::{attach, litemux_view, to_diesel};
 use crate::instrumentation::CacheLog;
 use crate::loaded_row::OwnedRow;
 use crate::query::{self, Capped, Loaded, RowStream};
+use crate::reader_streams::ReaderStreams;
 use crate::serialized::SerializedQuery;
 use crate::transaction_state::TransactionState;
 
@@ -78,6 +79,7 @@ impl Work<usize> {
 /// With `cache`, what diesel newly caches while running it is logged there.
 pub(crate) async fn run<R: Send + 'static>(
     db: &litemux::Database,
+    streams: &ReaderStreams,
     transaction: &mut TransactionState,
     query: SerializedQuery,
     work: Work<R>,
@@ -96,7 +98,9 @@ pub(crate) async fn run<R: Send + 'static>(
     }
     // A statement SQLite cannot prepare fails on the writer too, with diesel's own error.
     let query = Arc::new(query);
-    if let Ok(Role::Reader) = db.route(&query.sql).await {
+    if !streams.any_open()
+        && let Ok(Role::Reader) = db.route(&query.sql).await
+    {
         // The reader may run the closure twice (inline, then on its thread if SQLite stops
         // it at the time budget), so the query is shared rather than moved in.
         let read = Arc::clone(&query);
@@ -129,6 +133,7 @@ pub(crate) async fn run<R: Send + 'static>(
 /// all of a `RETURNING` statement's rows before the first anyway.
 pub(crate) async fn load(
     db: &litemux::Database,
+    streams: &ReaderStreams,
     transaction: &mut TransactionState,
     query: SerializedQuery,
     cache: Option<CacheLog>,
@@ -150,7 +155,9 @@ pub(crate) async fn load(
         return RowStream::streaming(stream, Some(Box::new(lent))).await;
     }
     let query = Arc::new(query);
-    if let Ok(Role::Reader) = db.route(&query.sql).await {
+    if !streams.any_open()
+        && let Ok(Role::Reader) = db.route(&query.sql).await
+    {
         let read = Arc::clone(&query);
         let log = cache.clone();
         let attempt = db
@@ -168,7 +175,7 @@ pub(crate) async fn load(
                     })
                     .await
                     .map_err(to_diesel)?;
-                return RowStream::streaming(stream, None).await;
+                return RowStream::streaming(stream, Some(Box::new(streams.opened()))).await;
             }
             ReadAttempt::Done(Err(e)) => return Err(e),
             ReadAttempt::Declined => {}

@@ -97,14 +97,17 @@ impl TransactionManager<LitemuxConnection> for LitemuxTransactionManager {
         } else {
             format!("RELEASE SAVEPOINT {}", savepoint_name(depth.get() - 1))
         };
-        reported(conn, &sql.clone(), async |conn| {
+        let mut rolled_back = false;
+        let committed = reported(conn, &sql.clone(), async |conn| {
             let state = conn.transaction_state();
             let guard = state.guard(depth);
             let outcome = if depth == ONE {
                 let mut tx = state.take_tx().ok_or_else(lent_out)?;
                 state.settle(&mut tx).await;
                 // On failure litemux has rolled back: nothing of the transaction is kept.
-                tx.commit().await.map_err(to_diesel)
+                let committed = tx.commit().await.map_err(to_diesel);
+                rolled_back = committed.is_err();
+                committed
             } else {
                 state.run_savepoint(sql, depth.get() - 2).await
             };
@@ -112,7 +115,16 @@ impl TransactionManager<LitemuxConnection> for LitemuxTransactionManager {
             state.change_depth(TransactionDepthChange::DecreaseDepth)?;
             outcome
         })
-        .await
+        .await;
+        if rolled_back {
+            // diesel's connections roll back after a failed COMMIT, and report it; litemux
+            // rolled back as the commit failed, so the rollback is reported as done.
+            conn.instrumentation()
+                .on_connection_event(InstrumentationEvent::rollback_transaction(ONE));
+            conn.query_started(conn.statement_text("ROLLBACK"))
+                .finish(None);
+        }
+        committed
     }
 
     fn transaction_manager_status_mut(

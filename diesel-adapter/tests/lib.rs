@@ -5,6 +5,7 @@ mod common;
 
 mod batch_insert;
 mod cancellation;
+mod compared_with_diesel;
 mod concurrency;
 mod crud;
 mod diesel_cli;
