@@ -26,6 +26,8 @@ pub(crate) struct Run {
     pub(crate) waited: Duration,
     /// How many statements share its group commit (0 when it is not in one).
     pub(crate) group: usize,
+    /// When its caller submitted its job (`None` on the caller's own thread).
+    pub(crate) submitted: Option<Instant>,
 }
 
 /// Where a job came from: the span current when it was submitted, the subscriber that span
@@ -46,6 +48,11 @@ impl Caller {
             dispatch: tracing::dispatcher::get_default(Dispatch::clone),
             submitted: Instant::now(),
         }
+    }
+
+    /// When the job was submitted.
+    pub(crate) fn submitted(&self) -> Instant {
+        self.submitted
     }
 
     /// Runs `f` inside the caller's span, with the caller's subscriber as the default, so

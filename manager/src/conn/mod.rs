@@ -100,6 +100,7 @@ impl Connection {
 
     /// Says how the job about to run reached the connection (see [`Run`]).
     pub(crate) fn set_run(&mut self, run: Run) {
+        self.raw.set_submitted(run.submitted);
         self.run = run;
     }
 

@@ -180,6 +180,12 @@ impl DatabaseState {
         if self.shutting_down.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.shut_down_blocking(lease);
+    }
+
+    /// The rest of a shutdown, blocking, holding the writer's `lease`: what both a dropped
+    /// last handle and an abandoned `close` end with. Each step may have been done already.
+    fn shut_down_blocking(&self, lease: Lease) {
         // The anchor lets go of its snapshot first, so the checkpoint can truncate the WAL.
         if let Some(anchor) = self.readers.as_ref().and_then(Readers::stop) {
             let _ = anchor.join();
@@ -230,11 +236,15 @@ impl DatabaseState {
     /// back a force-rollback database, checkpoints, flushes the history file, and waits for
     /// every connection thread to end. Opens of the same file wait until it has.
     /// Statements still running after [`CLOSE_GRACE`] are stopped.
-    pub(crate) async fn shut_down(&self) -> Result<()> {
+    ///
+    /// Cancel safe in effect: dropped part-way, it is finished on a thread of its own, so
+    /// that the file can be opened again.
+    pub(crate) async fn shut_down(self: &Arc<Self>) -> Result<()> {
         if self.shutting_down.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
         self.closed.store(true, Ordering::Release);
+        let abandoned = Abandoned(Some(Arc::clone(self)));
         let lease = match crate::timer::timeout(CLOSE_GRACE, self.writer.lease()).await {
             Ok(lease) => lease,
             Err(_) => {
@@ -262,6 +272,7 @@ impl DatabaseState {
         self.threads.join_all(CLOSE_GRACE).await;
         let flushed = self.flush_history_file();
         drop(self.take_stopped());
+        abandoned.disarm();
         flushed
     }
 
@@ -292,6 +303,34 @@ impl DatabaseState {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
+    }
+}
+
+/// A shutdown under way, finished on a thread of its own if its future is dropped first
+/// (see [`DatabaseState::shut_down`]).
+struct Abandoned(Option<Arc<DatabaseState>>);
+
+impl Abandoned {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        let Some(shared) = self.0.take() else {
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("litemux-close".into())
+            .spawn(move || {
+                let lease = shared.writer.blocking_lease();
+                shared.shut_down_blocking(lease);
+            });
+        if let Err(error) = spawned {
+            // Then `Drop` stops the threads, once the last handle is gone.
+            tracing::error!(target: "litemux", %error, "no thread to finish the shutdown on");
+        }
     }
 }
 

@@ -86,6 +86,11 @@ impl Options {
     /// Hence `PRAGMA busy_timeout` reads 0 on litemux's connections, and setting it at run
     /// time is refused; a `busy_timeout` set by [`pragma`](Self::pragma) or the
     /// [`on_connect`](Self::on_connect) hook takes the place of this option.
+    ///
+    /// Writes queue on the one writer: one queued while an earlier statement waited for the
+    /// same lock and gave up counts its wait from when that wait began, so each caller hears
+    /// `Busy` about this long after the lock was first met, not after the waits of every
+    /// statement queued ahead of it.
     #[must_use]
     pub fn busy_timeout(mut self, timeout: Duration) -> Self {
         self.busy_timeout = timeout;

@@ -96,6 +96,12 @@ impl RawConnection {
         self.handle.deadline.lock_timeout.replace(timeout)
     }
 
+    /// When the running job was submitted, which bounds its lock waits (see
+    /// `hooks::Deadline::lock_nap`).
+    pub(crate) fn set_submitted(&self, submitted: Option<Instant>) {
+        self.handle.deadline.submitted.set(submitted);
+    }
+
     /// Whether the caller of the running job is gone, or the connection is closing.
     pub(crate) fn cancelled(&self) -> bool {
         self.handle.deadline.cancelled()

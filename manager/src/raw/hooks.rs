@@ -54,6 +54,10 @@ pub(super) struct Deadline {
     pub(super) lock_timeout: Cell<Duration>,
     /// When the running statement began waiting for a lock.
     waiting_since: Cell<Option<Instant>>,
+    /// When the running job's caller submitted it, if it was queued.
+    pub(super) submitted: Cell<Option<Instant>>,
+    /// The last lock wait that ran out: when it began and when it gave up.
+    gave_up: Cell<Option<(Instant, Instant)>>,
 }
 
 impl Deadline {
@@ -81,6 +85,16 @@ impl Deadline {
         }
     }
 
+    /// Since when a job queued while an earlier one waited for the same lock and gave up has
+    /// waited for it too: jobs queue behind each other on one connection, so without this
+    /// each would wait the whole timeout after the one before, and the last of `n` callers
+    /// would hear `SQLITE_BUSY` only after `n` timeouts.
+    fn already_waited_since(&self) -> Option<Instant> {
+        let submitted = self.submitted.get()?;
+        let (began, ended) = self.gave_up.get()?;
+        (submitted < ended).then(|| began.max(submitted))
+    }
+
     /// Whether the statement waiting for a lock, after `tries` naps, should try it again
     /// after a nap (how long) or stop waiting (`None`: SQLite then fails it with
     /// `SQLITE_BUSY`).
@@ -100,15 +114,20 @@ impl Deadline {
         let since = match self.waiting_since.get() {
             Some(since) if tries > 0 => since,
             _ => {
-                self.waiting_since.set(Some(now));
-                now
+                let since = self.already_waited_since().unwrap_or(now);
+                self.waiting_since.set(Some(since));
+                since
             }
         };
-        let left = self
+        let Some(left) = self
             .lock_timeout
             .get()
             .checked_sub(now.duration_since(since))
-            .filter(|left| !left.is_zero())?;
+            .filter(|left| !left.is_zero())
+        else {
+            self.gave_up.set(Some((since, now)));
+            return None;
+        };
         let index = usize::try_from(tries).map_or(0, |t| t.min(LOCK_NAPS_MS.len() - 1));
         let mut nap = Duration::from_millis(LOCK_NAPS_MS[index]).min(left);
         if let Some(timeout) = self.timeout.get() {
@@ -248,5 +267,40 @@ mod tests {
         let _ = closing.closing.set(flag);
         assert_eq!(closing.lock_nap(0), None);
         assert_eq!(closing.stopped.get(), Some(Stop::Cancelled));
+    }
+
+    #[test]
+    fn a_job_queued_during_a_wait_that_ran_out_counts_its_wait_from_then() {
+        let limit = Duration::from_millis(20);
+        let first = waiting_up_to(limit);
+        let queued = Instant::now();
+        first.submitted.set(Some(queued));
+        assert!(first.lock_nap(0).is_some());
+        std::thread::sleep(Duration::from_millis(25));
+        assert_eq!(first.lock_nap(1), None, "the first job waited it out");
+
+        // The next job on the connection was queued while the first one waited: no time left.
+        first.submitted.set(Some(queued + Duration::from_millis(5)));
+        assert_eq!(first.lock_nap(0), None, "it waited as long already");
+        // One queued after the wait gave up waits its own timeout.
+        first.submitted.set(Some(Instant::now()));
+        assert!(first.lock_nap(0).is_some());
+        // As does a job run without a queue.
+        first.submitted.set(None);
+        assert!(first.lock_nap(0).is_some());
+
+        // Queued before the wait began: counted from when the wait began, not from earlier.
+        let second = waiting_up_to(Duration::from_secs(60));
+        second.gave_up.set(Some((
+            Instant::now(),
+            Instant::now() + Duration::from_secs(1),
+        )));
+        second
+            .submitted
+            .set(Some(queued - Duration::from_secs(120)));
+        assert!(
+            second.lock_nap(0).is_some(),
+            "60 s from the wait's start are not over"
+        );
     }
 }

@@ -117,6 +117,7 @@ pub(crate) fn commit(conn: &mut Connection, members: Vec<Box<dyn Member>>) {
                     inline: false,
                     waited,
                     group: size,
+                    submitted: None,
                 });
                 conn.control(sql)
             }),
@@ -199,6 +200,7 @@ fn run_guarded(member: &mut dyn Member, conn: &mut Connection, group: usize) {
             inline: false,
             waited,
             group,
+            submitted: Some(caller.submitted()),
         });
         conn.arm(member.cancel());
         if catch_unwind(AssertUnwindSafe(|| member.run(conn, group > 0))).is_err() {

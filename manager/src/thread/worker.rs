@@ -312,6 +312,7 @@ fn serve(state: &WorkerState, jobs: &mpsc::Receiver<Command>) {
                     run(state, |conn| {
                         conn.set_run(Run {
                             waited,
+                            submitted: Some(caller.submitted()),
                             ..Run::default()
                         });
                         match cancel {
