@@ -377,9 +377,11 @@ async fn wait_acks(acks: &mpsc::Receiver<i64>, n: usize) {
 }
 
 async fn reopen_and_check(path: &Path, acked: &[i64]) {
+    // The options the file was first opened with (`TempDb::open`): an open while the old
+    // database still winds down joins it, which other options would refuse.
     let db = tokio::time::timeout(
         Duration::from_secs(20),
-        Database::open_with(Options::new(path).readers(1)),
+        Database::open_with(Options::new(path).readers(2)),
     )
     .await
     .expect("reopening the file hung")

@@ -4,6 +4,7 @@
 mod bad_input;
 mod concurrency;
 mod constraints;
+mod conversions;
 mod durability;
 mod error_kinds;
 mod force_rollback;

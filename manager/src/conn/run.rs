@@ -359,6 +359,14 @@ impl Connection {
             if classified.kind == Kind::TransactionControl && !allow_transaction_control {
                 return Err(Error::TransactionControl { sql: sql.into() });
             }
+            // A script has no values: SQLite would bind NULL to every placeholder.
+            if classified.parameters != 0 {
+                return Err(Error::ParameterCount {
+                    sql: sql.into(),
+                    expected: classified.parameters,
+                    given: 0,
+                });
+            }
             self.check_cancelled(sql)?;
             let span = self.span(sql, &[]);
             let _entered = span.enter();

@@ -227,7 +227,8 @@ impl Database {
     ///
     /// # Errors
     /// The first failing statement's error (earlier statements stay applied unless the script
-    /// wrapped them in a transaction).
+    /// wrapped them in a transaction); [`Error::ParameterCount`] for a statement with a
+    /// placeholder, which a script has no value for (SQLite would bind NULL).
     ///
     /// # Cancel safety
     /// As [`execute`](Self::execute).

@@ -16,7 +16,9 @@ impl Database {
 
     /// Appends the history to `path` as JSON lines (one object per statement, keys named
     /// like [`HistoryEntry`]'s fields; the file is created with mode 0600) and clears it.
-    /// Returns how many entries were written.
+    /// Returns how many entries were written. Recorded parameters are JSON values, except
+    /// what JSON cannot hold: an infinite REAL is `{"real":"inf"}` (or `"-inf"`), a blob is
+    /// `{"blob_len":N}` (its length, not its bytes).
     ///
     /// Entries leave the history only once written: when the file cannot be opened or
     /// written, the history keeps them (a later flush writes them; after a write that failed

@@ -48,6 +48,14 @@ fn json_value(out: &mut String, value: &Value) {
         Value::Real(f) if f.is_finite() => {
             let _ = write!(out, "{f:?}");
         }
+        // JSON has no infinities; NaN never reaches SQLite (it binds NULL).
+        Value::Real(f) if f.is_infinite() => {
+            out.push_str(if *f > 0.0 {
+                "{\"real\":\"inf\"}"
+            } else {
+                "{\"real\":\"-inf\"}"
+            });
+        }
         Value::Real(_) => out.push_str("null"),
         Value::Text(s) => json_string(out, s),
         Value::Blob(b) => {

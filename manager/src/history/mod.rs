@@ -265,7 +265,7 @@ mod tests {
         );
         assert!(
             line.ends_with(concat!(
-                r#"Z","params":[null,-3,0.5,null,null,"a\u0001b\u001f \t\r",{"blob_len":3}]}"#,
+                r#"Z","params":[null,-3,0.5,null,{"real":"inf"},"a\u0001b\u001f \t\r",{"blob_len":3}]}"#,
                 "\n"
             )),
             "{line}"

@@ -111,9 +111,18 @@ impl FromValue<'_> for f64 {
     fn from_value(value: ValueRef<'_>) -> std::result::Result<Self, (&'static str, &'static str)> {
         match value {
             ValueRef::Real(f) => Ok(f),
-            // A REAL-affinity column can hand back whole numbers stored as INTEGER.
-            #[allow(clippy::cast_precision_loss)]
-            ValueRef::Integer(i) => Ok(i as f64),
+            // A REAL-affinity column can hand back whole numbers stored as INTEGER; one an
+            // f64 cannot hold exactly (past 2^53, odd) is refused, as the narrow integers
+            // refuse what they cannot hold.
+            #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+            ValueRef::Integer(i) => {
+                let f = i as f64;
+                if f as i128 == i128::from(i) {
+                    Ok(f)
+                } else {
+                    Err(("f64", "INTEGER an f64 cannot hold exactly"))
+                }
+            }
             other => mismatch("f64", other),
         }
     }

@@ -24,10 +24,13 @@ impl ColumnIndex for usize {
 }
 
 impl ColumnIndex for &str {
+    /// The first column named `self`; failing that, the first whose name differs only in
+    /// ASCII case, as SQLite matches identifiers.
     fn position(&self, columns: &[String]) -> Result<usize> {
         columns
             .iter()
             .position(|c| c == self)
+            .or_else(|| columns.iter().position(|c| c.eq_ignore_ascii_case(self)))
             .ok_or_else(|| Error::ColumnNotFound {
                 column: (*self).to_owned(),
             })

@@ -24,8 +24,10 @@ use crate::{Error, Result, Value};
 
 /// One row of a result.
 ///
-/// Columns are read by index or by name with the same method, converting strictly: text is
-/// not an integer and NULL is not a `String` (ask for an `Option` to accept NULL).
+/// Columns are read by index or by name with the same method (a name is matched exactly
+/// first, then regardless of ASCII case, as SQLite matches identifiers), converting strictly:
+/// text is not an integer, NULL is not a `String` (ask for an `Option` to accept NULL), and
+/// an integer is read as `f64` or a narrower integer only if it fits exactly.
 ///
 /// **TEXT that is not valid UTF-8** (SQLite stores whatever bytes it is given as text) is never
 /// converted lossily: reading it as `String` or `&str` fails with [`Error::TypeMismatch`]

@@ -212,7 +212,8 @@ impl Transaction {
     ///
     /// # Errors
     /// The first failing statement's error; [`Error::TransactionControl`] for a
-    /// `BEGIN`/`COMMIT`/`ROLLBACK` in the script. Statements before it stay in the transaction.
+    /// `BEGIN`/`COMMIT`/`ROLLBACK` in the script; [`Error::ParameterCount`] for a statement
+    /// with a placeholder. Statements before it stay in the transaction.
     ///
     /// # Cancel safety
     /// As [`execute`](Self::execute).
