@@ -151,6 +151,15 @@ impl Node {
         }
     }
 
+    /// Whether `error` only says every connection of the pool is in use: the node answers,
+    /// it is busy, which is no reason to leave the rotation.
+    pub(super) fn only_busy(&self, error: &NodeError) -> bool {
+        let status = self.pool.status();
+        matches!(error, NodeError::Timeout(_))
+            && status.size >= status.max_size
+            && status.available == 0
+    }
+
     pub(super) fn healthy(&self) -> bool {
         lock(&self.health).healthy
     }

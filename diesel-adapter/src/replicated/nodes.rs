@@ -91,11 +91,14 @@ impl Nodes {
         }
     }
 
-    /// A pooled connection to `id`; a replica that cannot give one leaves the rotation.
+    /// A pooled connection to `id`; a replica that cannot give one leaves the rotation,
+    /// unless all its connections are in use.
     pub(super) async fn checkout(&self, id: NodeId) -> Result<PgObject> {
         let node = self.node(id);
         node.checkout().await.map_err(|e| {
-            if let NodeId::Replica(_) = id {
+            if let NodeId::Replica(_) = id
+                && !node.only_busy(&e)
+            {
                 node.failed(&e, &self.options);
             }
             Error::Node {
@@ -132,17 +135,22 @@ impl Nodes {
     /// Records where the primary's WAL is now.
     async fn sample_primary(&self) -> Option<WalPosition> {
         let outcome = async {
-            let mut conn = self
+            let conn = self
                 .primary
                 .checkout()
                 .await
                 .map_err(Error::from_node(&self.primary))?;
-            let position = current_position(&mut conn).await?;
-            Ok::<_, Error>(position)
+            // Bounded as a replica's statement is: a hung primary must not hold up the
+            // replicas' checks. One that does not answer has been reported already.
+            match on_replica(&self.primary, conn, &self.options, current_position).await {
+                Some((_, position)) => position.map(Some),
+                None => Ok(None),
+            }
         }
         .await;
         match outcome {
-            Ok(position) => {
+            Ok(None) => None,
+            Ok(Some(position)) => {
                 self.primary
                     .checked(Some(position), Some(Duration::ZERO), None, &self.options);
                 let now = Instant::now();
@@ -171,6 +179,8 @@ impl Nodes {
     async fn check_replica(&self, node: &Node, primary: Option<WalPosition>) {
         let conn = match node.checkout().await {
             Ok(conn) => conn,
+            // Busy serving reads: it is checked next time.
+            Err(e) if node.only_busy(&e) => return,
             Err(e) => return node.failed(&e, &self.options),
         };
         let check = on_replica(node, conn, &self.options, async |conn| {

@@ -114,7 +114,8 @@ impl ClusterOptions {
     /// A read that takes longer than this on a healthy replica is cut short the same way and
     /// runs again elsewhere: give slow reads (reports) room, or run them in a
     /// [`read_transaction`](super::ClusterConnection::read_transaction), which this does not
-    /// bound. `Duration::MAX`: no limit.
+    /// bound. It bounds the health check's sample of the primary's position too, so that a
+    /// hung primary does not stop the replicas' checks. `Duration::MAX`: no limit.
     pub fn replica_timeout(mut self, timeout: Duration) -> Self {
         self.replica_timeout = timeout.clamp(Duration::from_millis(10), NEVER);
         self

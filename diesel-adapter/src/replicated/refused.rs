@@ -105,10 +105,25 @@ fn changes_session(words: &[String]) -> bool {
         "SET" => !matches!(word(1), "LOCAL" | "TRANSACTION" | "CONSTRAINTS"),
         "RESET" | "LISTEN" | "UNLISTEN" | "DISCARD" | "DEALLOCATE" | "LOAD" => true,
         "PREPARE" => word(1) != "TRANSACTION",
-        // CREATE [OR REPLACE] [LOCAL | GLOBAL] TEMP[ORARY] [RECURSIVE] TABLE | VIEW | SEQUENCE
+        // CREATE [OR REPLACE] [LOCAL | GLOBAL] TEMP[ORARY] [RECURSIVE] TABLE | VIEW | SEQUENCE:
+        // only those words come before the kind (`CREATE INDEX ... (temp)` names a column).
         "CREATE" => {
-            let kind = |w: &&String| !matches!(w.as_str(), "TABLE" | "VIEW" | "SEQUENCE");
-            words.iter().skip(1).take_while(kind).any(temporary) && !pair("COMMIT", "DROP")
+            let modifier = |w: &&String| {
+                matches!(
+                    w.as_str(),
+                    "OR" | "REPLACE"
+                        | "LOCAL"
+                        | "GLOBAL"
+                        | "TEMP"
+                        | "TEMPORARY"
+                        | "RECURSIVE"
+                        | "UNLOGGED"
+                )
+            };
+            let modifiers = words.iter().skip(1).take_while(modifier).count();
+            matches!(word(1 + modifiers), "TABLE" | "VIEW" | "SEQUENCE")
+                && words.iter().skip(1).take(modifiers).any(temporary)
+                && !pair("COMMIT", "DROP")
         }
         "DECLARE" => pair("WITH", "HOLD"),
         _ => false,

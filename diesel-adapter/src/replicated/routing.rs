@@ -29,17 +29,20 @@ use super::statements::statements;
 use super::transaction_state::ClusterTransactionState;
 
 /// Whether a replica refused a statement that only a primary can run, before it did anything
-/// there: one that writes (SQLSTATE 25006), or a function a standby cannot run
-/// (`pg_current_wal_lsn()`...: SQLSTATE 55000, "recovery is in progress").
+/// there: one that writes (SQLSTATE 25006), a function a standby cannot run
+/// (`pg_current_wal_lsn()`...: SQLSTATE 55000, "recovery is in progress"), or a read of an
+/// unlogged table, which a standby does not have (SQLSTATE 0A000).
 fn refused_write(error: &DieselError) -> bool {
     match error {
         DieselError::DatabaseError(DatabaseErrorKind::ReadOnlyTransaction, _) => true,
-        // diesel keeps no SQLSTATE for 55000 (an `Unknown`, shared with other errors): its
-        // message tells. A server whose messages are translated (`lc_messages`) reports it
-        // as the error it is instead.
-        DieselError::DatabaseError(DatabaseErrorKind::Unknown, info) => {
-            info.message() == "recovery is in progress"
-        }
+        // diesel keeps no SQLSTATE for 55000 or 0A000 (an `Unknown`, shared with other
+        // errors): the message tells. A server whose messages are translated
+        // (`lc_messages`) reports these as the errors they are instead.
+        DieselError::DatabaseError(DatabaseErrorKind::Unknown, info) => matches!(
+            info.message(),
+            "recovery is in progress"
+                | "cannot access temporary or unlogged relations during recovery"
+        ),
         _ => false,
     }
 }
@@ -224,7 +227,7 @@ impl Router {
     pub(super) async fn connection_for_read_transaction(
         &mut self,
     ) -> QueryResult<(NodeId, PgObject)> {
-        if self.consistency != Consistency::Primary {
+        if self.consistency != Consistency::Primary && self.may_read_from_replica() {
             let mut tried = Vec::new();
             while let Some(n) = self.cluster.pick_replica(&tried) {
                 tried.push(n);

@@ -56,8 +56,9 @@ impl ClusterConnection {
 
     /// Runs `callback` in a read-only transaction with one snapshot (`REPEATABLE READ, READ
     /// ONLY`) on one replica — one that has replayed this connection's position under
-    /// read-your-writes — or on the primary when no replica can. Inside a transaction it is a
-    /// savepoint of that transaction instead. Writes in it fail (SQLSTATE 25006).
+    /// read-your-writes — or on the primary when no replica can. Writes in it fail (SQLSTATE
+    /// 25006). Inside a transaction it is a savepoint of that transaction instead, which
+    /// PostgreSQL cannot make read-only: writes in it run, as part of the outer transaction.
     ///
     /// # Errors
     /// As [`transaction`](Self::transaction).

@@ -8,6 +8,7 @@
 //! another test's outage.
 
 mod consistency;
+mod found_in_review;
 mod health;
 mod migrations;
 mod routing;
