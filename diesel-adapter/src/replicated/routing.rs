@@ -228,16 +228,9 @@ impl Router {
         &mut self,
     ) -> QueryResult<(NodeId, PgObject)> {
         if self.consistency != Consistency::Primary && self.may_read_from_replica() {
-            let mut tried = Vec::new();
-            while let Some(n) = self.cluster.pick_replica(&tried) {
-                tried.push(n);
-                let Some((conn, replay)) = self.ready_replica(n).await else {
-                    continue;
-                };
-                match replay {
-                    Replay::Ready(_) => return Ok((NodeId::Replica(n), conn)),
-                    Replay::Behind(_) => break,
-                }
+            let mut search = Search::default();
+            if let Some((n, conn)) = self.next_ready_replica(&mut search).await {
+                return Ok((NodeId::Replica(n), conn));
             }
         }
         Ok((NodeId::Primary, self.primary_connection().await?))
@@ -245,25 +238,12 @@ impl Router {
 
     /// Tries the replicas in turn, then the primary.
     async fn read_on_replica(&mut self, query: &PgQuery) -> Read {
-        let mut tried = Vec::new();
-        let mut waited = Duration::ZERO;
-        let mut waited_in_vain = false;
+        let mut search = Search::default();
         if !self.may_read_from_replica() {
-            return Read::Done(self.read_on_primary(query, waited, false).await);
+            return Read::Done(self.read_on_primary(query, Duration::ZERO, false).await);
         }
-        while let Some(n) = self.cluster.pick_replica(&tried) {
-            tried.push(n);
-            let Some((conn, replay)) = self.ready_replica(n).await else {
-                continue;
-            };
-            match replay {
-                Replay::Ready(w) => waited += w,
-                Replay::Behind(w) => {
-                    waited += w;
-                    waited_in_vain = true;
-                    break;
-                }
-            }
+        while let Some((n, conn)) = self.next_ready_replica(&mut search).await {
+            let waited = search.waited;
             let node = &self.cluster.replicas[n];
             let read = on_replica(node, conn, &self.cluster.options, async |conn| {
                 load(conn, query).await
@@ -291,7 +271,52 @@ impl Router {
                 Err(e) => return Read::Done(Err(e)),
             }
         }
-        Read::Done(self.read_on_primary(query, waited, waited_in_vain).await)
+        Read::Done(
+            self.read_on_primary(query, search.waited, search.in_vain)
+                .await,
+        )
+    }
+
+    /// The next replica not tried yet in `search` that may serve this connection's reads
+    /// now: one that has replayed its position already if any does, else the first one
+    /// behind, waited for (up to `read_your_writes_timeout`). `None` when none can: the
+    /// read is for the primary.
+    async fn next_ready_replica(&mut self, search: &mut Search) -> Option<(usize, PgObject)> {
+        let mut behind = Vec::new();
+        loop {
+            let skip: Vec<usize> = search.tried.iter().chain(&behind).copied().collect();
+            let Some(n) = self.cluster.pick_replica(&skip) else {
+                break;
+            };
+            let Some((conn, replay)) = self.ready_replica(n, false).await else {
+                search.tried.push(n);
+                continue;
+            };
+            match replay {
+                Replay::Ready(w) => {
+                    search.waited += w;
+                    search.tried.push(n);
+                    return Some((n, conn));
+                }
+                Replay::Behind(w) => {
+                    search.waited += w;
+                    behind.push(n);
+                }
+            }
+        }
+        let &n = <[usize]>::first(&behind)?;
+        search.tried.push(n);
+        match self.ready_replica(n, true).await? {
+            (conn, Replay::Ready(w)) => {
+                search.waited += w;
+                Some((n, conn))
+            }
+            (_, Replay::Behind(w)) => {
+                search.waited += w;
+                search.in_vain = true;
+                None
+            }
+        }
     }
 
     fn may_read_from_replica(&self) -> bool {
@@ -299,9 +324,9 @@ impl Router {
     }
 
     /// A connection to replica `n` and whether it may serve this connection's reads now,
-    /// waiting up to `read_your_writes_timeout` for it to replay this connection's position.
-    /// `None` if the replica failed (it has left the rotation).
-    async fn ready_replica(&mut self, n: usize) -> Option<(PgObject, Replay)> {
+    /// waiting (if `wait`) up to `read_your_writes_timeout` for it to replay this
+    /// connection's position. `None` if the replica failed (it has left the rotation).
+    async fn ready_replica(&mut self, n: usize, wait: bool) -> Option<(PgObject, Replay)> {
         let id = NodeId::Replica(n);
         let mut conn = self.cluster.checkout(id).await.ok()?;
         let wanted = match (self.consistency, self.position) {
@@ -311,7 +336,11 @@ impl Router {
         let node = &self.cluster.replicas[n];
         let options = &self.cluster.options;
         let started = Instant::now();
-        let deadline = started + options.read_your_writes_timeout;
+        let deadline = if wait {
+            started + options.read_your_writes_timeout
+        } else {
+            started
+        };
         let mut pause = Duration::from_micros(250);
         loop {
             let (back, outcome) = on_replica(node, conn, options, replayed).await?;
@@ -336,6 +365,15 @@ impl Router {
             pause = (pause * 2).min(Duration::from_millis(5));
         }
     }
+}
+
+/// The replicas a read has tried so far, and how long it waited for them.
+#[derive(Default)]
+struct Search {
+    tried: Vec<usize>,
+    waited: Duration,
+    /// It waited for a replica to replay this connection's position, in vain.
+    in_vain: bool,
 }
 
 /// What trying a read on the replicas came to.

@@ -1,7 +1,8 @@
 //! Defects found in review of the replicated mode, each with the test that showed it: fixed
 //! (unlogged tables, DDL naming a column `temp`, a busy replica pool, a read transaction after
-//! a commit whose position was lost, a hung primary holding up the health checks, a nested
-//! read transaction's documented behaviour), or known and not fixed yet (ignored, with why).
+//! a commit whose position was lost, a hung primary holding up the health checks, read-your-writes
+//! waiting on a replica behind while another has the write, a nested read transaction's
+//! documented behaviour), or known and not fixed yet (ignored, with why).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -316,7 +317,6 @@ async fn a_replica_far_behind_at_start_up_is_not_in_the_rotation() -> TestResult
 /// Read-your-writes gives up on the first replica it picks that is behind and reads from the
 /// primary after `read_your_writes_timeout`, although another replica has replayed the write:
 /// with one replica paused, half the reads after a write wait 100 ms and load the primary.
-#[ignore = "known, not fixed yet: read-your-writes waits on the first replica behind, then reads on the primary"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_your_writes_uses_a_caught_up_replica_when_another_is_behind() -> TestResult {
     let servers = servers!(exclusive "review_ryw_other");
