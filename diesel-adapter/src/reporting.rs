@@ -13,7 +13,7 @@ use crate::query::QueryText;
 type Shared = Arc<Mutex<Box<dyn Instrumentation>>>;
 
 /// A connection's instrumentation, if any, shareable with its [`Reporting`]s.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(crate) struct SharedInstrumentation(Option<Shared>);
 
 impl SharedInstrumentation {
@@ -59,6 +59,16 @@ pub(crate) struct Reporting {
 }
 
 impl Reporting {
+    /// Reports the end as `sql` rather than as the start's text: `AsyncPgConnection`'s
+    /// `FinishQuery` shows the SQL without its binds.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn finishing_as(mut self, sql: &str) -> Self {
+        if let Some((_, text)) = &mut self.to {
+            *text = QueryText(sql.to_owned());
+        }
+        self
+    }
+
     pub(crate) fn finish(mut self, error: Option<&Error>) {
         if let Some((instrumentation, text)) = self.to.take() {
             emit(

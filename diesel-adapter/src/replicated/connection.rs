@@ -212,6 +212,11 @@ impl ClusterConnection {
         &mut self.transaction_state
     }
 
+    /// The connection's instrumentation, for the statements of its transactions.
+    pub(super) fn shared_instrumentation(&self) -> SharedInstrumentation {
+        self.instrumentation.clone()
+    }
+
     /// The query as instrumentation shows it, rendered only when someone listens.
     fn query_text<T: QueryFragment<Pg>>(&self, query: &T) -> Option<QueryText> {
         self.instrumentation
@@ -254,6 +259,10 @@ impl AsyncConnectionCore for ClusterConnection {
         let rendered = PgQuery::new(&query);
         Box::pin(async move {
             let reporting = self.instrumentation.start(text);
+            let reporting = match &rendered {
+                Ok(query) => reporting.finishing_as(&query.sql),
+                Err(_) => reporting,
+            };
             let outcome = match rendered {
                 Ok(query) => {
                     self.router
@@ -281,6 +290,10 @@ impl AsyncConnectionCore for ClusterConnection {
         let rendered = PgQuery::new(&source);
         Box::pin(async move {
             let reporting = self.instrumentation.start(text);
+            let reporting = match &rendered {
+                Ok(query) => reporting.finishing_as(&query.sql),
+                Err(_) => reporting,
+            };
             let outcome = match rendered {
                 Ok(query) => {
                     self.router

@@ -4,17 +4,34 @@
 
 use diesel::QueryResult;
 use diesel::connection::{InstrumentationEvent, TransactionDepthChange, TransactionManagerStatus};
-use diesel_async::{AsyncConnection, SimpleAsyncConnection, TransactionManager};
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection, TransactionManager};
 
 use super::connection::ClusterConnection;
 use super::transaction_state::{
     ClusterTransactionManager, ClusterTransactionState, Pinned, Unsettled, lost,
 };
 use crate::levels::{ONE, savepoint_name};
+use crate::query::QueryText;
+use crate::reporting::SharedInstrumentation;
 use crate::transaction_callback::{closing_level, opening_level};
 
 /// `BEGIN` of a read transaction: one snapshot for all its reads, and no writes.
 const BEGIN_READ_ONLY: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+
+/// Runs one of a transaction's own statements (`BEGIN`, `COMMIT`, a savepoint...) on `conn`,
+/// reported to `instrumentation` as `AsyncPgConnection` reports it: `StartQuery` before,
+/// `FinishQuery` with its error after.
+async fn reported(
+    instrumentation: &SharedInstrumentation,
+    conn: &mut AsyncPgConnection,
+    sql: &str,
+) -> QueryResult<()> {
+    let text = instrumentation.is_some().then(|| QueryText(sql.to_owned()));
+    let reporting = instrumentation.start(text);
+    let outcome = conn.batch_execute(sql).await;
+    reporting.finish(outcome.as_ref().err());
+    outcome
+}
 
 impl TransactionManager<ClusterConnection> for ClusterTransactionManager {
     type TransactionStateData = ClusterTransactionState;
@@ -37,20 +54,19 @@ impl TransactionManager<ClusterConnection> for ClusterTransactionManager {
                 });
                 let sql = if read_only { BEGIN_READ_ONLY } else { "BEGIN" };
                 // A failed BEGIN leaves the session in an unknown state: `held` discards it.
-                held.pinned().conn.batch_execute(sql).await?;
+                let instrumentation = conn.shared_instrumentation();
+                reported(&instrumentation, &mut held.pinned().conn, sql).await?;
                 let state = conn.transaction_state();
                 state.install(held.settled());
                 state.change_depth(TransactionDepthChange::IncreaseDepth)
             }
             Some(depth) => {
+                let instrumentation = conn.shared_instrumentation();
                 let state = conn.transaction_state();
                 let guard = state.guard(level);
                 let mut lent = state.take_lent()?;
-                let outcome = lent
-                    .pinned()
-                    .conn
-                    .batch_execute(&format!("SAVEPOINT {}", savepoint_name(depth.get())))
-                    .await;
+                let sql = format!("SAVEPOINT {}", savepoint_name(depth.get()));
+                let outcome = reported(&instrumentation, &mut lent.pinned().conn, &sql).await;
                 drop(lent);
                 guard.disarm();
                 outcome?;
@@ -61,6 +77,7 @@ impl TransactionManager<ClusterConnection> for ClusterTransactionManager {
 
     async fn rollback_transaction(conn: &mut ClusterConnection) -> QueryResult<()> {
         let depth = closing_level(conn, InstrumentationEvent::rollback_transaction)?;
+        let instrumentation = conn.shared_instrumentation();
         let state = conn.transaction_state();
         let guard = state.guard(depth);
         let outcome = if depth == ONE {
@@ -68,7 +85,8 @@ impl TransactionManager<ClusterConnection> for ClusterTransactionManager {
             match pinned {
                 Some(pinned) => {
                     let mut held = Unsettled::new(pinned);
-                    let outcome = held.pinned().conn.batch_execute("ROLLBACK").await;
+                    let outcome =
+                        reported(&instrumentation, &mut held.pinned().conn, "ROLLBACK").await;
                     if outcome.is_ok() {
                         held.keep();
                     }
@@ -82,11 +100,8 @@ impl TransactionManager<ClusterConnection> for ClusterTransactionManager {
             match state.take_lent() {
                 Ok(mut lent) => {
                     let name = savepoint_name(depth.get() - 1);
-                    let outcome = lent
-                        .pinned()
-                        .conn
-                        .batch_execute(&format!("ROLLBACK TO SAVEPOINT {name}"))
-                        .await;
+                    let sql = format!("ROLLBACK TO SAVEPOINT {name}");
+                    let outcome = reported(&instrumentation, &mut lent.pinned().conn, &sql).await;
                     drop(lent);
                     outcome
                 }
@@ -100,13 +115,14 @@ impl TransactionManager<ClusterConnection> for ClusterTransactionManager {
 
     async fn commit_transaction(conn: &mut ClusterConnection) -> QueryResult<()> {
         let depth = closing_level(conn, InstrumentationEvent::commit_transaction)?;
+        let instrumentation = conn.shared_instrumentation();
         let guard = conn.transaction_state().guard(depth);
         let outcome = if depth == ONE {
             let pinned = conn.transaction_state().take_pinned();
             match pinned {
                 Some(pinned) => {
                     let mut held = Unsettled::new(pinned);
-                    match held.pinned().conn.batch_execute("COMMIT").await {
+                    match reported(&instrumentation, &mut held.pinned().conn, "COMMIT").await {
                         Ok(()) => {
                             if !held.pinned().read_only {
                                 // After the commit, never inside the transaction: a position
@@ -127,11 +143,8 @@ impl TransactionManager<ClusterConnection> for ClusterTransactionManager {
             match conn.transaction_state().take_lent() {
                 Ok(mut lent) => {
                     let name = savepoint_name(depth.get() - 1);
-                    let outcome = lent
-                        .pinned()
-                        .conn
-                        .batch_execute(&format!("RELEASE SAVEPOINT {name}"))
-                        .await;
+                    let sql = format!("RELEASE SAVEPOINT {name}");
+                    let outcome = reported(&instrumentation, &mut lent.pinned().conn, &sql).await;
                     drop(lent);
                     outcome
                 }

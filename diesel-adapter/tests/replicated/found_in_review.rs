@@ -1,8 +1,8 @@
 //! Defects found in review of the replicated mode, each with the test that showed it: fixed
 //! (unlogged tables, DDL naming a column `temp`, a busy replica pool, a read transaction after
 //! a commit whose position was lost, a hung primary holding up the health checks, read-your-writes
-//! waiting on a replica behind while another has the write, a nested read transaction's
-//! documented behaviour), or known and not fixed yet (ignored, with why).
+//! waiting on a replica behind while another has the write, transaction statements missing
+//! from instrumentation, a nested read transaction's documented behaviour), or known and not fixed yet (ignored, with why).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -400,7 +400,6 @@ impl Instrumentation for Events {
 /// `StartQuery`/`FinishQuery` (they are `batch_execute`s); `ClusterConnection` reports only the
 /// `BeginTransaction`/`CommitTransaction` events, so a query log or a tracing layer built on
 /// diesel's instrumentation never sees a transaction's statements that begin or end it.
-#[ignore = "known difference, not fixed yet: transaction statements are not reported to instrumentation"]
 #[tokio::test]
 async fn transaction_instrumentation_matches_async_pg_connection() -> TestResult {
     let servers = servers!("review_instrumentation");
