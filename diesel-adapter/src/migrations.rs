@@ -105,9 +105,17 @@ where
     R: Send + 'static,
 {
     // In a `force_rollback` database the writer is always inside a transaction: each
-    // migration then runs under a savepoint instead of BEGIN ... COMMIT.
-    db.with_writer(move |conn| {
-        within_open_transaction(conn, 1, |conn| f(&mut WriterHarness { conn }))
+    // migration then runs under a savepoint instead of BEGIN ... COMMIT. Detached: a
+    // migration cut short outside a transaction would be left half-applied.
+    db.with_writer_detached(move |conn| {
+        let outside = !conn.in_transaction();
+        let out = within_open_transaction(conn, 1, |conn| f(&mut WriterHarness { conn }));
+        // A migration that failed inside its own BEGIN (SQLite's table-rebuild recipe)
+        // leaves that transaction open: rolled back here, its error is the one reported.
+        if out.is_err() && outside && conn.in_transaction() {
+            let _ = diesel::connection::SimpleConnection::batch_execute(conn.diesel(), "ROLLBACK");
+        }
+        out
     })
     .await?
     .map_err(Error::Migration)

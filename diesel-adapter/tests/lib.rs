@@ -13,6 +13,7 @@ mod differential;
 mod errors;
 mod group_commit;
 mod instrumentation;
+mod migration_failures;
 mod migrations;
 mod pooling;
 mod raw_sql;

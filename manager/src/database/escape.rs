@@ -26,6 +26,38 @@ impl Database {
             .await
     }
 
+    /// [`with_writer`](Self::with_writer) for work that must not be cut short, such as a
+    /// migration that runs outside a transaction: once queued on the writer, `f` and its
+    /// statements run to their end even if this future is dropped.
+    ///
+    /// ```
+    /// # async fn demo() -> litemux::Result<()> {
+    /// let db = litemux::Database::open(":memory:").await?;
+    /// let made = db
+    ///     .with_writer_detached(|conn| {
+    ///         diesel::connection::SimpleConnection::batch_execute(conn.diesel(), "CREATE TABLE t(x)")
+    ///     })
+    ///     .await?;
+    /// assert!(made.is_ok());
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Timeout`](crate::Error::Timeout) waiting for the writer.
+    ///
+    /// # Cancel safety
+    /// If dropped before `f` is queued, it never runs; once queued, it runs to its end.
+    pub async fn with_writer_detached<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut ConnectionRef<'_>) -> R + Send + 'static,
+    ) -> Result<R> {
+        self.live()?
+            .route()
+            .with_writer_detached(move |conn| f(&mut ConnectionRef::new(conn)))
+            .await
+    }
+
     /// [`with_writer`](Self::with_writer) for a closure that runs the one statement `sql`, such
     /// as one diesel query, and nothing else. When `sql` is an INSERT, UPDATE, DELETE or
     /// REPLACE that litemux has seen before (outside force-rollback mode), two fast paths

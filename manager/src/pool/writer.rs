@@ -145,6 +145,18 @@ impl Writer {
         reply.recv().await?
     }
 
+    /// [`autocommit`](Self::autocommit) for a job that runs to its end once queued, even if
+    /// this future is dropped.
+    pub(crate) async fn autocommit_detached<R: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Connection) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let lease = self.lease().await?;
+        let reply = self.worker.submit_detached(job)?;
+        drop(lease);
+        reply.recv().await?
+    }
+
     /// Queues the one DML statement `sql`, run by `statement`, to be committed together with
     /// the autocommit writes queued next to it (see [`group`]); releases the lease once it is
     /// queued and awaits the statement's own outcome, which arrives after COMMIT.

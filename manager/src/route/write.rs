@@ -155,6 +155,21 @@ impl Router<'_> {
             .await
     }
 
+    /// [`with_writer`](Self::with_writer) for an `f` that runs to its end once queued, even if
+    /// the caller stops waiting.
+    pub(crate) async fn with_writer_detached<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> R + Send + 'static,
+    ) -> Result<R> {
+        let base = self.writer.base_in_transaction;
+        self.writer
+            .autocommit_detached(move |conn| {
+                let out = conn.lend(f);
+                conn.restore_base(base, "<with_writer>", Ok(out))
+            })
+            .await
+    }
+
     /// `f`, which runs the one statement `sql`, runs on the writer outside any transaction:
     /// inline under the budget when the writer is idle and the database is in autocommit
     /// mode, again on the writer's thread if SQLite interrupts it there before anything

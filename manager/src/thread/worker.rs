@@ -183,6 +183,14 @@ impl Worker {
         self.submit_with(f, Cancel::default(), true)
     }
 
+    /// Queues `f`, to run to its end even if the returned [`Reply`] is dropped.
+    pub(crate) fn submit_detached<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> R + Send + 'static,
+    ) -> Result<Reply<R>> {
+        self.submit_with(f, Cancel::default(), false)
+    }
+
     /// Queues `f` under `cancel`; the returned [`Reply`] sets it if dropped unanswered when
     /// `cancel_on_drop`.
     fn submit_with<R: Send + 'static>(
