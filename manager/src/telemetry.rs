@@ -263,6 +263,7 @@ pub(crate) fn error_type(error: &Error) -> &'static str {
         Error::Refused { .. } => "refused",
         Error::WrongKey { .. } => "wrong_key",
         Error::StreamOpen { .. } => "stream_open",
+        Error::StreamEnded { .. } => "stream_ended",
         Error::Diesel(_) => "diesel",
     }
 }

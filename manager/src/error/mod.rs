@@ -210,10 +210,23 @@ pub enum Error {
     /// transaction was still open. The stream holds the transaction's connection until it
     /// ends or is dropped, so the statement could only wait for it: read the stream to its
     /// end, or drop it, first. (Committing or rolling back ends an open stream instead: it
-    /// then ends with [`Error::Interrupted`].)
+    /// then ends with [`Error::Interrupted`] if its statement had not run, with
+    /// [`Error::StreamEnded`] if it had.)
     #[error("a stream of the transaction is still open; `{sql}` would wait for it")]
     StreamOpen {
         /// The statement that was refused.
+        sql: String,
+    },
+
+    /// A transaction's stream of a write (`... RETURNING`) was ended by the transaction's
+    /// commit or rollback before its rows were all read. The statement had run: its changes
+    /// are part of the transaction, committed or rolled back with it; only the rows not read
+    /// are lost.
+    #[error(
+        "the transaction ended before the rows of `{sql}` were read; the statement ran as part of it"
+    )]
+    StreamEnded {
+        /// The statement whose rows were not all read.
         sql: String,
     },
 
@@ -326,6 +339,7 @@ impl Error {
             | Error::UnfinishedTransaction { sql }
             | Error::TransactionAborted { sql }
             | Error::StreamOpen { sql }
+            | Error::StreamEnded { sql }
             | Error::Interrupted { sql } => Some(sql),
             Error::Open { source, .. } => source.sql(),
             Error::Io(_)

@@ -265,6 +265,14 @@ fn produce(
         out.send(Chunk::Rows(rows), &stop)
     };
     let mut outcome = conn.fetch_chunks(sql, &params, CHUNKS, &mut sink);
+    // A write in a transaction whose stream its commit or rollback ended: the statement ran,
+    // and goes with the transaction; only its rows stopped.
+    if let (Place::Pinned(Pinned::Write { .. }), Err(Error::Interrupted { .. })) = (place, &outcome)
+        && kind != Kind::Read
+        && cancel.is_cancelled()
+    {
+        outcome = Err(Error::StreamEnded { sql: sql.into() });
+    }
     if let Place::Writer {
         base_in_transaction,
         ..
