@@ -1,8 +1,10 @@
 //! The `http` benchmark: one small HTTP service, its routes served by each async contestant
 //! in turn, under the same load from a real HTTP client.
 //!
-//! The service has the example service's hot routes: `GET /users/{id}` (one user as JSON) and
-//! `POST /posts` (one insert, `201`). Each route calls the contestant's own `point_read` or
+//! The service has two routes shaped like the example service's hot ones, but simpler (one
+//! query each, where the example's `GET /users/{id}` also counts the user's posts and it has
+//! no `POST /posts`): `GET /users/{id}` (one user as JSON) and `POST /posts` (one insert,
+//! `201`). Each route calls the contestant's own `point_read` or
 //! `insert`, the code the `compare` bench measures, so the only difference between runs is
 //! the database layer. The load is `connections` keep-alive HTTP/1.1 connections from
 //! `reqwest`, each sending its next request as soon as the last is answered: 90% reads of a

@@ -50,10 +50,16 @@ impl ReportRow {
     }
 }
 
-/// The median of `values` (the upper of the two middle ones for an even count).
+/// The median of `values` (the mean of the two middle ones for an even count, so that an
+/// even number of rounds favours nobody).
 fn median(mut values: Vec<f64>) -> Option<f64> {
     values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied()
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
 }
 
 /// Everything the report shows.
@@ -388,5 +394,40 @@ mod tests {
             rounds: vec![Ok(measured(600, 0)), Err("crashed".to_owned())],
         };
         assert_eq!(failed.shown().unwrap_err(), "crashed");
+    }
+
+    fn measured_ops(ops: u64) -> Measurement {
+        Measurement {
+            ops,
+            errors: 0,
+            elapsed: Duration::from_secs(1),
+            p50: Duration::from_micros(1),
+            p99: Duration::from_micros(2),
+            first_error: None,
+            peak_rss_kib: None,
+            start_rss_kib: None,
+        }
+    }
+
+    /// With an even `--rounds N` the ratio is the mean of the two middle rounds' ratios (it
+    /// was the upper one, and the baseline's own ratio being 1, noise could only lift every
+    /// other contestant: one as fast as the baseline on average, 0.9x and 1.1x, showed 1.10x).
+    #[test]
+    fn an_even_round_count_does_not_favour_every_contestant_over_the_baseline() {
+        let row = |label: &str, rounds: [u64; 2]| ReportRow {
+            workload: Workload::InsertSeq,
+            label: label.to_owned(),
+            rounds: rounds.iter().map(|&ops| Ok(measured_ops(ops))).collect(),
+        };
+        let report = Report {
+            heading: String::new(),
+            rows: vec![row(BASELINE, [1000, 1000]), row("other", [900, 1100])],
+            missing: vec![],
+        };
+        let ratio = report.ratio(&report.rows[1]).expect("a ratio");
+        assert!(
+            (ratio - 1.0).abs() < 0.05,
+            "a contestant as fast as the baseline on average reported at {ratio:.2}x"
+        );
     }
 }

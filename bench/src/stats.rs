@@ -107,6 +107,9 @@ pub struct TaskStats {
     pub errors: u64,
     /// The first error's message, to show what went wrong.
     pub first_error: Option<String>,
+    /// When the first counted operation started: a warm-up operation still running when the
+    /// window opened is not counted, so neither is its time.
+    pub first_start: Option<Instant>,
     /// When the last counted operation finished.
     pub last_finish: Option<Instant>,
 }
@@ -137,6 +140,7 @@ impl TaskStats {
         match result {
             Ok(()) if self.measured => {
                 self.latencies.record(finished - started);
+                self.first_start.get_or_insert(started);
                 self.last_finish = Some(finished);
             }
             Ok(()) => {}
@@ -154,6 +158,10 @@ impl TaskStats {
         if self.first_error.is_none() {
             self.first_error = other.first_error;
         }
+        self.first_start = match (self.first_start, other.first_start) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         self.last_finish = self.last_finish.max(other.last_finish);
     }
 }
@@ -182,9 +190,10 @@ pub struct Measurement {
 impl Measurement {
     /// Summarises the merged task figures of a run whose measured window began at `window`.
     pub fn from_stats(stats: &TaskStats, window: Instant) -> Self {
-        let elapsed = stats.last_finish.map_or(Duration::ZERO, |last| {
-            last.saturating_duration_since(window)
-        });
+        let from = stats.first_start.unwrap_or(window).max(window);
+        let elapsed = stats
+            .last_finish
+            .map_or(Duration::ZERO, |last| last.saturating_duration_since(from));
         Measurement {
             ops: stats.latencies.len(),
             errors: stats.errors,

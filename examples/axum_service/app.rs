@@ -11,18 +11,25 @@
 //! | `GET /posts?after=ID&limit=N` | posts with `id > after`, oldest first, at most `limit` (1..=100, default 20), and `next` (the `after` of the next page, or `null`) |
 //! | `GET /users/{id}` | one user and their post count, `404` if there is none |
 //! | `GET /health` | [`litemux::Status`] as JSON; `503` once the database is closed |
-//! | `GET /slow?n=N` | **test-only**: a recursive CTE counting to `N` (up to 10^12: hours); used to show that a client that disconnects stops its statement |
-//! | `GET /debug/history` | **test-only**: the last statements of the query history (`sql`, `role`, `error`) |
+//! | `GET /slow?n=N` | **test-only**, mounted only with `DEBUG_ROUTES=1`: a recursive CTE counting to `N` (up to 10^12: hours); used to show that a client that disconnects stops its statement |
+//! | `GET /debug/history` | **test-only**, mounted only with `DEBUG_ROUTES=1`: the last statements of the query history (`sql`, `role`, `error`) |
+//!
+//! Every failure is a JSON body `{"error": "..."}`: `422` for a request that cannot be read
+//! (a body, query or path that does not parse), `503` while the database is busy (another
+//! process holds its lock, or no connection came free in time) or closed, `500` otherwise.
 //!
 //! Configuration (read by [`Config::from_env`]): `LITEMUX_CONFIG` names a TOML file holding
 //! [`litemux::Options`] (the URL's keys plus `path`); else `DATABASE_URL` is a litemux URL;
 //! else `sqlite://axum_service.db`. `BIND` is the listening address (default
-//! `127.0.0.1:3000`; port 0 picks a free one). The bound address is printed on stdout as
-//! `listening on http://ADDR`.
+//! `127.0.0.1:3000`; port 0 picks a free one). `DEBUG_ROUTES=1` mounts the test-only routes.
+//! The bound address is printed on stdout as `listening on http://ADDR`. On SIGTERM or
+//! ctrl-c the service stops accepting, gives requests in flight [`SHUTDOWN_GRACE`] to finish,
+//! then closes the database.
 
 use std::future::Future;
 use std::net::SocketAddr;
 
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -60,6 +67,10 @@ pub struct Config {
     pub options: Options,
     /// The address to listen on.
     pub bind: SocketAddr,
+    /// Whether the test-only routes (`/slow`, `/debug/history`) are mounted.
+    pub debug_routes: bool,
+    /// How long requests in flight may take to finish once shutdown begins.
+    pub shutdown_grace: std::time::Duration,
 }
 
 impl Config {
@@ -83,7 +94,20 @@ impl Config {
         let bind = bind
             .parse()
             .map_err(|e| format!("BIND `{bind}` is not an address: {e}"))?;
-        Ok(Config { options, bind })
+        let debug_routes = std::env::var("DEBUG_ROUTES").is_ok_and(|v| v == "1");
+        let shutdown_grace = match std::env::var("SHUTDOWN_GRACE_MS") {
+            Ok(ms) => std::time::Duration::from_millis(
+                ms.parse()
+                    .map_err(|e| format!("SHUTDOWN_GRACE_MS `{ms}`: {e}"))?,
+            ),
+            Err(_) => SHUTDOWN_GRACE,
+        };
+        Ok(Config {
+            options,
+            bind,
+            debug_routes,
+            shutdown_grace,
+        })
     }
 }
 
@@ -115,22 +139,33 @@ pub async fn open(options: Options) -> Result<Database, Box<dyn std::error::Erro
     Ok(db)
 }
 
-/// The service's routes, with a tracing span per request (`tower-http`'s `TraceLayer`): the
-/// statements' spans and history events of a request are recorded beneath its span.
-pub fn router(db: Database) -> Router {
-    Router::new()
+/// The service's routes (with the test-only ones if `debug_routes`), with a tracing span per
+/// request (`tower-http`'s `TraceLayer`): the statements' spans and history events of a
+/// request are recorded beneath its span.
+pub fn router(db: Database, debug_routes: bool) -> Router {
+    let mut routes = Router::new()
         .route("/signup", post(signup))
         .route("/posts", get(list_posts))
         .route("/users/{id}", get(get_user))
-        .route("/health", get(health))
-        .route("/slow", get(slow))
-        .route("/debug/history", get(history))
+        .route("/health", get(health));
+    if debug_routes {
+        routes = routes
+            .route("/slow", get(slow))
+            .route("/debug/history", get(history));
+    }
+    routes
         .layer(TraceLayer::new_for_http())
         .with_state(AppState { db })
 }
 
-/// Serves `router(db)` on `listener` until `shutdown` completes, lets requests in flight
-/// finish, then closes the database (waits for its transactions, checkpoints the WAL and
+/// How long requests in flight may take to finish once shutdown begins, unless
+/// `SHUTDOWN_GRACE_MS` says otherwise; past it their connections are dropped (a client that
+/// never finishes sending a request would otherwise hold the shutdown for ever) and the
+/// database is closed.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves `router(db, debug_routes)` on `listener` until `shutdown` completes, lets requests
+/// in flight finish (for up to `grace`), then closes the database (waits for its transactions, checkpoints the WAL and
 /// writes the history file if one is configured).
 ///
 /// # Errors
@@ -142,12 +177,36 @@ pub fn router(db: Database) -> Router {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     db: Database,
+    debug_routes: bool,
+    grace: std::time::Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    axum::serve(listener, router(db.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    tracing::info!("requests drained; closing the database");
+    let (begun_tx, begun) = tokio::sync::oneshot::channel::<()>();
+    let signalled = async move {
+        shutdown.await;
+        let _ = begun_tx.send(());
+    };
+    let server = axum::serve(listener, router(db.clone(), debug_routes))
+        .with_graceful_shutdown(signalled)
+        .into_future();
+    tokio::pin!(server);
+    let grace_over = async {
+        // Never ends if the server ends first (the sender is then gone unsent).
+        if begun.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        served = &mut server => {
+            served?;
+            tracing::info!("requests drained; closing the database");
+        }
+        () = grace_over => {
+            tracing::warn!(?grace, "requests still in flight after the grace; dropping them");
+        }
+    }
     db.close().await?;
     Ok(())
 }
@@ -253,8 +312,9 @@ fn check_text(field: &str, value: &str, allow_empty: bool) -> Result<(), AppErro
 /// The user and their first post, both or neither.
 async fn signup(
     State(state): State<AppState>,
-    Json(req): Json<SignUp>,
+    req: Result<Json<SignUp>, JsonRejection>,
 ) -> Result<(StatusCode, Json<SignedUp>), AppError> {
+    let Json(req) = req?;
     check_text("name", &req.name, false)?;
     check_text("title", &req.title, false)?;
     if let Some(email) = &req.email {
@@ -305,8 +365,9 @@ struct PostPage {
 /// Keyset pagination: stable under concurrent inserts, unlike `OFFSET`.
 async fn list_posts(
     State(state): State<AppState>,
-    Query(page): Query<Page>,
+    page: Result<Query<Page>, QueryRejection>,
 ) -> Result<Json<PostPage>, AppError> {
+    let Query(page) = page?;
     let limit = page.limit.unwrap_or(20);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(AppError::Invalid(format!(
@@ -340,8 +401,9 @@ struct UserView {
 
 async fn get_user(
     State(state): State<AppState>,
-    Path(id): Path<i32>,
+    id: Result<Path<i32>, PathRejection>,
 ) -> Result<Json<UserView>, AppError> {
+    let Path(id) = id?;
     let mut conn = state.conn();
     let user = users::table
         .find(id)

@@ -14,7 +14,8 @@ pub(super) enum AppError {
     NotFound,
     /// A unique constraint refused it (409).
     Conflict(String),
-    /// The database is closed: the service is shutting down (503).
+    /// The database is busy (another process holds its lock, no connection came free in
+    /// time) or closed, the service shutting down: worth retrying later (503).
     Unavailable(String),
     /// Anything else (500).
     Internal(String),
@@ -23,7 +24,11 @@ pub(super) enum AppError {
 impl From<DieselError> for AppError {
     fn from(error: DieselError) -> Self {
         if let Some(inner) = litemux_diesel::litemux_error(&error)
-            && matches!(*inner, litemux::Error::Closed)
+            && (inner.is_busy()
+                || matches!(
+                    *inner,
+                    litemux::Error::Closed | litemux::Error::Timeout { .. }
+                ))
         {
             return AppError::Unavailable(inner.to_string());
         }
@@ -36,6 +41,23 @@ impl From<DieselError> for AppError {
         }
     }
 }
+
+/// A request axum could not read (its body, query or path): `422`, with axum's own words.
+macro_rules! invalid_from {
+    ($($rejection:ty),*) => {$(
+        impl From<$rejection> for AppError {
+            fn from(rejection: $rejection) -> Self {
+                AppError::Invalid(rejection.body_text())
+            }
+        }
+    )*};
+}
+
+invalid_from!(
+    axum::extract::rejection::JsonRejection,
+    axum::extract::rejection::QueryRejection,
+    axum::extract::rejection::PathRejection
+);
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {

@@ -31,5 +31,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     writeln!(stdout, "listening on http://{}", listener.local_addr()?)?;
     stdout.flush()?;
     drop(stdout);
-    serve(listener, db, shutdown_signal()).await
+    serve(
+        listener,
+        db,
+        config.debug_routes,
+        config.shutdown_grace,
+        shutdown_signal(),
+    )
+    .await
 }

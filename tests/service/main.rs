@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::Notify;
 
+mod robustness;
+
 /// The longest any bounded wait here may take: far beyond what the work needs on a loaded
 /// machine, short enough that a hang fails the test.
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -26,13 +28,21 @@ struct Service {
 
 impl Service {
     /// Starts the service on `127.0.0.1:0` over a new database in a temp dir, with `query`
-    /// appended to its URL, and waits for the address it prints.
+    /// appended to its URL and its test-only routes, and waits for the address it prints.
     fn start(query: &str) -> Service {
+        Service::start_with(query, &[("DEBUG_ROUTES", "1")])
+    }
+
+    /// [`start`](Self::start) with `env` in place of the test-only routes.
+    fn start_with(query: &str, env: &[(&str, &str)]) -> Service {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}?{query}", dir.path().join("app.db").display());
         let mut child = Command::new(env!("CARGO_BIN_EXE_axum_service"))
             .env("DATABASE_URL", url)
             .env_remove("LITEMUX_CONFIG")
+            .env_remove("DEBUG_ROUTES")
+            .env_remove("SHUTDOWN_GRACE_MS")
+            .envs(env.iter().copied())
             .env("BIND", "127.0.0.1:0")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -59,6 +69,24 @@ impl Service {
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// `host:port`, for a raw socket.
+    fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
+    /// Waits at most `deadline` for the process to exit, off the runtime's threads; `None`
+    /// if it is still running.
+    async fn wait_for_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        let started = Instant::now();
+        while started.elapsed() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
     }
 
     fn db_path(&self) -> PathBuf {
