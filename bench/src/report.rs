@@ -310,16 +310,7 @@ mod tests {
 
     #[test]
     fn ratios_are_to_the_baseline_of_the_same_workload() {
-        let measured = |ops| Measurement {
-            ops,
-            errors: 0,
-            elapsed: Duration::from_secs(1),
-            p50: Duration::from_micros(1),
-            p99: Duration::from_micros(2),
-            first_error: None,
-            peak_rss_kib: None,
-            start_rss_kib: None,
-        };
+        let measured = measured_ops;
         let row = |workload, label: &str, ops| ReportRow {
             workload,
             label: label.to_owned(),

@@ -129,3 +129,45 @@ pub(crate) async fn writer_is_free(db: &litemux::Database) -> bool {
 /// A row with no columns read: for `sql_query(..).load` whose rows do not matter.
 #[derive(Debug, QueryableByName)]
 pub(crate) struct Nothing {}
+
+/// A value as the differential tests compare it.
+pub(crate) fn show<T: std::fmt::Debug>(value: &T) -> String {
+    format!("{value:?}")
+}
+
+/// Records events as text, in order.
+#[derive(Clone, Default)]
+pub(crate) struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Recorder {
+    pub(crate) fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().expect("not poisoned"))
+    }
+}
+
+impl diesel::connection::Instrumentation for Recorder {
+    fn on_connection_event(&mut self, event: diesel::connection::InstrumentationEvent<'_>) {
+        let text = match event {
+            diesel::connection::InstrumentationEvent::StartQuery { query, .. } => {
+                format!("start {query}")
+            }
+            diesel::connection::InstrumentationEvent::CacheQuery { sql, .. } => {
+                format!("cache {sql}")
+            }
+            diesel::connection::InstrumentationEvent::FinishQuery { query, error, .. } => {
+                format!("finish {query} error={:?}", error.map(ToString::to_string))
+            }
+            diesel::connection::InstrumentationEvent::BeginTransaction { depth, .. } => {
+                format!("begin {depth}")
+            }
+            diesel::connection::InstrumentationEvent::CommitTransaction { depth, .. } => {
+                format!("commit {depth}")
+            }
+            diesel::connection::InstrumentationEvent::RollbackTransaction { depth, .. } => {
+                format!("rollback {depth}")
+            }
+            other => format!("other {other:?}"),
+        };
+        self.0.lock().expect("not poisoned").push(text);
+    }
+}

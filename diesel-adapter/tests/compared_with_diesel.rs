@@ -16,46 +16,20 @@
 //! compares results only).
 
 use std::fmt::Debug;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use diesel::connection::{Instrumentation, InstrumentationEvent};
+use crate::common::{Recorder, TestDb, show};
+use crate::group_commit::{hold_writer, queued};
 
-use crate::common::TestDb;
-
-fn show<T: Debug>(value: &T) -> String {
-    format!("{value:?}")
-}
-
-/// Records events as text, in order.
-#[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<String>>>);
-
-impl Recorder {
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.lock().expect("not poisoned"))
-    }
-}
-
-impl Instrumentation for Recorder {
-    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
-        let text = match event {
-            InstrumentationEvent::StartQuery { query, .. } => format!("start {query}"),
-            InstrumentationEvent::CacheQuery { .. } => return,
-            InstrumentationEvent::FinishQuery { query, error, .. } => {
-                format!("finish {query} error={:?}", error.map(ToString::to_string))
-            }
-            InstrumentationEvent::BeginTransaction { depth, .. } => format!("begin {depth}"),
-            InstrumentationEvent::CommitTransaction { depth, .. } => format!("commit {depth}"),
-            InstrumentationEvent::RollbackTransaction { depth, .. } => {
-                format!("rollback {depth}")
-            }
-            other => format!("other {other:?}"),
-        };
-        // litemux begins with `BEGIN IMMEDIATE` (documented); compared as diesel's `BEGIN`.
-        let text = text.replace("BEGIN IMMEDIATE", "BEGIN");
-        self.0.lock().expect("not poisoned").push(text);
-    }
+/// What `recorder` recorded, `CacheQuery` left out (each of litemux's connections caches its
+/// own statements), and litemux's documented `BEGIN IMMEDIATE` compared as diesel's `BEGIN`.
+fn events(recorder: &Recorder) -> Vec<String> {
+    recorder
+        .take()
+        .into_iter()
+        .filter(|e| !e.starts_with("cache "))
+        .map(|e| e.replace("BEGIN IMMEDIATE", "BEGIN"))
+        .collect()
 }
 
 /// The schema both sides start from.
@@ -130,7 +104,7 @@ macro_rules! differential {
                 let conn = &mut conn;
                 $s!(conn, log, [], []);
             }
-            (log, recorder.take())
+            (log, events(&recorder))
         })
         .await
         .expect("no panic");
@@ -150,7 +124,7 @@ macro_rules! differential {
                 let conn = &mut conn;
                 $s!(conn, log, [.await], [async]);
             }
-            (log, recorder.take())
+            (log, events(&recorder))
         })
         .await
         .expect("the litemux side hung");
@@ -485,30 +459,6 @@ async fn a_function_registered_through_the_sync_connection_is_usable() {
     assert_eq!(two, Ok(2));
 }
 
-/// Occupies the writer's thread until the returned sender is used or dropped (as
-/// `group_commit.rs` does), so that writes queued meanwhile run as one group commit.
-async fn hold_writer(db: &litemux::Database) -> std::sync::mpsc::Sender<()> {
-    let (release, released) = std::sync::mpsc::channel::<()>();
-    let (started, running) = tokio::sync::oneshot::channel();
-    let db = db.clone();
-    tokio::spawn(async move {
-        db.with_writer(move |_| {
-            let _ = started.send(());
-            let _ = released.recv();
-        })
-        .await
-    });
-    running.await.expect("the writer runs the holding job");
-    release
-}
-
-/// Waits (yielding) until `n` jobs are queued on the held writer.
-async fn queued(db: &litemux::Database, n: usize) {
-    while db.status().writer_queued < n {
-        tokio::task::yield_now().await;
-    }
-}
-
 fn raw_write(
     sql: &'static str,
     value: i32,
@@ -699,7 +649,6 @@ async fn sqlite_ending_the_transaction_inside_a_nested_one() {
     )
     .await
     .expect("no hang");
-    eprintln!("outcome: {outcome:?}");
     let names = tokio::time::timeout(
         Duration::from_secs(20),
         diesel::sql_query("SELECT name FROM items ORDER BY id").load::<Names>(&mut conn),
@@ -771,7 +720,6 @@ async fn a_trigger_rolling_back_the_transaction() {
     )
     .await
     .expect("no hang");
-    eprintln!("outcome: {outcome:?}");
     let names = diesel::sql_query("SELECT name FROM items ORDER BY id")
         .load::<Names>(&mut conn)
         .await

@@ -13,9 +13,6 @@
 //! `BEGIN IMMEDIATE` where diesel runs `BEGIN`.
 
 use std::fmt::Debug;
-use std::sync::{Arc, Mutex};
-
-use diesel::connection::{Instrumentation, InstrumentationEvent};
 
 use crate::common::*;
 
@@ -24,39 +21,6 @@ use crate::common::*;
 struct Transcript {
     outcomes: Vec<String>,
     events: Vec<String>,
-}
-
-fn show<T: Debug>(value: &T) -> String {
-    format!("{value:?}")
-}
-
-/// Records events as text, in order.
-#[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<String>>>);
-
-impl Recorder {
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.lock().expect("not poisoned"))
-    }
-}
-
-impl Instrumentation for Recorder {
-    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
-        let text = match event {
-            InstrumentationEvent::StartQuery { query, .. } => format!("start {query}"),
-            InstrumentationEvent::CacheQuery { sql, .. } => format!("cache {sql}"),
-            InstrumentationEvent::FinishQuery { query, error, .. } => {
-                format!("finish {query} error={:?}", error.map(ToString::to_string))
-            }
-            InstrumentationEvent::BeginTransaction { depth, .. } => format!("begin {depth}"),
-            InstrumentationEvent::CommitTransaction { depth, .. } => format!("commit {depth}"),
-            InstrumentationEvent::RollbackTransaction { depth, .. } => {
-                format!("rollback {depth}")
-            }
-            other => format!("other {other:?}"),
-        };
-        self.0.lock().expect("not poisoned").push(text);
-    }
 }
 
 /// The schema of `migrations/`, applied as plain SQL (migrations through diesel's harness

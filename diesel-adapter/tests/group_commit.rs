@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use crate::common::*;
 
 /// Occupies the writer's thread until the returned sender is used or dropped.
-async fn hold_writer(db: &litemux::Database) -> std::sync::mpsc::Sender<()> {
+pub(crate) async fn hold_writer(db: &litemux::Database) -> std::sync::mpsc::Sender<()> {
     let (release, released) = std::sync::mpsc::channel::<()>();
     let (started, running) = tokio::sync::oneshot::channel();
     let db = db.clone();
@@ -26,7 +26,7 @@ async fn hold_writer(db: &litemux::Database) -> std::sync::mpsc::Sender<()> {
 }
 
 /// Waits (yielding) until `n` jobs are queued on the held writer.
-async fn queued(db: &litemux::Database, n: usize) {
+pub(crate) async fn queued(db: &litemux::Database, n: usize) {
     while db.status().writer_queued < n {
         tokio::task::yield_now().await;
     }
