@@ -806,11 +806,16 @@ async fn a_streamed_write_of_a_committed_transaction_never_runs_in_the_next_one(
     other.rollback().await.unwrap();
     let kept = crate::ints(&db, "SELECT x FROM t WHERE x = 99").await;
     // The job is queued when the stream is made: it either had not run when the commit
-    // ended the stream (nothing ran), or it ran before the commit, which committed it. Never
-    // in the other transaction, which rolled back.
+    // ended the stream (nothing ran), or it ran before the commit, which committed it (its
+    // rows all handed over, or cut short by the commit). Never in the other transaction,
+    // which rolled back.
     match got.as_slice() {
         [Err(Error::Interrupted { .. })] => assert_eq!(kept, Vec::<i64>::new()),
         [.., Err(Error::StreamEnded { .. })] => assert_eq!(kept, [99]),
+        [Ok(row)] => {
+            assert_eq!(row.get::<i64>(0).unwrap(), 99);
+            assert_eq!(kept, [99]);
+        }
         other => panic!("{other:?} (kept {kept:?})"),
     }
 }
