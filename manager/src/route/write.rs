@@ -146,12 +146,8 @@ impl Router<'_> {
         &self,
         f: impl FnOnce(&mut Connection) -> R + Send + 'static,
     ) -> Result<R> {
-        let base = self.writer.base_in_transaction;
         self.writer
-            .autocommit(move |conn| {
-                let out = conn.lend(f);
-                conn.restore_base(base, "<with_writer>", Ok(out))
-            })
+            .autocommit(escape_job(self.writer.base_in_transaction, f))
             .await
     }
 
@@ -161,12 +157,8 @@ impl Router<'_> {
         &self,
         f: impl FnOnce(&mut Connection) -> R + Send + 'static,
     ) -> Result<R> {
-        let base = self.writer.base_in_transaction;
         self.writer
-            .autocommit_detached(move |conn| {
-                let out = conn.lend(f);
-                conn.restore_base(base, "<with_writer>", Ok(out))
-            })
+            .autocommit_detached(escape_job(self.writer.base_in_transaction, f))
             .await
     }
 
@@ -200,5 +192,17 @@ impl Router<'_> {
             Ok((out, started.elapsed()))
         })
         .await
+    }
+}
+
+/// The escape hatch's job: `f` lent the writer, which is then put back in its base state (in
+/// a transaction when `base_in_transaction`).
+fn escape_job<R>(
+    base_in_transaction: bool,
+    f: impl FnOnce(&mut Connection) -> R,
+) -> impl FnOnce(&mut Connection) -> Result<R> {
+    move |conn| {
+        let out = conn.lend(f);
+        conn.restore_base(base_in_transaction, "<with_writer>", Ok(out))
     }
 }
