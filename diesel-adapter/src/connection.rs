@@ -249,17 +249,10 @@ impl LitemuxConnection {
             .get_or_insert_with(|| begin_statement(self.db.options()))
     }
 
-    /// Reports `StartQuery` for `text`, if someone listens; the returned [`Reporting`]
-    /// reports the statement's end (see `reporting.rs`).
-    pub(crate) fn query_started(&self, text: Option<QueryText>) -> Reporting {
-        self.instrumentation.start(text)
-    }
-
-    /// A statement given as text, as instrumentation shows it, when someone listens.
-    pub(crate) fn statement_text(&self, sql: &str) -> Option<QueryText> {
-        self.instrumentation
-            .is_some()
-            .then(|| QueryText(sql.to_owned()))
+    /// Reports `StartQuery` for the statement `sql` (if someone listens); the returned
+    /// [`Reporting`] reports its end (see `reporting.rs`).
+    pub(crate) fn statement_started(&self, sql: &str) -> Reporting {
+        self.instrumentation.start_statement(sql)
     }
 
     /// The query as instrumentation shows it, rendered only when someone listens.
@@ -278,7 +271,7 @@ impl SimpleAsyncConnection for LitemuxConnection {
     /// begin or end transactions), else on the writer (where it may, but must not leave one
     /// open). Each statement of it appears in the history.
     async fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
-        let reporting = self.query_started(self.statement_text(query));
+        let reporting = self.statement_started(query);
         // As diesel: SQLite would stop reading at the NUL, so nothing of the script runs.
         if let Err(nul) = std::ffi::CString::new(query) {
             let error = diesel::result::Error::InvalidCString(nul);

@@ -25,6 +25,12 @@ impl SharedInstrumentation {
         self.0.is_some()
     }
 
+    /// Reports `StartQuery` for the statement `sql`, as given (if someone listens), and returns
+    /// what reports its end.
+    pub(crate) fn start_statement(&self, sql: &str) -> Reporting {
+        self.start(self.is_some().then(|| QueryText(sql.to_owned())))
+    }
+
     /// Reports `StartQuery` for `text` (if someone listens) and returns what reports its end.
     pub(crate) fn start(&self, text: Option<QueryText>) -> Reporting {
         let to = self.0.as_ref().zip(text).map(|(instrumentation, text)| {

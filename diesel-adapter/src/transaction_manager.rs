@@ -20,7 +20,7 @@ async fn reported<F>(conn: &mut LitemuxConnection, sql: &str, step: F) -> QueryR
 where
     F: AsyncFnOnce(&mut LitemuxConnection) -> QueryResult<()>,
 {
-    let reporting = conn.query_started(conn.statement_text(sql));
+    let reporting = conn.statement_started(sql);
     let outcome = step(conn).await;
     reporting.finish(outcome.as_ref().err());
     outcome
@@ -121,8 +121,7 @@ impl TransactionManager<LitemuxConnection> for LitemuxTransactionManager {
             // rolled back as the commit failed, so the rollback is reported as done.
             conn.instrumentation()
                 .on_connection_event(InstrumentationEvent::rollback_transaction(ONE));
-            conn.query_started(conn.statement_text("ROLLBACK"))
-                .finish(None);
+            conn.statement_started("ROLLBACK").finish(None);
         }
         committed
     }

@@ -228,11 +228,7 @@ impl ClusterConnection {
 impl SimpleAsyncConnection for ClusterConnection {
     /// Runs a script on the primary (inside a transaction, on the transaction's connection).
     async fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
-        let text = self
-            .instrumentation
-            .is_some()
-            .then(|| QueryText(query.to_owned()));
-        let reporting = self.instrumentation.start(text);
+        let reporting = self.instrumentation.start_statement(query);
         let outcome = self
             .router
             .batch_on_primary(&mut self.transaction_state, query)

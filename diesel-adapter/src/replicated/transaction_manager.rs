@@ -11,7 +11,6 @@ use super::transaction_state::{
     ClusterTransactionManager, ClusterTransactionState, Pinned, Unsettled, lost,
 };
 use crate::levels::{ONE, savepoint_name};
-use crate::query::QueryText;
 use crate::reporting::SharedInstrumentation;
 use crate::transaction_callback::{closing_level, opening_level};
 
@@ -26,8 +25,7 @@ async fn reported(
     conn: &mut AsyncPgConnection,
     sql: &str,
 ) -> QueryResult<()> {
-    let text = instrumentation.is_some().then(|| QueryText(sql.to_owned()));
-    let reporting = instrumentation.start(text);
+    let reporting = instrumentation.start_statement(sql);
     let outcome = conn.batch_execute(sql).await;
     reporting.finish(outcome.as_ref().err());
     outcome
