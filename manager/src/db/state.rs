@@ -152,13 +152,7 @@ impl DatabaseState {
             lease
         };
         let shared = Arc::clone(self);
-        let spawned = std::thread::Builder::new()
-            .name("litemux-close".into())
-            .spawn(move || shared.shut_down_orphaned(lease));
-        if let Err(error) = spawned {
-            // Then `Drop` stops the threads, without the checkpoint or the history file.
-            tracing::error!(target: "litemux", %error, "no thread to shut the database down on");
-        }
+        on_close_thread(move || shared.shut_down_orphaned(lease));
     }
 
     /// The shutdown after the last handle was dropped, holding `lease` if closing was
@@ -321,16 +315,22 @@ impl Drop for Abandoned {
         let Some(shared) = self.0.take() else {
             return;
         };
-        let spawned = std::thread::Builder::new()
-            .name("litemux-close".into())
-            .spawn(move || {
-                let lease = shared.writer.blocking_lease();
-                shared.shut_down_blocking(lease);
-            });
-        if let Err(error) = spawned {
-            // Then `Drop` stops the threads, once the last handle is gone.
-            tracing::error!(target: "litemux", %error, "no thread to finish the shutdown on");
-        }
+        on_close_thread(move || {
+            let lease = shared.writer.blocking_lease();
+            shared.shut_down_blocking(lease);
+        });
+    }
+}
+
+/// Runs `shut_down` on a `litemux-close` thread: a shutdown nobody can await any more.
+fn on_close_thread(shut_down: impl FnOnce() + Send + 'static) {
+    let spawned = std::thread::Builder::new()
+        .name("litemux-close".into())
+        .spawn(shut_down);
+    if let Err(error) = spawned {
+        // Then `Drop` stops the threads once the last handle is gone, without the checkpoint
+        // or the history file.
+        tracing::error!(target: "litemux", %error, "no thread to shut the database down on");
     }
 }
 
