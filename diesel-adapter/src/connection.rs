@@ -184,7 +184,7 @@ impl LitemuxConnection {
     }
 
     /// Runs one serialized query, reporting it to diesel's instrumentation.
-    async fn run_instrumented<R: Send + 'static>(
+    pub(crate) async fn run_instrumented<R: Send + 'static>(
         &mut self,
         text: Option<QueryText>,
         query: QueryResult<SerializedQuery>,
@@ -210,6 +210,18 @@ impl LitemuxConnection {
         self.report_cached(cache.as_ref());
         reporting.finish(outcome.as_ref().err());
         outcome
+    }
+
+    /// `query` as it runs ([`SerializedQuery`]) and as instrumentation shows it.
+    pub(crate) fn serialize<Q>(
+        &mut self,
+        query: &Q,
+    ) -> (Option<QueryText>, QueryResult<SerializedQuery>)
+    where
+        Q: QueryFragment<Sqlite> + QueryId,
+    {
+        let text = self.query_text(query);
+        (text, SerializedQuery::new(query, &mut self.rendered))
     }
 
     /// Reports the statements diesel cached while a query ran, as diesel does: between the
@@ -300,10 +312,8 @@ impl AsyncConnectionCore for LitemuxConnection {
         T: AsQuery + 'query,
         T::Query: QueryFragment<Self::Backend> + QueryId + 'query,
     {
-        let query = source.as_query();
-        let text = self.query_text(&query);
-        let serialized = SerializedQuery::new(&query, &mut self.rendered);
-        Box::pin(async move { self.load_instrumented(text, serialized).await })
+        let (text, serialized) = self.serialize(&source.as_query());
+        Box::pin(self.load_instrumented(text, serialized))
     }
 
     fn execute_returning_count<'conn, 'query, T>(
@@ -313,9 +323,8 @@ impl AsyncConnectionCore for LitemuxConnection {
     where
         T: QueryFragment<Self::Backend> + QueryId + 'query,
     {
-        let text = self.query_text(&source);
-        let serialized = SerializedQuery::new(&source, &mut self.rendered);
-        Box::pin(async move { self.run_instrumented(text, serialized, Work::EXECUTE).await })
+        let (text, serialized) = self.serialize(&source);
+        Box::pin(self.run_instrumented(text, serialized, Work::EXECUTE))
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod column_names;
 mod connection;
+mod decoded;
 mod error;
 mod instrumentation;
 mod levels;
@@ -24,6 +25,7 @@ mod transaction_manager;
 mod transaction_state;
 
 pub use connection::LitemuxConnection;
+pub use decoded::LoadDecoded;
 pub use error::{Error, Result, litemux_error};
 pub use loaded_row::{LoadedRow, OwnedRow};
 pub use migrations::{

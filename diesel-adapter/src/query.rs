@@ -5,7 +5,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use diesel::QueryResult;
-use diesel::sqlite::SqliteConnection;
+use diesel::deserialize::FromSqlRow;
+use diesel::sqlite::{Sqlite, SqliteConnection};
 
 use crate::column_names::RowCopier;
 use crate::loaded_row::{Chunk, LoadedRow, OwnedRow, Recycler};
@@ -112,6 +113,38 @@ pub(crate) fn load_into(
     match failure {
         Some(e) => Err(e),
         None => Ok(Some(sent)),
+    }
+}
+
+/// Every row of `query`, each built as `U` from the statement (on the connection's thread).
+pub(crate) fn decode_all<U, ST>(
+    conn: &mut SqliteConnection,
+    query: &SerializedQuery,
+) -> QueryResult<Vec<U>>
+where
+    U: FromSqlRow<ST, Sqlite>,
+{
+    let mut decoded = Vec::new();
+    for row in query.load(conn)? {
+        decoded
+            .push(U::build_from_row(&row?).map_err(diesel::result::Error::DeserializationError)?);
+    }
+    Ok(decoded)
+}
+
+/// The first row of `query`, built as `U`; the statement is not stepped further.
+pub(crate) fn decode_first<U, ST>(
+    conn: &mut SqliteConnection,
+    query: &SerializedQuery,
+) -> QueryResult<Option<U>>
+where
+    U: FromSqlRow<ST, Sqlite>,
+{
+    match query.load(conn)?.next() {
+        Some(row) => U::build_from_row(&row?)
+            .map(Some)
+            .map_err(diesel::result::Error::DeserializationError),
+        None => Ok(None),
     }
 }
 

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use diesel::QueryResult;
-use diesel::sqlite::SqliteConnection;
+use diesel::deserialize::FromSqlRow;
+use diesel::sqlite::{Sqlite, SqliteConnection};
 use litemux::{ConnectionRef, Role};
 
 use crate::error::{attach, litemux_view, to_diesel};
@@ -62,6 +63,37 @@ impl Work<Capped> {
         finished: |_| Capped::All(Vec::new()),
         counted: false,
     };
+}
+
+impl<U: Send + 'static> Work<Vec<U>> {
+    /// Build every row as `U` where it is read; the history counts rows returned.
+    pub(crate) fn decode_all<ST>() -> Self
+    where
+        U: FromSqlRow<ST, Sqlite>,
+    {
+        Work {
+            run: query::decode_all::<U, ST>,
+            rows: |rows| Some(rows.len() as u64),
+            // As `LOAD`: no statement with result columns runs inline on the writer.
+            finished: |_| Vec::new(),
+            counted: false,
+        }
+    }
+}
+
+impl<U: Send + 'static> Work<Option<U>> {
+    /// Build the first row as `U` where it is read; the history counts it.
+    pub(crate) fn decode_first<ST>() -> Self
+    where
+        U: FromSqlRow<ST, Sqlite>,
+    {
+        Work {
+            run: query::decode_first::<U, ST>,
+            rows: |row| Some(u64::from(row.is_some())),
+            finished: |_| None,
+            counted: false,
+        }
+    }
 }
 
 impl Work<usize> {

@@ -8,6 +8,7 @@ mod cancellation;
 mod compared_with_diesel;
 mod concurrency;
 mod crud;
+mod decoded;
 mod diesel_cli;
 mod differential;
 mod errors;

@@ -29,6 +29,32 @@ where
     users::table.select(UserRow::as_select()).load(conn).await
 }
 
+/// [`point_read`] through `litemux_diesel::LoadDecoded`.
+#[cfg(feature = "litemux")]
+pub(crate) async fn point_read_decoded(
+    conn: &mut litemux_diesel::LitemuxConnection,
+    id: i64,
+) -> QueryResult<UserRow> {
+    use litemux_diesel::LoadDecoded as _;
+    users::table
+        .find(id)
+        .select(UserRow::as_select())
+        .get_result_decoded(conn)
+        .await
+}
+
+/// [`scan`] through `litemux_diesel::LoadDecoded`.
+#[cfg(feature = "litemux")]
+pub(crate) async fn scan_decoded(
+    conn: &mut litemux_diesel::LitemuxConnection,
+) -> QueryResult<Vec<UserRow>> {
+    use litemux_diesel::LoadDecoded as _;
+    users::table
+        .select(UserRow::as_select())
+        .load_decoded(conn)
+        .await
+}
+
 /// One single-row INSERT.
 pub(crate) async fn insert_post<C>(conn: &mut C, post: &NewPost) -> QueryResult<()>
 where

@@ -94,3 +94,43 @@ impl AsyncBackend for LitemuxDiesel {
         Ok(())
     }
 }
+
+/// `litemux_diesel_decoded`: [`LitemuxDiesel`] whose reads use `litemux_diesel::LoadDecoded`
+/// (rows built into the query's output type where they are read) instead of diesel-async's
+/// `RunQueryDsl`; its writes are `LitemuxDiesel`'s. The two side by side show what decoding
+/// in place buys a diesel caller.
+#[derive(Clone)]
+pub(crate) struct LitemuxDieselDecoded(LitemuxDiesel);
+
+impl AsyncBackend for LitemuxDieselDecoded {
+    async fn open(path: &Path) -> OpResult<Self> {
+        Ok(LitemuxDieselDecoded(LitemuxDiesel::open(path).await?))
+    }
+
+    async fn point_read(&self, id: i64) -> OpResult<User> {
+        let mut conn = self.0.pool.get().await?;
+        Ok(queries::point_read_decoded(&mut conn, id).await?.into())
+    }
+
+    async fn scan(&self) -> OpResult<Vec<User>> {
+        let mut conn = self.0.pool.get().await?;
+        let rows = queries::scan_decoded(&mut conn).await?;
+        Ok(rows.into_iter().map(User::from).collect())
+    }
+
+    async fn insert(&self, post: &NewPost) -> OpResult {
+        self.0.insert(post).await
+    }
+
+    async fn batch_insert(&self, posts: &[NewPost], mode: BatchMode) -> OpResult {
+        self.0.batch_insert(posts, mode).await
+    }
+
+    async fn hold_write(&self, post: &NewPost, hold: Duration) -> OpResult {
+        self.0.hold_write(post, hold).await
+    }
+
+    async fn close(self) -> OpResult {
+        self.0.close().await
+    }
+}

@@ -222,6 +222,8 @@ pub fn all() -> Vec<Box<dyn Contestant>> {
         asynchronous::<litemux_core::Litemux>("litemux"),
         #[cfg(feature = "litemux")]
         asynchronous::<litemux_diesel::LitemuxDiesel>("litemux_diesel"),
+        #[cfg(feature = "litemux")]
+        asynchronous::<litemux_diesel::LitemuxDieselDecoded>("litemux_diesel_decoded"),
     ]
 }
 
@@ -250,6 +252,10 @@ pub fn missing() -> Vec<(&'static str, &'static str)> {
         vec![
             ("litemux", "built without the `litemux` feature"),
             ("litemux_diesel", "built without the `litemux` feature"),
+            (
+                "litemux_diesel_decoded",
+                "built without the `litemux` feature",
+            ),
         ]
     }
 }
