@@ -53,7 +53,7 @@ pub(crate) async fn timeout<F: Future>(limit: Duration, future: F) -> Result<F::
 }
 
 /// One registered deadline; dropping it unregisters it (the timer skips dead entries).
-struct Alarm {
+pub(crate) struct Alarm {
     entry: Arc<Entry>,
 }
 
@@ -63,7 +63,10 @@ struct Entry {
 }
 
 impl Alarm {
-    fn set(deadline: Instant, waker: &Waker) -> Alarm {
+    /// Wakes `waker` at `deadline`, on the timer's thread, unless the alarm is dropped
+    /// first. The waker may be one of litemux's own (see [`std::task::Wake`]): its `wake`
+    /// then runs on that thread, with no runtime, so it must be short and never block.
+    pub(crate) fn set(deadline: Instant, waker: &Waker) -> Alarm {
         let entry = Arc::new(Entry {
             waker: Mutex::new(Some(waker.clone())),
         });

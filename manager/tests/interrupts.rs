@@ -523,3 +523,96 @@ async fn transaction_control_is_never_reported_interrupted_after_taking_effect()
         tx.commit().await.unwrap();
     }
 }
+
+/// Begins a transaction, with one insert, on a current-thread runtime of a thread of its own,
+/// as sync code drives one (such a runtime runs its tasks only inside `block_on`). The
+/// thread then leaves the runtime idle (`drop_runtime` false) or drops it, keeps the
+/// transaction, and waits for `go` before it tries to commit on a fresh runtime: it returns
+/// the commit's outcome.
+fn transaction_on_a_runtime_that_stops(
+    db: &Database,
+    drop_runtime: bool,
+) -> (
+    std::sync::mpsc::Sender<()>,
+    std::thread::JoinHandle<litemux::Result<()>>,
+    std::sync::mpsc::Receiver<()>,
+) {
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let (began, has_begun) = std::sync::mpsc::channel::<()>();
+    let db = db.clone();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let tx = runtime.block_on(async {
+            let tx = db.begin().await?;
+            tx.execute(INSERT, (1,)).await?;
+            litemux::Result::Ok(tx)
+        })?;
+        let runtime = if drop_runtime {
+            drop(runtime);
+            None
+        } else {
+            Some(runtime)
+        };
+        let _ = began.send(());
+        // Sync work: the runtime (if any) runs nothing meanwhile.
+        let _ = wait.recv();
+        let later = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let committed = later.block_on(tx.commit());
+        drop(runtime);
+        committed
+    });
+    (go, thread, has_begun)
+}
+
+/// The idle watchdog must not need the runtime that began the transaction: sync code drives
+/// a current-thread runtime only inside `block_on`, and between calls the transaction is
+/// exactly the idle one the timeout is there for.
+async fn the_writer_comes_back_from_a_transaction_whose_runtime_stopped(drop_runtime: bool) {
+    let t = TempDb::new();
+    let db = Database::open(&t.url("?readers=1&idle_in_transaction_timeout=200"))
+        .await
+        .unwrap();
+    db.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, x INTEGER)")
+        .await
+        .unwrap();
+    let (go, thread, began) = transaction_on_a_runtime_that_stops(&db, drop_runtime);
+    tokio::task::spawn_blocking(move || began.recv())
+        .await
+        .unwrap()
+        .expect("the transaction began");
+    within(
+        "a write after the idle transaction",
+        db.execute(INSERT, (2,)),
+    )
+    .await
+    .expect("the writer came back");
+    go.send(()).unwrap();
+    let committed = tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .unwrap()
+        .expect("no panic");
+    assert!(
+        matches!(committed, Err(Error::IdleInTransaction { .. })),
+        "{committed:?}"
+    );
+    assert_eq!(
+        crate::ints(&db, "SELECT x FROM t").await,
+        [2],
+        "rolled back"
+    );
+    db.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_idle_on_a_current_thread_runtime_that_runs_nothing_gives_the_writer_back() {
+    the_writer_comes_back_from_a_transaction_whose_runtime_stopped(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_idle_after_the_runtime_that_began_it_was_dropped_gives_the_writer_back() {
+    the_writer_comes_back_from_a_transaction_whose_runtime_stopped(true).await;
+}

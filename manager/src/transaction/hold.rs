@@ -2,10 +2,10 @@
 //! watchdog, and the rollback queued when a transaction is dropped, expires, or a nested
 //! one's future is dropped part-way.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::{Wake, Waker};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
 use tracing::Span;
 
 use crate::conn::tx::NESTED_SAVEPOINT;
@@ -14,6 +14,7 @@ use crate::pool::writer::Lease;
 use crate::stream::Stopper;
 use crate::telemetry;
 use crate::thread::worker::Worker;
+use crate::timer::Alarm;
 use crate::{Error, Result};
 
 /// Rolls back a transaction handle's transaction: with `nested` (in `force_rollback` mode)
@@ -44,8 +45,9 @@ pub(super) struct State {
     pub(super) inner: Mutex<Inner>,
     /// [`Options::idle_in_transaction_timeout`](crate::Options::idle_in_transaction_timeout).
     pub(super) idle_timeout: Option<Duration>,
-    /// Wakes the watchdog when the transaction ends.
-    pub(super) ended: Notify,
+    /// The idle watchdog's next look at the transaction (see [`watch`]); dropped when the
+    /// transaction ends.
+    pub(super) alarm: Mutex<Option<Alarm>>,
     /// Set when the handle is dropped uncommitted: its statements still queued or running
     /// are stopped (see [`Worker::call_for`]).
     pub(super) abandoned: Cancel,
@@ -101,7 +103,7 @@ impl State {
             span.in_scope(|| queue_rollback(worker, nested));
             drop(lease);
             drop(inner);
-            self.ended.notify_one();
+            self.stop_watching();
         }
     }
 
@@ -109,7 +111,17 @@ impl State {
     pub(super) fn end(&self) {
         let lease = self.lock().lease.take();
         drop(lease);
-        self.ended.notify_one();
+        self.stop_watching();
+    }
+
+    /// Unsets the idle watchdog's alarm: the transaction is over.
+    fn stop_watching(&self) {
+        let alarm = self
+            .alarm
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(alarm);
     }
 
     /// Rolls the transaction back and frees the writer if it has been idle for `timeout`;
@@ -141,11 +153,43 @@ impl State {
     }
 }
 
-/// The idle watchdog of one transaction (see [`State::expire_if_idle`]).
-pub(super) async fn watch(state: Arc<State>, worker: Worker, nested: bool, timeout: Duration) {
-    while let Some(at) = state.expire_if_idle(&worker, nested, timeout) {
-        let wait = at.saturating_duration_since(Instant::now());
-        let _ = crate::timer::timeout(wait, state.ended.notified()).await;
+/// Starts the idle watchdog of the transaction of `state` (see [`State::expire_if_idle`]).
+///
+/// It is no task of the runtime that began the transaction: litemux's timer thread runs it.
+/// Sync code drives a current-thread runtime only inside `block_on`, and may drop it while
+/// it keeps the transaction; between two calls the transaction is exactly the idle one the
+/// timeout is for, and a watchdog spawned on that runtime would never run.
+pub(super) fn watch(state: &Arc<State>, worker: Worker, nested: bool, timeout: Duration) {
+    Arc::new(Watchdog {
+        state: Arc::downgrade(state),
+        worker,
+        nested,
+        timeout,
+    })
+    .wake();
+}
+
+/// The idle watchdog: each wake-up (by its alarm, on the timer's thread) looks at the
+/// transaction once and sets the next alarm. It holds the transaction's state weakly, and
+/// the state holds the alarm: nothing outlives the transaction handle.
+struct Watchdog {
+    state: Weak<State>,
+    worker: Worker,
+    nested: bool,
+    timeout: Duration,
+}
+
+impl Wake for Watchdog {
+    fn wake(self: Arc<Self>) {
+        let Some(state) = self.state.upgrade() else {
+            return;
+        };
+        // Held while the next alarm is set, so an alarm that rings at once waits to replace
+        // this one instead of being replaced by it.
+        let mut alarm = state.alarm.lock().unwrap_or_else(PoisonError::into_inner);
+        let next = state.expire_if_idle(&self.worker, self.nested, self.timeout);
+        let waker = Waker::from(Arc::clone(&self));
+        *alarm = next.map(|at| Alarm::set(at, &waker));
     }
 }
 

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::sync::Notify;
 use tracing::{Instrument, Span};
 
 use crate::conn::Cancel;
@@ -102,7 +101,7 @@ impl Transaction {
                 stream: None,
             }),
             idle_timeout,
-            ended: Notify::new(),
+            alarm: Mutex::default(),
             abandoned: Cancel::default(),
         });
         let span = telemetry::transaction(&shared.label, crate::Role::Writer, &begin);
@@ -130,9 +129,7 @@ impl Transaction {
                 .await??;
         }
         if let Some(timeout) = idle_timeout {
-            let state = Arc::clone(&tx.state);
-            let worker = tx.worker.clone();
-            tokio::spawn(watch(state, worker, nested_in_base, timeout));
+            watch(&tx.state, tx.worker.clone(), nested_in_base, timeout);
         }
         Ok(tx)
     }
