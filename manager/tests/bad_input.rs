@@ -90,6 +90,57 @@ async fn a_wrong_parameter_count_is_refused() {
     assert_eq!(count(&db).await, 0);
 }
 
+/// `execute_many` with no parameter lists runs nothing, but its SQL is still checked as a
+/// single `execute` checks it: a typo must not pass unnoticed until the day the list is not
+/// empty. Only the parameter count, which no list gives, cannot be checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn execute_many_with_no_parameter_lists_still_refuses_bad_sql() {
+    let t = TempDb::new();
+    let db = t.open().await;
+    let none = || Vec::<(i64,)>::new();
+    let e = db
+        .execute_many("INSRT INTO t(x) VALUES (?)", none())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Sql { .. }) && e.to_string().contains("syntax error"),
+        "{e:?}"
+    );
+    let e = db
+        .execute_many("INSERT INTO missing(x) VALUES (?)", none())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no such table: missing"), "{e:?}");
+    let e = db
+        .execute_many(
+            "INSERT INTO t(x) VALUES (?); INSERT INTO t(x) VALUES (?)",
+            none(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::MultipleStatements { .. }), "{e:?}");
+    let e = db.execute_many("COMMIT", none()).await.unwrap_err();
+    assert!(matches!(e, Error::TransactionControl { .. }), "{e:?}");
+    let e = db.execute_many(" -- nothing", none()).await.unwrap_err();
+    assert!(matches!(e, Error::EmptyStatement { .. }), "{e:?}");
+    // Good SQL and no lists: nothing to do, nothing done.
+    let n = db
+        .execute_many("INSERT INTO t(x) VALUES (?)", none())
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    // The same inside a transaction, which goes on after the error.
+    let tx = db.begin().await.unwrap();
+    let e = tx
+        .execute_many("INSERT INTO missing(x) VALUES (?)", none())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no such table: missing"), "{e:?}");
+    tx.execute("INSERT INTO t(x) VALUES (1)", ()).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(count(&db).await, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn constraint_violations_are_typed() {
     let t = TempDb::new();

@@ -186,6 +186,20 @@ impl Connection {
 
     /// Checks `sql` is one statement with `given` placeholders that changes no transaction.
     pub(crate) fn check(&mut self, sql: &str, given: usize) -> Result<Classified> {
+        let classified = self.check_statement(sql)?;
+        if classified.parameters != given {
+            return Err(Error::ParameterCount {
+                sql: sql.into(),
+                expected: classified.parameters,
+                given,
+            });
+        }
+        Ok(classified)
+    }
+
+    /// Checks `sql` is one valid statement that changes no transaction, whatever its
+    /// placeholders.
+    pub(crate) fn check_statement(&mut self, sql: &str) -> Result<Classified> {
         let classified = self.classify(sql)?;
         if classified.empty {
             return Err(Error::EmptyStatement { sql: sql.into() });
@@ -195,13 +209,6 @@ impl Connection {
         }
         if classified.kind == Kind::TransactionControl {
             return Err(Error::TransactionControl { sql: sql.into() });
-        }
-        if classified.parameters != given {
-            return Err(Error::ParameterCount {
-                sql: sql.into(),
-                expected: classified.parameters,
-                given,
-            });
         }
         Ok(classified)
     }

@@ -67,12 +67,16 @@ impl Connection {
     }
 
     /// Runs `sql` once per parameter list, all or nothing; returns the total rows changed.
+    /// With no list, `sql` is still checked (all but its parameter count): bad SQL fails.
     pub(crate) fn execute_many(
         &mut self,
         sql: &str,
         rows: &[Vec<Value>],
         nested: bool,
     ) -> Result<u64> {
+        if rows.is_empty() {
+            return self.check_statement(sql).map(|_| 0);
+        }
         self.atomically(nested, |conn| {
             rows.iter().try_fold(0, |total, params| {
                 conn.check_cancelled(sql)?;

@@ -224,6 +224,10 @@ impl Transaction {
     ///
     /// # Errors
     /// The first failing row's error; none of the rows is kept then.
+    /// With no parameter list nothing runs, but `sql` is still checked as
+    /// [`execute`](Self::execute) checks it (all but the parameter count, which no list
+    /// gives): bad SQL, a missing table, [`Error::MultipleStatements`],
+    /// [`Error::TransactionControl`] and [`Error::EmptyStatement`] are errors, not `Ok(0)`.
     ///
     /// # Cancel safety
     /// As [`execute`](Self::execute).
