@@ -77,7 +77,8 @@ impl Manager {
 
     /// Opens `url` (a path, `:memory:` or a `sqlite://` URL) under `alias`. Opening an alias
     /// again replaces it: the old handle is closed, and the old `url` no longer leads to the
-    /// alias.
+    /// alias. An error closing the old handle (see [`Database::close`]) is logged as a
+    /// `tracing` error, not returned: the open itself succeeded.
     ///
     /// # Errors
     /// As [`Database::open`].
@@ -108,8 +109,12 @@ impl Manager {
                 .push(alias.to_owned());
             entries.by_alias.insert(alias.to_owned(), db.clone())
         };
-        if let Some(old) = replaced {
-            old.close().await?;
+        // The open succeeded, and the alias leads to it now: a failure to close the handle
+        // it replaced (its history file unwritable) must not read as a failed open.
+        if let Some(old) = replaced
+            && let Err(error) = old.close().await
+        {
+            tracing::error!(target: "litemux", alias, %error, "closing the handle an alias replaced failed");
         }
         Ok(db)
     }

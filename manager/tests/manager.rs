@@ -133,3 +133,85 @@ async fn closing_one_of_two_aliases_of_a_file_keeps_its_path_reachable() {
     assert!(matches!(m.get(path), Err(Error::UnknownAlias(_))));
     m.shutdown().await.unwrap();
 }
+
+/// A shutdown that runs while an open is still opening neither waits for that open nor
+/// trips over it: the open ends after the shutdown, on its own (an open after the shutdown,
+/// which a manager allows), and the next shutdown closes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_during_an_open_neither_hangs_nor_loses_the_late_database() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex, mpsc};
+
+    let (a, b) = (TempDb::new(), TempDb::new());
+    let m = Manager::new();
+    let first = m.open(a.path.to_str().unwrap(), "first").await.unwrap();
+    let (entered, has_entered) = mpsc::channel::<()>();
+    let (release, released) = mpsc::channel::<()>();
+    let gate = Arc::new(Mutex::new(Some((entered, released))));
+    let held = Arc::new(AtomicBool::new(false));
+    let options = b.options().readers(1).on_connect(move |_| {
+        // The first connection opened (the writer) waits for the test; the rest go on.
+        if !held.swap(true, Ordering::SeqCst)
+            && let Some((entered, released)) = gate.lock().unwrap().take()
+        {
+            let _ = entered.send(());
+            let _ = released.recv();
+        }
+        Ok(())
+    });
+    let late = tokio::spawn({
+        let m = m.clone();
+        let url = b.path.to_str().unwrap().to_owned();
+        async move { m.open_with(&url, "late", options).await }
+    });
+    tokio::task::spawn_blocking(move || has_entered.recv())
+        .await
+        .unwrap()
+        .expect("the late open started");
+    tokio::time::timeout(std::time::Duration::from_secs(20), m.shutdown())
+        .await
+        .expect("shutdown waited for an open it does not own")
+        .unwrap();
+    assert!(matches!(
+        first.fetch_all("SELECT 1", ()).await,
+        Err(Error::Closed)
+    ));
+    release.send(()).unwrap();
+    let late = late.await.expect("no panic").expect("the late open");
+    late.execute_batch("CREATE TABLE t(x)").await.unwrap();
+    m.shutdown().await.unwrap();
+    assert!(matches!(
+        late.fetch_all("SELECT 1", ()).await,
+        Err(Error::Closed)
+    ));
+    assert!(m.aliases().is_empty());
+}
+
+/// Opening an alias again closes the handle it replaces. If that close fails (here, its
+/// history file cannot be written), the open itself still succeeded: the alias leads to the
+/// new database, so `open` must say so, not fail with an error `Database::open` never gives
+/// and leave the caller without the handle it opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_an_alias_succeeds_even_if_closing_the_replaced_handle_fails() {
+    let (a, b) = (TempDb::new(), TempDb::new());
+    let m = Manager::new();
+    let unwritable = a.dir.path().join("no/such/dir/history.jsonl");
+    let path_a = a.path.to_str().unwrap();
+    m.open_with(path_a, "main", a.options().history_file(&unwritable))
+        .await
+        .unwrap()
+        .execute_batch("CREATE TABLE t(x)")
+        .await
+        .unwrap();
+    let reopened = m.open(b.path.to_str().unwrap(), "main").await;
+    let on_b = m.get("main").unwrap();
+    match reopened {
+        Ok(db) => assert!(db.same_database(&on_b)),
+        Err(e) => panic!(
+            "open reported {e:?}, yet `main` is open on {}",
+            b.path.display()
+        ),
+    }
+    on_b.execute_batch("CREATE TABLE u(y)").await.unwrap();
+    m.shutdown().await.unwrap();
+}
