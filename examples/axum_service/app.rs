@@ -40,7 +40,7 @@ use diesel::result::Error as DieselError;
 use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
 use diesel_async::RunQueryDsl;
 use litemux::{Database, Options};
-use litemux_diesel::LitemuxConnection;
+use litemux_diesel::{LitemuxConnection, LoadDecoded as _};
 use serde::{Deserialize, Serialize};
 use tower_http::trace::TraceLayer;
 
@@ -375,12 +375,14 @@ async fn list_posts(
         )));
     }
     let mut conn = state.conn();
+    // `load_decoded`: a page of rows becomes `Post`s where the reader steps them, with no
+    // intermediate row copy (`load` would copy each value out first).
     let posts: Vec<Post> = posts::table
         .filter(posts::id.gt(page.after.unwrap_or(0)))
         .order(posts::id)
         .limit(limit)
         .select(Post::as_select())
-        .load(&mut conn)
+        .load_decoded(&mut conn)
         .await?;
     let full = i64::try_from(posts.len()).is_ok_and(|n| n == limit);
     let next = if full {
