@@ -341,3 +341,27 @@ async fn instrumentation_sees_the_same_events_as_for_load() -> TestResult {
     assert_eq!(recorder.take(), through_load);
     Ok(())
 }
+
+#[derive(Debug, QueryableByName)]
+struct Named {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    name: String,
+}
+
+#[tokio::test]
+async fn get_result_decoded_of_a_many_row_insert_returning_keeps_every_row() -> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    // Only the first returned row is stepped; SQLite made every change at that first step.
+    let first: Named = diesel::sql_query(
+        "INSERT INTO users(name) VALUES ('ada'), ('grace'), ('edsger') RETURNING name",
+    )
+    .get_result_decoded(&mut conn)
+    .await?;
+    assert_eq!(first.name, "ada");
+    assert_eq!(
+        committed_names(conn.database()).await?,
+        ["ada", "grace", "edsger"]
+    );
+    Ok(())
+}
