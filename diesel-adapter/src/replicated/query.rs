@@ -8,7 +8,7 @@ use diesel::query_builder::{AstPass, Query, QueryBuilder, QueryFragment, QueryId
 use diesel::sql_types::Untyped;
 use diesel_async::{AsyncConnectionCore, AsyncPgConnection};
 
-use super::statements::Statement;
+use super::statements::{Statement, name};
 
 /// The bind values of one query, owned.
 type BindData = <Pg as Backend>::BindCollector<'static>;
@@ -116,9 +116,10 @@ pub(super) fn reads_only(statements: &[Statement<'_>]) -> bool {
 /// `pg_advisory_unlock_all`...): a standby takes advisory locks too, but they are the
 /// primary's that other clients contend for.
 fn advisory_locks(words: &[&str]) -> bool {
-    words
-        .iter()
-        .any(|w| w.starts_with("PG_") && w.contains("ADVISORY"))
+    words.iter().any(|w| {
+        let name = name(w);
+        name.starts_with("PG_") && name.contains("ADVISORY")
+    })
 }
 
 /// `FOR UPDATE`, `FOR NO KEY UPDATE`, `FOR SHARE`, `FOR KEY SHARE`: a lock only the primary can

@@ -4,7 +4,7 @@
 
 use diesel::result::Error as DieselError;
 
-use super::statements::Statement;
+use super::statements::{Statement, dollar_tag, name, statements};
 
 /// A statement a [`ClusterConnection`](super::ClusterConnection) refused before running
 /// anything of the query or script it is in.
@@ -47,9 +47,12 @@ pub enum RefusedStatement {
     /// A statement that changes the session (in or out of a transaction: a transaction's
     /// connection serves others once it ends): `SET` (not `SET LOCAL`), `RESET`, `LISTEN`,
     /// `UNLISTEN`, `DISCARD`, `PREPARE`, `DEALLOCATE`, `LOAD`, `CREATE TEMP ...` (unless `ON
-    /// COMMIT DROP`), `SELECT ... INTO TEMP`, `DECLARE ... WITH HOLD`, a session advisory lock
-    /// (`pg_advisory_lock`, `pg_try_advisory_lock` and their `_shared` forms) and
-    /// `set_config(.., .., false)`. Instead: `SET LOCAL` or `set_config(.., .., true)` inside
+    /// COMMIT DROP`) or anything created in the schema `pg_temp`, `SELECT ... INTO TEMP`
+    /// (or `INTO pg_temp.t`), `DECLARE ... WITH HOLD`, a session advisory lock
+    /// (`pg_advisory_lock`, `pg_try_advisory_lock` and their `_shared` forms, quoted or not)
+    /// and `set_config` unless its `is_local` is a literal `true` (`false`, a bound value, a
+    /// string or an expression may keep the setting), and a `DO` block whose body has one of
+    /// these. Instead: `SET LOCAL` or `set_config(.., .., true)` inside
     /// a [`transaction`](super::ClusterConnection::transaction), `pg_advisory_xact_lock` inside
     /// one, or settings every connection gets from the URL
     /// (`?options=-c%20search_path%3Dapp`).
@@ -91,7 +94,47 @@ fn refusal(statement: &Statement<'_>, in_transaction: bool) -> Option<RefusedSta
     if opens && !in_transaction {
         return Some(RefusedStatement::Transaction { statement: text() });
     }
-    changes_session(&statement.words).then(|| RefusedStatement::SessionState { statement: text() })
+    let changes = changes_session(&statement.words)
+        || (word(0) == "DO" && do_body(statement.text).is_some_and(|b| body_changes_session(&b)));
+    changes.then(|| RefusedStatement::SessionState { statement: text() })
+}
+
+/// The body of a `DO` block, which runs now (a function's body runs only when called): its
+/// first dollar-quoted or single-quoted string.
+fn do_body(text: &str) -> Option<String> {
+    let at = text.find(['$', '\''])?;
+    let rest = &text[at..];
+    if let Some(quoted) = rest.strip_prefix('\'') {
+        let mut body = String::new();
+        let mut chars = quoted.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\'' if chars.peek() == Some(&'\'') => {
+                    chars.next();
+                    body.push('\'');
+                }
+                '\'' => break,
+                c => body.push(c),
+            }
+        }
+        return Some(body);
+    }
+    let tag = dollar_tag(rest)?;
+    let body = &rest[tag.len()..];
+    Some(body[..body.find(tag).unwrap_or(body.len())].to_owned())
+}
+
+/// Whether a PL/pgSQL block body changes the session: one of its statements would, also after
+/// the words that open a block or branch (`BEGIN SET ...`, `IF .. THEN SET ...`).
+fn body_changes_session(body: &str) -> bool {
+    statements(body).iter().any(|statement| {
+        let words = &statement.words;
+        (0..words.len()).any(|k| {
+            let starts =
+                k == 0 || matches!(words[k - 1].as_str(), "BEGIN" | "THEN" | "ELSE" | "LOOP");
+            starts && changes_session(&words[k..])
+        })
+    })
 }
 
 /// Whether a statement leaves state on its session past its transaction; see
@@ -128,14 +171,20 @@ fn changes_session(words: &[String]) -> bool {
         "DECLARE" => pair("WITH", "HOLD"),
         _ => false,
     };
-    // SELECT ... INTO TEMP t (not INSERT INTO temp, a table of that name).
+    // SELECT ... INTO TEMP t or INTO pg_temp.t (not INSERT INTO temp, a table of that name).
     let into_temporary = matches!(word(0), "SELECT" | "WITH")
         && !words.iter().any(|w| w == "INSERT")
-        && words.windows(2).any(|w| w[0] == "INTO" && temporary(&w[1]));
+        && words
+            .windows(2)
+            .any(|w| w[0] == "INTO" && (temporary(&w[1]) || temporary_schema(&w[1])));
+    // CREATE ... pg_temp.x: a temporary table, view, sequence or function, as CREATE TEMP
+    // makes (a view of a temporary table is one too).
+    let in_temporary_schema =
+        word(0) == "CREATE" && words.iter().any(|w| temporary_schema(w)) && !pair("COMMIT", "DROP");
     // Session advisory locks; the `_XACT_` ones end with their transaction.
     let session_lock = words.iter().any(|w| {
         matches!(
-            w.as_str(),
+            name(w),
             "PG_ADVISORY_LOCK"
                 | "PG_ADVISORY_LOCK_SHARED"
                 | "PG_TRY_ADVISORY_LOCK"
@@ -143,15 +192,28 @@ fn changes_session(words: &[String]) -> bool {
         )
     });
     // set_config(name, value, is_local): string and parameter arguments leave no words, so
-    // the word after it is a literal `is_local` (or an expression, which is let through).
-    let session_config = pair("SET_CONFIG", "FALSE");
-    statement || into_temporary || session_lock || session_config
+    // the word after it is `is_local` if that is a literal. Only a literal `true` is known to
+    // end with the transaction; `false`, a bound value (diesel's typed call binds them all),
+    // a string or an expression may not.
+    let session_config = words
+        .iter()
+        .enumerate()
+        .any(|(n, w)| name(w) == "SET_CONFIG" && word(n + 1) != "TRUE");
+    statement || into_temporary || in_temporary_schema || session_lock || session_config
+}
+
+/// `pg_temp` (or a session's own `pg_temp_N`), the schema of temporary objects.
+fn temporary_schema(word: &str) -> bool {
+    let name = name(word);
+    name == "PG_TEMP"
+        || name
+            .strip_prefix("PG_TEMP_")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replicated::statements::statements;
 
     fn refused(sql: &str, in_transaction: bool) -> Option<RefusedStatement> {
         statements(sql)
@@ -211,6 +273,19 @@ mod tests {
             "SELECT pg_catalog.pg_try_advisory_lock_shared($1)",
             "SELECT pg_catalog.set_config('search_path', '', false)",
             "INSERT INTO t VALUES (1); SET x.y = 1",
+            "CREATE TABLE pg_temp.x (a int)",
+            "CREATE TABLE \"pg_temp\".x AS SELECT 1",
+            "CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$",
+            "CREATE VIEW v AS SELECT * FROM pg_temp_3.x",
+            "SELECT 1 AS a INTO pg_temp.x",
+            "SELECT \"pg_advisory_lock\"(1)",
+            "SELECT \"pg_catalog\".\"pg_try_advisory_lock\"(1)",
+            "SELECT set_config($1, $2, $3)",
+            "SELECT set_config('search_path', '', 'false')",
+            "SELECT \"set_config\"('search_path', '', false)",
+            "DO $$ BEGIN SET search_path = app; END $$",
+            "DO LANGUAGE plpgsql $b$ BEGIN IF true THEN LISTEN jobs; END IF; END $b$",
+            "DO 'BEGIN PERFORM pg_advisory_lock(1); PERFORM ''x''; END'",
         ] {
             for in_transaction in [false, true] {
                 assert!(
@@ -228,6 +303,12 @@ mod tests {
             "SET CONSTRAINTS ALL DEFERRED",
             "PREPARE TRANSACTION 'x'",
             "CREATE TEMP TABLE x (a int) ON COMMIT DROP",
+            "CREATE TABLE pg_temp.x (a int) ON COMMIT DROP",
+            "SELECT set_config('search_path', '', true)",
+            "SELECT * FROM pg_temp.x",
+            "CREATE TABLE pg_temporary (a int)",
+            "DO $$ BEGIN SET LOCAL search_path = app; UPDATE t SET x = 1; END $$",
+            "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$ BEGIN SET search_path = app; END $$",
             "CREATE TABLE temp (a int)",
             "INSERT INTO temp VALUES (1)",
             "WITH x AS (SELECT 1) INSERT INTO temp SELECT * FROM x",

@@ -5,9 +5,9 @@
 pub(super) struct Statement<'a> {
     /// Its text, trimmed.
     pub(super) text: &'a str,
-    /// Its keywords and identifiers in upper case, skipping comments, string literals, quoted
-    /// identifiers and dollar-quoted bodies (which cannot hide a keyword: a function body's
-    /// `BEGIN` is not the script's).
+    /// Its keywords and identifiers in upper case, skipping comments, string literals and
+    /// dollar-quoted bodies (which cannot hide a keyword: a function body's `BEGIN` is not the
+    /// script's). A quoted identifier keeps its quotes (`"UPDATE"`): see [`name`].
     pub(super) words: Vec<String>,
 }
 
@@ -57,13 +57,27 @@ pub(super) fn statements<'a>(sql: &'a str) -> Vec<Statement<'a>> {
                     }
                 }
             }
-            '\'' | '"' => {
-                // '' and "" inside are two quotes in a row: leaving and re-entering is the same.
+            '\'' => {
+                // '' inside is two quotes in a row: leaving and re-entering is the same.
                 for (_, inner) in chars.by_ref() {
                     if inner == c {
                         break;
                     }
                 }
+            }
+            '"' => {
+                // A quoted identifier is a word too, kept in its quotes: it names a function
+                // or schema as the bare word does (`"pg_advisory_lock"(1)`, `"pg_temp".t`),
+                // but is never a keyword (`"update"` is a column).
+                let mut word = String::from('"');
+                for (_, inner) in chars.by_ref() {
+                    if inner == '"' {
+                        break;
+                    }
+                    word.extend(inner.to_uppercase());
+                }
+                word.push('"');
+                words.push(word);
             }
             '$' => {
                 // `$tag$ ... $tag$` (a function body); `$1` is a parameter.
@@ -96,8 +110,16 @@ pub(super) fn statements<'a>(sql: &'a str) -> Vec<Statement<'a>> {
     statements
 }
 
+/// The name a word gives, quoted or not: `"pg_temp"` and `pg_temp` both name `PG_TEMP`.
+/// For names of functions and schemas only; keywords are never quoted.
+pub(super) fn name(word: &str) -> &str {
+    word.strip_prefix('"')
+        .and_then(|w| w.strip_suffix('"'))
+        .unwrap_or(word)
+}
+
 /// The opening `$tag$` of a dollar-quoted string at the start of `text`, if it is one.
-fn dollar_tag(text: &str) -> Option<&str> {
+pub(super) fn dollar_tag(text: &str) -> Option<&str> {
     let rest = &text[1..];
     let len = rest.find('$')?;
     let tag = &rest[..len];
@@ -132,6 +154,12 @@ mod tests {
         );
         assert_eq!(split[2].words, ["SELECT"]);
         assert_eq!(words("a$b $1x"), [["A$B", "X"]]);
+        assert_eq!(
+            words("SELECT \"pg_catalog\".\"Update\"(1)"),
+            [["SELECT", "\"PG_CATALOG\"", "\"UPDATE\""]]
+        );
+        assert_eq!(name("\"PG_TEMP\""), "PG_TEMP");
+        assert_eq!(name("PG_TEMP"), "PG_TEMP");
         assert_eq!(words("SELECT $unterminated$ BEGIN"), [["SELECT"]]);
         assert!(statements(" ; -- only\n ;").is_empty());
     }

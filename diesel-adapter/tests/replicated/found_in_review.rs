@@ -2,7 +2,10 @@
 //! (unlogged tables, DDL naming a column `temp`, a busy replica pool, a read transaction after
 //! a commit whose position was lost, a hung primary holding up the health checks, read-your-writes
 //! waiting on a replica behind while another has the write, transaction statements missing
-//! from instrumentation, a nested read transaction's documented behaviour), or known and not fixed yet (ignored, with why).
+//! from instrumentation, a nested read transaction's documented behaviour, session changes that
+//! slipped past the refusals: objects created in `pg_temp`, advisory locks called by quoted
+//! names, `set_config` with a bound or string `is_local`, `DO` blocks), or known and not fixed
+//! yet (ignored, with why).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,7 +15,9 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use diesel::sql_types::{BigInt, Integer};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
-use litemux_diesel::replicated::{Cluster, ClusterConnection, Consistency};
+use litemux_diesel::replicated::{
+    Cluster, ClusterConnection, ClusterOptions, Consistency, RefusedStatement,
+};
 
 use super::{Frozen, ReplayPaused, Stopped, TestResult, servers, wait_replayed};
 
@@ -445,5 +450,177 @@ async fn transaction_instrumentation_matches_async_pg_connection() -> TestResult
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     assert_eq!(cluster_events, diesel_events);
+    Ok(())
+}
+
+/// Whether `outcome` is a refusal of a statement that changes the session.
+fn refused_as_session_change<T: std::fmt::Debug>(outcome: &QueryResult<T>) -> bool {
+    matches!(
+        outcome,
+        Err(DieselError::QueryBuilderError(cause))
+            if matches!(
+                cause.downcast_ref::<RefusedStatement>(),
+                Some(RefusedStatement::SessionState { .. })
+            )
+    )
+}
+
+/// A table, view, sequence or function created in the schema `pg_temp` is a temporary one, as
+/// `CREATE TEMP` makes (and `SELECT ... INTO pg_temp.x` is `SELECT ... INTO TEMP x`): it stays
+/// with the pooled connection, for other connections to meet. Only the `TEMP` keyword was
+/// refused; the schema-qualified spelling ran.
+#[tokio::test]
+async fn creating_in_the_pg_temp_schema_is_refused_as_a_session_change() -> TestResult {
+    let servers = servers!("review_pg_temp");
+    servers.on_primary(SCHEMA).await?;
+    let cluster = servers.cluster().await?;
+    let mut conn = cluster.get().await?;
+    for sql in [
+        "CREATE TABLE pg_temp.scratch (x INTEGER)",
+        "CREATE TABLE \"pg_temp\".scratch (x INTEGER)",
+        "CREATE TABLE pg_temp.copied AS SELECT * FROM t",
+        "CREATE VIEW pg_temp.v AS SELECT 1 AS x",
+        "CREATE SEQUENCE pg_temp.s",
+        "CREATE FUNCTION pg_temp.f() RETURNS INTEGER LANGUAGE sql AS $$ SELECT 1 $$",
+        "SELECT * INTO pg_temp.copy FROM t",
+    ] {
+        let outcome = conn.batch_execute(sql).await;
+        assert!(refused_as_session_change(&outcome), "{sql}: {outcome:?}");
+        let outcome = diesel::sql_query(sql).execute(&mut conn).await;
+        assert!(refused_as_session_change(&outcome), "{sql}: {outcome:?}");
+    }
+    // Dropped at its commit, as `CREATE TEMP TABLE ... ON COMMIT DROP` is: it runs.
+    conn.transaction::<_, DieselError, _>(async |conn| {
+        conn.batch_execute("CREATE TABLE pg_temp.scratch (x INTEGER) ON COMMIT DROP")
+            .await
+    })
+    .await?;
+    Ok(())
+}
+
+#[derive(QueryableByName, Debug)]
+struct Got {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    got: bool,
+}
+
+/// An advisory lock function called by its quoted name (`"pg_advisory_lock"(1)`, as a query
+/// builder that quotes every identifier writes it) was not seen: a session lock was not
+/// refused (it stayed with a pooled connection), and a read of one ran on a replica, which
+/// takes advisory locks of its own, none of which another client of the primary holds.
+#[tokio::test]
+async fn advisory_locks_called_by_quoted_names_are_refused_or_taken_on_the_primary() -> TestResult {
+    let servers = servers!("review_quoted_advisory");
+    let cluster = servers.cluster().await?;
+    let mut other = AsyncPgConnection::establish(&servers.primary).await?;
+    let held: Got = diesel::sql_query("SELECT pg_try_advisory_lock(4343) AS got")
+        .get_result(&mut other)
+        .await?;
+    assert!(held.got);
+    let mut conn = cluster.get().await?;
+    conn.set_consistency(Consistency::Eventual);
+    for sql in [
+        "SELECT \"pg_try_advisory_lock\"(7) AS got",
+        "SELECT pg_catalog.\"pg_try_advisory_lock_shared\"(7) AS got",
+        "SELECT \"pg_catalog\".\"pg_advisory_lock\"(7) IS NULL AS got",
+    ] {
+        let outcome = diesel::sql_query(sql).load::<Got>(&mut conn).await;
+        assert!(refused_as_session_change(&outcome), "{sql}: {outcome:?}");
+    }
+    for sql in [
+        "SELECT \"pg_try_advisory_xact_lock\"(4343) AS got",
+        "SELECT pg_catalog.\"pg_try_advisory_xact_lock\"(4343) AS got",
+    ] {
+        for _ in 0..2 {
+            let got: Got = diesel::sql_query(sql).get_result(&mut conn).await?;
+            assert!(
+                !got.got,
+                "{sql} took a lock another client holds on the primary"
+            );
+        }
+    }
+    Ok(())
+}
+
+diesel::define_sql_function! {
+    /// PostgreSQL's `set_config(name, value, is_local)`.
+    fn set_config(name: diesel::sql_types::Text, value: diesel::sql_types::Text, is_local: diesel::sql_types::Bool) -> diesel::sql_types::Text;
+}
+
+/// `set_config(name, value, is_local)` with `is_local` bound (diesel's typed call binds every
+/// argument) or written as a string was let through: outside a transaction it is a read and
+/// ran on a replica, whose pooled connection kept the setting for other connections' reads.
+/// Here the next read, by another connection on the same (only) replica connection, found no
+/// table `t`.
+#[tokio::test]
+async fn set_config_whose_is_local_is_not_a_literal_true_is_refused() -> TestResult {
+    let servers = servers!("review_set_config");
+    servers.on_primary(SCHEMA).await?;
+    servers.settle().await?;
+    let cluster = Cluster::connect_with(
+        ClusterOptions::new(&servers.primary)
+            .replica(&servers.replicas[0])
+            .pool_size(1),
+    )
+    .await?;
+    let mut conn = cluster.get().await?;
+    let outcome = diesel::select(set_config("search_path", "nowhere", false))
+        .get_result::<String>(&mut conn)
+        .await;
+    assert!(refused_as_session_change(&outcome), "{outcome:?}");
+    let outcome = diesel::sql_query("SELECT set_config('search_path', 'nowhere', 'false')")
+        .execute(&mut conn)
+        .await;
+    assert!(refused_as_session_change(&outcome), "{outcome:?}");
+    let outcome = diesel::sql_query("SELECT set_config('search_path', 'nowhere', 'false') AS got")
+        .load::<Seen>(&mut conn)
+        .await;
+    assert!(refused_as_session_change(&outcome), "{outcome:?}");
+
+    let mut next = cluster.get().await?;
+    next.set_consistency(Consistency::Eventual);
+    let read = bounded("read", seen(&mut next)).await?;
+    assert!(read.is_ok(), "{read:?}");
+    // A literal `true` ends with the transaction: it runs.
+    let value = diesel::sql_query("SELECT set_config('search_path', 'nowhere', true) AS v")
+        .execute(&mut conn)
+        .await;
+    assert!(value.is_ok(), "{value:?}");
+    Ok(())
+}
+
+/// A `DO` block runs its body now, on a pooled connection of the primary: a `SET`, a
+/// `set_config(.., .., false)`, a session advisory lock or a `CREATE TEMP TABLE` in it stays
+/// with that connection as if written outside it. The body was skipped as a function body is
+/// (whose statements run only when called). Here the next connection on the same (only)
+/// primary connection found no table `t`.
+#[tokio::test]
+async fn a_do_block_that_changes_the_session_is_refused() -> TestResult {
+    let servers = servers!("review_do_block");
+    servers.on_primary(SCHEMA).await?;
+    let cluster = Cluster::connect_with(ClusterOptions::new(&servers.primary).pool_size(1)).await?;
+    let mut conn = cluster.get().await?;
+    for sql in [
+        "DO $$ BEGIN SET search_path = nowhere; END $$",
+        "DO $body$ BEGIN PERFORM set_config('search_path', 'nowhere', false); END $body$",
+        "DO LANGUAGE plpgsql $$ DECLARE n int; BEGIN n := 1; IF n = 1 THEN SET search_path = nowhere; END IF; END $$",
+        "DO 'BEGIN PERFORM pg_advisory_lock(1); END'",
+        "DO $$ BEGIN CREATE TEMP TABLE scratch (x int); END $$",
+    ] {
+        let outcome = conn.batch_execute(sql).await;
+        assert!(refused_as_session_change(&outcome), "{sql}: {outcome:?}");
+        let mut next = cluster.get().await?;
+        let read = bounded("read", seen(&mut next)).await?;
+        assert!(read.is_ok(), "after {sql}: {read:?}");
+    }
+    // A block that leaves nothing behind runs, as a function's body does.
+    conn.batch_execute(
+        "DO $$ BEGIN SET LOCAL search_path = nowhere; UPDATE public.t SET x = x; END $$",
+    )
+    .await?;
+    conn.batch_execute(
+        "CREATE FUNCTION reset_nothing() RETURNS void LANGUAGE plpgsql AS $$ BEGIN SET search_path = public; END $$",
+    )
+    .await?;
     Ok(())
 }
