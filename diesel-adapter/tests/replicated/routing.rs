@@ -64,8 +64,11 @@ async fn reads_spread_over_the_replicas_and_writes_run_on_the_primary() -> TestR
         ports
     };
     let tally = servers.tally(&ports);
-    assert_eq!(tally.get("replica1"), Some(&10), "{tally:?}");
-    assert_eq!(tally.get("replica2"), Some(&10), "{tally:?}");
+    // A node out of the rotation says why in its status (seen twice in twelve loaded runs:
+    // replica1 served none, cause not known yet).
+    let status = cluster.status();
+    assert_eq!(tally.get("replica1"), Some(&10), "{tally:?} {status:?}");
+    assert_eq!(tally.get("replica2"), Some(&10), "{tally:?} {status:?}");
     assert_eq!(conn.last_read().map(|r| r.role), Some(NodeRole::Replica));
 
     // Each kind of write records where it ran, inside the statement itself.
