@@ -78,7 +78,8 @@ pub trait LoadDecoded: AsQuery + Sized {
         U: FromSqlRow<Output<Self, U>, Sqlite> + Send + 'static,
     {
         let (text, query) = conn.serialize(&self.as_query());
-        conn.run_instrumented(text, query, Work::decode_all::<Output<Self, U>>())
+        let all = conn.run_instrumented(text, query, Work::decode_all::<Output<Self, U>>());
+        async move { all.await?.into_result() }
     }
 
     /// The query's first row, as `U`, or [`diesel::result::Error::NotFound`] (diesel's
@@ -94,7 +95,12 @@ pub trait LoadDecoded: AsQuery + Sized {
     {
         let (text, query) = conn.serialize(&self.as_query());
         let first = conn.run_instrumented(text, query, Work::decode_first::<Output<Self, U>>());
-        async move { first.await?.ok_or(diesel::result::Error::NotFound) }
+        async move {
+            first
+                .await?
+                .into_result()?
+                .ok_or(diesel::result::Error::NotFound)
+        }
     }
 }
 

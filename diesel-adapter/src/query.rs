@@ -10,7 +10,7 @@ use diesel::sqlite::{Sqlite, SqliteConnection};
 
 use crate::column_names::RowCopier;
 use crate::loaded_row::{Chunk, LoadedRow, OwnedRow, Recycler};
-use crate::serialized::SerializedQuery;
+use crate::serialized::{CursorRow, SerializedQuery};
 
 /// Runs `query` and copies its rows out (on a connection thread).
 pub(crate) fn load_rows(
@@ -116,36 +116,113 @@ pub(crate) fn load_into(
     }
 }
 
+/// Rows built where they are read: what the statement returned for it (the history's count)
+/// and what building them came to.
+pub(crate) struct Decoded<T> {
+    /// The rows the statement returned before building stopped.
+    pub(crate) stepped: u64,
+    pub(crate) built: Result<T, Undecoded>,
+}
+
+/// Why rows were not built although their statement ran: the caller's failure, not the
+/// statement's, as when `RunQueryDsl::load` builds them on the caller's task (it reports the
+/// query finished without error, and records it as run, before the conversion fails there).
+pub(crate) enum Undecoded {
+    /// A row did not convert (diesel's `DeserializationError`).
+    Failed(diesel::result::Error),
+    /// User code building a row (a `Queryable` or `FromSql` impl) panicked. Caught where it
+    /// ran, the connection is left as after any query (the statement reset, the cache watch
+    /// ended), and the panic goes on on the caller's task, whether the rows were built inline
+    /// or on a connection thread (where litemux would answer `ConnectionLost` instead).
+    Panicked(Box<dyn std::any::Any + Send>),
+}
+
+impl<T> Decoded<T> {
+    /// Nothing built: an outcome for a statement that returned no rows.
+    pub(crate) fn none(rows: T) -> Self {
+        Decoded {
+            stepped: 0,
+            built: Ok(rows),
+        }
+    }
+
+    /// The rows, on the caller's task: a conversion's error is returned, a panic resumed.
+    pub(crate) fn into_result(self) -> QueryResult<T> {
+        match self.built {
+            Ok(rows) => Ok(rows),
+            Err(Undecoded::Failed(e)) => Err(e),
+            Err(Undecoded::Panicked(panic)) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+/// Steps `query`, handing each row to `build` until it says stop (`Ok(false)`); a failed
+/// conversion or a panic in `build` ends the building, not the statement.
+fn decode(
+    conn: &mut SqliteConnection,
+    query: &SerializedQuery,
+    mut build: impl FnMut(&CursorRow<'_, '_>) -> diesel::deserialize::Result<bool>,
+) -> QueryResult<Decoded<()>> {
+    let mut stepped = 0;
+    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> QueryResult<_> {
+        for row in query.load(conn)? {
+            let row = row?;
+            stepped += 1;
+            match build(&row) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    return Ok(Err(Undecoded::Failed(
+                        diesel::result::Error::DeserializationError(e),
+                    )));
+                }
+            }
+        }
+        Ok(Ok(()))
+    }));
+    let built = match built {
+        Ok(outcome) => outcome?,
+        Err(panic) => Err(Undecoded::Panicked(panic)),
+    };
+    Ok(Decoded { stepped, built })
+}
+
 /// Every row of `query`, each built as `U` from the statement (on the connection's thread).
 pub(crate) fn decode_all<U, ST>(
     conn: &mut SqliteConnection,
     query: &SerializedQuery,
-) -> QueryResult<Vec<U>>
+) -> QueryResult<Decoded<Vec<U>>>
 where
     U: FromSqlRow<ST, Sqlite>,
 {
-    let mut decoded = Vec::new();
-    for row in query.load(conn)? {
-        decoded
-            .push(U::build_from_row(&row?).map_err(diesel::result::Error::DeserializationError)?);
-    }
-    Ok(decoded)
+    let mut rows = Vec::new();
+    let decoded = decode(conn, query, |row| {
+        rows.push(U::build_from_row(row)?);
+        Ok(true)
+    })?;
+    Ok(Decoded {
+        stepped: decoded.stepped,
+        built: decoded.built.map(|()| rows),
+    })
 }
 
 /// The first row of `query`, built as `U`; the statement is not stepped further.
 pub(crate) fn decode_first<U, ST>(
     conn: &mut SqliteConnection,
     query: &SerializedQuery,
-) -> QueryResult<Option<U>>
+) -> QueryResult<Decoded<Option<U>>>
 where
     U: FromSqlRow<ST, Sqlite>,
 {
-    match query.load(conn)?.next() {
-        Some(row) => U::build_from_row(&row?)
-            .map(Some)
-            .map_err(diesel::result::Error::DeserializationError),
-        None => Ok(None),
-    }
+    let mut first = None;
+    let decoded = decode(conn, query, |row| {
+        first = Some(U::build_from_row(row)?);
+        Ok(false)
+    })?;
+    Ok(Decoded {
+        stepped: decoded.stepped,
+        built: decoded.built.map(|()| first),
+    })
 }
 
 /// Runs `query` for its effect (on a connection thread) and returns the rows it changed.

@@ -12,7 +12,7 @@ use litemux::{ConnectionRef, Role};
 use crate::error::{attach, litemux_view, to_diesel};
 use crate::instrumentation::CacheLog;
 use crate::loaded_row::OwnedRow;
-use crate::query::{self, Capped, Loaded, RowStream};
+use crate::query::{self, Capped, Decoded, Loaded, RowStream};
 use crate::reader_streams::ReaderStreams;
 use crate::serialized::SerializedQuery;
 use crate::transaction_state::TransactionState;
@@ -65,7 +65,7 @@ impl Work<Capped> {
     };
 }
 
-impl<U: Send + 'static> Work<Vec<U>> {
+impl<U: Send + 'static> Work<Decoded<Vec<U>>> {
     /// Build every row as `U` where it is read; the history counts rows returned.
     pub(crate) fn decode_all<ST>() -> Self
     where
@@ -73,15 +73,15 @@ impl<U: Send + 'static> Work<Vec<U>> {
     {
         Work {
             run: query::decode_all::<U, ST>,
-            rows: |rows| Some(rows.len() as u64),
+            rows: |decoded| Some(decoded.stepped),
             // As `LOAD`: no statement with result columns runs inline on the writer.
-            finished: |_| Vec::new(),
+            finished: |_| Decoded::none(Vec::new()),
             counted: false,
         }
     }
 }
 
-impl<U: Send + 'static> Work<Option<U>> {
+impl<U: Send + 'static> Work<Decoded<Option<U>>> {
     /// Build the first row as `U` where it is read; the history counts it.
     pub(crate) fn decode_first<ST>() -> Self
     where
@@ -89,8 +89,8 @@ impl<U: Send + 'static> Work<Option<U>> {
     {
         Work {
             run: query::decode_first::<U, ST>,
-            rows: |row| Some(u64::from(row.is_some())),
-            finished: |_| None,
+            rows: |decoded| Some(decoded.stepped),
+            finished: |_| Decoded::none(None),
             counted: false,
         }
     }

@@ -32,6 +32,9 @@ type BindData =
 /// The rows of a query being stepped, as diesel's `SqliteConnection` returns them.
 pub(crate) type Cursor<'conn, 'query> = <SqliteConnection as LoadConnection>::Cursor<'conn, 'query>;
 
+/// One row of a [`Cursor`].
+pub(crate) type CursorRow<'conn, 'query> = <SqliteConnection as LoadConnection>::Row<'conn, 'query>;
+
 /// A diesel query reduced to what a connection thread needs: SQL text and owned binds.
 pub(crate) struct SerializedQuery {
     pub(crate) sql: Arc<str>,

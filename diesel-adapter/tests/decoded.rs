@@ -318,7 +318,10 @@ fn on_a_current_thread_runtime_too() -> TestResult {
 #[tokio::test]
 async fn instrumentation_sees_the_same_events_as_for_load() -> TestResult {
     let db = TestDb::new();
-    let mut conn = db.connect().await?;
+    // One reader: each reader has its own statement cache, so with two the second run could
+    // land on the other one and cache the statement there.
+    let mut conn = LitemuxConnection::establish(&db.url("readers=1&writer_timeout=2000")).await?;
+    litemux_diesel::run_pending_migrations(conn.database(), MIGRATIONS).await?;
     seed(&mut conn, 10).await?;
     let recorder = Recorder::default();
     conn.set_instrumentation(recorder.clone());
@@ -363,5 +366,194 @@ async fn get_result_decoded_of_a_many_row_insert_returning_keeps_every_row() -> 
         committed_names(conn.database()).await?,
         ["ada", "grace", "edsger"]
     );
+    Ok(())
+}
+
+/// An id that panics when it is decoded as the id `BOMB`: user code failing where the row is
+/// built, which `RunQueryDsl::load` runs on the caller's task.
+#[derive(Debug)]
+struct Bomb;
+
+const BOMB: i32 = 2_900;
+
+impl Queryable<diesel::sql_types::Integer, diesel::sqlite::Sqlite> for Bomb {
+    type Row = i32;
+
+    fn build(id: i32) -> diesel::deserialize::Result<Self> {
+        assert_ne!(id, BOMB, "decoding the bomb");
+        Ok(Bomb)
+    }
+}
+
+/// Loads every user id as a [`Bomb`] on a connection of its own, in a task of its own; what
+/// the task came to.
+async fn explode(
+    database: &litemux::Database,
+    in_transaction: bool,
+) -> Result<QueryResult<usize>, tokio::task::JoinError> {
+    let mut conn = LitemuxConnection::from_database(database.clone());
+    tokio::spawn(async move {
+        let load = async |conn: &mut LitemuxConnection| {
+            users::table
+                .select(users::id)
+                .order(users::id)
+                .load_decoded::<Bomb>(conn)
+                .await
+                .map(|ids| ids.len())
+        };
+        if in_transaction {
+            conn.transaction::<_, Error, _>(async |conn| {
+                insert_user(conn, "inside").await?;
+                load(conn).await
+            })
+            .await
+        } else {
+            load(&mut conn).await
+        }
+    })
+    .await
+}
+
+/// After a decoding panic: the panic reached the caller as a panic, and the database reads
+/// (on the reader, its only one in the test without inline runs), writes and checkpoints as
+/// before (no reader, writer or snapshot left behind).
+async fn panicked_and_recovered(
+    conn: &mut LitemuxConnection,
+    outcome: Result<QueryResult<usize>, tokio::task::JoinError>,
+) -> TestResult {
+    match outcome {
+        Err(e) if e.is_panic() => {}
+        other => panic!("the decoding panic did not reach the caller: {other:?}"),
+    }
+    let database = conn.database().clone();
+    assert!(writer_is_free(&database).await);
+    insert_user(conn, "after").await?;
+    let names = user_names(conn).await?;
+    assert_eq!(names.last().map(String::as_str), Some("after"));
+    assert!(!names.iter().any(|n| n == "inside"), "{names:?}");
+    // Nothing holds a read snapshot: the whole WAL can be checkpointed.
+    let row = database
+        .fetch_one("PRAGMA wal_checkpoint(TRUNCATE)", ())
+        .await?;
+    assert_eq!(row.get::<i64>(0)?, 0, "the checkpoint was blocked");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_decoding_a_row_on_a_readers_thread_reaches_the_caller_as_a_panic() -> TestResult {
+    let db = TestDb::new();
+    // No inline runs: the rows are decoded on the reader's thread.
+    let mut conn =
+        LitemuxConnection::establish(&db.url("readers=1&writer_timeout=2000&inline_budget_us=0"))
+            .await?;
+    litemux_diesel::run_pending_migrations(conn.database(), MIGRATIONS).await?;
+    seed(&mut conn, 3_000).await?;
+    let outcome = explode(conn.database(), false).await;
+    panicked_and_recovered(&mut conn, outcome).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_decoding_a_row_inside_a_transaction_reaches_the_caller_and_rolls_back()
+-> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    seed(&mut conn, 3_000).await?;
+    let outcome = explode(conn.database(), true).await;
+    panicked_and_recovered(&mut conn, outcome).await
+}
+
+/// `get_result` builds the row on the caller's task, after the insert committed, so a panic
+/// there is the caller's own. Decoded on the writer's thread, the same panic must not come
+/// back as a lost connection: the caller would take the committed insert for failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_decoding_the_row_an_insert_returns_reaches_the_caller_and_the_insert_commits_once()
+-> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    let database = conn.database().clone();
+    let outcome = tokio::spawn(async move {
+        diesel::insert_into(users::table)
+            .values((users::id.eq(BOMB), users::name.eq("bomb")))
+            .returning(users::id)
+            .get_result_decoded::<Bomb>(&mut conn)
+            .await
+            .map(drop)
+    })
+    .await;
+    match outcome {
+        Err(e) if e.is_panic() => {}
+        other => panic!("the decoding panic did not reach the caller: {other:?}"),
+    }
+    assert_eq!(committed_names(&database).await?, ["bomb"]);
+    let mut conn = LitemuxConnection::from_database(database);
+    insert_user(&mut conn, "after").await?;
+    assert_eq!(user_names(&mut conn).await?, ["bomb", "after"]);
+    Ok(())
+}
+
+/// A row that does not convert is the caller's error, not the statement's: `load` (and
+/// diesel's own `SqliteConnection`) report the query finished without error and record it
+/// in the history as run, then fail the conversion. The decoded query must not log the
+/// statement as failed.
+#[tokio::test]
+async fn a_row_that_does_not_decode_leaves_the_statement_succeeded_in_history_and_instrumentation()
+-> TestResult {
+    for in_transaction in [false, true] {
+        let db = TestDb::new();
+        let mut conn = db.connect().await?;
+        conn.batch_execute("INSERT INTO users(name, email) VALUES ('ada', NULL)")
+            .await?;
+        let recorder = Recorder::default();
+        conn.set_instrumentation(recorder.clone());
+        let query = users::table.select(users::email.assume_not_null());
+        let reported = async |conn: &mut LitemuxConnection, decoded: bool| {
+            let outcome = if in_transaction {
+                conn.transaction::<_, Error, _>(async |conn| {
+                    let outcome = if decoded {
+                        query.load_decoded::<String>(conn).await
+                    } else {
+                        query.load::<String>(conn).await
+                    };
+                    Ok(show(&outcome))
+                })
+                .await
+                .map_err(|e| show(&e))
+            } else if decoded {
+                Ok(show(&query.load_decoded::<String>(conn).await))
+            } else {
+                Ok(show(&query.load::<String>(conn).await))
+            };
+            let events: Vec<String> = recorder
+                .take()
+                .into_iter()
+                .filter(|e| !e.starts_with("cache "))
+                .collect();
+            let entry = conn
+                .database()
+                .history()
+                .into_iter()
+                .rev()
+                .find(|e| e.sql.starts_with("SELECT"))
+                .map(|e| (e.rows, e.error));
+            (outcome, events, entry)
+        };
+        let through_load = reported(&mut conn, false).await;
+        assert!(
+            through_load
+                .0
+                .as_ref()
+                .is_ok_and(|o| o.contains("DeserializationError"))
+        );
+        assert_eq!(
+            through_load.2,
+            Some((1, None)),
+            "load records a run statement"
+        );
+        assert_eq!(
+            reported(&mut conn, true).await,
+            through_load,
+            "in a transaction: {in_transaction}"
+        );
+    }
     Ok(())
 }
