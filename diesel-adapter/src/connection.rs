@@ -89,9 +89,12 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 ///
 /// # Cancel safety
 /// A query future (`load`, `execute`, `batch_execute`, ...) dropped before it is polled does
-/// nothing; once polled, its statement runs to completion on its connection even if the future
-/// is dropped — outside a transaction a write then commits, inside one it stays part of the
-/// transaction, which goes on. Transactions are covered above.
+/// nothing. Outside a transaction, litemux's rule holds once it is polled: a statement still
+/// waiting for its connection never runs, one running on a connection's thread is
+/// interrupted (SQLite undoes an autocommit write as a whole; a script keeps the statements
+/// it finished), and one that already ran (inline, on the first poll) stays done — a write
+/// committed. Inside a transaction a statement once sent runs to its end and stays part of
+/// the transaction, which goes on. Transactions are covered above.
 ///
 /// # Statement caches
 /// The connections behind it are shared, each with diesel's prepared-statement cache, keyed as

@@ -355,3 +355,24 @@ async fn a_dropped_long_load_is_interrupted() -> TestResult {
     }
     Ok(())
 }
+
+/// Outside a transaction a write whose future is dropped while it waits for the writer never
+/// runs (litemux's rule: a statement not started when its caller leaves is not started), as
+/// the connection's "Cancel safety" docs say; the connection and the writer go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_dropped_while_it_waits_for_the_writer_never_runs() -> TestResult {
+    use crate::group_commit::{hold_writer, queued};
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    let database = conn.database().clone();
+    let release = hold_writer(&database).await;
+    let mut other = LitemuxConnection::from_database(database.clone());
+    let waiting = tokio::spawn(async move { insert_user(&mut other, "dropped").await });
+    queued(&database, 1).await;
+    waiting.abort();
+    assert!(waiting.await.expect_err("aborted").is_cancelled());
+    release.send(())?;
+    insert_user(&mut conn, "after").await?;
+    assert_eq!(committed_names(&database).await?, ["after"]);
+    Ok(())
+}
