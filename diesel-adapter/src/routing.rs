@@ -171,9 +171,11 @@ pub(crate) async fn load(
     cache: Option<CacheLog>,
 ) -> QueryResult<RowStream> {
     if let Some(mut lent) = transaction.lend().await? {
+        // `stream_for` refuses transaction control (`sql_query("COMMIT")`), as `run` does.
+        let sql = Arc::clone(&query.sql);
         let stream = lent
             .tx()
-            .stream_with(move |conn, sink| {
+            .stream_for(&sql, move |conn, sink| {
                 if !conn.in_transaction() {
                     let aborted = litemux::Error::TransactionAborted {
                         sql: query.sql.to_string(),

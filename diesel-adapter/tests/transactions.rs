@@ -419,20 +419,54 @@ async fn transaction_control_sent_as_a_query_inside_a_transaction_is_refused() -
     let db = TestDb::new();
     let mut conn = db.connect().await?;
     for control in ["COMMIT", "rollback", "SAVEPOINT x", "RELEASE x", "END"] {
-        let outcome = conn
-            .transaction::<(), Error, _>(async |conn| {
-                insert_user(conn, "before").await?;
-                let refused = diesel::sql_query(control).execute(conn).await;
-                assert!(refused.is_err(), "{control}: {refused:?}");
-                insert_user(conn, "after").await?;
-                Err(Error::RollbackTransaction)
-            })
-            .await;
-        assert_eq!(outcome, Err(Error::RollbackTransaction), "{control}");
-        assert!(
-            committed_names(conn.database()).await?.is_empty(),
-            "{control}"
-        );
+        // Through `execute` and through `load` (which streams from the transaction's
+        // connection: found running `COMMIT` in review).
+        for loaded in [false, true] {
+            let outcome = conn
+                .transaction::<(), Error, _>(async |conn| {
+                    insert_user(conn, "before").await?;
+                    let query = diesel::sql_query(control);
+                    let refused = if loaded {
+                        query.load::<Nothing>(conn).await.map(drop)
+                    } else {
+                        query.execute(conn).await.map(drop)
+                    };
+                    assert!(refused.is_err(), "{control} (load: {loaded}): {refused:?}");
+                    insert_user(conn, "after").await?;
+                    Err(Error::RollbackTransaction)
+                })
+                .await;
+            assert_eq!(
+                outcome,
+                Err(Error::RollbackTransaction),
+                "{control} (load: {loaded})"
+            );
+            assert!(
+                committed_names(conn.database()).await?.is_empty(),
+                "{control} (load: {loaded})"
+            );
+        }
     }
+    Ok(())
+}
+
+/// Outside a transaction, `BEGIN` sent as a query through `load` or `execute` cannot leave
+/// the shared writer inside a transaction nobody ends.
+#[tokio::test]
+async fn a_begin_sent_as_a_query_outside_a_transaction_leaves_the_writer_free() -> TestResult {
+    let db = TestDb::new();
+    let mut conn = db.connect().await?;
+    for loaded in [false, true] {
+        let query = diesel::sql_query("BEGIN");
+        let outcome = if loaded {
+            query.load::<Nothing>(&mut conn).await.map(drop)
+        } else {
+            query.execute(&mut conn).await.map(drop)
+        };
+        assert!(outcome.is_err(), "load: {loaded}: {outcome:?}");
+        assert!(writer_is_free(conn.database()).await, "load: {loaded}");
+        insert_user(&mut conn, "after").await?;
+    }
+    assert_eq!(committed_names(conn.database()).await?, ["after", "after"]);
     Ok(())
 }

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use super::Transaction;
 use super::hold::Streaming;
 use crate::connection_ref::ConnectionRef;
+use crate::sql::controls_transaction;
 use crate::stream::{Pinned, Sink, Stopper, Streamed};
-use crate::{Params, Result, RowStream};
+use crate::{Error, Params, Result, RowStream};
 
 impl Transaction {
     /// Runs a query in the transaction and returns its rows as a stream, stepped as they are
@@ -86,5 +87,49 @@ impl Transaction {
                 conn.lend(|conn| f(&mut ConnectionRef::new(conn), sink));
             },
         )
+    }
+
+    /// [`stream_with`](Self::stream_with) for an `f` that runs the one statement `sql` (as
+    /// [`with_statement`](Self::with_statement) is [`with_writer`](crate::Database::with_writer)
+    /// for one statement): a statement that begins, ends or names a transaction or savepoint
+    /// is refused before `f` runs, as `with_statement` refuses it.
+    ///
+    /// ```
+    /// # async fn demo() -> litemux::Result<()> {
+    /// use futures_util::StreamExt as _;
+    /// let db = litemux::Database::open(":memory:").await?;
+    /// let tx = db.begin().await?;
+    /// let refused = tx.stream_for("COMMIT", |_conn, sink: &mut litemux::Sink<()>| {
+    ///     sink.send(());
+    /// });
+    /// assert!(matches!(refused, Err(litemux::Error::TransactionControl { .. })));
+    /// let sql = "INSERT INTO t(x) VALUES (1)";
+    /// # tx.execute_batch("CREATE TABLE t(x INTEGER)").await?;
+    /// let mut inserted = tx.stream_for(sql, move |conn, sink| {
+    ///     use diesel::RunQueryDsl as _;
+    ///     sink.send(diesel::sql_query(sql).execute(conn.diesel()).unwrap_or(0));
+    /// })?;
+    /// assert_eq!(inserted.next().await, Some(1));
+    /// drop(inserted);
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::TransactionControl`](crate::Error::TransactionControl), and those of
+    /// [`stream_with`](Self::stream_with).
+    ///
+    /// # Cancel safety
+    /// As [`stream_with`](Self::stream_with).
+    pub fn stream_for<T: Send + 'static>(
+        &self,
+        sql: &str,
+        f: impl FnOnce(&mut ConnectionRef<'_>, &mut Sink<T>) + Send + 'static,
+    ) -> Result<Streamed<T>> {
+        if controls_transaction(sql) {
+            return Err(Error::TransactionControl { sql: sql.into() });
+        }
+        self.stream_with(f)
     }
 }
