@@ -419,6 +419,70 @@ async fn closing_the_database_ends_a_stream_nobody_reads() -> litemux::Result<()
     Ok(())
 }
 
+/// `statement_timeout` bounds a stream as a whole, its caller's pace included: a stream
+/// polled once and then kept without being read ends when its timeout passes, and gives its
+/// connection back, rather than hold it, its thread waiting for room, for as long as the
+/// stream lives. Outside a transaction that connection is a reader (here the only one) or,
+/// without readers, the writer.
+async fn a_stream_nobody_reads_gives_its_connection_back_at_its_statement_timeout(
+    db: &Database,
+    other_work: impl std::future::Future<Output = litemux::Result<()>>,
+) {
+    let mut rows = db.fetch(ENDLESS, ());
+    // Its first row; the connection then steps ahead until the pipe is full, and waits.
+    let first = rows.next().await.expect("an item");
+    // A bound, not a synchronisation: far above the statement timeout, far below the wait
+    // for a connection, which would otherwise end `other_work` with an error of its own.
+    tokio::time::timeout(Duration::from_secs(20), other_work)
+        .await
+        .expect("the stream nobody reads held its connection past its statement timeout")
+        .expect("the other work");
+    if first.is_ok() {
+        // The rows stepped before the timeout may still come; then the stream says it was
+        // stopped.
+        let last = collect(rows).await.pop();
+        assert!(
+            matches!(last, Some(Err(Error::Interrupted { .. }))),
+            "{last:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_nobody_reads_gives_the_only_reader_back_at_its_statement_timeout() {
+    let temp = TempDb::new();
+    let db = Database::open_with(
+        temp.options()
+            .readers(1)
+            .statement_timeout(Duration::from_millis(300))
+            .reader_timeout(Duration::from_secs(120)),
+    )
+    .await
+    .expect("open");
+    let read = async {
+        let one = db.fetch_one("SELECT 41 + 1", ()).await?;
+        assert_eq!(one.get::<i64>(0)?, 42);
+        Ok(())
+    };
+    a_stream_nobody_reads_gives_its_connection_back_at_its_statement_timeout(&db, read).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_nobody_reads_gives_the_writer_back_at_its_statement_timeout() {
+    let db = Database::open_with(
+        Options::memory()
+            .statement_timeout(Duration::from_millis(300))
+            .writer_timeout(Duration::from_secs(120)),
+    )
+    .await
+    .expect("open");
+    db.execute_batch("CREATE TABLE t(x INTEGER)")
+        .await
+        .expect("schema");
+    let write = async { db.execute("INSERT INTO t VALUES (1)", ()).await.map(drop) };
+    a_stream_nobody_reads_gives_its_connection_back_at_its_statement_timeout(&db, write).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_of_a_closed_database_fails() {
     let db = Database::open(":memory:").await.expect("open");

@@ -122,6 +122,11 @@ impl Connection {
         self.raw.diesel()
     }
 
+    /// When the running job's `statement_timeout` passes (see [`arm`](Self::arm)).
+    pub(crate) fn timeout_at(&self) -> Option<Instant> {
+        self.raw.timeout_at()
+    }
+
     /// The flag that stops every statement of this connection once the database closes.
     pub(crate) fn closing(&self) -> Option<Arc<AtomicBool>> {
         self.raw.closing()

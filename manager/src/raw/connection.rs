@@ -113,6 +113,12 @@ impl RawConnection {
         let _ = self.handle.deadline.closing.set(closing);
     }
 
+    /// When the running job's statement timeout passes, as [`set_guard`](Self::set_guard)
+    /// armed it; `None` when it has none.
+    pub(crate) fn timeout_at(&self) -> Option<Instant> {
+        self.handle.deadline.timeout.get()
+    }
+
     /// The flag [`set_closing`](Self::set_closing) gave, if any.
     pub(crate) fn closing(&self) -> Option<Arc<AtomicBool>> {
         self.handle.deadline.closing.get().cloned()

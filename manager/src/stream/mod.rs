@@ -45,8 +45,10 @@ pub use streamed::{Sink, Streamed};
 ///
 /// An error (SQLite's, a timeout waiting for a connection, ...) arrives as one `Err` item,
 /// after the rows stepped before it; the stream ends after it.
-/// [`Options::statement_timeout`](crate::Options::statement_timeout) bounds the whole stream,
-/// the caller's pace included.
+/// [`Options::statement_timeout`](crate::Options::statement_timeout) bounds the whole stream
+/// of a read, the caller's pace included: one nobody reads ends at its timeout and gives its
+/// connection back. (A write that returns rows has made its changes by its first row; its
+/// stream is not cut short while it waits for its caller.)
 ///
 /// ```
 /// # async fn demo() -> litemux::Result<()> {

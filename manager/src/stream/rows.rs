@@ -2,6 +2,7 @@
 //! writer, a transaction's connection) and the job that steps it and hands its rows over.
 
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use super::pipe::{PipeReceiver, PipeSender, Stop, Stopper, pipe};
 use crate::conn::run::Chunks;
@@ -257,8 +258,20 @@ fn produce(
         _ => {}
     }
     let closing = conn.closing();
-    let stop =
-        || cancel.is_cancelled() || closing.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
+    // `statement_timeout` bounds the whole stream, the caller's pace included: SQLite's
+    // progress handler stops the statement only while it steps, not while its thread waits
+    // here for a caller who does not read. A read stopped there has no effect; a write has
+    // made its changes by its first row, so it is left to run as SQLite decides.
+    let timeout_at = if kind == Kind::Read {
+        conn.timeout_at()
+    } else {
+        None
+    };
+    let stop = || {
+        cancel.is_cancelled()
+            || closing.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
+            || timeout_at.is_some_and(|at| Instant::now() >= at)
+    };
     let mut handed = 0;
     let mut sink = |rows: Vec<Row>| {
         handed += rows.len();
