@@ -5,6 +5,7 @@ mod bad_input;
 mod concurrency;
 mod constraints;
 mod conversions;
+mod disk_full;
 mod durability;
 mod error_kinds;
 mod force_rollback;

@@ -21,8 +21,8 @@ impl Database {
     /// `{"blob_len":N}` (its length, not its bytes).
     ///
     /// Entries leave the history only once written: when the file cannot be opened or
-    /// written, the history keeps them (a later flush writes them; after a write that failed
-    /// partway, some of them may then be in the file twice).
+    /// written, the history keeps them and a later flush writes them. A write that failed
+    /// partway (a full disk) is cut off the file again, so the file holds whole lines only.
     ///
     /// # Errors
     /// [`Error::HistoryIo`](crate::Error::HistoryIo), and the history is kept.

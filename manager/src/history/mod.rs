@@ -47,6 +47,9 @@ pub(crate) struct History {
     capacity: usize,
     record_params: bool,
     shards: [Padded<Mutex<VecDeque<Kept>>>; SHARDS],
+    /// Held by a flush from opening the file to cutting back a write that failed, so that a
+    /// cut never takes lines another flush of this history appended meanwhile.
+    flushing: Mutex<()>,
 }
 
 /// An entry as the ring keeps it: without the database, which is the ring's, so recording
@@ -71,6 +74,7 @@ impl History {
             capacity,
             record_params,
             shards: Default::default(),
+            flushing: Mutex::new(()),
         }
     }
 
@@ -172,15 +176,20 @@ impl History {
     /// Appends the entries [`snapshot`](Self::snapshot) would return to `path` as JSON lines
     /// (creating it with mode 0600), and takes them out of the rings so the next flush does
     /// not repeat them. They leave the rings only once written: if the file cannot be opened
-    /// or written, they stay for the next flush (after a write that failed partway, the lines
-    /// it wrote stay in the file too, and the next flush writes them again).
+    /// or written, they stay for the next flush. A write that failed partway (a full disk)
+    /// is cut off the file again, so it never leaves half a line for the next flush to glue
+    /// its first entry onto (nor lines the next flush writes again); only if that cut fails
+    /// too do the lines it wrote stay.
     pub(crate) fn flush(&self, path: &Path) -> Result<usize> {
         let io_error = |source| Error::HistoryIo {
             path: path.to_path_buf(),
             source,
         };
+        let _flushing = self.flushing.lock().unwrap_or_else(PoisonError::into_inner);
         // Opened before anything leaves the rings: a file that cannot be opened costs nothing.
         let mut file = open_private(path).map_err(io_error)?;
+        // Where this flush's lines start (the file is opened to append).
+        let start = file.metadata().map(|m| m.len());
         let taken = self.take();
         let mut text = String::new();
         for (_, kept) in &taken {
@@ -189,6 +198,11 @@ impl History {
         match file.write_all(text.as_bytes()).and_then(|()| file.flush()) {
             Ok(()) => Ok(taken.len()),
             Err(source) => {
+                if let Ok(start) = start
+                    && let Err(error) = file.set_len(start)
+                {
+                    tracing::warn!(target: "litemux", %error, path = %path.display(), "cannot cut a failed history write off the file");
+                }
                 self.put_back(taken);
                 Err(io_error(source))
             }
