@@ -277,7 +277,10 @@ async fn a_write_meeting_another_process_lock_waits_off_the_callers_thread() -> 
     use diesel::connection::SimpleConnection as _;
     use std::time::Duration;
     let db = TestDb::new();
-    let mut conn = LitemuxConnection::establish(&db.url("readers=1&busy_timeout=60000")).await?;
+    // A roomy inline budget: a statement that once overran is not tried inline again, and
+    // under CI's load one insert of a hundred overran the default 100 µs.
+    let url = db.url("readers=1&busy_timeout=60000&inline_budget_us=20000");
+    let mut conn = LitemuxConnection::establish(&url).await?;
     litemux_diesel::run_pending_migrations(conn.database(), MIGRATIONS).await?;
     let insert = || diesel::insert_into(users::table).values(NewUser::named("x"));
     let counters = |conn: &LitemuxConnection| conn.database().status().counters;

@@ -308,7 +308,9 @@ async fn a_statement_taken_off_the_inline_path_gets_it_back_once_it_runs_short()
 /// like on a reader (it changes nothing, so an interrupted attempt just runs again).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_run_inline_on_the_writer_of_a_database_without_readers() {
-    let db = Database::open_with(Options::new(":memory:")).await.unwrap();
+    // A roomy budget: a statement that once overran (under load) is not tried inline again.
+    let options = Options::new(":memory:").inline_budget(std::time::Duration::from_millis(20));
+    let db = Database::open_with(options).await.unwrap();
     db.execute_batch("CREATE TABLE t(x INTEGER); INSERT INTO t VALUES (7)")
         .await
         .unwrap();

@@ -20,6 +20,12 @@ const LONG: Duration = Duration::from_secs(60);
 /// How long a caller waits before it gives up on a statement: short, and well below `LONG`.
 const IMPATIENT: Duration = Duration::from_millis(100);
 
+/// The inline budget of the tests that need a statement to run inline: a statement that
+/// once overran is not tried inline again, and under CI's load one insert in a hundred
+/// overran the default 100 µs. Well below `IMPATIENT`, so a lock wait on the caller's thread
+/// would still show.
+const ROOMY_BUDGET: Duration = Duration::from_millis(20);
+
 const INSERT: &str = "INSERT INTO t(x) VALUES (1)";
 
 /// Another connection on the file, holding its write lock (or, with `EXCLUSIVE`, every lock)
@@ -64,7 +70,8 @@ async fn insert_until_inline(db: &Database) {
 #[tokio::test(flavor = "current_thread")]
 async fn a_write_tried_inline_moves_off_the_callers_thread_to_wait_for_the_lock() {
     let t = TempDb::new();
-    let db = open(t.options().readers(1).busy_timeout(LONG)).await;
+    let options = t.options().readers(1).busy_timeout(LONG);
+    let db = open(options.inline_budget(ROOMY_BUDGET)).await;
     insert_until_inline(&db).await;
     let committed = count(&db).await;
     let overruns = db.status().counters.inline_overruns;
@@ -94,7 +101,8 @@ async fn a_read_tried_inline_moves_off_the_callers_thread_to_wait_for_the_lock()
         .options()
         .journal_mode(JournalMode::Delete)
         .readers(1)
-        .busy_timeout(LONG);
+        .busy_timeout(LONG)
+        .inline_budget(ROOMY_BUDGET);
     let db = open(options).await;
     let mut inline = false;
     for _ in 0..100 {
