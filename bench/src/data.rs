@@ -162,6 +162,24 @@ pub fn create_template(path: &Path) -> Result<(), rusqlite::Error> {
     conn.close().map_err(|(_, e)| e)
 }
 
+/// Checks the run's writes: a run starts from the template, which has no posts, so once its
+/// contestant has closed the file, it holds exactly the posts its successful operations
+/// inserted. A write reported as done but lost, or reported failed yet kept, fails the run.
+pub fn check_posts(path: &Path, written: u64) -> Result<(), String> {
+    let count = || -> Result<i64, rusqlite::Error> {
+        let conn = rusqlite::Connection::open(path)?;
+        conn.query_row("SELECT count(*) FROM posts", (), |row| row.get(0))
+    };
+    let held = count().map_err(|error| format!("cannot count the posts written: {error}"))?;
+    if u64::try_from(held).ok() == Some(written) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the operations reported {written} posts written, the file holds {held}"
+        ))
+    }
+}
+
 /// Copies the template to `path`, giving one run its own fresh database.
 pub fn fresh_copy(template: &Path, path: &Path) -> std::io::Result<()> {
     remove_database(path);
@@ -174,5 +192,31 @@ pub fn remove_database(path: &Path) {
         let mut file = path.as_os_str().to_owned();
         file.push(suffix);
         let _ = fs::remove_file(PathBuf::from(file));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_is_checked_against_the_posts_its_file_holds() {
+        let scratch = ScratchDir::new().expect("scratch directory");
+        let path = scratch.path().join("t.db");
+        create_template(&path).expect("template");
+        assert_eq!(check_posts(&path, 0), Ok(()));
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        for _ in 0..2 {
+            conn.execute(INSERT_POST_SQL, (1, "t", "b"))
+                .expect("insert");
+        }
+        drop(conn);
+        assert_eq!(check_posts(&path, 2), Ok(()));
+        let lost = check_posts(&path, 3).expect_err("one write reported but not in the file");
+        assert!(lost.contains("3 posts written, the file holds 2"), "{lost}");
+        assert!(
+            check_posts(&path, 1).is_err(),
+            "one write more than reported"
+        );
     }
 }

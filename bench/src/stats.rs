@@ -112,6 +112,9 @@ pub struct TaskStats {
     pub first_start: Option<Instant>,
     /// When the last counted operation finished.
     pub last_finish: Option<Instant>,
+    /// Posts the task's successful operations inserted, warm-up and all: the file must hold
+    /// exactly these once the run is over (see `data::check_posts`).
+    pub posts_written: u64,
 }
 
 impl TaskStats {
@@ -163,6 +166,7 @@ impl TaskStats {
             (a, b) => a.or(b),
         };
         self.last_finish = self.last_finish.max(other.last_finish);
+        self.posts_written += other.posts_written;
     }
 }
 

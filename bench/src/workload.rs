@@ -70,6 +70,17 @@ pub enum Op<'a> {
     HoldWrite(&'a NewPost, Duration),
 }
 
+impl Op<'_> {
+    /// The posts this operation inserts when it succeeds.
+    pub fn posts_written(&self) -> u64 {
+        match self {
+            Op::PointRead(_) | Op::Scan => 0,
+            Op::Insert(_) | Op::HoldWrite(..) => 1,
+            Op::Batch(posts) => posts.len() as u64,
+        }
+    }
+}
+
 /// The posts a run inserts: [`BATCH_ROWS`] of them, shared by all its tasks.
 ///
 /// Single inserts pick one at random; a batch inserts all of them. Posts have no unique

@@ -60,6 +60,7 @@ async fn measure<B: AsyncBackend>(spec: &RunSpec) -> Result<Measurement, String>
         .close()
         .await
         .map_err(|error| format!("cannot close: {error}"))?;
+    crate::data::check_posts(&spec.db, total.posts_written)?;
     Ok(Measurement::from_stats(&total, window.start))
 }
 
@@ -80,7 +81,11 @@ async fn task<B: AsyncBackend>(
         if started >= window.end {
             return stats;
         }
+        let writes = op.posts_written();
         let result = perform_async(&backend, op, mode).await;
+        if result.is_ok() {
+            stats.posts_written += writes;
+        }
         stats.record(started, Instant::now(), started >= window.start, result);
     }
 }

@@ -10,8 +10,15 @@ use crate::rng::XorShift;
 use crate::stats::{Measurement, TaskStats};
 use crate::workload::{TaskRole, sample_posts};
 
-/// Runs `spec` on backend `B`.
+/// Runs `spec` on backend `B`, and checks the file holds the posts it wrote.
 pub fn run<B: SyncBackend>(spec: &RunSpec) -> Result<Measurement, String> {
+    let (measurement, written) = run_unchecked::<B>(spec)?;
+    crate::data::check_posts(&spec.db, written)?;
+    Ok(measurement)
+}
+
+/// Runs `spec` on backend `B`; the measurement and the posts its operations wrote.
+fn run_unchecked<B: SyncBackend>(spec: &RunSpec) -> Result<(Measurement, u64), String> {
     let roles = spec.roles();
     let posts = sample_posts();
     // Connections are opened before the clock starts: opening is not what is measured.
@@ -38,7 +45,10 @@ pub fn run<B: SyncBackend>(spec: &RunSpec) -> Result<Measurement, String> {
     });
     let mut total = TaskStats::new(true);
     per_task.into_iter().for_each(|stats| total.merge(stats));
-    Ok(Measurement::from_stats(&total, window.start))
+    Ok((
+        Measurement::from_stats(&total, window.start),
+        total.posts_written,
+    ))
 }
 
 /// One task's loop; the connection is closed when it returns.
@@ -57,7 +67,11 @@ fn task<B: SyncBackend>(
         if started >= window.end {
             return stats;
         }
+        let writes = op.posts_written();
         let result = perform_sync::<B>(&mut conn, op);
+        if result.is_ok() {
+            stats.posts_written += writes;
+        }
         stats.record(started, Instant::now(), started >= window.start, result);
     }
 }
@@ -122,7 +136,8 @@ mod tests {
             batch_mode: BatchMode::RowByRow,
             tasks: None,
         };
-        let m = run::<FixedCost>(&spec).expect("run");
+        // It writes nothing to a file: the run is not checked against one.
+        let (m, _) = run_unchecked::<FixedCost>(&spec).expect("run");
         let true_rate = 1.0 / OP.as_secs_f64();
         let measured = m.ops_per_sec();
         assert!(
