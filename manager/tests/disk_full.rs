@@ -39,9 +39,17 @@ fn run_child(mode: &str, path: &Path) -> BTreeSet<i64> {
         .env(PATH_ENV, path)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        // Not inherited: while its file size limit is low, the child could not write a panic
+        // message to a log file already past it (CI's is), and a failure would say nothing.
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let forward = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[child] {line}");
+        }
+    });
     let stdout = child.stdout.take().unwrap();
     let (tx, lines) = mpsc::channel();
     std::thread::spawn(move || {
@@ -75,6 +83,7 @@ fn run_child(mode: &str, path: &Path) -> BTreeSet<i64> {
         }
     }
     let status = child.wait().unwrap();
+    let _ = forward.join();
     assert!(
         status.success() && ended,
         "child `{mode}` failed: {status:?}"
@@ -706,7 +715,9 @@ async fn child_force_rollback(path: &Path) {
 
 /// A read whose sort spills to a temporary file, which cannot grow.
 async fn child_sort(path: &Path) {
-    let db = child_open(path).await;
+    // On a file: SQLCipher's build keeps temporary storage in memory by default
+    // (`SQLITE_TEMP_STORE=2`), and the sort would never meet the limit.
+    let db = child_open_with(child_options(path).pragma("temp_store", "file")).await;
     some_rows(&db, 0..5).await;
     let sort = "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 6000) \
                 SELECT i FROM c ORDER BY randomblob(3000)";
