@@ -238,3 +238,78 @@ async fn parameters_and_value_are_read_as_fetch_all_reads_them() {
     let e = db.fetch_all_as::<(i64,)>("SELECT ?", ()).await.unwrap_err();
     assert!(matches!(e, Error::ParameterCount { .. }), "{e:?}");
 }
+
+/// An id whose conversion panics on `BOMB`: user code failing where the row is converted.
+#[derive(Debug)]
+struct Bomb;
+
+const BOMB: i64 = 250;
+
+impl FromRow for Bomb {
+    fn from_row(row: &RowRef<'_>) -> litemux::Result<Self> {
+        assert_ne!(row.get::<i64>(0)?, BOMB, "converting the bomb");
+        Ok(Bomb)
+    }
+}
+
+/// A conversion that panics reaches its caller as a panic, wherever it ran: on the calling
+/// thread it always did; on a connection's thread it came back as `ConnectionLost`, which
+/// for a write returning rows says "connection lost" about an insert that committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversion_that_panics_reaches_the_caller_as_a_panic_wherever_it_ran() {
+    for budget in [Duration::ZERO, Duration::from_millis(20)] {
+        let t = TempDb::new();
+        let db = Database::open_with(t.options().readers(1).inline_budget(budget))
+            .await
+            .unwrap();
+        db.execute_batch(SEED).await.unwrap();
+        let reads = db.clone();
+        let read = tokio::spawn(async move { reads.fetch_all_as::<Bomb>(ALL, ()).await.map(drop) });
+        match read.await {
+            Err(e) if e.is_panic() => {}
+            other => panic!("budget {budget:?}: the read's panic became {other:?}"),
+        }
+        let writes = db.clone();
+        let insert = tokio::spawn(async move {
+            writes
+                .fetch_one_as::<Bomb>("INSERT INTO t(id) VALUES (?) RETURNING id", (BOMB + 1_000,))
+                .await
+                .map(drop)
+        });
+        // A write returning rows never runs inline: it converts on the writer's thread.
+        match insert.await {
+            Err(e) if e.is_panic() => panic!("budget {budget:?}: no panic expected for id 1250"),
+            Ok(Ok(())) => {}
+            other => panic!("budget {budget:?}: {other:?}"),
+        }
+        let writes = db.clone();
+        let insert = tokio::spawn(async move {
+            writes
+                .execute("DELETE FROM t WHERE id = ?", (BOMB,))
+                .await
+                .unwrap();
+            writes
+                .fetch_one_as::<Bomb>("INSERT INTO t(id) VALUES (?) RETURNING id", (BOMB,))
+                .await
+                .map(drop)
+        });
+        match insert.await {
+            Err(e) if e.is_panic() => {}
+            other => panic!("budget {budget:?}: the insert's panic became {other:?}"),
+        }
+        let kept = db
+            .fetch_all("SELECT id FROM t WHERE id = ?", (BOMB,))
+            .await
+            .unwrap();
+        assert_eq!(
+            kept.len(),
+            1,
+            "budget {budget:?}: the insert committed once"
+        );
+        // The connections serve on.
+        assert_eq!(db.fetch_all(ALL, ()).await.unwrap().len(), 301);
+        db.execute("INSERT INTO t(id) VALUES (5000)", ())
+            .await
+            .unwrap();
+    }
+}

@@ -14,6 +14,7 @@
 //! - `diesel_error.rs`: diesel's errors turned into litemux's, SQLite's extended code rebuilt.
 
 pub(crate) mod budget;
+pub(crate) mod converted;
 mod diesel_error;
 mod open;
 mod proven;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::Connection;
+use super::converted::Converted;
 use super::record::{Record, RowCount};
 use crate::raw::{Failure, Running};
 use crate::row::{FromRow, RowRef, RowsBuilder};
@@ -170,14 +171,15 @@ impl Connection {
 
     /// Runs one statement and converts its rows with [`FromRow`] as they are stepped. A
     /// conversion that fails stops the statement there: a write (`RETURNING`) has made its
-    /// changes by its first row, and they stand, as for `Limit::First`.
+    /// changes by its first row, and they stand, as for `Limit::First`. So does a conversion
+    /// that panics; its panic is returned, for the caller's task (see [`Converted`]).
     pub(crate) fn fetch_as<T: FromRow>(
         &mut self,
         sql: &str,
         params: &[Value],
         limit: Limit,
         record: Record,
-    ) -> Result<Vec<T>> {
+    ) -> Result<Converted<T>> {
         self.recording(record, sql, params, |conn| {
             conn.step_fetch_as(sql, params, limit)
         })
@@ -188,13 +190,21 @@ impl Connection {
         sql: &str,
         params: &[Value],
         limit: Limit,
-    ) -> Result<Vec<T>> {
-        let start = |columns| (columns, Vec::new());
-        let (_, out) = self.step_rows(sql, params, limit, start, |(columns, out), running| {
-            out.push(T::from_row(&RowRef::new(running, columns))?);
-            Ok(())
-        })?;
-        Ok(out)
+    ) -> Result<Converted<T>> {
+        let mut converted = Converted::default();
+        let start = |columns| columns;
+        let stepped = self.step_rows(sql, params, limit, start, |columns, running| {
+            if converted.push(&RowRef::new(running, columns))? {
+                Ok(())
+            } else {
+                // Stops the statement; the panic, not this, is the outcome.
+                Err(Error::Interrupted { sql: sql.into() })
+            }
+        });
+        if converted.panicked() {
+            return Ok(converted);
+        }
+        stepped.map(|_| converted)
     }
 
     /// Runs one statement and hands its rows to `sink` chunk by chunk, as they are stepped,

@@ -28,6 +28,11 @@ impl Database {
     /// there. A read may then be run again; **a statement that writes (`RETURNING`) has made its
     /// changes by its first row, and they stand** although the call fails.
     ///
+    /// # Panics
+    /// When [`FromRow::from_row`] panics, with its panic, on the caller's task wherever the
+    /// row was converted (inline or on a connection's thread, which serves on); the statement
+    /// ends there as for a failed conversion.
+    ///
     /// # Cancel safety
     /// As [`fetch_all`](Self::fetch_all).
     pub async fn fetch_all_as<T: FromRow>(&self, sql: &str, params: impl Params) -> Result<Vec<T>> {
@@ -42,6 +47,9 @@ impl Database {
     ///
     /// # Errors
     /// As [`fetch_all_as`](Self::fetch_all_as), and [`Error::NoRows`](crate::Error::NoRows).
+    ///
+    /// # Panics
+    /// As [`fetch_all_as`](Self::fetch_all_as).
     ///
     /// # Cancel safety
     /// As [`fetch_all`](Self::fetch_all).

@@ -4,6 +4,7 @@ use super::Router;
 use super::read::Read;
 use super::request::{Execute, Fetch, FetchAs, Request};
 use crate::conn::Connection;
+use crate::conn::converted::Converted;
 use crate::conn::run::{ExecuteResult, Limit};
 use crate::row::FromRow;
 use crate::{Error, Result, Role, Row, Value};
@@ -29,6 +30,7 @@ impl Router<'_> {
     ) -> Result<Vec<T>> {
         self.route_request(sql, params, FetchAs::new(limit), true)
             .await
+            .map(Converted::into_rows)
     }
 
     /// Runs a statement for its effect; writes (and anything unknown) go to the writer.

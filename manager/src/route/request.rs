@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::conn::budget::Attempt;
+use crate::conn::converted::Converted;
 use crate::conn::record::{Record, RowCount};
 use crate::conn::run::{ExecuteResult, Limit};
 use crate::conn::{ChangeCount, Connection};
@@ -115,12 +116,12 @@ impl<T> Clone for FetchAs<T> {
 impl<T> Copy for FetchAs<T> {}
 
 impl<T: FromRow> Request for FetchAs<T> {
-    type Output = Vec<T>;
+    type Output = Converted<T>;
 
     /// As for [`Fetch`]: the rows of a write cannot be rebuilt.
     const WRITES_INLINE: bool = false;
 
-    fn finished(_: &Connection, _: ChangeCount) -> Option<Vec<T>> {
+    fn finished(_: &Connection, _: ChangeCount) -> Option<Converted<T>> {
         None
     }
 
@@ -130,7 +131,7 @@ impl<T: FromRow> Request for FetchAs<T> {
         sql: &str,
         params: &[Value],
         record: Record,
-    ) -> Result<Vec<T>> {
+    ) -> Result<Converted<T>> {
         conn.fetch_as(sql, params, self.0, record)
     }
 }
