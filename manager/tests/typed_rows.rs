@@ -83,6 +83,9 @@ async fn converted_rows_are_the_rows_fetch_all_returns_inline_and_on_a_thread() 
             })
             .collect();
         assert_eq!(as_items, want);
+        // The history counts the rows converted.
+        let all = db.history().pop().unwrap();
+        assert_eq!((all.sql.as_str(), all.rows), (ALL, 300));
         let one: Item = db
             .fetch_one_as("SELECT id, name, score, data FROM t WHERE id = ?", (8,))
             .await
