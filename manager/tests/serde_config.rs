@@ -204,3 +204,20 @@ fn options_read_128_bit_integers_as_any_other_number() {
         "sqlite://app.db?readers=3&busy_timeout=1500"
     );
 }
+
+/// A duration finer than its key's unit (a 0.5 ms statement timeout) is written so that it
+/// reads back the same: not cut to `0`, which would read back as "no limit".
+#[test]
+fn durations_finer_than_their_unit_read_back_from_json_unchanged() {
+    let options = Options::new("a.db")
+        .statement_timeout(Duration::from_micros(500))
+        .health_interval(Duration::from_micros(1_500))
+        .max_idle_time(Some(Duration::from_nanos(2_000_001)))
+        .inline_budget(Duration::from_nanos(2_500));
+    let json = serde_json::to_string(&options).unwrap();
+    assert_eq!(
+        serde_json::from_str::<Options>(&json).unwrap(),
+        options,
+        "{json}"
+    );
+}

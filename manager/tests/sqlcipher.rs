@@ -246,3 +246,69 @@ async fn sqlciphers_own_pragmas_are_not_refused_as_unknown() {
         "{misspelt:?}"
     );
 }
+
+/// A URL refused by the parser is quoted in its error, and errors end up in logs: the key's
+/// value must not be in them, however the URL is wrong (a `%` or `#` left unescaped in the
+/// key, a missing path or scheme, a host).
+#[test]
+fn a_url_refused_by_the_parser_never_shows_its_key_in_the_error() {
+    let secret = "hunter2";
+    for url in [
+        "sqlite://a.db?key=hunter2-100%sure",
+        "sqlite://a.db?key=%FFhunter2",
+        "sqlite://a.db?key=hunter2#1",
+        "sqlite://a.db?readers=2&KEY=hunter2#1",
+        "sqlite://?key=hunter2",
+        "a.db?key=hunter2",
+        "file://host/a.db?key=hunter2",
+    ] {
+        match url.parse::<Options>() {
+            Err(e @ Error::InvalidOption { .. }) => {
+                let shown = format!("{e} {e:?}");
+                assert!(!shown.contains(secret), "{url}: {shown}");
+            }
+            other => panic!("{url}: {other:?}"),
+        }
+    }
+}
+
+/// `PRAGMA rekey` (or `key`) sent as SQL would change the key of the writer alone: readers
+/// opened with the old key then read garbage ("no such table"), and every connection opened
+/// later, by the health task or at the next open, uses the `key` option's. It is refused,
+/// and the database goes on with its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setting_the_key_through_sql_is_refused_and_readers_keep_reading() {
+    let t = TempDb::new();
+    let options = t.options().readers(2).key("old key");
+    write_marker(options.clone()).await;
+    let db = Database::open_with(options.clone()).await.unwrap();
+    for sql in [
+        "PRAGMA rekey = 'new key'",
+        "PRAGMA main.rekey = 'new key'",
+        "PRAGMA key = 'new key'",
+        "PRAGMA hexrekey = '00112233'",
+    ] {
+        let refused = db.execute(sql, ()).await;
+        assert!(
+            matches!(refused, Err(Error::Refused { .. })),
+            "{sql}: {refused:?}"
+        );
+        let in_tx = db.transaction(async |tx| tx.execute_batch(sql).await).await;
+        assert!(
+            matches!(in_tx, Err(Error::Refused { .. })),
+            "{sql}: {in_tx:?}"
+        );
+    }
+    for _ in 0..4 {
+        let n: i64 = db
+            .fetch_one("SELECT count(*) FROM secrets", ())
+            .await
+            .unwrap()
+            .get(0)
+            .unwrap();
+        assert_eq!(n, 200);
+    }
+    db.close().await.unwrap();
+    let again = Database::open_with(options).await.unwrap();
+    again.close().await.unwrap();
+}

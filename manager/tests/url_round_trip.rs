@@ -204,6 +204,37 @@ fn keys_round_trip_through_the_revealing_url_and_never_show_in_display() -> Resu
     Ok(())
 }
 
+/// `o.to_string().parse::<Options>()? == o` also for durations finer than their key's unit:
+/// a 0.5 ms statement timeout printed as `0` would parse back as no limit at all, and a 0.5 ms
+/// health interval as a zero one, which is refused.
+#[test]
+fn durations_finer_than_their_unit_round_trip_through_the_url() -> Result<(), Error> {
+    let options = Options::new("a.db")
+        .statement_timeout(Duration::from_micros(500))
+        .slow_statement_threshold(Duration::from_nanos(1))
+        .health_interval(Duration::from_micros(500))
+        .busy_timeout(Duration::from_nanos(1_234_567_891))
+        .lock_anchor(Duration::from_nanos(1_500));
+    let url = options.to_string();
+    assert_eq!(url.parse::<Options>()?, options, "{url}");
+    for bad in [
+        "busy_timeout=1.",
+        "busy_timeout=.5",
+        "busy_timeout=0.0000001",
+        "lock_anchor_us=1.0001",
+        "busy_timeout=1.-5",
+    ] {
+        assert!(
+            matches!(
+                format!("sqlite://a.db?{bad}").parse::<Options>(),
+                Err(Error::InvalidOption { .. })
+            ),
+            "{bad}"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn explicit_round_trips() -> Result<(), Error> {
     let cases = [

@@ -105,8 +105,10 @@ pub enum Error {
 
     /// litemux refused a statement that would break its model: changing `journal_mode` or
     /// `locking_mode` at run time needs the file to itself, which litemux's own readers never
-    /// give it (the writer would wait out its busy timeout), and `query_only` on the shared
-    /// writer would stop every write. `reason` says what to do instead.
+    /// give it (the writer would wait out its busy timeout), `query_only` on the shared
+    /// writer would stop every write, and a SQLCipher `PRAGMA key`/`rekey` on one connection
+    /// would leave the others (and those opened later) with the `key` option's key. `reason`
+    /// says what to do instead.
     #[error("statement refused: {reason} in `{sql}`")]
     Refused {
         /// The statement text.

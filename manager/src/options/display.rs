@@ -58,8 +58,8 @@ impl Options {
     /// The values of the URL key `key` as the parser reads them, before percent-encoding:
     /// one, except for `pragma` (one per PRAGMA). The key is given in clear.
     pub(super) fn url_values(&self, key: &str) -> Vec<OsString> {
-        let millis = |d: Duration| d.as_millis().to_string();
-        let micros = |d: Duration| d.as_micros().to_string();
+        let millis = |d: Duration| units(d, 1_000_000);
+        let micros = |d: Duration| units(d, 1_000);
         let maybe = |d: Option<Duration>| d.map_or_else(|| "never".to_owned(), millis);
         let text = match key {
             "key" => self.key.clone().unwrap_or_default(),
@@ -97,17 +97,14 @@ impl Options {
             // No limit is 0 in the URL.
             "statement_timeout" => self
                 .statement_timeout
-                .map_or(0, |d| d.as_millis())
-                .to_string(),
+                .map_or_else(|| "0".to_owned(), millis),
             "idle_in_transaction_timeout" => self
                 .idle_in_transaction_timeout
-                .map_or(0, |d| d.as_millis())
-                .to_string(),
+                .map_or_else(|| "0".to_owned(), millis),
             // Off is 0 in the URL.
             "slow_statement_threshold" => self
                 .slow_statement_threshold
-                .map_or(0, |d| d.as_millis())
-                .to_string(),
+                .map_or_else(|| "0".to_owned(), millis),
             _ => return Vec::new(),
         };
         vec![text.into()]
@@ -183,6 +180,21 @@ impl fmt::Display for Options {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.write_url(f, false)
     }
+}
+
+/// `d` in units of `unit` nanoseconds: a whole number, with a decimal fraction when `d` is
+/// finer than that (the parser reads it back exactly).
+fn units(d: Duration, unit: u32) -> String {
+    let (whole, rest) = (
+        d.as_nanos() / u128::from(unit),
+        d.as_nanos() % u128::from(unit),
+    );
+    if rest == 0 {
+        return whole.to_string();
+    }
+    let digits = unit.ilog10() as usize;
+    let fraction = format!("{rest:0digits$}");
+    format!("{whole}.{}", fraction.trim_end_matches('0'))
 }
 
 /// Writes `text` percent-encoded: every byte but unreserved ones (RFC 3986: letters, digits,

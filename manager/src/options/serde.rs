@@ -10,7 +10,8 @@ use super::display::{KEYS, Kind};
 use super::url::apply;
 
 /// A map with `path` and the options that were set, as the URL prints them: counts and
-/// durations as numbers (milliseconds; microseconds for the `_us` keys), `never` as a
+/// durations as numbers (milliseconds; microseconds for the `_us` keys; a duration finer
+/// than that as a decimal string, `"0.5"`, which reads back exactly), `never` as a
 /// string, switches as booleans, keywords and paths as strings, `pragma` as a list of
 /// `"name:value"` strings. The SQLCipher `key` is written **in clear**: what is serialized
 /// must open the same database when read back, so keep such output as secret as the key.

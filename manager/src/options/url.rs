@@ -33,6 +33,7 @@ pub(super) fn parse(input: &str) -> Result<Options, Error> {
     // A plain path is taken as written, so a `?` or `#` in it would end up in the file's
     // name: almost always a URL missing its scheme.
     if let Some(c) = input.chars().find(|c| matches!(c, '?' | '#')) {
+        let input = redacted(input);
         return Err(Error::invalid(
             "url",
             format!(
@@ -55,7 +56,10 @@ fn file_path<'a>(input: &str, rest: &'a str) -> Result<&'a str, Error> {
         "" | "localhost" => Ok(&after[end..]),
         host => Err(Error::invalid(
             "url",
-            format!("`{input}` names the host `{host}`; only local files can be opened"),
+            format!(
+                "`{}` names the host `{host}`; only local files can be opened",
+                redacted(input)
+            ),
         )),
     }
 }
@@ -66,8 +70,9 @@ fn parse_url(input: &str, rest: &str) -> Result<Options, Error> {
         return Err(Error::invalid(
             "url",
             format!(
-                "`{input}` has a `#fragment`, which means nothing to a database; \
-                 write %23 for a `#` in the file name"
+                "`{}` has a `#fragment`, which means nothing to a database; \
+                 write %23 for a `#` in the file name",
+                redacted(input)
             ),
         ));
     }
@@ -76,7 +81,10 @@ fn parse_url(input: &str, rest: &str) -> Result<Options, Error> {
     let mut options = if path == ":memory:" {
         Options::memory()
     } else if path.is_empty() {
-        return Err(Error::invalid("url", format!("no path in `{input}`")));
+        return Err(Error::invalid(
+            "url",
+            format!("no path in `{}`", redacted(input)),
+        ));
     } else {
         Options::new(path)
     };
@@ -98,12 +106,40 @@ fn parse_url(input: &str, rest: &str) -> Result<Options, Error> {
                 options.pragma(percent_decode(name)?, percent_decode(value)?)
             }
             "history_file" => options.history_file(percent_decode_os(value)?),
+            // The decoding error would quote the key.
+            "key" => {
+                let key = percent_decode(value).map_err(|_| {
+                    Error::invalid("key", "a bad %-escape, or not UTF-8 (the key is not shown)")
+                })?;
+                apply(options, "key", &key)?
+            }
             _ => apply(options, &key, &percent_decode(value)?)?,
         };
         seen.push(key);
     }
     options.check()?;
     Ok(options)
+}
+
+/// `input` with the value of every `key` option replaced by `***`, for an error message
+/// quoting the URL: errors end up in logs, the SQLCipher key must not.
+fn redacted(input: &str) -> std::borrow::Cow<'_, str> {
+    let Some((head, query)) = input.split_once('?') else {
+        return input.into();
+    };
+    let is_key = |pair: &str| {
+        pair.split_once('=')
+            .is_some_and(|(k, _)| percent_decode(k).is_ok_and(|k| k.eq_ignore_ascii_case("key")))
+    };
+    if !query.split('&').any(is_key) {
+        return input.into();
+    }
+    let hidden = format!("key={}", super::display::REDACTED);
+    let pairs: Vec<&str> = query
+        .split('&')
+        .map(|pair| if is_key(pair) { &hidden } else { pair })
+        .collect();
+    format!("{head}?{}", pairs.join("&")).into()
 }
 
 /// The keys that may be given more than once, each adding to the others.
@@ -126,10 +162,8 @@ pub(super) fn apply(options: Options, key: &str, value: &str) -> Result<Options,
         "force_rollback" => options.force_rollback(parse_bool(key, value)?),
         "group_commit" => options.group_commit(parse_bool(key, value)?),
         "max_idle_time" => options.max_idle_time(millis_or_never(key, value)?),
-        "inline_budget_us" => {
-            options.inline_budget(Duration::from_micros(parse_number(key, value)?))
-        }
-        "lock_anchor_us" => options.lock_anchor(Duration::from_micros(parse_number(key, value)?)),
+        "inline_budget_us" => options.inline_budget(units(key, value, MICROSECOND)?),
+        "lock_anchor_us" => options.lock_anchor(units(key, value, MICROSECOND)?),
         "max_connection_age" => options.max_connection_age(millis_or_never(key, value)?),
         "health_interval" => options.health_interval(millis(key, value)?),
         "history_file" => options.history_file(value),
@@ -170,7 +204,40 @@ fn parse_number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, Error
 }
 
 fn millis(key: &str, value: &str) -> Result<Duration, Error> {
-    parse_number(key, value).map(Duration::from_millis)
+    units(key, value, MILLISECOND)
+}
+
+/// Nanoseconds in the units of the duration keys.
+const MILLISECOND: u64 = 1_000_000;
+const MICROSECOND: u64 = 1_000;
+
+/// A duration in `unit` (nanoseconds in one): a whole number, or one with a decimal fraction
+/// down to the nanosecond, as [`Display`](std::fmt::Display) writes a duration finer than
+/// its key's unit (`0.5` milliseconds).
+fn units(key: &str, value: &str, unit: u64) -> Result<Duration, Error> {
+    let digits = unit.ilog10() as usize;
+    let bad = || {
+        Error::invalid(
+            key,
+            format!("`{value}` is not a number in range (with at most {digits} decimals)"),
+        )
+    };
+    let (whole, fraction) = value.split_once('.').unwrap_or((value, ""));
+    let whole: u64 = whole.parse().map_err(|_| bad())?;
+    let per_second = 1_000_000_000 / unit;
+    let mut duration =
+        Duration::from_secs(whole / per_second) + Duration::from_nanos(whole % per_second * unit);
+    if value.contains('.') {
+        if fraction.is_empty()
+            || fraction.len() > digits
+            || !fraction.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(bad());
+        }
+        let scale = 10_u64.pow((digits - fraction.len()) as u32);
+        duration += Duration::from_nanos(fraction.parse::<u64>().map_err(|_| bad())? * scale);
+    }
+    Ok(duration)
 }
 
 /// `never`, or milliseconds.

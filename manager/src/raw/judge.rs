@@ -152,6 +152,12 @@ fn pragma(name: &str, argument: Option<&str>, schema: Option<&str>) -> Facts {
              own lock waits, which never hold a caller's thread and stop when the caller is \
              gone); set it with the `busy_timeout` option",
         ),
+        // SQLCipher's: the key is the `key` option's, given to every connection as it opens.
+        "key" | "rekey" | "hexkey" | "hexrekey" if argument.is_some() && on_main => Some(
+            "litemux refuses to set or change the SQLCipher key at run time (its readers, and \
+             every connection it opens later, keep the `key` option's); set it with the `key` \
+             option, and rekey a file while no litemux database has it open",
+        ),
         _ => None,
     };
     let sets = argument.is_some() && !QUERY_PRAGMAS.contains(&name);
