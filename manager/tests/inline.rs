@@ -336,3 +336,40 @@ async fn reads_run_inline_on_the_writer_of_a_database_without_readers() {
             .all(|e| e.role == litemux::Role::Writer)
     );
 }
+
+/// Writes to a virtual table run statements of their own on the connection (an R*Tree writes
+/// its shadow tables), each adding to the connection's count of changed rows as it ends. A
+/// spent budget that stops one of them, or the write after them, undoes the whole autocommit
+/// write: it is run again, never reported done. The progress handler runs every thousand
+/// instructions, counted per statement across runs, so the shadow tables' statements are
+/// stopped every few dozen inserts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_virtual_table_write_undone_by_the_budget_is_run_again_not_reported_done() {
+    let t = TempDb::new();
+    let db = open(&t, t.options().inline_budget(Duration::from_nanos(1))).await;
+    db.execute_batch("CREATE VIRTUAL TABLE r USING rtree(id, x0, x1)")
+        .await
+        .unwrap();
+    let insert = "INSERT INTO r(id, x0, x1) VALUES (?, ?, ?)";
+    let inserts = 2000_i64;
+    for i in 1..=inserts {
+        #[allow(clippy::cast_precision_loss)]
+        let x = i as f64;
+        let done = db
+            .execute(insert, (i, x, x + 1.0))
+            .await
+            .unwrap_or_else(|e| panic!("insert {i}: {e}"));
+        assert_eq!(
+            (done.rows_affected, done.last_insert_rowid),
+            (1, i),
+            "insert {i}"
+        );
+    }
+    let rows: i64 = db
+        .fetch_one("SELECT count(*) FROM r", ())
+        .await
+        .unwrap()
+        .get(0)
+        .unwrap();
+    assert_eq!(rows, inserts);
+}

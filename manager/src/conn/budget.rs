@@ -1,6 +1,6 @@
 //! Running under a time budget: how a statement runs inline on a caller's thread without
 //! holding it long. SQLite interrupts it at the deadline; what the run did is then judged
-//! by the connection's own count of changed rows ([`ChangeCount`]).
+//! by the connection's own counts of commits and rollbacks ([`ChangeCount`]).
 
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::time::{Duration, Instant};
@@ -121,11 +121,15 @@ impl Connection {
     pub(super) fn change_count(&self) -> ChangeCount {
         ChangeCount {
             total_changes: self.raw.total_changes(),
+            commits: self.raw.commits(),
+            rollbacks: self.raw.rollbacks(),
         }
     }
 
+    /// Whether an autocommit write committed since `mark`.
     fn committed_since(&self, mark: ChangeCount) -> bool {
-        self.change_count() != mark
+        let now = self.change_count();
+        now.commits != mark.commits && now.rollbacks == mark.rollbacks
     }
 
     /// The outcome of the `execute` that ran since `mark` (also one SQLite reported interrupted
@@ -133,7 +137,7 @@ impl Connection {
     /// across DDL; comparing running totals tells whether this statement changed anything.
     pub(crate) fn executed_since(&self, mark: ChangeCount) -> ExecuteResult {
         ExecuteResult {
-            rows_affected: if self.committed_since(mark) {
+            rows_affected: if self.raw.total_changes() != mark.total_changes {
                 self.changes()
             } else {
                 0

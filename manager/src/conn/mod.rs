@@ -65,12 +65,19 @@ impl Cancel {
     }
 }
 
-/// This connection's running count of changed rows: a DML statement that changed rows since
-/// committed them (in autocommit mode). Other connections cannot move it, unlike the file's
-/// data version.
+/// This connection's running counts of changed rows, commits and rollbacks: a statement that
+/// changed rows since moved the first; an autocommit write that committed since moved the
+/// second and not the third (a commit that fails once SQLite's commit hook ran is rolled
+/// back). Other connections cannot move them, unlike the file's data version.
+///
+/// Changed rows alone do not say a write committed: statements a virtual table runs on the
+/// connection (an R*Tree writing its shadow tables) add to them as each ends, before the
+/// write they are part of commits or is rolled back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ChangeCount {
     total_changes: i64,
+    commits: u64,
+    rollbacks: u64,
 }
 
 /// An open connection and its role.

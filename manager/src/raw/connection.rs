@@ -238,6 +238,12 @@ impl RawConnection {
         self.handle.commits.count.get()
     }
 
+    /// Transactions rolled back on this connection since it opened, SQLite's own rollbacks
+    /// (after an error, or a commit that failed) included.
+    pub(crate) fn rollbacks(&self) -> u64 {
+        self.handle.commits.rollbacks.get()
+    }
+
     /// Rows changed by all statements since the connection opened (monotonic).
     pub(crate) fn total_changes(&self) -> i64 {
         self.handle.total_changes()

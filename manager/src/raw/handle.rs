@@ -23,8 +23,8 @@ use super::identify;
 /// exists; the boxes it gave SQLite pointers to are freed only after `diesel` closed it.
 pub(crate) struct Handle {
     // Declared before `deadline`, `commits` and `guard` so it is dropped (and the connection
-    // closed) first: the progress handler reads `deadline`, the commit hook writes `commits`,
-    // the authorizer and update hook use `guard`.
+    // closed) first: the progress handler reads `deadline`, the commit and rollback hooks
+    // write `commits`, the authorizer and update hook use `guard`.
     diesel: SqliteConnection,
     db: NonNull<ffi::sqlite3>,
     pub(super) deadline: Box<Deadline>,
@@ -34,7 +34,7 @@ pub(crate) struct Handle {
 
 impl Handle {
     /// Opens a connection through diesel, captures its handle and registers litemux's
-    /// progress handler, commit hook and authorizer (allowing everything until
+    /// progress handler, commit and rollback hooks and authorizer (allowing everything until
     /// [`install`](Self::install)).
     pub(super) fn establish(url: &str) -> Result<Self, ConnectionError> {
         super::library::set_up();
@@ -69,6 +69,16 @@ impl Handle {
             ffi::sqlite3_commit_hook(
                 handle.as_ptr(),
                 Some(hooks::count_commit),
+                std::ptr::from_ref::<Commits>(&handle.commits)
+                    .cast_mut()
+                    .cast(),
+            );
+        }
+        // SAFETY: as for the commit hook.
+        unsafe {
+            ffi::sqlite3_rollback_hook(
+                handle.as_ptr(),
+                Some(hooks::count_rollback),
                 std::ptr::from_ref::<Commits>(&handle.commits)
                     .cast_mut()
                     .cast(),

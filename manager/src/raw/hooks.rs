@@ -176,10 +176,13 @@ pub(super) unsafe extern "C" fn check_deadline(deadline: *mut c_void) -> c_int {
     }
 }
 
-/// The transactions a connection committed.
+/// The transactions a connection committed, and those it rolled back.
 #[derive(Default)]
 pub(super) struct Commits {
     pub(super) count: Cell<u64>,
+    /// Transactions rolled back, SQLite's own rollbacks included: after an error that ends an
+    /// autocommit write, and after a commit that failed once the commit hook had run.
+    pub(super) rollbacks: Cell<u64>,
     /// On a read-only connection: where a commit, which must never happen, is counted. Set
     /// once, through a shared reference: SQLite holds a pointer to this value.
     pub(super) witness: OnceCell<Arc<AtomicU64>>,
@@ -200,6 +203,18 @@ pub(super) unsafe extern "C" fn count_commit(commits: *mut c_void) -> c_int {
     }
     // Zero lets the commit go ahead.
     0
+}
+
+/// Rollback hook: counts the transactions this connection rolled back.
+///
+/// # Safety
+/// As for [`count_commit`].
+pub(super) unsafe extern "C" fn count_rollback(commits: *mut c_void) {
+    // SAFETY: the caller's promise (see `# Safety`).
+    let commits = unsafe { &*commits.cast::<Commits>() };
+    commits
+        .rollbacks
+        .set(commits.rollbacks.get().wrapping_add(1));
 }
 
 #[cfg(test)]
