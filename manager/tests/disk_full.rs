@@ -425,6 +425,29 @@ async fn child_transaction(path: &Path) {
     db.close().await.unwrap();
 }
 
+/// Inserts rows `ids`, each from its own task, queued together behind a held writer so
+/// that they commit as one group once it is let go; the tasks, each with its id.
+async fn grouped_inserts(
+    db: &Database,
+    ids: std::ops::Range<i64>,
+) -> Vec<tokio::task::JoinHandle<(i64, litemux::Result<litemux::ExecuteResult>)>> {
+    let (release, held) = crate::hold_writer(db).await;
+    let queued = ids.clone().count();
+    let writes: Vec<_> = ids
+        .map(|id| {
+            let db = db.clone();
+            tokio::spawn(async move { (id, db.execute(INSERT, (id, PAD)).await) })
+        })
+        .collect();
+    crate::until("every write is queued", || {
+        db.status().writer_queued == 1 + queued
+    })
+    .await;
+    release.send(()).unwrap();
+    assert!(held.await.unwrap().unwrap());
+    writes
+}
+
 /// Several writes queued behind a held writer commit as one group; the group's COMMIT
 /// cannot write all their pages.
 async fn child_group(path: &Path) {
@@ -432,20 +455,7 @@ async fn child_group(path: &Path) {
     some_rows(&db, 0..10).await;
     let before = ids(&db).await;
     limit_file_size(largest_file(path) + 24 * 1024);
-    let (release, held) = crate::hold_writer(&db).await;
-    const N: i64 = 12;
-    let writes: Vec<_> = (100..100 + N)
-        .map(|id| {
-            let db = db.clone();
-            tokio::spawn(async move { (id, db.execute(INSERT, (id, PAD)).await) })
-        })
-        .collect();
-    crate::until("every write is queued", || {
-        db.status().writer_queued == 1 + N as usize
-    })
-    .await;
-    release.send(()).unwrap();
-    assert!(held.await.unwrap().unwrap());
+    let writes = grouped_inserts(&db, 100..112).await;
     let mut ok = BTreeSet::new();
     let mut failed = 0;
     for w in writes {
@@ -819,20 +829,7 @@ async fn child_rollback_journal(path: &Path) {
     let e = outcome.unwrap_err();
     assert!(is_disk_error(&e), "{e:?}");
     assert_eq!(ids(&db).await, seen, "the transaction kept nothing");
-    let (release, held) = crate::hold_writer(&db).await;
-    const N: i64 = 12;
-    let writes: Vec<_> = (3000..3000 + N)
-        .map(|id| {
-            let db = db.clone();
-            tokio::spawn(async move { (id, db.execute(INSERT, (id, PAD)).await) })
-        })
-        .collect();
-    crate::until("every write is queued", || {
-        db.status().writer_queued == 1 + N as usize
-    })
-    .await;
-    release.send(()).unwrap();
-    assert!(held.await.unwrap().unwrap());
+    let writes = grouped_inserts(&db, 3000..3012).await;
     for w in writes {
         let (id, outcome) = w.await.unwrap();
         match outcome {
