@@ -6,15 +6,16 @@
 //! reopens the file and checks every one of them is there and the file is sound.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use litemux::{Database, Error, Options};
 
 use crate::TempDb;
+use crate::test_child::{TestChild, spawn};
 
 const CHILD_ENV: &str = "LITEMUX_DISK_FULL_CHILD";
 const PATH_ENV: &str = "LITEMUX_DISK_FULL_PATH";
@@ -27,41 +28,11 @@ const PAD: i64 = 3000;
 
 /// Runs the child in `mode` on `path` to its end; returns the rows it acknowledged.
 fn run_child(mode: &str, path: &Path) -> BTreeSet<i64> {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "disk_full::child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, mode)
-        .env(PATH_ENV, path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        // Not inherited: while its file size limit is low, the child could not write a panic
-        // message to a log file already past it (CI's is), and a failure would say nothing.
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let forward = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("[child] {line}");
-        }
-    });
-    let stdout = child.stdout.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(at) = line.find("@@")
-                && tx.send(line[at + 2..].to_owned()).is_err()
-            {
-                break;
-            }
-        }
-    });
+    let TestChild { mut child, lines } = spawn(
+        "disk_full::child",
+        &[(CHILD_ENV, mode.as_ref()), (PATH_ENV, path.as_os_str())],
+        Stdio::null(),
+    );
     let deadline = Instant::now() + CHILD_DEADLINE;
     let mut acked = BTreeSet::new();
     let mut ended = false;
@@ -83,7 +54,6 @@ fn run_child(mode: &str, path: &Path) -> BTreeSet<i64> {
         }
     }
     let status = child.wait().unwrap();
-    let _ = forward.join();
     assert!(
         status.success() && ended,
         "child `{mode}` failed: {status:?}"

@@ -6,9 +6,9 @@
 //! the child does (see [`child`]); they talk to the parent over stdin/stdout, lines
 //! prefixed with `@@`.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use futures_util::StreamExt;
 use litemux::{Database, Error, Manager, Options};
 
 use crate::TempDb;
+use crate::test_child::{TestChild, spawn};
 
 const CHILD_ENV: &str = "LITEMUX_DURABILITY_CHILD";
 const PATH_ENV: &str = "LITEMUX_DURABILITY_PATH";
@@ -31,34 +32,12 @@ struct Kid {
 
 impl Kid {
     fn start(mode: &str, path: &Path) -> Kid {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "durability::child",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, mode)
-            .env(PATH_ENV, path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+        let TestChild { mut child, lines } = spawn(
+            "durability::child",
+            &[(CHILD_ENV, mode.as_ref()), (PATH_ENV, path.as_os_str())],
+            Stdio::piped(),
+        );
         let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(at) = line.find("@@")
-                    && tx.send(line[at + 2..].to_owned()).is_err()
-                {
-                    break;
-                }
-            }
-        });
         Kid {
             child,
             stdin,

@@ -38,6 +38,7 @@ mod serde_config;
 mod sqlcipher;
 mod sqlite_library;
 mod streaming;
+mod test_child;
 mod tracing_events;
 mod transaction_handles;
 mod transactions;
