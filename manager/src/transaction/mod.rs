@@ -356,9 +356,7 @@ impl Transaction {
         sql: &str,
         f: impl FnOnce(&mut ConnectionRef<'_>) -> R + Send + 'static,
     ) -> Result<R> {
-        if controls_transaction(sql) {
-            return Err(Error::TransactionControl { sql: sql.into() });
-        }
+        refuse_transaction_control(sql)?;
         self.run_statement(sql, 0, move |conn, _| {
             let out = f(&mut ConnectionRef::new(conn));
             // `f` is the caller's code: whatever else it ran may have changed the schema.
@@ -397,6 +395,15 @@ impl Transaction {
             .into_iter()
             .next())
     }
+}
+
+/// [`Error::TransactionControl`] for a statement that begins, ends or names a transaction or
+/// savepoint: the transaction's own to run, never one given to run inside it.
+fn refuse_transaction_control(sql: &str) -> Result<()> {
+    if controls_transaction(sql) {
+        return Err(Error::TransactionControl { sql: sql.into() });
+    }
+    Ok(())
 }
 
 pub(crate) fn first_row<T>(sql: &str, rows: Vec<T>) -> Result<T> {

@@ -5,9 +5,8 @@ use std::sync::Arc;
 use super::Transaction;
 use super::hold::Streaming;
 use crate::connection_ref::ConnectionRef;
-use crate::sql::controls_transaction;
 use crate::stream::{Pinned, Sink, Stopper, Streamed};
-use crate::{Error, Params, Result, RowStream};
+use crate::{Params, Result, RowStream};
 
 impl Transaction {
     /// Runs a query in the transaction and returns its rows as a stream, stepped as they are
@@ -127,9 +126,7 @@ impl Transaction {
         sql: &str,
         f: impl FnOnce(&mut ConnectionRef<'_>, &mut Sink<T>) + Send + 'static,
     ) -> Result<Streamed<T>> {
-        if controls_transaction(sql) {
-            return Err(Error::TransactionControl { sql: sql.into() });
-        }
+        super::refuse_transaction_control(sql)?;
         self.stream_with(f)
     }
 }
