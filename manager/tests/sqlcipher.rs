@@ -7,6 +7,9 @@ use crate::TempDb;
 
 const MARKER: &str = "plaintext-marker-7f3a9c";
 
+/// Counts the rows `write_marker` writes (200).
+const SECRETS: &str = "SELECT count(*) FROM secrets";
+
 /// Writes the marker in 200 rows through an encrypted database and closes it (which
 /// checkpoints the WAL into the file).
 async fn write_marker(options: Options) {
@@ -72,11 +75,7 @@ async fn the_file_holds_no_plaintext_and_reads_back_with_the_key() {
         assert_eq!(read.await.unwrap(), format!("{MARKER}-{i}"));
     }
     let on_writer = db
-        .transaction(async |tx| {
-            tx.fetch_one("SELECT count(*) FROM secrets", ())
-                .await?
-                .get::<i64>(0)
-        })
+        .transaction(async |tx| tx.fetch_one(SECRETS, ()).await?.get::<i64>(0))
         .await
         .unwrap();
     assert_eq!(on_writer, 200);
@@ -100,13 +99,7 @@ async fn a_wrong_key_is_wrong_key_and_no_key_cannot_open() {
     }
     // Neither failed attempt damaged the file.
     let db = Database::open_with(t.options().key("right")).await.unwrap();
-    let n: i64 = db
-        .fetch_one("SELECT count(*) FROM secrets", ())
-        .await
-        .unwrap()
-        .get(0)
-        .unwrap();
-    assert_eq!(n, 200);
+    assert_eq!(crate::ints(&db, SECRETS).await, [200]);
     db.close().await.unwrap();
 }
 
@@ -130,14 +123,7 @@ async fn url_keys_quotes_and_raw_keys_work() {
     let url = options.to_url_revealing_key();
     assert_eq!(url.parse::<Options>().unwrap(), options);
     let db = Database::open(&url).await.unwrap();
-    assert_eq!(
-        db.fetch_one("SELECT count(*) FROM secrets", ())
-            .await
-            .unwrap()
-            .get::<i64>(0)
-            .unwrap(),
-        200
-    );
+    assert_eq!(crate::ints(&db, SECRETS).await, [200]);
     db.close().await.unwrap();
 
     // A raw 256-bit key in SQLCipher's x'..' syntax.
@@ -212,9 +198,7 @@ async fn the_lock_anchor_opens_with_the_key_too() {
     let db = Database::open_with(options).await.unwrap();
     let reading = async {
         while !db.status().lock_anchor_held {
-            db.fetch_one("SELECT count(*) FROM secrets", ())
-                .await
-                .unwrap();
+            db.fetch_one(SECRETS, ()).await.unwrap();
             tokio::task::yield_now().await;
         }
     };
@@ -300,13 +284,7 @@ async fn setting_the_key_through_sql_is_refused_and_readers_keep_reading() {
         );
     }
     for _ in 0..4 {
-        let n: i64 = db
-            .fetch_one("SELECT count(*) FROM secrets", ())
-            .await
-            .unwrap()
-            .get(0)
-            .unwrap();
-        assert_eq!(n, 200);
+        assert_eq!(crate::ints(&db, SECRETS).await, [200]);
     }
     db.close().await.unwrap();
     let again = Database::open_with(options).await.unwrap();
